@@ -1,0 +1,5 @@
+import sys
+
+from slb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""Command line: ``slb proxy -c FILE`` runs a node, ``slb check -c FILE`` validates a file.
+
+A bad file never starts a proxy and never prints a traceback: every problem is printed with its
+location and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from slb.configfile import load_config_file, summary
+from slb.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slb", description="SLB software load balancer")
+    commands = parser.add_subparsers(dest="command", required=True)
+    proxy = commands.add_parser("proxy", help="run the proxy in the foreground")
+    proxy.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+    proxy.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+    check = commands.add_parser("check", help="validate a configuration file, like nginx -t")
+    check.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return check(args.config)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return proxy(args.config)
+
+
+def check(path: str) -> int:
+    try:
+        config = load_config_file(path)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        count = len(exc.lines)
+        print(f"{path}: configuration is invalid ({count} error{'s' if count > 1 else ''})",
+              file=sys.stderr)
+        return 1
+    print(f"{path}: configuration is valid: {summary(config)}")
+    return 0
+
+
+def proxy(path: str) -> int:
+    import uvloop
+
+    from slb.server import run_proxy
+
+    try:
+        load_config_file(path)  # fail before anything starts
+        uvloop.run(run_proxy(path))
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""What every connection of one proxy process shares: the applied runtime, counters, clocks.
+
+``ProxyContext.apply`` swaps a new ``Runtime`` in with one assignment (plus the derived lookup
+tables of the client side, assigned right after it, in the same loop step, so no request sees a
+mix). ``Sweeper`` is the one periodic task: it fires connection deadlines and closes idle
+upstream connections past their idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from typing import IO, TYPE_CHECKING
+
+from slb.member import MemberState
+from slb.metrics import Stats
+from slb.model import AccessLog as AccessLogSettings
+from slb.model import Config
+from slb.runtime import Runtime, build_runtime, request_fields, retire
+
+if TYPE_CHECKING:
+    from slb.protocol import ClientProtocol, Exchange
+
+SWEEP_INTERVAL = 0.1  # seconds: the resolution of every client-side timeout
+
+
+class AccessLog:
+    """One line per request, written through a buffer the sweeper flushes."""
+
+    def __init__(self, settings: AccessLogSettings) -> None:
+        self.path = settings.path
+        self.stream: IO[str] = (sys.stderr if settings.path == "-"
+                                else open(settings.path, "a", encoding="utf-8",  # noqa: SIM115
+                                          buffering=1 << 16))
+
+    def log(self, peer: bytes, ex: Exchange, now: float) -> None:
+        upstream = f"{now - ex.upstream_start:.4f}" if ex.upstream_start else "-"
+        target = ex.target
+        self.stream.write(
+            f'{peer.decode()} "{(getattr(ex, "method", b"-") or b"-").decode()} '
+            f'{ex.url.decode("latin-1")}" {ex.status} {ex.bytes_sent} '
+            f'vs={ex.vhost_name or "-"} group={target.pool.name if target else "-"} '
+            f'member={ex.member_address or "-"} upstream_time={upstream} '
+            f'total_time={now - ex.start:.4f} flag={ex.flag} '
+            f'id={(ex.request_id or b"-").decode("latin-1")}\n')
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self.stream is not sys.stderr:
+            self.stream.close()
+
+
+class ProxyContext:
+    def __init__(self, loop: asyncio.AbstractEventLoop, config: Config,
+                 stats: Stats | None = None) -> None:
+        self.loop = loop
+        self.stats = stats or Stats()
+        self.connections: set[ClientProtocol] = set()
+        self.draining = False
+        self.access_log: AccessLog | None = None
+        self._request_prefix = os.urandom(4).hex().encode() + b"-"
+        self._request_counter = 0
+        self.runtime: Runtime = None  # type: ignore[assignment]
+        self.apply(config)
+
+    def apply(self, config: Config) -> Runtime:
+        """Compile ``config`` and swap it in; returns the new runtime."""
+        previous = self.runtime
+        runtime = build_runtime(config, previous, self.stats)
+        self._install(runtime)
+        if previous is not None:
+            retire(previous, runtime)
+        return runtime
+
+    def _install(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.settings = settings
+        self.head_limit = settings.max_header_bytes + settings.max_uri_bytes
+        self.request_fields = request_fields(settings)
+        self.request_id_field = settings.request_id_header.encode() + b": "
+        self.listen_hosts = {listen: listen.encode() for listen in runtime.tables}
+        log_settings = runtime.config.access_log
+        if not log_settings.enabled:
+            if self.access_log is not None:
+                self.access_log.close()
+            self.access_log = None
+        elif self.access_log is None or self.access_log.path != log_settings.path:
+            if self.access_log is not None:
+                self.access_log.close()
+            self.access_log = AccessLog(log_settings)
+
+    def next_request_id(self) -> bytes:
+        self._request_counter += 1
+        return self._request_prefix + b"%x" % self._request_counter
+
+    def members(self) -> list[tuple[str, MemberState]]:
+        return [(pool.name, member) for pool in self.runtime.pools.values()
+                for member in pool.members.values()]
+
+
+class Sweeper:
+    """Fires due connection deadlines and expires idle upstream connections."""
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self._handle: asyncio.TimerHandle | None = None
+        self._ticks = 0
+
+    def start(self) -> None:
+        self._handle = self.ctx.loop.call_later(SWEEP_INTERVAL, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        ctx = self.ctx
+        now = ctx.loop.time()
+        for conn in [c for c in ctx.connections if c.deadline <= now]:
+            conn.on_deadline(now)
+        self._expire_idle(now)
+        self._ticks += 1
+        if ctx.access_log is not None and self._ticks % 5 == 0:
+            ctx.access_log.flush()
+        self._handle = ctx.loop.call_later(SWEEP_INTERVAL, self._tick)
+
+    def _expire_idle(self, now: float) -> None:
+        idle = self.ctx.stats.idle_connections
+        while idle:
+            conn, since = idle[0]
+            if conn.closed or conn.owner is not None or conn.idle_since != since:
+                idle.popleft()  # reused or gone since it was parked
+                continue
+            if now - since < conn.pool.idle_timeout:
+                # Not yet due. Groups differ in idle timeout, so an entry behind this one may
+                # be due already; it is closed at its next use (Pool.take_idle) at the latest.
+                break
+            idle.popleft()
+            if conn in conn.member.idle:
+                conn.member.idle.remove(conn)
+            conn.close()

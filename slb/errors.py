@@ -1,0 +1,91 @@
+"""Errors of the data plane, each carrying the HTTP status the proxy answers with.
+
+    ProxyError (status)
+    ├── ClientError            400 and friends: the request broke a rule; close the connection
+    │   ├── UriTooLong         414
+    │   ├── HeadersTooLarge    431
+    │   ├── BodyTooLarge       413
+    │   ├── RequestTimeout     408
+    │   └── NotImplementedTE   501: a transfer coding other than chunked
+    ├── NoRoute                404: no virtual server or route takes the request
+    ├── NoHealthyMember        503: the group has no member to send it to
+    ├── UpstreamConnectError   502: every try failed to connect
+    ├── UpstreamProtocolError  502: the member answered something that is not HTTP/1.1
+    └── UpstreamTimeout        504: no response within the read timeout
+
+The protocol renders a ProxyError from a canned response; anything else is a bug: it is logged,
+answered with 500 and the connection closed. ``flag`` is the access log's response flag, with
+Envoy's vocabulary (UH no healthy upstream, UF connect failure, UT timeout, ...).
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    status = 500
+    flag = "-"
+    close = False  # close the client connection after the answer
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ClientError(ProxyError):
+    status = 400
+    flag = "DPE"  # downstream protocol error
+    close = True
+
+
+class UriTooLong(ClientError):
+    status = 414
+
+
+class HeadersTooLarge(ClientError):
+    status = 431
+
+
+class BodyTooLarge(ClientError):
+    status = 413
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    flag = "DT"
+
+
+class Unsupported(ClientError):
+    status = 501
+
+
+class NoRoute(ProxyError):
+    status = 404
+    flag = "NR"
+
+
+class NoHealthyMember(ProxyError):
+    status = 503
+    flag = "UH"
+
+
+class UpstreamConnectError(ProxyError):
+    status = 502
+    flag = "UF"
+
+
+class UpstreamProtocolError(ProxyError):
+    status = 502
+    flag = "UPE"
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    flag = "UT"
+
+
+class ConfigError(Exception):
+    """A configuration could not be loaded; ``lines`` lists every problem with its location."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines

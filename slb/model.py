@@ -1,0 +1,351 @@
+"""The configuration schema: the one contract between the data plane and the admin.
+
+A node's configuration is the same whether it comes from a YAML file (`config/slb.yaml`) or as a
+JSON snapshot pushed by the admin: the names below are the contract. Validation happens here, once,
+when a configuration is loaded; the compiled objects the proxy uses per request never see pydantic.
+
+Every error is reported with its location in the document (``groups[1].members[0].address``), so
+`slb check` can print all of them at once, like `nginx -t` but complete.
+
+Defaults cite their precedent (nginx, HAProxy, Envoy) beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+Algorithm = Literal["wrr", "least_conn", "random2"]
+MatchKind = Literal["exact", "prefix", "regex"]
+MemberStateName = Literal["up", "down", "drain"]
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """Parse ``host:port`` (``[v6]:port`` for IPv6). Raises ValueError with a short reason."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError("expected host:port")
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise ValueError("expected [ipv6]:port")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"invalid IPv6 address {host!r}") from None
+    else:
+        host, _, port_text = value.rpartition(":")
+        if not host:
+            raise ValueError("expected host:port")
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            if not _HOSTNAME.match(host) or host.replace(".", "").isdigit():
+                raise ValueError(f"invalid host {host!r}") from None
+    # port 0 asks the kernel for a free port: useful for tests, never for members
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(f"invalid port {port_text!r}: expected 0-65535")
+    return host, int(port_text)
+
+
+def _check_address(value: str) -> str:
+    split_host_port(value)
+    return value
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a config file must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Control(_Strict):
+    listen: Address = "127.0.0.1:9901"
+    # Bearer token required by the control API to change anything; None leaves it read-only.
+    token: str | None = None
+
+
+class AccessLog(_Strict):
+    enabled: bool = False  # off by default, as Envoy; nginx logs by default
+    path: str = "-"  # "-" is stderr
+
+
+class HttpSettings(_Strict):
+    """Client-side HTTP limits and timeouts, shared by every virtual server of the node."""
+
+    # The whole header block must arrive within this (a deadline, not an inactivity timer, so a
+    # slowloris trickle cannot extend it). nginx client_header_timeout 60s; HAProxy's
+    # `timeout http-request` is commonly 10s.
+    header_timeout: PositiveSeconds = 10.0
+    # Idle time allowed between requests on a client keep-alive connection: nginx 75s.
+    keepalive_timeout: PositiveSeconds = 75.0
+    # Requests served on one client connection before it is closed: nginx 1000.
+    keepalive_requests: int = Field(1000, ge=1)
+    # Request target longer than this: 414. nginx large_client_header_buffers 8k.
+    max_uri_bytes: int = Field(8192, ge=64, le=1 << 20)
+    # Header block larger than this: 431. Envoy 60 KiB.
+    max_header_bytes: int = Field(61440, ge=1024, le=1 << 24)
+    # More header fields than this: 431. Envoy 100, HAProxy 101.
+    max_headers: int = Field(100, ge=8, le=10000)
+    # Request body larger than this: 413; 0 means no limit. nginx client_max_body_size is 1m,
+    # too small for a general-purpose balancer; 100 MiB covers uploads that belong behind one.
+    max_body_bytes: int = Field(100 * 1024 * 1024, ge=0)
+    # Request id header added when the client did not send one (Envoy: x-request-id).
+    request_id_header: str = "X-Request-Id"
+    # SIGTERM: how long in-flight requests may run before the node exits anyway.
+    drain_timeout: PositiveSeconds = 30.0
+
+
+class Timeouts(_Strict):
+    connect: PositiveSeconds = 5.0  # Envoy 5s (nginx 60s is too long to fail over)
+    # Time allowed between two reads from the member, including waiting for the response head;
+    # nginx proxy_read_timeout 60s.
+    read: PositiveSeconds = 60.0
+    # A pooled idle upstream connection is closed after this. Below the keep-alive timeout of
+    # common backends (Node.js and uvicorn 5s) so the proxy, not the backend, closes it first.
+    idle: PositiveSeconds = 4.0
+    # A WebSocket (or other upgraded) tunnel with no traffic either way is closed after this
+    # (Envoy stream_idle_timeout 5 min).
+    tunnel_idle: PositiveSeconds = 300.0
+
+
+class KeepAlive(_Strict):
+    max_idle: int = Field(32, ge=0, le=100000)  # idle connections kept per member: nginx 32
+    max_requests: int = Field(1000, ge=1)  # requests per upstream connection: nginx 1000
+
+
+class Retry(_Strict):
+    # Attempts per request, the first included. Connect failures always move to another member
+    # (nginx proxy_next_upstream error timeout); never the same member twice per request.
+    tries: int = Field(3, ge=1, le=20)
+    # A reused connection that dies before any response byte is retried only for idempotent
+    # methods (RFC 9110 §9.2.2), unless this is set (nginx non_idempotent).
+    non_idempotent: bool = False
+
+
+class PassiveHealth(_Strict):
+    # Consecutive failures that eject a member (Envoy consecutive_5xx 5; nginx max_fails 1).
+    # 0 disables ejection.
+    max_fails: int = Field(5, ge=0, le=1000)
+    base_ejection: PositiveSeconds = 10.0  # Envoy base_ejection_time 30s, nginx fail_timeout 10s
+    max_ejection: PositiveSeconds = 300.0  # Envoy max_ejection_time 300s
+    # Below this percentage of usable members, balance over all of them (Envoy panic 50%).
+    panic_threshold: int = Field(50, ge=0, le=100)
+
+
+def _check_member_address(value: str) -> str:
+    if split_host_port(value)[1] == 0:
+        raise ValueError("invalid port '0': expected 1-65535")
+    return value
+
+
+class Member(_Strict):
+    address: Annotated[str, AfterValidator(_check_member_address)]
+    weight: int = Field(1, ge=0, le=10000)  # 0 takes no traffic
+    state: MemberStateName = "up"
+
+
+class Group(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    algorithm: Algorithm = "wrr"
+    members: list[Member] = Field(default_factory=list)
+    timeouts: Timeouts = Timeouts()
+    keepalive: KeepAlive = KeepAlive()
+    retry: Retry = Retry()
+    passive_health: PassiveHealth = PassiveHealth()
+
+    @model_validator(mode="after")
+    def _unique_members(self) -> Group:
+        seen: set[str] = set()
+        for member in self.members:
+            if member.address in seen:
+                raise ValueError(f"member {member.address} is listed twice")
+            seen.add(member.address)
+        return self
+
+
+class Route(_Strict):
+    match: MatchKind = "prefix"
+    path: str = Field(min_length=1)
+    priority: int = 0
+    group: str
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, path: str, info: ValidationInfo) -> str:
+        if info.data.get("match") == "regex":
+            try:
+                re.compile(path)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        elif not path.startswith("/"):
+            raise ValueError("must start with '/'")
+        return path
+
+
+def _check_domain(value: str) -> str:
+    name = value.lower().rstrip(".")
+    bare = name[2:] if name.startswith("*.") else name
+    if "*" in bare or not _HOSTNAME.match(bare):
+        raise ValueError(f"invalid domain {value!r}: expected a name or *.suffix")
+    return name
+
+
+Domain = Annotated[str, AfterValidator(_check_domain)]
+
+
+class VirtualServer(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    listen: Address
+    domains: list[Domain] = Field(default_factory=list)
+    default: bool = False
+    routes: list[Route] = Field(default_factory=list)
+
+
+class Config(_Strict):
+    """A whole node configuration: a file's content or an admin snapshot."""
+
+    # Monotonic version of a pushed snapshot; files may leave it at 0.
+    version: int = Field(0, ge=0)
+    control: Control = Control()
+    state_dir: str | None = None
+    http: HttpSettings = HttpSettings()
+    access_log: AccessLog = AccessLog()
+    virtual_servers: list[VirtualServer] = Field(default_factory=list)
+    groups: list[Group] = Field(default_factory=list)
+
+    @field_validator("groups")
+    @classmethod
+    def _unique_group_names(cls, groups: list[Group]) -> list[Group]:
+        _reject_duplicates("group", [g.name for g in groups])
+        return groups
+
+    @field_validator("virtual_servers")
+    @classmethod
+    def _unique_vs_names(cls, servers: list[VirtualServer]) -> list[VirtualServer]:
+        _reject_duplicates("virtual server", [v.name for v in servers])
+        return servers
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        groups = {g.name for g in self.groups}
+        defaults: dict[str, str] = {}
+        domains: dict[tuple[str, str], str] = {}
+        for i, vs in enumerate(self.virtual_servers):
+            if vs.listen == self.control.listen:
+                errors.append((("virtual_servers", i, "listen"),
+                               f"{vs.listen} is already the control listener"))
+            if vs.default:
+                if vs.listen in defaults:
+                    errors.append((("virtual_servers", i, "default"),
+                                   f"{defaults[vs.listen]!r} is already the default on "
+                                   f"{vs.listen}"))
+                defaults.setdefault(vs.listen, vs.name)
+            for j, domain in enumerate(vs.domains):
+                owner = domains.setdefault((vs.listen, domain), vs.name)
+                if owner != vs.name:
+                    errors.append((("virtual_servers", i, "domains", j),
+                                   f"{domain} on {vs.listen} already belongs to {owner!r}"))
+            for j, route in enumerate(vs.routes):
+                if route.group not in groups:
+                    errors.append((("virtual_servers", i, "routes", j, "group"),
+                                   f"unknown group {route.group!r}"))
+        if errors:
+            raise ConfigErrors(errors)
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON, version excluded: equal content, equal hash."""
+        body = self.model_dump(mode="json", exclude={"version"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _reject_duplicates(kind: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{kind} name {name!r} is used twice")
+        seen.add(name)
+
+
+class ConfigErrors(ValueError):
+    """Every problem found in one configuration, each with its location."""
+
+    def __init__(self, errors: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{format_location(loc)}: {msg}" for loc, msg in errors))
+
+    def lines(self) -> list[str]:
+        return [f"{format_location(loc)}: {msg}" if loc else msg for loc, msg in self.errors]
+
+
+def format_location(loc: tuple[str | int, ...]) -> str:
+    """('groups', 1, 'members', 0, 'address') -> 'groups[1].members[0].address'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _pydantic_message(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    return message
+
+
+def parse_config(data: Any) -> Config:
+    """Validate a decoded document; raises ConfigErrors listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigErrors([((), "the configuration must be a mapping")])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        for error in exc.errors():
+            ctx = error.get("ctx") or {}
+            nested = ctx.get("error")
+            if isinstance(nested, ConfigErrors):
+                errors.extend(nested.errors)
+                continue
+            loc = tuple(part for part in error["loc"] if not _is_pydantic_tag(part))
+            errors.append((loc, _pydantic_message(error)))
+        raise ConfigErrors(errors) from None
+
+
+def _is_pydantic_tag(part: str | int) -> bool:
+    # pydantic inserts validator names such as 'function-after[...]' into locations
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
