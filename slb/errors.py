@@ -7,6 +7,7 @@
     │   ├── BodyTooLarge       413
     │   ├── RequestTimeout     408
     │   └── NotImplementedTE   501: a transfer coding other than chunked
+    │   └── VersionNotSupported 505: not HTTP/1.0 or 1.1
     ├── NoRoute                404: no virtual server or route takes the request
     ├── NoHealthyMember        503: the group has no member to send it to
     ├── UpstreamConnectError   502: every try failed to connect
@@ -56,6 +57,10 @@ class RequestTimeout(ClientError):
 
 class Unsupported(ClientError):
     status = 501
+
+
+class VersionNotSupported(ClientError):
+    status = 505
 
 
 class NoRoute(ProxyError):

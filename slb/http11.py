@@ -76,15 +76,19 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 
 
 def check_transfer_encoding(value: bytes) -> None:
-    """RFC 9112 §6.1: the proxy understands ``chunked`` only, as the final and only coding.
+    """RFC 9112 §6.1, §6.3 (4): the proxy understands ``chunked`` only.
 
-    llhttp rejects a final coding other than chunked but accepts ``,chunked``; an empty list
-    element is how front and back ends are made to disagree about framing.
+    ``value`` is every Transfer-Encoding field of the request joined (RFC 9110 §5.3). An empty
+    list element (``,chunked``, which llhttp accepts) or a final coding other than chunked is how
+    front and back ends are made to disagree about framing: 400. Another coding before chunked
+    is valid HTTP the proxy does not implement: 501.
     """
     codings = [c.strip().lower() for c in value.split(b",")]
     if any(not c for c in codings):
         raise ClientError("empty element in Transfer-Encoding")
-    if codings != [b"chunked"]:
+    if codings[-1] != b"chunked":
+        raise ClientError("the final transfer coding is not chunked")
+    if len(codings) > 1:
         raise Unsupported("only the chunked transfer coding is supported")
 
 
@@ -109,7 +113,7 @@ def _canned(status: int, close: bool) -> bytes:
 # Answers the proxy gives itself, rendered once: (status, close) -> bytes.
 CANNED: dict[tuple[int, bool], bytes] = {
     (status, close): _canned(status, close)
-    for status in (400, 404, 408, 413, 414, 431, 500, 501, 502, 503, 504)
+    for status in (400, 404, 408, 413, 414, 431, 500, 501, 502, 503, 504, 505)
     for close in (False, True)
 }
 

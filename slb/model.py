@@ -252,7 +252,7 @@ class Config(_Strict):
         defaults: dict[str, str] = {}
         domains: dict[tuple[str, str], str] = {}
         for i, vs in enumerate(self.virtual_servers):
-            if vs.listen == self.control.listen:
+            if vs.listen == self.control.listen and not vs.listen.endswith(":0"):
                 errors.append((("virtual_servers", i, "listen"),
                                f"{vs.listen} is already the control listener"))
             if vs.default:

@@ -46,6 +46,7 @@ from slb.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
     UriTooLong,
+    VersionNotSupported,
 )
 from slb.upstream import FRAMING_LENGTH, FRAMING_NONE, UpstreamConnection
 
@@ -69,6 +70,7 @@ PAUSE_PIPELINE = 4  # too many pipelined requests queued
 BUFFER_LIMIT = 1 << 20  # body bytes held for a request that has no connection yet
 REPLAY_LIMIT = 64 * 1024  # body bytes kept so a request can be retried on another connection
 PIPELINE_LIMIT = 16
+LINGER_TIMEOUT = 2.0  # seconds to drain a client after an error answer
 INFINITY = float("inf")
 
 _HTTP11 = b" HTTP/1.1\r\n"
@@ -89,7 +91,7 @@ class Exchange:
         "has_body", "head", "head_done", "header_bytes", "header_count", "host", "http10",
         "keep_alive", "member", "member_address", "method", "parts", "path", "replay",
         "replay_bytes", "request_done", "request_id", "response_chunked", "response_done",
-        "response_started", "reused", "stale_retried", "start", "status", "target", "tried",
+        "response_started", "reused", "stale_retried", "start", "status", "target", "te", "tried",
         "upgrade", "upgrade_value", "upstream_start", "url", "vhost_name", "xff",
     )
 
@@ -102,6 +104,7 @@ class Exchange:
         self.host: bytes | None = None
         self.content_length = 0
         self.chunked = False
+        self.te: bytes | None = None
         self.connection: bytes | None = None
         self.upgrade_value: bytes | None = None
         self.expect_continue = False
@@ -137,9 +140,9 @@ class Exchange:
 
 class ClientProtocol(asyncio.Protocol):
     __slots__ = (
-        "ctx", "deadline", "deadline_kind", "exchanges", "head_bytes", "in_head", "listen_key",
-        "loop", "parser", "parsing", "peer", "read_paused", "requests", "transport", "tunnel",
-        "write_paused",
+        "ctx", "deadline", "deadline_kind", "exchanges", "head_bytes", "in_head", "lingering",
+        "listen_key", "loop", "parser", "parsing", "peer", "read_paused", "requests", "transport",
+        "tunnel", "write_paused",
     )
 
     def __init__(self, ctx: ProxyContext, listen_key: str) -> None:
@@ -159,6 +162,7 @@ class ClientProtocol(asyncio.Protocol):
         self.requests = 0
         self.peer = b""
         self.tunnel: UpstreamConnection | None = None
+        self.lingering = False
 
     # -- asyncio.Protocol interface ---------------------------------------------------------
 
@@ -173,6 +177,8 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline_kind = IDLE
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         tunnel = self.tunnel
         if tunnel is not None:
             self._tunnel_progress()
@@ -278,7 +284,7 @@ class ClientProtocol(asyncio.Protocol):
             ex.content_length = int(value)  # llhttp has checked the digits and duplicates
             ex.parts += (name, _COLON, value, _CRLF)
         elif kind == http11.TRANSFER_ENCODING:
-            http11.check_transfer_encoding(value)
+            ex.te = value if ex.te is None else ex.te + b"," + value
             ex.chunked = True
         elif kind == http11.CONNECTION:
             ex.connection = value if ex.connection is None else ex.connection + b"," + value
@@ -300,9 +306,14 @@ class ClientProtocol(asyncio.Protocol):
         self.in_head = False
         self.head_bytes = 0
         method = ex.method = parser.get_method()
-        ex.http10 = http10 = parser.get_http_version() == "1.0"
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise VersionNotSupported(f"HTTP/{version} is not supported")
+        ex.http10 = http10 = version == "1.0"
         ex.keep_alive = parser.should_keep_alive()
         ex.upgrade = parser.should_upgrade()
+        if ex.te is not None:
+            http11.check_transfer_encoding(ex.te)
         if method == b"CONNECT":
             raise Unsupported("CONNECT is not supported")
         if ex.host is None and not http10:
@@ -353,11 +364,19 @@ class ClientProtocol(asyncio.Protocol):
         url = ex.url
         if url[:1] == b"/":
             path = url.partition(b"?")[0]
-        elif url[:7].lower() == b"http://":  # absolute-form (RFC 9112 §3.2.2)
-            authority, _, rest = url[7:].partition(b"/")
+        elif url[:4].lower() == b"http":  # absolute-form (RFC 9112 §3.2.2)
+            scheme, sep, rest = url.partition(b"://")
+            if not sep or scheme.lower() not in (b"http", b"https"):
+                raise ClientError("invalid request target")
+            authority, slash, rest = rest.partition(b"/")
+            url = slash + rest if slash else b"/"
+            path = url.partition(b"?")[0]
+            # The target's authority replaces Host (RFC 9112 §3.2.2).
+            ex.parts = [p for i in range(1, len(ex.parts), 4)
+                        if ex.parts[i].lower() != b"host" for p in ex.parts[i:i + 4]]
+            ex.parts.insert(0, b"")
+            ex.parts += (b"Host", _COLON, authority, _CRLF)
             ex.host = authority
-            path = b"/" + rest.partition(b"?")[0]
-            url = path if not rest.partition(b"?")[2] else b"/" + rest
         else:
             path = url
         ex.path = path.decode("latin-1")
@@ -532,13 +551,13 @@ class ClientProtocol(asyncio.Protocol):
                 head = [http11.status_line(101, conn.reason)]
                 for name, value in conn.headers:
                     head += (name, _COLON, value, _CRLF)
+                head += (b"Upgrade: ", conn.upgrade or ex.upgrade_value or b"", _CRLF)
                 head.append(b"Connection: upgrade\r\n\r\n")
                 self.transport.write(b"".join(head))
             elif status != 100 and not ex.http10:
                 head = [http11.status_line(status, conn.reason)]
                 for name, value in conn.headers:
-                    if name.lower() != b"upgrade":
-                        head += (name, _COLON, value, _CRLF)
+                    head += (name, _COLON, value, _CRLF)
                 head.append(_CRLF)
                 self.transport.write(b"".join(head))
             return
@@ -690,8 +709,6 @@ class ClientProtocol(asyncio.Protocol):
             ex.keep_alive = False
         self.transport.write(http11.CANNED[error.status, close])
         ex.response_started = True
-        if not ex.request_done:
-            ex.discard = True  # the rest of the body is read and dropped
         self._response_finished(ex)
 
     def _response_finished(self, ex: Exchange) -> None:
@@ -703,7 +720,8 @@ class ClientProtocol(asyncio.Protocol):
             return
         if ex.request_done:
             self._next_exchange()
-        # else: on_message_complete moves on once the body is read
+        else:
+            ex.discard = True  # on_message_complete moves on once the body is read
 
     def _next_exchange(self) -> None:
         exchanges = self.exchanges
@@ -762,7 +780,30 @@ class ClientProtocol(asyncio.Protocol):
                 self._account(ex)
         self.exchanges.clear()
         self.transport.write(http11.CANNED[error.status, True])
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an error answer without losing it (RFC 9112 §9.6).
+
+        Closing while the client still sends makes the kernel reset the connection, and a reset
+        can destroy the answer before the client reads it. So: shut our side, read and drop
+        what still comes, close when the client does or after LINGER_TIMEOUT (nginx's
+        lingering close).
+        """
+        self.lingering = True
+        self.parsing = None
+        transport = self.transport
+        if transport.is_closing():
+            return
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            transport.close()
+            return
+        self.read_paused = 0
+        transport.resume_reading()
+        self.deadline = self.loop.time() + LINGER_TIMEOUT
+        self.deadline_kind = IDLE
 
     # -- time --------------------------------------------------------------------------------
 
@@ -778,10 +819,6 @@ class ClientProtocol(asyncio.Protocol):
                 self.transport.close()
         elif kind == EXCHANGE and self.exchanges:
             ex = self.exchanges[0]
-            if not ex.request_done and ex.conn is None and not ex.response_started \
-                    and ex.member is None:
-                self._fail(RequestTimeout("request body stalled"))
-                return
             if not ex.request_done:
                 self._fail(RequestTimeout("request body stalled"))
                 return

@@ -48,7 +48,13 @@ class ProxyServer:
         await self._open_listeners(self.ctx.runtime.listen_addresses)
         control = self.ctx.runtime.config.control
         host, port = split_host_port(control.listen)
-        self.control = await start_control_server(self.handle_control, host, port)
+        try:
+            self.control = await start_control_server(self.handle_control, host, port)
+        except OSError as exc:
+            for server in self.listeners.values():
+                server.close()
+            raise ConfigError([f"cannot listen on {control.listen} (control): "
+                               f"{exc.strerror or exc}"]) from None
         self.sweeper.start()
         log.info("serving %s on %s; control on %s", _describe(self.ctx.runtime.config),
                  ", ".join(sorted(self.listeners)) or "no listener", control.listen)

@@ -57,7 +57,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_head_seen", "bytes_received", "closed", "connection_options", "content_length", "framing",
         "head_only", "headers", "idle_since", "keep_alive", "member", "owner", "parser", "pool",
-        "reason", "requests", "stats", "transport", "tunnel",
+        "reason", "requests", "stats", "transport", "tunnel", "upgrade",
     )
 
     def __init__(self, pool: Pool, member: MemberState) -> None:
@@ -81,6 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason = b""
         self.content_length: bytes | None = None
         self.connection_options: bytes | None = None
+        self.upgrade: bytes | None = None
         self.framing = FRAMING_CLOSE
         self.keep_alive = False
 
@@ -110,7 +111,10 @@ class UpstreamConnection(asyncio.Protocol):
             if not isinstance(exc.__context__, _StopAtHead):
                 raise
             self.parser = HttpResponseParser(self)
-            self.upstream_done()
+            if self.owner is None:
+                self.close()  # bytes after a complete response: not a member to trust
+            else:
+                self.upstream_done()
         except HttpParserError as exc:
             self.close()
             owner.upstream_lost(self, f"malformed response: {exc}")
@@ -161,7 +165,7 @@ class UpstreamConnection(asyncio.Protocol):
         elif kind == http11.TRANSFER_ENCODING:
             self.framing = FRAMING_CHUNKED
         elif kind == http11.UPGRADE:
-            self.headers.append((name, value))  # kept only on a 101, filtered by the owner
+            self.upgrade = value  # forwarded on a 101 only
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -175,7 +179,8 @@ class UpstreamConnection(asyncio.Protocol):
         elif self.framing != FRAMING_CHUNKED and self.content_length is not None:
             self.framing = FRAMING_LENGTH
         owner = self.owner
-        assert owner is not None
+        if owner is None:
+            raise _StopAtHead  # a response nobody asked for
         owner.upstream_head(self, status)
         if self.head_only and status >= 200:
             raise _StopAtHead

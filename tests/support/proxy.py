@@ -1,0 +1,55 @@
+"""An in-process proxy for integration tests, listening on kernel-chosen ports."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from slb.model import parse_config
+from slb.server import ProxyServer
+
+
+@dataclass
+class RunningProxy:
+    server: ProxyServer
+
+    @property
+    def port(self) -> int:
+        """Port of the (first) virtual-server listener."""
+        return self.server.listener_port(next(iter(self.server.listeners)))
+
+    def port_of(self, listen: str) -> int:
+        return self.server.listener_port(listen)
+
+    @property
+    def control_port(self) -> int:
+        return self.server.control_port
+
+    @property
+    def stats(self) -> Any:
+        return self.server.ctx.stats
+
+    def member(self, group: str, address: str) -> Any:
+        return self.server.ctx.runtime.pools[group].members[address]
+
+    async def close(self) -> None:
+        await self.server.close()
+
+
+def simple_config(members: list[str], algorithm: str = "wrr", **group: Any) -> dict[str, Any]:
+    """One virtual server on 127.0.0.1:0 routing everything to group ``g``."""
+    return {
+        "control": {"listen": "127.0.0.1:0"},
+        "virtual_servers": [{"name": "vs", "listen": "127.0.0.1:0", "domains": ["example.com"],
+                             "routes": [{"path": "/", "group": "g"}]}],
+        "groups": [{"name": "g", "algorithm": algorithm,
+                    "members": [{"address": m} if isinstance(m, str) else m for m in members],
+                    **group}],
+    }
+
+
+async def start_proxy(config: dict[str, Any]) -> RunningProxy:
+    server = ProxyServer(parse_config(copy.deepcopy(config)))
+    await server.start()
+    return RunningProxy(server)
