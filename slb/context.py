@@ -21,6 +21,7 @@ from slb.model import Config
 from slb.runtime import Runtime, build_runtime, request_fields, retire
 
 if TYPE_CHECKING:
+    from slb.pool import Pool
     from slb.protocol import ClientProtocol, Exchange
 
 SWEEP_INTERVAL = 0.1  # seconds: the resolution of every client-side timeout
@@ -62,6 +63,7 @@ class ProxyContext:
         self.loop = loop
         self.stats = stats or Stats()
         self.connections: set[ClientProtocol] = set()
+        self.idle_pools: set[Pool] = set()
         self.draining = False
         self.access_log: AccessLog | None = None
         self._request_prefix = os.urandom(4).hex().encode() + b"-"
@@ -72,7 +74,7 @@ class ProxyContext:
     def apply(self, config: Config) -> Runtime:
         """Compile ``config`` and swap it in; returns the new runtime."""
         previous = self.runtime
-        runtime = build_runtime(config, previous, self.stats)
+        runtime = build_runtime(config, previous, self.stats, self.idle_pools)
         self._install(runtime)
         if previous is not None:
             retire(previous, runtime)
@@ -133,17 +135,6 @@ class Sweeper:
         self._handle = ctx.loop.call_later(SWEEP_INTERVAL, self._tick)
 
     def _expire_idle(self, now: float) -> None:
-        idle = self.ctx.stats.idle_connections
-        while idle:
-            conn, since = idle[0]
-            if conn.closed or conn.owner is not None or conn.idle_since != since:
-                idle.popleft()  # reused or gone since it was parked
-                continue
-            if now - since < conn.pool.idle_timeout:
-                # Not yet due. Groups differ in idle timeout, so an entry behind this one may
-                # be due already; it is closed at its next use (Pool.take_idle) at the latest.
-                break
-            idle.popleft()
-            if conn in conn.member.idle:
-                conn.member.idle.remove(conn)
-            conn.close()
+        pools = self.ctx.idle_pools
+        for pool in [p for p in pools if not p.expire_idle(now)]:
+            pools.discard(pool)

@@ -11,9 +11,8 @@ Names follow Prometheus conventions: ``slb_`` prefix, ``_total`` for counters, `
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,9 +20,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-
-if TYPE_CHECKING:
-    from slb.upstream import UpstreamConnection
 
 # Request duration buckets, seconds: a proxy adds well under a millisecond, so start low.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -58,8 +54,6 @@ class Stats:
         self.retries: dict[str, int] = {}
         self.ejections: dict[tuple[str, str], int] = {}
         self.client_errors: dict[str, int] = {}  # status -> requests refused by the rules
-        # connections put back in an idle list, oldest first, for the idle sweep
-        self.idle_connections: deque[tuple[UpstreamConnection, float]] = deque()
 
     def histogram(self, virtual_server: str, group: str) -> LatencyHistogram:
         key = (virtual_server, group)

@@ -143,8 +143,10 @@ class Retry(_Strict):
 
 
 class PassiveHealth(_Strict):
-    # Consecutive failures that eject a member (Envoy consecutive_5xx 5; nginx max_fails 1).
-    # 0 disables ejection.
+    # Consecutive failures that eject a member (Envoy consecutive_gateway_failure 5; nginx
+    # max_fails 1). A failure is what nginx counts by default: connect error or timeout, read
+    # timeout, a connection lost or a malformed response; a 5xx from the member is an answer,
+    # not a failure. 0 disables ejection.
     max_fails: int = Field(5, ge=0, le=1000)
     base_ejection: PositiveSeconds = 10.0  # Envoy base_ejection_time 30s, nginx fail_timeout 10s
     max_ejection: PositiveSeconds = 300.0  # Envoy max_ejection_time 300s

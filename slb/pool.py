@@ -24,17 +24,19 @@ if TYPE_CHECKING:
 class Pool:
     __slots__ = (
         "algorithm", "balancer", "base_ejection", "connect_timeout", "ejected_horizon",
-        "idle_timeout", "max_ejection", "max_fails", "max_idle", "max_requests", "members",
-        "name", "panic_threshold", "read_timeout", "retry_non_idempotent", "stats", "tries",
-        "tunnel_idle",
+        "idle_pools", "idle_timeout", "max_ejection", "max_fails", "max_idle", "max_requests",
+        "members", "name", "panic_threshold", "read_timeout", "retry_non_idempotent", "stats",
+        "tries", "tunnel_idle",
     )
 
-    def __init__(self, group: Group, members: dict[str, MemberState], stats: Stats) -> None:
+    def __init__(self, group: Group, members: dict[str, MemberState], stats: Stats,
+                 idle_pools: set[Pool]) -> None:
         self.name = group.name
         self.algorithm = group.algorithm
         self.members = members
         self.balancer = make_balancer(group.algorithm, members.values())
         self.stats = stats
+        self.idle_pools = idle_pools  # pools with idle connections, for the idle sweep
         self.connect_timeout = group.timeouts.connect
         self.read_timeout = group.timeouts.read
         self.idle_timeout = group.timeouts.idle
@@ -86,4 +88,18 @@ class Pool:
         if len(idle) >= self.max_idle:
             idle.pop(0).close()
         idle.append(conn)
-        self.stats.idle_connections.append((conn, now))
+        self.idle_pools.add(self)
+
+    def expire_idle(self, now: float) -> bool:
+        """Close idle connections past the idle timeout; True while some remain.
+
+        Each member's idle list is in parking order, so expired ones are at its front.
+        """
+        deadline = now - self.idle_timeout
+        remaining = False
+        for member in self.members.values():
+            idle = member.idle
+            while idle and idle[0].idle_since <= deadline:
+                idle.pop(0).close()
+            remaining = remaining or bool(idle)
+        return remaining

@@ -87,7 +87,7 @@ class Exchange:
 
     __slots__ = (
         "aborted", "attempts", "body_received", "buffer", "buffered", "bytes_sent", "chunked",
-        "conn", "connection", "content_length", "discard", "expect_continue", "flag",
+        "conn", "connection", "content_length", "discard", "expect_continue", "flag", "generation",
         "has_body", "head", "head_done", "header_bytes", "header_count", "host", "http10",
         "keep_alive", "member", "member_address", "method", "parts", "path", "replay",
         "replay_bytes", "request_done", "request_id", "response_chunked", "response_done",
@@ -127,7 +127,8 @@ class Exchange:
         self.member: MemberState | None = None
         self.member_address = ""
         self.tried: list[MemberState] | None = None
-        self.attempts = 0
+        self.attempts = 0  # tries on members, counted against retry.tries
+        self.generation = 0  # bumped to abandon a connect in flight
         self.reused = False
         self.stale_retried = False
         self.status = 0
@@ -455,20 +456,22 @@ class ClientProtocol(asyncio.Protocol):
         if conn is not None:
             self._send(ex, conn, True)
         else:
-            self.loop.create_task(self._connect(ex, pool, member, ex.attempts))
+            ex.generation += 1
+            self.loop.create_task(self._connect(ex, pool, member, ex.generation))
 
-    async def _connect(self, ex: Exchange, pool: Pool, member: MemberState, attempt: int) -> None:
+    async def _connect(self, ex: Exchange, pool: Pool, member: MemberState,
+                       generation: int) -> None:
         loop = self.loop
         try:
             async with asyncio.timeout(pool.connect_timeout):
                 _, conn = await loop.create_connection(
                     partial(UpstreamConnection, pool, member), member.host, member.port)
         except (OSError, TimeoutError) as exc:
-            if ex.aborted or ex.attempts != attempt or ex.response_started:
+            if ex.aborted or ex.generation != generation or ex.response_started:
                 return
             self._connect_failed(ex, pool, member, exc)
             return
-        if ex.aborted or ex.attempts != attempt or ex.response_done:
+        if ex.aborted or ex.generation != generation or ex.response_done:
             pool.put_idle(member, conn, loop.time())
             return
         self._send(ex, conn, False)
@@ -657,8 +660,8 @@ class ClientProtocol(asyncio.Protocol):
             pool.stats.count_retry(pool.name)
             if ex.replay is not None:
                 ex.buffer = list(ex.replay)
-            ex.attempts += 1
-            self.loop.create_task(self._connect(ex, pool, member, ex.attempts))
+            ex.generation += 1
+            self.loop.create_task(self._connect(ex, pool, member, ex.generation))
             return
         self._upstream_failed(ex, conn, UpstreamProtocolError(error))
 
@@ -667,7 +670,9 @@ class ClientProtocol(asyncio.Protocol):
         pool = ex.target.pool  # type: ignore[union-attr]
         member = ex.member
         ex.conn = None
-        if member is not None:
+        if member is not None and not (ex.reused and not conn.bytes_received):
+            # (a pooled connection closed under a new request is the keep-alive race, not a
+            # failing member)
             pool.stats.count_upstream_failure(pool.name, member.address)
             pool.record_failure(member, self.loop.time())
         self._release_member(ex)
@@ -833,7 +838,7 @@ class ClientProtocol(asyncio.Protocol):
                 pool.record_failure(member, now)
             self._release_member(ex)
             ex.conn = None
-            ex.attempts = -1  # a connect still in flight is abandoned
+            ex.generation += 1  # a connect still in flight is abandoned
             if ex.response_started:
                 ex.flag = "UT"
                 ex.response_done = True

@@ -57,7 +57,8 @@ class Runtime:
         return set(self.tables)
 
 
-def build_runtime(config: Config, previous: Runtime | None, stats: Stats) -> Runtime:
+def build_runtime(config: Config, previous: Runtime | None, stats: Stats,
+                  idle_pools: set[Pool]) -> Runtime:
     pools: dict[str, Pool] = {}
     for group in config.groups:
         old_pool = previous.pools.get(group.name) if previous is not None else None
@@ -70,7 +71,7 @@ def build_runtime(config: Config, previous: Runtime | None, stats: Stats) -> Run
             state.weight = member.weight
             state.state = member.state
             members[member.address] = state
-        pools[group.name] = Pool(group, members, stats)
+        pools[group.name] = Pool(group, members, stats, idle_pools)
 
     by_listener: dict[str, list[tuple[VirtualHost, list[str], bool]]] = {}
     for vs in config.virtual_servers:
