@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from slb.configfile import load_config_file, summary
@@ -19,6 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     proxy = commands.add_parser("proxy", help="run the proxy in the foreground")
     proxy.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+    proxy.add_argument("-w", "--workers", type=int, default=os.cpu_count() or 1,
+                       help="worker processes sharing the listeners (default: one per core); "
+                            "0 runs the proxy in the supervising process itself")
     proxy.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     check = commands.add_parser("check", help="validate a configuration file, like nginx -t")
@@ -32,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         return check(args.config)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return proxy(args.config)
+    if args.workers < 0:
+        print("slb: --workers must be 0 or more", file=sys.stderr)
+        return 2
+    return proxy(args.config, args.workers)
 
 
 def check(path: str) -> int:
@@ -49,14 +56,14 @@ def check(path: str) -> int:
     return 0
 
 
-def proxy(path: str) -> int:
+def proxy(path: str, workers: int) -> int:
     import uvloop
 
-    from slb.server import run_proxy
+    from slb.node import run_node
 
     try:
         load_config_file(path)  # fail before anything starts
-        uvloop.run(run_proxy(path))
+        uvloop.run(run_node(path, workers))
     except ConfigError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)

@@ -12,13 +12,22 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
+from dataclasses import replace
 from typing import IO, TYPE_CHECKING
 
 from slb.member import MemberState
 from slb.metrics import Stats
 from slb.model import AccessLog as AccessLogSettings
-from slb.model import Config
-from slb.runtime import Runtime, build_runtime, request_fields, retire
+from slb.model import Config, Group
+from slb.runtime import (
+    Runtime,
+    build_runtime,
+    carry_members,
+    close_idle_of_leaving,
+    request_fields,
+    retire,
+)
 
 if TYPE_CHECKING:
     from slb.pool import Pool
@@ -79,6 +88,15 @@ class ProxyContext:
         if previous is not None:
             retire(previous, runtime)
         return runtime
+
+    def apply_group(self, config: Config, group: Group) -> None:
+        """A pool delta: only ``group``'s members change; ``config`` is the whole new config."""
+        runtime = self.runtime
+        pool = runtime.pools[group.name]
+        old = pool.members
+        pool.set_members(carry_members(group, old))
+        self.runtime = replace(runtime, config=config, applied_at=time.time())
+        close_idle_of_leaving(old, pool.members)
 
     def _install(self, runtime: Runtime) -> None:
         settings = runtime.settings

@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -234,6 +235,7 @@ class Config(_Strict):
     access_log: AccessLog = AccessLog()
     virtual_servers: list[VirtualServer] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
+    _hash: str | None = PrivateAttr(default=None)
 
     @field_validator("groups")
     @classmethod
@@ -280,10 +282,18 @@ class Config(_Strict):
         return self.model_dump(mode="json")
 
     def content_hash(self) -> str:
-        """sha256 of the canonical JSON, version excluded: equal content, equal hash."""
-        body = self.model_dump(mode="json", exclude={"version"})
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """sha256 of the canonical JSON: equal content, equal hash.
+
+        The version and the node-local parts (``control``, ``state_dir``) are left out, so the
+        admin and a node compute the same hash for the same snapshot.
+
+        Computed on first use and kept: a snapshot of 100,000 members takes a while to dump.
+        """
+        if self._hash is None:
+            body = self.model_dump(mode="json", exclude={"version", "control", "state_dir"})
+            canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+            self._hash = hashlib.sha256(canonical.encode()).hexdigest()
+        return self._hash
 
 
 def _reject_duplicates(kind: str, names: list[str]) -> None:

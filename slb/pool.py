@@ -35,6 +35,8 @@ class Pool:
         self.algorithm = group.algorithm
         self.members = members
         self.balancer = make_balancer(group.algorithm, members.values())
+        # no member is ejected past this time: the common case skips the panic count
+        self.ejected_horizon = max((m.ejected_until for m in members.values()), default=0.0)
         self.stats = stats
         self.idle_pools = idle_pools  # pools with idle connections, for the idle sweep
         self.connect_timeout = group.timeouts.connect
@@ -49,7 +51,11 @@ class Pool:
         self.base_ejection = group.passive_health.base_ejection
         self.max_ejection = group.passive_health.max_ejection
         self.panic_threshold = group.passive_health.panic_threshold
-        # no member is ejected past this time: the common case skips the panic count
+
+    def set_members(self, members: dict[str, MemberState]) -> None:
+        """A pool delta: new members and balancer in one step, settings unchanged."""
+        self.balancer = make_balancer(self.algorithm, members.values())
+        self.members = members
         self.ejected_horizon = max((m.ejected_until for m in members.values()), default=0.0)
 
     def pick(self, skip: Container[MemberState], now: float) -> MemberState | None:

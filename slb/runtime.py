@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from slb import http11
 from slb.member import STATE_UP, MemberState
 from slb.metrics import Stats
-from slb.model import Config, HttpSettings, split_host_port
+from slb.model import Config, Group, HttpSettings, split_host_port
 from slb.pool import Pool
 from slb.router import RouteTable, Target, VirtualHost, compile_route, make_virtual_host
 
@@ -45,7 +45,6 @@ class Runtime:
     settings: ClientSettings
     tables: dict[str, RouteTable]
     pools: dict[str, Pool]
-    content_hash: str
     applied_at: float = field(default_factory=time.time)
 
     @property
@@ -62,15 +61,7 @@ def build_runtime(config: Config, previous: Runtime | None, stats: Stats,
     pools: dict[str, Pool] = {}
     for group in config.groups:
         old_pool = previous.pools.get(group.name) if previous is not None else None
-        members: dict[str, MemberState] = {}
-        for member in group.members:
-            state = old_pool.members.get(member.address) if old_pool is not None else None
-            if state is None:
-                host, port = split_host_port(member.address)
-                state = MemberState(member.address, host, port)
-            state.weight = member.weight
-            state.state = member.state
-            members[member.address] = state
+        members = carry_members(group, old_pool.members if old_pool is not None else {})
         pools[group.name] = Pool(group, members, stats, idle_pools)
 
     by_listener: dict[str, list[tuple[VirtualHost, list[str], bool]]] = {}
@@ -97,22 +88,39 @@ def build_runtime(config: Config, previous: Runtime | None, stats: Stats,
         tables[listen] = RouteTable(exact, wildcards, default)
 
     return Runtime(config=config, settings=ClientSettings.of(config.http), tables=tables,
-                   pools=pools, content_hash=config.content_hash())
+                   pools=pools)
 
 
-def retire(previous: Runtime, current: Runtime) -> None:
-    """Close idle connections of members that left or no longer take traffic.
+def carry_members(group: Group, old: dict[str, MemberState]) -> dict[str, MemberState]:
+    """The member states of ``group``: surviving ones reused, with new weight and state."""
+    members: dict[str, MemberState] = {}
+    for member in group.members:
+        state = old.get(member.address)
+        if state is None:
+            host, port = split_host_port(member.address)
+            state = MemberState(member.address, host, port)
+        state.weight = member.weight
+        state.state = member.state
+        members[member.address] = state
+    return members
+
+
+def close_idle_of_leaving(old: dict[str, MemberState], new: dict[str, MemberState]) -> None:
+    """Members that left or stopped taking traffic lose their idle connections.
 
     Requests in flight on them finish on the connection they have (drain).
     """
+    for address, member in old.items():
+        if new.get(address) is member and member.state == STATE_UP:
+            continue
+        while member.idle:
+            member.idle.pop().close()
+
+
+def retire(previous: Runtime, current: Runtime) -> None:
     for name, old_pool in previous.pools.items():
         new_pool = current.pools.get(name)
-        for address, member in old_pool.members.items():
-            kept = new_pool.members.get(address) if new_pool is not None else None
-            if kept is member and member.state == STATE_UP:
-                continue
-            while member.idle:
-                member.idle.pop().close()
+        close_idle_of_leaving(old_pool.members, new_pool.members if new_pool is not None else {})
 
 
 def request_fields(settings: ClientSettings) -> dict[bytes, int]:

@@ -7,12 +7,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from slb.model import parse_config
+from slb.node import LocalPlane, Node
 from slb.server import ProxyServer
 
 
 @dataclass
 class RunningProxy:
-    server: ProxyServer
+    node: Node
+
+    @property
+    def server(self) -> ProxyServer:
+        plane = self.node.plane
+        assert isinstance(plane, LocalPlane) and plane.server is not None
+        return plane.server
 
     @property
     def port(self) -> int:
@@ -24,7 +31,7 @@ class RunningProxy:
 
     @property
     def control_port(self) -> int:
-        return self.server.control_port
+        return self.node.control_port
 
     @property
     def stats(self) -> Any:
@@ -35,6 +42,7 @@ class RunningProxy:
 
     async def close(self) -> None:
         await self.server.close()
+        await self.node.close()
 
 
 def simple_config(members: list[str], algorithm: str = "wrr", **group: Any) -> dict[str, Any]:
@@ -50,6 +58,6 @@ def simple_config(members: list[str], algorithm: str = "wrr", **group: Any) -> d
 
 
 async def start_proxy(config: dict[str, Any]) -> RunningProxy:
-    server = ProxyServer(parse_config(copy.deepcopy(config)))
-    await server.start()
-    return RunningProxy(server)
+    node = Node(parse_config(copy.deepcopy(config)), LocalPlane())
+    await node.start()
+    return RunningProxy(node)

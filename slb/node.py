@@ -1,0 +1,315 @@
+"""A proxy node: the control API in front of a data plane, and the node's life cycle.
+
+The data plane is either one in-process ``ProxyServer`` (``LocalPlane``, ``--workers 0``) or N
+worker processes sharing the listeners with SO_REUSEPORT (``slb.workers.ProcessPlane``). The node
+owns the applied configuration, its version and hash, the control API, persistence to
+``state_dir`` and the signals.
+
+Who manages a node: a file with ``virtual_servers`` makes a *file-managed* node (SIGHUP reloads
+it; PUT and PATCH answer 409). A file with only ``control`` and ``state_dir`` makes an
+*admin-managed* node: it serves its persisted snapshot, or nothing, until the first push.
+``control`` and ``state_dir`` always come from the local file, never from a pushed snapshot.
+
+Control API (JSON; changes need ``Authorization: Bearer <control.token>``):
+
+    GET   /v1/config           the applied snapshot with version and hash
+    PUT   /v1/config           apply a full snapshot (409 unless newer, 400 if invalid)
+    PATCH /v1/groups/{name}    apply a pool delta (409 if base_version is not the applied one)
+    GET   /v1/status           per group and member live figures, applied version and time
+    GET   /healthz /ready /metrics
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from slb.configfile import load_config_file
+from slb.control import Request, Response, start_control_server
+from slb.errors import ConfigError
+from slb.metrics import Stats, StatsCollector
+from slb.model import Config, Group, split_host_port
+from slb.server import ProxyServer, describe
+from slb.snapshot import SnapshotRejected, apply_delta, copy_config, parse_delta, parse_snapshot
+from slb.statefile import load_snapshot, save_snapshot
+
+log = logging.getLogger("slb.node")
+
+
+class DataPlane(Protocol):
+    async def start(self, config: Config) -> None: ...
+    async def apply(self, config: Config) -> None: ...
+    async def apply_group(self, config: Config, group: Group) -> None: ...
+    async def stats(self) -> Stats: ...
+    async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]: ...
+    def applied_versions(self) -> dict[str, int]: ...
+    async def drain(self) -> None: ...
+
+
+class LocalPlane:
+    """The data plane in this process."""
+
+    def __init__(self) -> None:
+        self.server: ProxyServer | None = None
+
+    async def start(self, config: Config) -> None:
+        self.server = ProxyServer(config)
+        await self.server.start()
+
+    async def apply(self, config: Config) -> None:
+        assert self.server is not None
+        await self.server.apply(config)
+
+    async def apply_group(self, config: Config, group: Group) -> None:
+        assert self.server is not None
+        self.server.apply_group(config, group)
+
+    async def stats(self) -> Stats:
+        assert self.server is not None
+        return self.server.ctx.stats
+
+    async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]:
+        assert self.server is not None
+        return self.server.member_status()
+
+    def applied_versions(self) -> dict[str, int]:
+        assert self.server is not None
+        return {"main": self.server.config.version}
+
+    async def drain(self) -> None:
+        if self.server is not None:
+            await self.server.drain()
+
+
+def is_file_managed(config: Config) -> bool:
+    return bool(config.virtual_servers)
+
+
+class Node:
+    def __init__(self, local: Config, plane: DataPlane, config_path: str | Path | None = None
+                 ) -> None:
+        self.local = local  # the file's own config: control, state_dir, who manages
+        self.file_managed = is_file_managed(local)
+        self.plane = plane
+        self.config_path = config_path
+        self.config = local
+        self.applied_at = time.time()
+        self.control: asyncio.Server | None = None
+        self.draining = False
+        self.stopped = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.local
+        if not self.file_managed and self.local.state_dir:
+            persisted = load_snapshot(self.local.state_dir)
+            if persisted is not None:
+                config = self._localise(persisted)
+                log.info("serving the persisted snapshot, %s", describe(config))
+        await self.plane.start(config)
+        self.config = config
+        self.applied_at = time.time()
+        host, port = split_host_port(self.local.control.listen)
+        try:
+            self.control = await start_control_server(self.handle, host, port)
+        except OSError as exc:
+            await self.plane.drain()
+            raise ConfigError([f"cannot listen on {self.local.control.listen} (control): "
+                               f"{exc.strerror or exc}"]) from None
+        mode = "file-managed" if self.file_managed else "admin-managed"
+        log.info("%s node, %s; control on %s", mode, describe(config), self.local.control.listen)
+
+    @property
+    def control_port(self) -> int:
+        assert self.control is not None
+        return int(self.control.sockets[0].getsockname()[1])
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(self.drain()))
+        loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(self.drain()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload_file()))
+
+    async def drain(self) -> None:
+        if self.draining:
+            return
+        self.draining = True  # /ready answers 503 from now on
+        log.info("draining")
+        await self.plane.drain()
+        await self.close()
+
+    async def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+        self.stopped.set()
+
+    # -- changes -----------------------------------------------------------------------------
+
+    def _localise(self, config: Config) -> Config:
+        return copy_config(config, control=self.local.control, state_dir=self.local.state_dir)
+
+    async def _install(self, config: Config, group: Group | None = None) -> None:
+        old = self.config
+        if group is None:
+            await self.plane.apply(config)
+        else:
+            await self.plane.apply_group(config, group)
+        self.config = config
+        self.applied_at = time.time()
+        what = f"group {group.name}" if group is not None else "snapshot"
+        log.info("applied %s: version %d -> %d", what, old.version, config.version)
+        if self.local.state_dir:
+            try:
+                save_snapshot(self.local.state_dir, config)
+            except OSError as exc:
+                log.error("could not persist version %d to %s: %s", config.version,
+                          self.local.state_dir, exc)
+
+    async def put_config(self, data: Any) -> Config:
+        async with self._lock:
+            if self.file_managed:
+                raise SnapshotRejected("file_managed", "this node is managed by its file "
+                                       f"{self.config_path}: edit it and send SIGHUP")
+            config = self._localise(parse_snapshot(data, self.config))
+            try:
+                await self._install(config)
+            except ConfigError as exc:
+                raise SnapshotRejected("invalid", "snapshot cannot be applied",
+                                       exc.lines) from None
+            return config
+
+    async def patch_group(self, name: str, data: Any) -> Config:
+        async with self._lock:
+            if self.file_managed:
+                raise SnapshotRejected("file_managed", "this node is managed by its file "
+                                       f"{self.config_path}: edit it and send SIGHUP")
+            delta = parse_delta(data)
+            config, group = apply_delta(self.config, name, delta)
+            await self._install(config, group)
+            return config
+
+    async def reload_file(self) -> None:
+        if self.config_path is None:
+            return
+        async with self._lock:
+            try:
+                local = load_config_file(self.config_path)
+            except ConfigError as exc:
+                log.error("reload of %s refused, configuration unchanged:\n  %s",
+                          self.config_path, "\n  ".join(exc.lines))
+                return
+            if not is_file_managed(local):
+                log.error("reload of %s refused: it no longer has virtual_servers",
+                          self.config_path)
+                return
+            if local.control != self.local.control:
+                log.warning("control settings changed in %s: they take effect on restart",
+                            self.config_path)
+            version = max(local.version, self.config.version + 1)
+            config = copy_config(self._localise(local), version=version)
+            try:
+                await self._install(config)
+            except ConfigError as exc:
+                log.error("reload of %s refused: %s", self.config_path, "; ".join(exc.lines))
+
+    # -- the control API ---------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        method, path = request.method, request.path
+        if path in ("/healthz", "/ready", "/metrics", "/v1/config", "/v1/status") \
+                and method in ("GET", "HEAD"):
+            return await self._read(path)
+        if path == "/v1/config" and method == "PUT":
+            return await self._change(request, lambda data: self.put_config(data))
+        if path.startswith("/v1/groups/") and method == "PATCH":
+            name = path[len("/v1/groups/"):]
+            return await self._change(request, lambda data: self.patch_group(name, data))
+        if path in ("/v1/config",) or path.startswith("/v1/groups/"):
+            return Response.error(405, f"{method} is not allowed on {path}")
+        return Response.error(404, f"no such endpoint: {path}")
+
+    async def _read(self, path: str) -> Response:
+        if path == "/healthz":
+            return Response(200, b"ok\n", "text/plain")
+        if path == "/ready":
+            if self.draining:
+                return Response(503, b"draining\n", "text/plain")
+            return Response(200, b"ready\n", "text/plain")
+        if path == "/metrics":
+            stats = await self.plane.stats()
+            registry = CollectorRegistry(auto_describe=True)
+            registry.register(StatsCollector(lambda: stats))
+            return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+        if path == "/v1/config":
+            return Response.json(200, self._config_view())
+        return Response.json(200, {
+            **self._version_view(),
+            "groups": await self.plane.member_status(),
+        })
+
+    def _version_view(self) -> dict[str, Any]:
+        versions = self.plane.applied_versions()
+        return {
+            "version": self.config.version,
+            "hash": self.config.content_hash(),
+            "applied_at": self.applied_at,
+            "applied": all(v == self.config.version for v in versions.values()),
+            "workers": versions,
+            "managed_by": "file" if self.file_managed else "admin",
+        }
+
+    def _config_view(self) -> dict[str, Any]:
+        return {**self._version_view(), "snapshot": self.config.to_json()}
+
+    async def _change(self, request: Request, action: Any) -> Response:
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        try:
+            data = json.loads(request.body or b"null")
+        except ValueError as exc:
+            return Response.error(400, f"the body is not JSON: {exc}")
+        try:
+            config: Config = await action(data)
+        except SnapshotRejected as exc:
+            return Response.json(exc.status, exc.to_json())
+        return Response.json(200, {"version": config.version, "hash": config.content_hash()})
+
+    def _authorize(self, request: Request) -> Response | None:
+        token = self.local.control.token
+        if token is None:
+            return Response.error(403, "control.token is not set: the control API is read-only")
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                                 token.encode()):
+            response = Response.error(401, "a valid 'Authorization: Bearer <token>' is required")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="slb"'
+            return response
+        return None
+
+
+async def run_node(config_path: str, workers: int) -> None:
+    local = load_config_file(config_path)
+    if workers > 0:
+        from slb.workers import ProcessPlane
+
+        plane: DataPlane = ProcessPlane(workers)
+    else:
+        plane = LocalPlane()
+    node = Node(local, plane, config_path)
+    await node.start()
+    node.install_signal_handlers()
+    await node.stopped.wait()
+    log.info("stopped")

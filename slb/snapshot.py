@@ -1,0 +1,124 @@
+"""Changing an applied configuration: full snapshots and pool deltas, with their rules.
+
+A full snapshot (``PUT /v1/config``) must carry a version newer than the applied one. A pool
+delta (``PATCH /v1/groups/{name}``) names the version it was made from (``base_version``) and
+its own new ``version``; if the base is not the applied version the sender's view is out of
+date, and it answers with a full snapshot instead (409 ``base_mismatch``).
+
+``apply_delta`` returns a new ``Config`` sharing every unchanged part with the old one: a delta
+on a node with 10,000 groups touches one group.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slb.model import Address, Config, ConfigErrors, Group, Member, parse_config
+
+Reason = Literal["stale", "invalid", "base_mismatch", "not_found", "file_managed"]
+
+
+class SnapshotRejected(Exception):
+    """A change that was refused; nothing was applied."""
+
+    STATUS = {"stale": 409, "base_mismatch": 409, "file_managed": 409, "invalid": 400,
+              "not_found": 404}
+
+    def __init__(self, reason: Reason, message: str, errors: list[str] | None = None,
+                 **details: Any) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.errors = errors or []
+        self.details = details
+
+    @property
+    def status(self) -> int:
+        return self.STATUS[self.reason]
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.reason, "message": self.message}
+        if self.errors:
+            body["errors"] = self.errors
+        body.update(self.details)
+        return body
+
+
+class PoolDelta(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_version: int = Field(ge=0)
+    version: int = Field(ge=1)
+    upsert: list[Member] = Field(default_factory=list)
+    remove: list[Address] = Field(default_factory=list)
+
+
+def parse_delta(data: Any) -> PoolDelta:
+    if not isinstance(data, dict):
+        raise SnapshotRejected("invalid", "a pool delta must be a JSON object")
+    try:
+        delta = PoolDelta.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function"))
+            lines.append(f"{loc}: {error['msg']}")
+        raise SnapshotRejected("invalid", "invalid pool delta", lines) from None
+    addresses = [m.address for m in delta.upsert]
+    doubled = {a for a in addresses if addresses.count(a) > 1} | (set(addresses)
+                                                                  & set(delta.remove))
+    if doubled:
+        raise SnapshotRejected("invalid", "a member appears twice in the delta",
+                               [f"{a}: listed twice" for a in sorted(doubled)])
+    return delta
+
+
+def parse_snapshot(data: Any, applied: Config | None) -> Config:
+    """A full snapshot, validated and checked to be newer than ``applied``."""
+    try:
+        config = parse_config(data)
+    except ConfigErrors as exc:
+        raise SnapshotRejected("invalid", "invalid snapshot", exc.lines()) from None
+    if applied is not None and config.version <= applied.version:
+        raise SnapshotRejected("stale", f"version {config.version} is not newer than the "
+                               f"applied version {applied.version}",
+                               applied_version=applied.version)
+    return config
+
+
+def apply_delta(config: Config, group_name: str, delta: PoolDelta) -> tuple[Config, Group]:
+    """The configuration with ``delta`` applied to one group, and that group."""
+    if delta.base_version != config.version:
+        raise SnapshotRejected("base_mismatch", f"base_version {delta.base_version} is not the "
+                               f"applied version {config.version}: send a full snapshot",
+                               applied_version=config.version)
+    if delta.version <= config.version:
+        raise SnapshotRejected("stale", f"version {delta.version} is not newer than the "
+                               f"applied version {config.version}",
+                               applied_version=config.version)
+    index = next((i for i, g in enumerate(config.groups) if g.name == group_name), None)
+    if index is None:
+        raise SnapshotRejected("not_found", f"no group named {group_name!r}")
+    group = config.groups[index]
+    members = {m.address: m for m in group.members}
+    missing = [a for a in delta.remove if a not in members]
+    if missing:
+        raise SnapshotRejected("invalid", "removing members the group does not have",
+                               [f"remove: {a} is not a member" for a in missing])
+    for address in delta.remove:
+        del members[address]
+    for member in delta.upsert:
+        members[member.address] = member
+    new_group = group.model_copy(update={"members": list(members.values())})
+    groups = list(config.groups)
+    groups[index] = new_group
+    return copy_config(config, groups=groups, version=delta.version), new_group
+
+
+def copy_config(config: Config, **update: Any) -> Config:
+    """``config`` with fields replaced, without re-validating the unchanged rest."""
+    copied = config.model_copy(update=update)
+    copied._hash = None  # the content may have changed
+    return copied

@@ -1,0 +1,104 @@
+"""A worker process: one ProxyServer driven by its supervisor (see ``slb.workers``).
+
+Started as ``python -m slb.worker FD`` with FD one end of a socketpair. SIGTERM drains and exits;
+SIGINT and SIGHUP belong to the supervisor (a terminal's Ctrl-C reaches the whole process group,
+and the supervisor decides). If the supervisor goes away, the worker drains and exits too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+import uvloop
+
+from slb.errors import ConfigError
+from slb.model import Config, Group
+from slb.server import ProxyServer
+from slb.snapshot import copy_config
+from slb.workers import read_message, send_message
+
+log = logging.getLogger("slb.worker")
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.server: ProxyServer | None = None
+        self.config: Config | None = None
+
+    async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message["op"]
+        if op == "apply":
+            return await self._apply(message["config"])
+        if op == "group":
+            return self._apply_group(message["group"], message["version"])
+        if op == "stats":
+            assert self.server is not None
+            return {"ok": True, "stats": self.server.ctx.stats.export(),
+                    "members": self.server.member_status()}
+        return {"ok": False, "errors": [f"unknown operation {op!r}"]}
+
+    async def _apply(self, config: Config) -> dict[str, Any]:
+        try:
+            if self.server is None:
+                self.server = ProxyServer(config, reuse_port=True)
+                await self.server.start()
+            else:
+                await self.server.apply(config)
+        except ConfigError as exc:
+            if self.server is not None and self.config is None:
+                self.server = None  # never started
+            return {"ok": False, "errors": exc.lines}
+        self.config = config
+        return {"ok": True, "version": config.version}
+
+    def _apply_group(self, group: Group, version: int) -> dict[str, Any]:
+        assert self.server is not None and self.config is not None
+        groups = [group if g.name == group.name else g for g in self.config.groups]
+        self.config = copy_config(self.config, groups=groups, version=version)
+        self.server.apply_group(self.config, group)
+        return {"ok": True, "version": version}
+
+    async def drain(self) -> None:
+        if self.server is not None:
+            await self.server.drain()
+
+
+async def serve(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    worker = Worker()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
+
+    async def commands() -> None:
+        while True:
+            message = await read_message(reader)
+            if message is None:
+                stop.set()  # the supervisor is gone
+                return
+            reply = await worker.handle(message)
+            await send_message(writer, {**reply, "id": message["id"]})
+
+    task = loop.create_task(commands())
+    await stop.wait()
+    task.cancel()
+    await worker.drain()
+    writer.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvloop.run(serve(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

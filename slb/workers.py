@@ -1,0 +1,266 @@
+"""N worker processes behind one node: the supervisor's side (``ProcessPlane``).
+
+Each worker (``slb.worker``) runs one ``ProxyServer`` and opens the listeners itself with
+SO_REUSEPORT, so the kernel spreads connections across them (per 4-tuple: a keep-alive client
+stays on one worker). The supervisor talks to each worker over a socketpair: length-prefixed
+pickled messages, each request carrying an id that its reply echoes.
+
+    supervisor → worker          worker → supervisor
+    {op: apply, config}          {id, ok, version} or {id, ok: False, errors}
+    {op: group, group, version}  {id, ok, version}
+    {op: stats}                  {id, ok, stats, members}
+    {op: drain}                  (exits when drained)
+
+A full snapshot is pickled to each worker; a pool delta sends one group. A worker that dies is
+restarted with the current configuration. A change reaches the workers concurrently and counts
+as applied when every worker has acknowledged it; if one worker cannot apply a snapshot (a
+listener that will not bind), the others are rolled back to the previous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import socket
+import struct
+import sys
+from typing import Any
+
+from slb.errors import ConfigError
+from slb.metrics import Stats
+from slb.model import Config, Group
+
+log = logging.getLogger("slb.workers")
+
+HEADER = struct.Struct("!I")
+REPLY_TIMEOUT = 120.0  # a snapshot of 100,000 members takes seconds to compile on a busy box
+
+
+async def send_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    writer.write(HEADER.pack(len(data)) + data)
+    await writer.drain()
+
+
+async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    try:
+        head = await reader.readexactly(HEADER.size)
+        (size,) = HEADER.unpack(head)
+        message: dict[str, Any] = pickle.loads(await reader.readexactly(size))
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    return message
+
+
+class WorkerHandle:
+    """One worker process and its channel."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.version = -1
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader_task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        pid = self.process.pid if self.process is not None else 0
+        return f"worker-{self.index}[{pid}]"
+
+    async def spawn(self) -> None:
+        parent, child = socket.socketpair()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "slb.worker", str(child.fileno()),
+                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL)
+        finally:
+            child.close()
+        self.reader, self.writer = await asyncio.open_unix_connection(sock=parent)
+        self.version = -1
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_replies())
+
+    async def _read_replies(self) -> None:
+        assert self.reader is not None
+        while True:
+            message = await read_message(self.reader)
+            if message is None:
+                break
+            future = self._pending.pop(message.get("id", 0), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError(f"{self.name} went away"))
+        self._pending.clear()
+
+    async def call(self, message: dict[str, Any], timeout: float = REPLY_TIMEOUT
+                   ) -> dict[str, Any]:
+        if self.writer is None or self.writer.is_closing():
+            raise ConnectionError(f"{self.name} is not running")
+        request_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        await send_message(self.writer, {**message, "id": request_id})
+        async with asyncio.timeout(timeout):
+            return await future
+
+    async def close_channel(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader_task
+
+
+class ProcessPlane:
+    def __init__(self, workers: int) -> None:
+        self.workers = [WorkerHandle(i) for i in range(workers)]
+        self.config: Config | None = None
+        self.draining = False
+        self._monitors: list[asyncio.Task[None]] = []
+
+    async def start(self, config: Config) -> None:
+        self.config = config
+        results = await asyncio.gather(*(self._start_worker(w, config) for w in self.workers),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self._kill_all()
+            lines: list[str] = []
+            for error in errors:
+                lines += error.lines if isinstance(error, ConfigError) else [str(error)]
+            raise ConfigError(sorted(set(lines)))
+        loop = asyncio.get_running_loop()
+        self._monitors = [loop.create_task(self._monitor(w)) for w in self.workers]
+        log.info("%d workers started: %s", len(self.workers),
+                 ", ".join(w.name for w in self.workers))
+
+    async def _start_worker(self, worker: WorkerHandle, config: Config) -> None:
+        await worker.spawn()
+        reply = await worker.call({"op": "apply", "config": config})
+        if not reply.get("ok"):
+            raise ConfigError(reply.get("errors") or [f"{worker.name} could not start"])
+        worker.version = reply["version"]
+
+    async def _monitor(self, worker: WorkerHandle) -> None:
+        """Restart a worker that dies, with the current configuration."""
+        while not self.draining:
+            assert worker.process is not None
+            code = await worker.process.wait()
+            await worker.close_channel()
+            if self.draining:
+                return
+            log.error("%s exited with status %s: restarting it", worker.name, code)
+            try:
+                assert self.config is not None
+                await self._start_worker(worker, self.config)
+            except (ConfigError, ConnectionError, OSError, TimeoutError) as exc:
+                log.error("restart of worker-%d failed: %s", worker.index, exc)
+                await asyncio.sleep(1.0)
+
+    async def _call_all(self, message: dict[str, Any]) -> list[dict[str, Any] | BaseException]:
+        return await asyncio.gather(*(w.call(message) for w in self.workers),
+                                    return_exceptions=True)
+
+    async def apply(self, config: Config) -> None:
+        previous = self.config
+        replies = await self._call_all({"op": "apply", "config": config})
+        failed = [r for r in replies if isinstance(r, BaseException) or not r.get("ok")]
+        if failed:
+            errors: list[str] = []
+            for r in failed:
+                errors += [str(r)] if isinstance(r, BaseException) else r.get("errors", [])
+            if previous is not None:
+                await self._call_all({"op": "apply", "config": previous})  # roll back
+            raise ConfigError(sorted(set(errors)))
+        self.config = config
+        self._record(replies)
+
+    async def apply_group(self, config: Config, group: Group) -> None:
+        replies = await self._call_all({"op": "group", "group": group,
+                                        "version": config.version})
+        self.config = config
+        self._record(replies)
+
+    def _record(self, replies: list[dict[str, Any] | BaseException]) -> None:
+        for worker, reply in zip(self.workers, replies, strict=True):
+            if isinstance(reply, BaseException):
+                log.error("%s did not acknowledge: %s", worker.name, reply)
+            elif reply.get("ok"):
+                worker.version = reply["version"]
+
+    async def _gather(self) -> list[dict[str, Any]]:
+        replies = await self._call_all({"op": "stats"})
+        return [r for r in replies if not isinstance(r, BaseException) and r.get("ok")]
+
+    async def stats(self) -> Stats:
+        total = Stats()
+        for reply in await self._gather():
+            total.merge(reply["stats"])
+        return total
+
+    async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]:
+        merged: dict[str, dict[str, dict[str, Any]]] = {}
+        for reply in await self._gather():
+            for group, members in reply["members"].items():
+                into = merged.setdefault(group, {})
+                for address, figures in members.items():
+                    if address not in into:
+                        into[address] = dict(figures)
+                        continue
+                    total = into[address]
+                    for key in ("active", "requests", "failures", "ejections",
+                                "idle_connections"):
+                        total[key] += figures[key]
+                    total["ejected"] = total["ejected"] or figures["ejected"]
+                    total["ejected_for"] = max(total["ejected_for"], figures["ejected_for"])
+        return merged
+
+    def applied_versions(self) -> dict[str, int]:
+        return {w.name: w.version for w in self.workers}
+
+    async def drain(self) -> None:
+        self.draining = True
+        for task in self._monitors:
+            task.cancel()
+        timeout = (self.config.http.drain_timeout if self.config is not None else 30.0) + 5.0
+        for worker in self.workers:
+            if worker.process is not None and worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.terminate()  # SIGTERM: the worker drains itself
+        for worker in self.workers:
+            if worker.process is None:
+                continue
+            try:
+                async with asyncio.timeout(timeout):
+                    await worker.process.wait()
+            except TimeoutError:
+                log.error("%s did not drain in time: killing it", worker.name)
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+                await worker.process.wait()
+            await worker.close_channel()
+
+    async def _kill_all(self) -> None:
+        self.draining = True
+        for worker in self.workers:
+            if worker.process is not None and worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+                await worker.process.wait()
+            await worker.close_channel()
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self.workers if w.process is not None]
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
