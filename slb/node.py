@@ -245,6 +245,8 @@ class Node:
         if path == "/ready":
             if self.draining:
                 return Response(503, b"draining\n", "text/plain")
+            if not self.file_managed and self.config.version == 0:
+                return Response(503, b"no configuration yet\n", "text/plain")
             return Response(200, b"ready\n", "text/plain")
         if path == "/metrics":
             stats = await self.plane.stats()
