@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING
 
+from slb.gcpause import freeze, gc_paused
 from slb.member import MemberState
 from slb.metrics import Stats
 from slb.model import AccessLog as AccessLogSettings
@@ -83,10 +84,12 @@ class ProxyContext:
     def apply(self, config: Config) -> Runtime:
         """Compile ``config`` and swap it in; returns the new runtime."""
         previous = self.runtime
-        runtime = build_runtime(config, previous, self.stats, self.idle_pools)
+        with gc_paused():
+            runtime = build_runtime(config, previous, self.stats, self.idle_pools)
         self._install(runtime)
         if previous is not None:
             retire(previous, runtime)
+        freeze()
         return runtime
 
     def apply_group(self, config: Config, group: Group) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from slb import http11
 from slb.member import STATE_UP, MemberState
 from slb.metrics import Stats
-from slb.model import Config, Group, HttpSettings, split_host_port
+from slb.model import Config, Group, HttpSettings
 from slb.pool import Pool
 from slb.router import RouteTable, Target, VirtualHost, compile_route, make_virtual_host
 
@@ -97,8 +97,9 @@ def carry_members(group: Group, old: dict[str, MemberState]) -> dict[str, Member
     for member in group.members:
         state = old.get(member.address)
         if state is None:
-            host, port = split_host_port(member.address)
-            state = MemberState(member.address, host, port)
+            # validated already: a plain split will do
+            host, _, port = member.address.rpartition(":")
+            state = MemberState(member.address, host.strip("[]"), int(port))
         state.weight = member.weight
         state.state = member.state
         members[member.address] = state

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from slb.gcpause import gc_paused
 from slb.model import Address, Config, ConfigErrors, Group, Member, parse_config
 
 Reason = Literal["stale", "invalid", "base_mismatch", "not_found", "file_managed"]
@@ -78,7 +79,8 @@ def parse_delta(data: Any) -> PoolDelta:
 def parse_snapshot(data: Any, applied: Config | None) -> Config:
     """A full snapshot, validated and checked to be newer than ``applied``."""
     try:
-        config = parse_config(data)
+        with gc_paused():
+            config = parse_config(data)
     except ConfigErrors as exc:
         raise SnapshotRejected("invalid", "invalid snapshot", exc.lines()) from None
     if applied is not None and config.version <= applied.version:

@@ -31,6 +31,7 @@ import sys
 from typing import Any
 
 from slb.errors import ConfigError
+from slb.gcpause import gc_paused
 from slb.metrics import Stats
 from slb.model import Config, Group
 
@@ -50,7 +51,9 @@ async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     try:
         head = await reader.readexactly(HEADER.size)
         (size,) = HEADER.unpack(head)
-        message: dict[str, Any] = pickle.loads(await reader.readexactly(size))
+        data = await reader.readexactly(size)
+        with gc_paused():  # a full snapshot is a large unpickle
+            message: dict[str, Any] = pickle.loads(data)
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
     return message
