@@ -8,6 +8,7 @@ and the supervisor decides). If the supervisor goes away, the worker drains and 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import signal
 import socket
@@ -23,6 +24,7 @@ from slb.snapshot import copy_config
 from slb.workers import read_message, send_message
 
 log = logging.getLogger("slb.worker")
+PR_SET_PDEATHSIG = 1
 
 
 class Worker:
@@ -68,7 +70,17 @@ class Worker:
             await self.server.drain()
 
 
+def exit_with_parent() -> None:
+    """Ask Linux for SIGTERM when the supervisor dies, however it dies (even SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the closed channel still ends the worker
+
+
 async def serve(fd: int) -> None:
+    exit_with_parent()
     loop = asyncio.get_running_loop()
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
@@ -79,13 +91,19 @@ async def serve(fd: int) -> None:
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
 
     async def commands() -> None:
-        while True:
-            message = await read_message(reader)
-            if message is None:
-                stop.set()  # the supervisor is gone
-                return
-            reply = await worker.handle(message)
-            await send_message(writer, {**reply, "id": message["id"]})
+        try:
+            while True:
+                message = await read_message(reader)
+                if message is None:
+                    return  # the supervisor is gone
+                reply = await worker.handle(message)
+                await send_message(writer, {**reply, "id": message["id"]})
+        except ConnectionError:
+            return  # the supervisor went away while we answered
+        except Exception:
+            log.exception("worker failed to handle a command")
+        finally:
+            stop.set()  # whatever ended the channel, nobody manages this worker any more
 
     task = loop.create_task(commands())
     await stop.wait()

@@ -38,7 +38,7 @@ from slb.model import Config, Group
 log = logging.getLogger("slb.workers")
 
 HEADER = struct.Struct("!I")
-REPLY_TIMEOUT = 120.0  # a snapshot of 100,000 members takes seconds to compile on a busy box
+REPLY_TIMEOUT = 30.0  # a snapshot of 100,000 members takes seconds to compile on a busy box
 
 
 async def send_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:

@@ -145,8 +145,13 @@ class SlbProcess:
         return True
 
     def stop(self) -> None:
+        """SIGTERM (the node drains and stops its workers), SIGKILL if that takes too long."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
         self.proc.wait(10)
         self._log.close()
 
