@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
                             "0 runs the proxy in the supervising process itself")
     proxy.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
+    admin = commands.add_parser("admin", help="run the admin (control plane)")
+    admin.add_argument("-c", "--config", required=True, help="admin configuration (YAML)")
+    admin.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
     check = commands.add_parser("check", help="validate a configuration file, like nginx -t")
     check.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
     return parser
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return check(args.config)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "admin":
+        return admin(args.config)
     if args.workers < 0:
         print("slb: --workers must be 0 or more", file=sys.stderr)
         return 2
@@ -67,6 +73,28 @@ def proxy(path: str, workers: int) -> int:
     except ConfigError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def admin(path: str) -> int:
+    """The control plane. Imported here: the data plane never loads the admin's packages."""
+    import uvloop
+
+    from admin.config import load_admin_config
+    from admin.main import run_admin
+
+    try:
+        config = load_admin_config(path)
+        uvloop.run(run_admin(config))
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"slb admin: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
