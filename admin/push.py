@@ -219,15 +219,20 @@ class _NodePusher:
                     self.check_due = False
                 if self._needs_push():
                     await self._push()
-            except _Failed as exc:
+            except Exception as exc:
+                failure = exc if isinstance(exc, _Failed) else None
+                if failure is None:  # a bug or a bad URL: never kill the task
+                    log.exception("node %s: push failed", self.target.name)
+                    self.reset_state()
+                    failure = _Failed(f"{type(exc).__name__}: {exc}", recheck=True)
                 self.failures += 1
-                self.last_error = str(exc)
-                if exc.recheck:
+                self.last_error = str(failure)
+                if failure.recheck:
                     self.check_due = True
                 self.owner._notify()
                 delay = backoff * random.uniform(0.5, 1.0)
                 backoff = min(backoff * 2, self.owner.backoff_max)
-                log.warning("node %s: %s (retry in %.2fs)", self.target.name, exc, delay)
+                log.warning("node %s: %s (retry in %.2fs)", self.target.name, failure, delay)
                 # a newer desired state does not cut this short: the retry sends the latest
                 self.kick.clear()
                 with contextlib.suppress(TimeoutError):
@@ -249,7 +254,7 @@ class _NodePusher:
 
     async def _check(self) -> None:
         desired = self.owner._desired
-        response = await self._request("GET", "/v1/config")
+        response = await self._request("GET", "/v1/config?summary=1")  # version + hash
         if response.status_code != 200:
             raise _Failed(self._http_error("GET", "/v1/config", response), recheck=True)
         try:

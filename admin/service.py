@@ -397,7 +397,7 @@ class AdminService:
             changed = None if groups is None else groups & names
             if changed is not None and not changed:
                 continue
-            version = self.store.next_push_version()
+            version = self.store.next_push_version(len(changed) if changed else 1)
             try:
                 snapshot = build_snapshot(content, name, version, members)
             except ConfigErrors as exc:

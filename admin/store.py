@@ -326,11 +326,15 @@ class Store:
         row = found.fetchone()
         return int(row["value"]) if row else None
 
-    def next_push_version(self) -> int:
-        """The next snapshot version sent to nodes: monotonic across restarts."""
+    def next_push_version(self, count: int = 1) -> int:
+        """The next snapshot version sent to nodes: monotonic across restarts.
+
+        ``count`` versions are reserved and the last is returned: a publish that changes k
+        groups leaves the k versions before it for the pusher's chain of pool deltas.
+        """
         with self._transaction() as db:
             row = db.execute("SELECT value FROM meta WHERE key = 'push_version'").fetchone()
-            version = (int(row["value"]) if row else 0) + 1
+            version = (int(row["value"]) if row else 0) + max(1, count)
             db.execute("INSERT INTO meta VALUES ('push_version', ?) ON CONFLICT (key) DO "
                        "UPDATE SET value = excluded.value", (str(version),))
         return version

@@ -28,6 +28,7 @@ import logging
 import signal
 import time
 from pathlib import Path
+from urllib.parse import unquote
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -229,17 +230,17 @@ class Node:
         method, path = request.method, request.path
         if path in ("/healthz", "/ready", "/metrics", "/v1/config", "/v1/status") \
                 and method in ("GET", "HEAD"):
-            return await self._read(path)
+            return await self._read(path, request.query)
         if path == "/v1/config" and method == "PUT":
             return await self._change(request, lambda data: self.put_config(data))
         if path.startswith("/v1/groups/") and method == "PATCH":
-            name = path[len("/v1/groups/"):]
+            name = unquote(path[len("/v1/groups/"):])
             return await self._change(request, lambda data: self.patch_group(name, data))
         if path in ("/v1/config",) or path.startswith("/v1/groups/"):
             return Response.error(405, f"{method} is not allowed on {path}")
         return Response.error(404, f"no such endpoint: {path}")
 
-    async def _read(self, path: str) -> Response:
+    async def _read(self, path: str, query: str = "") -> Response:
         if path == "/healthz":
             return Response(200, b"ok\n", "text/plain")
         if path == "/ready":
@@ -254,6 +255,8 @@ class Node:
             registry.register(StatsCollector(lambda: stats))
             return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
         if path == "/v1/config":
+            if query == "summary=1":  # version and hash only: cheap for a reconcile loop
+                return Response.json(200, self._version_view())
             return Response.json(200, self._config_view())
         return Response.json(200, {
             **self._version_view(),
