@@ -28,8 +28,8 @@ import logging
 import signal
 import time
 from pathlib import Path
-from urllib.parse import unquote
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
