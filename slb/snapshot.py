@@ -114,6 +114,7 @@ def apply_delta(config: Config, group_name: str, delta: PoolDelta) -> tuple[Conf
     for member in delta.upsert:
         members[member.address] = member
     new_group = group.model_copy(update={"members": list(members.values())})
+    new_group._digest = None  # its content changed
     groups = list(config.groups)
     groups[index] = new_group
     return copy_config(config, groups=groups, version=delta.version), new_group
@@ -123,4 +124,6 @@ def copy_config(config: Config, **update: Any) -> Config:
     """``config`` with fields replaced, without re-validating the unchanged rest."""
     copied = config.model_copy(update=update)
     copied._hash = None  # the content may have changed
+    if set(update) - {"groups", "version", "control", "state_dir"}:
+        copied._rest_hash = None
     return copied

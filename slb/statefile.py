@@ -23,7 +23,7 @@ def save_snapshot(state_dir: str | Path, config: Config) -> Path:
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / SNAPSHOT_FILE
-    data = json.dumps(config.to_json(), separators=(",", ":")).encode()
+    data = config.model_dump_json().encode()
     fd, temp = tempfile.mkstemp(dir=directory, prefix=".snapshot-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

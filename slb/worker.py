@@ -21,7 +21,7 @@ from slb.errors import ConfigError
 from slb.model import Config, Group
 from slb.server import ProxyServer
 from slb.snapshot import copy_config
-from slb.workers import read_message, send_message
+from slb.workers import encode, read_message, send_message
 
 log = logging.getLogger("slb.worker")
 PR_SET_PDEATHSIG = 1
@@ -93,11 +93,12 @@ async def serve(fd: int) -> None:
     async def commands() -> None:
         try:
             while True:
-                message = await read_message(reader)
-                if message is None:
+                received = await read_message(reader)
+                if received is None:
                     return  # the supervisor is gone
+                request_id, message = received
                 reply = await worker.handle(message)
-                await send_message(writer, {**reply, "id": message["id"]})
+                await send_message(writer, request_id, encode(reply))
         except ConnectionError:
             return  # the supervisor went away while we answered
         except Exception:

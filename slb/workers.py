@@ -37,26 +37,31 @@ from slb.model import Config, Group
 
 log = logging.getLogger("slb.workers")
 
-HEADER = struct.Struct("!I")
+HEADER = struct.Struct("!IQ")  # payload length, request id
 REPLY_TIMEOUT = 30.0  # a snapshot of 100,000 members takes seconds to compile on a busy box
 
 
-async def send_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    writer.write(HEADER.pack(len(data)) + data)
+def encode(message: dict[str, Any]) -> bytes:
+    """Pickled once, sent to every worker: a 10,000-group snapshot takes long to pickle."""
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+async def send_message(writer: asyncio.StreamWriter, request_id: int, payload: bytes) -> None:
+    writer.write(HEADER.pack(len(payload), request_id))
+    writer.write(payload)
     await writer.drain()
 
 
-async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+async def read_message(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]] | None:
     try:
         head = await reader.readexactly(HEADER.size)
-        (size,) = HEADER.unpack(head)
+        size, request_id = HEADER.unpack(head)
         data = await reader.readexactly(size)
         with gc_paused():  # a full snapshot is a large unpickle
             message: dict[str, Any] = pickle.loads(data)
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
-    return message
+    return request_id, message
 
 
 class WorkerHandle:
@@ -92,10 +97,11 @@ class WorkerHandle:
     async def _read_replies(self) -> None:
         assert self.reader is not None
         while True:
-            message = await read_message(self.reader)
-            if message is None:
+            received = await read_message(self.reader)
+            if received is None:
                 break
-            future = self._pending.pop(message.get("id", 0), None)
+            request_id, message = received
+            future = self._pending.pop(request_id, None)
             if future is not None and not future.done():
                 future.set_result(message)
         for future in self._pending.values():
@@ -103,14 +109,15 @@ class WorkerHandle:
                 future.set_exception(ConnectionError(f"{self.name} went away"))
         self._pending.clear()
 
-    async def call(self, message: dict[str, Any], timeout: float = REPLY_TIMEOUT
+    async def call(self, message: dict[str, Any] | bytes, timeout: float = REPLY_TIMEOUT
                    ) -> dict[str, Any]:
         if self.writer is None or self.writer.is_closing():
             raise ConnectionError(f"{self.name} is not running")
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        await send_message(self.writer, {**message, "id": request_id})
+        payload = message if isinstance(message, bytes) else encode(message)
+        await send_message(self.writer, request_id, payload)
         async with asyncio.timeout(timeout):
             return await future
 
@@ -170,7 +177,8 @@ class ProcessPlane:
                 await asyncio.sleep(1.0)
 
     async def _call_all(self, message: dict[str, Any]) -> list[dict[str, Any] | BaseException]:
-        return await asyncio.gather(*(w.call(message) for w in self.workers),
+        payload = encode(message)
+        return await asyncio.gather(*(w.call(payload) for w in self.workers),
                                     return_exceptions=True)
 
     async def apply(self, config: Config) -> None:

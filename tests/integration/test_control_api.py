@@ -591,8 +591,13 @@ async def test_applied_changes_are_persisted_and_served_by_a_restarted_node(back
 
     applied = await patch(control, "g", {"base_version": 1, "version": 2,
                                          "upsert": [member(b, weight=0)]})
+
+    # pool deltas are written coalesced, within PERSIST_INTERVAL
+    async def delta_saved() -> bool:
+        return json.loads((tmp_path / "snapshot.json").read_bytes())["version"] == 2
+
+    await wait_for(delta_saved, "the delta to be persisted")
     saved = json.loads((tmp_path / "snapshot.json").read_bytes())
-    assert saved["version"] == 2
     assert [m["address"] for m in saved["groups"][0]["members"]] == [a.address, b.address]
     assert [p.name for p in tmp_path.iterdir()] == ["snapshot.json"]  # no temporary left
     await first.close()
