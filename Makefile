@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench check clean
+.PHONY: run run-proxy test lint bench check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python -m admin.devstack
+
+run-proxy: $(STAMP)
 	$(BIN)/slb proxy -c config/slb.yaml
 
 test: $(STAMP)
