@@ -17,6 +17,7 @@ Clusters and nodes are infrastructure, not configuration: they take effect at on
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -212,11 +213,15 @@ class AdminService:
         errors = validate_content(old, self._members_for(old))
         if errors:
             raise Invalid(f"version {number} is no longer valid", errors)
-        # Objects referenced by the old version must exist in the draft again.
+        # Nodes are infrastructure, not versioned: they stay, with the clusters they are in.
         nodes = self.store.draft().get("node", [])
-        self.store.replace_draft({**old, "node": nodes}, who, reason)
-        version = self.store.add_version(old, content_hash(old), who, reason,
-                                         source_version=number)
+        kept = {c["name"] for c in old.get("cluster", [])}
+        clusters = old.get("cluster", []) + [
+            self.store.get("cluster", name).body
+            for name in sorted({n["cluster"] for n in nodes} - kept)]
+        restored = {**old, "cluster": clusters}
+        version = self.store.rollback(old, {**restored, "node": nodes}, content_hash(old),
+                                      number, who, reason)
         log.info("version %d re-activates version %d (%s)", version, number, who)
         self._sync_pushers()
         self._publish_now(None)
@@ -268,6 +273,11 @@ class AdminService:
         return {"changed": done}
 
     def server_op(self, ip: str, up: bool, who: str, reason: str) -> dict[str, Any]:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise Invalid(f"{ip!r} is not an IP address", ["ip: expected an IPv4 or IPv6 "
+                                                            "address"]) from None
         self._require_reason(reason)
         self.store.set_server_flag(ip, up, who, reason)
         content = self.active_content() or self.draft_content()

@@ -30,6 +30,7 @@ from admin.store import Flag
 from slb.model import Config, ConfigErrors, parse_config
 
 OPERATOR_FLAGS = ("ops", "pull", "server")
+DRAINING = (*OPERATOR_FLAGS, "weight")  # held out this way, requests in flight finish
 FLAG_ORDER = ("ops", "pull", "server", "health", "maintenance")
 SYSTEM = "system"
 
@@ -67,7 +68,7 @@ class MemberView:
     def state(self) -> str:
         if not self.held_by:
             return "up"
-        return "drain" if all(f in OPERATOR_FLAGS for f in self.held_by) else "down"
+        return "drain" if all(f in DRAINING for f in self.held_by) else "down"
 
     def to_json(self) -> dict[str, Any]:
         return {"address": self.address, "weight": self.weight, "state": self.state,

@@ -209,17 +209,40 @@ class Store:
             out.setdefault(found["kind"], []).append(json.loads(found["body"]))
         return out
 
-    def replace_draft(self, content: dict[str, list[dict[str, Any]]], who: str,
-                      reason: str) -> None:
-        """Make the draft equal to ``content`` (a rollback's first step)."""
+    def rollback(self, content: dict[str, list[dict[str, Any]]],
+                 draft: dict[str, list[dict[str, Any]]], content_hash: str,
+                 source_version: int, who: str, reason: str) -> int:
+        """Activate ``content`` as a new version and make the draft ``draft``, in one
+        transaction.
+
+        Row versions keep growing (an edit made before the rollback stays stale), and every
+        object the rollback adds, changes or removes gets its audit row.
+        """
         now = time.time()
         with self._transaction() as db:
-            db.execute("DELETE FROM objects")
-            for kind, bodies in content.items():
-                for body in bodies:
-                    db.execute("INSERT INTO objects (kind, name, body, row_version, updated_at,"
-                               " updated_by) VALUES (?, ?, ?, 1, ?, ?)",
-                               (kind, body["name"], _dumps(body), now, who))
+            current = {(r["kind"], r["name"]): self._row(r)
+                       for r in db.execute("SELECT * FROM objects")}
+            wanted = {(kind, body["name"]): body for kind, bodies in draft.items()
+                      for body in bodies}
+            for key, row in current.items():
+                if key not in wanted:
+                    db.execute("DELETE FROM objects WHERE kind = ? AND name = ?", key)
+                    self._audit(db, who, f"delete {key[0]}", f"{key[0]}/{key[1]}", reason,
+                                row.body, None, f"rollback to version {source_version}")
+            for key, body in wanted.items():
+                row = current.get(key)
+                if row is not None and row.body == body:
+                    continue
+                db.execute("INSERT INTO objects (kind, name, body, row_version, updated_at, "
+                           "updated_by) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, name) DO "
+                           "UPDATE SET body = excluded.body, row_version = "
+                           "objects.row_version + 1, updated_at = excluded.updated_at, "
+                           "updated_by = excluded.updated_by",
+                           (*key, _dumps(body), 1, now, who))
+                self._audit(db, who, f"{'update' if row else 'create'} {key[0]}",
+                            f"{key[0]}/{key[1]}", reason, row.body if row else None, body,
+                            f"rollback to version {source_version}")
+            return self._add_version(db, content, content_hash, who, reason, source_version)
 
     # -- flags -------------------------------------------------------------------------------
 
@@ -291,19 +314,22 @@ class Store:
 
     def add_version(self, content: dict[str, Any], content_hash: str, who: str, reason: str,
                     source_version: int | None = None) -> int:
-        now = time.time()
         with self._transaction() as db:
-            last = db.execute("SELECT MAX(version) FROM versions").fetchone()[0] or 0
-            version = last + 1
-            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (version, _dumps(content), content_hash, now, who, reason,
-                        source_version))
-            db.execute("INSERT INTO meta VALUES ('active_version', ?) ON CONFLICT (key) DO "
-                       "UPDATE SET value = excluded.value", (str(version),))
-            action = "rollback" if source_version is not None else "activate"
-            self._audit(db, who, action, f"version/{version}", reason,
-                        None if source_version is None else {"version": source_version},
-                        {"version": version, "hash": content_hash}, "ok")
+            return self._add_version(db, content, content_hash, who, reason, source_version)
+
+    def _add_version(self, db: sqlite3.Connection, content: dict[str, Any], content_hash: str,
+                     who: str, reason: str, source_version: int | None) -> int:
+        now = time.time()
+        last = db.execute("SELECT MAX(version) FROM versions").fetchone()[0] or 0
+        version = last + 1
+        db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (version, _dumps(content), content_hash, now, who, reason, source_version))
+        db.execute("INSERT INTO meta VALUES ('active_version', ?) ON CONFLICT (key) DO "
+                   "UPDATE SET value = excluded.value", (str(version),))
+        action = "rollback" if source_version is not None else "activate"
+        self._audit(db, who, action, f"version/{version}", reason,
+                    None if source_version is None else {"version": source_version},
+                    {"version": version, "hash": content_hash}, "ok")
         return version
 
     def versions(self) -> list[dict[str, Any]]:
@@ -361,8 +387,9 @@ class Store:
               limit: int = 200) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM audit WHERE 1=1", []
         if target:
-            query += " AND target LIKE ?"
-            args.append(target.replace("%", r"\%") + "%")
+            # a literal, case-sensitive prefix (LIKE would fold case and treat _ as a wildcard)
+            query += " AND substr(target, 1, ?) = ?"
+            args += [len(target), target]
         if who:
             query += " AND who = ?"
             args.append(who)
