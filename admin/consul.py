@@ -19,6 +19,9 @@ the whole member set to the service after every answer. The rules of
   last known members and is shown stale. Only an answer from Consul changes health (fabio lost
   routes on a failed call; we never do).
 - **Token in the header** (``X-Consul-Token``), never in the URL.
+- **An empty answer after members is not trusted.** Consul answers a read its ACLs filter with
+  ``[]`` and status 200; the group keeps its last members and is shown stale until instances
+  reappear.
 
 Health policy: a member is ``passing``, ``warning`` or ``critical`` by its worst check; a
 critical *node* check (``serfHealth``) makes it critical too; maintenance (a critical check with
@@ -111,7 +114,8 @@ class ConsulWatcher:
     def __init__(self, address: str, token: str | None, *, scheme: str = "http",
                  wait: float = 55.0, watchdog: float = 120.0, rate: float = 1.0,
                  on_members: Callable[[str, list[Discovered]], None],
-                 on_error: Callable[[str, str], None]) -> None:
+                 on_error: Callable[[str, str], None],
+                 has_members: Callable[[str], bool] = lambda group: False) -> None:
         host, _, port = address.rpartition(":")
         self.host, self.port = host or address, int(port or 8500)
         self.token = token
@@ -121,6 +125,7 @@ class ConsulWatcher:
         self.rate = rate
         self.on_members = on_members
         self.on_error = on_error
+        self.has_members = has_members  # last known members (kept across admin restarts)
         self.errors: dict[str, int] = {}
         self._watches: dict[str, tuple[WatchSpec, asyncio.Task[None]]] = {}
 
@@ -153,6 +158,7 @@ class ConsulWatcher:
         index = 0
         client = self._client()
         last_answer = time.monotonic()
+        had_members = self.has_members(spec.group)
         try:
             while True:
                 await bucket.take()
@@ -188,7 +194,17 @@ class ConsulWatcher:
                              spec.service, received, index)
                     received = 0  # the next query fetches without blocking
                 index = max(received, 0)
-                self.on_members(spec.group, members_from_health(entries or []))
+                members = members_from_health(entries or [])
+                if not members and had_members:
+                    # Consul answers an anonymous or under-privileged read with an empty list,
+                    # not an error: an empty pool is far more often a token problem than a
+                    # service scaled to zero. Keep the last members; say why.
+                    self.on_error(spec.group, f"Consul lists no instance of {spec.service!r} "
+                                  "(ACL filtering or all deregistered): last known members "
+                                  "kept")
+                    continue
+                had_members = bool(members)
+                self.on_members(spec.group, members)
         finally:
             with contextlib.suppress(Exception):
                 await client.close()

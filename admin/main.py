@@ -65,7 +65,8 @@ class Admin:
             self.watcher = ConsulWatcher(
                 address, self.config.consul_token(), scheme=self.config.consul.scheme,
                 wait=self.config.consul.wait, watchdog=self.config.consul.watchdog,
-                on_members=self.service.on_discovered, on_error=self.service.on_source_error)
+                on_members=self.service.on_discovered, on_error=self.service.on_source_error,
+                has_members=lambda group: bool(self.service.discovered.get(group)))
         self.service.on_content_change = self._sync_sources
         self._sync_sources()
         metrics = AdminMetrics(self.service, self.watcher.error_counts if self.watcher else None)
