@@ -252,6 +252,8 @@ class Config(_Strict):
     groups: list[Group] = Field(default_factory=list)
     _hash: str | None = PrivateAttr(default=None)
     _rest_hash: str | None = PrivateAttr(default=None)
+    _groups_mix: int | None = PrivateAttr(default=None)
+    _positions: dict[str, int] | None = PrivateAttr(default=None)
 
     @field_validator("groups")
     @classmethod
@@ -272,20 +274,52 @@ class Config(_Strict):
         """sha256 of the content: equal content, equal hash.
 
         The version and the node-local parts (``control``, ``state_dir``) are left out, so the
-        admin and a node compute the same hash for the same snapshot. It is built from a digest
-        per group and one of the rest, each cached on its (immutable) object: a pool delta on a
-        node with 10,000 groups re-hashes one group, not all of them.
+        admin and a node compute the same hash for the same snapshot. It combines a digest of
+        the rest with the XOR of one digest per group (group names are unique, and the order
+        of groups means nothing), each cached on its immutable object: a pool delta on a node
+        with 10,000 groups updates the combination in O(1) (``with_group``) instead of
+        re-hashing everything.
         """
         if self._hash is None:
             if self._rest_hash is None:
                 rest = self.model_dump_json(exclude={"version", "control", "state_dir",
                                                      "groups"})
                 self._rest_hash = hashlib.sha256(rest.encode()).hexdigest()
-            digest = hashlib.sha256(self._rest_hash.encode())
-            for group in self.groups:
-                digest.update(group.digest().encode())
-            self._hash = digest.hexdigest()
+            if self._groups_mix is None:
+                mix = 0
+                for group in self.groups:
+                    mix ^= int(group.digest(), 16)
+                self._groups_mix = mix
+            combined = f"{self._rest_hash}:{self._groups_mix:064x}:{len(self.groups)}"
+            self._hash = hashlib.sha256(combined.encode()).hexdigest()
         return self._hash
+
+    def group_position(self, name: str) -> int | None:
+        """Index of group ``name`` in ``groups``, from a map built once per groups list."""
+        private = self.__pydantic_private__
+        assert private is not None
+        positions: dict[str, int] | None = private.get("_positions")
+        if positions is None:
+            positions = private["_positions"] = {g.name: i for i, g in enumerate(self.groups)}
+        return positions.get(name)
+
+    def with_group(self, position: int, group: Group, version: int) -> Config:
+        """This config with ``groups[position]`` replaced (same name): a pool delta.
+
+        Cached facts that survive are carried over: the other groups' digests, the position
+        map, the digest of the rest, and the groups' XOR updated for the one that changed.
+        """
+        groups = list(self.groups)
+        old = groups[position]
+        groups[position] = group
+        copied = self.model_copy(update={"groups": groups, "version": version})
+        private, mine = copied.__pydantic_private__, self.__pydantic_private__
+        assert private is not None and mine is not None
+        private["_hash"] = None
+        mix = mine.get("_groups_mix")
+        private["_groups_mix"] = (None if mix is None
+                                  else mix ^ int(old.digest(), 16) ^ int(group.digest(), 16))
+        return copied
 
 
 def _reject_duplicates(kind: str, names: list[str]) -> None:

@@ -203,11 +203,15 @@ class Node:
             self._persist_task = asyncio.get_running_loop().create_task(self._persist_later())
 
     async def _persist_later(self) -> None:
+        pause = PERSIST_INTERVAL
         while self._unsaved is not None:
-            await asyncio.sleep(PERSIST_INTERVAL)
+            await asyncio.sleep(pause)
             config, self._unsaved = self._unsaved, None
             if config is not None:
+                started = time.monotonic()
                 self._persist(config)
+                # a large snapshot takes a while to write: keep writing under ~5% of the time
+                pause = max(PERSIST_INTERVAL, 20 * (time.monotonic() - started))
 
     def flush_persistence(self) -> None:
         if self._unsaved is not None:

@@ -100,7 +100,7 @@ def apply_delta(config: Config, group_name: str, delta: PoolDelta) -> tuple[Conf
         raise SnapshotRejected("stale", f"version {delta.version} is not newer than the "
                                f"applied version {config.version}",
                                applied_version=config.version)
-    index = next((i for i, g in enumerate(config.groups) if g.name == group_name), None)
+    index = config.group_position(group_name)
     if index is None:
         raise SnapshotRejected("not_found", f"no group named {group_name!r}")
     group = config.groups[index]
@@ -115,15 +115,16 @@ def apply_delta(config: Config, group_name: str, delta: PoolDelta) -> tuple[Conf
         members[member.address] = member
     new_group = group.model_copy(update={"members": list(members.values())})
     new_group._digest = None  # its content changed
-    groups = list(config.groups)
-    groups[index] = new_group
-    return copy_config(config, groups=groups, version=delta.version), new_group
+    return config.with_group(index, new_group, delta.version), new_group
 
 
 def copy_config(config: Config, **update: Any) -> Config:
     """``config`` with fields replaced, without re-validating the unchanged rest."""
     copied = config.model_copy(update=update)
     copied._hash = None  # the content may have changed
+    if "groups" in update:
+        copied._groups_mix = None
+        copied._positions = None
     if set(update) - {"groups", "version", "control", "state_dir"}:
         copied._rest_hash = None
     return copied

@@ -20,7 +20,6 @@ import uvloop
 from slb.errors import ConfigError
 from slb.model import Config, Group
 from slb.server import ProxyServer
-from slb.snapshot import copy_config
 from slb.workers import encode, read_message, send_message
 
 log = logging.getLogger("slb.worker")
@@ -60,8 +59,10 @@ class Worker:
 
     def _apply_group(self, group: Group, version: int) -> dict[str, Any]:
         assert self.server is not None and self.config is not None
-        groups = [group if g.name == group.name else g for g in self.config.groups]
-        self.config = copy_config(self.config, groups=groups, version=version)
+        position = self.config.group_position(group.name)
+        if position is None:
+            return {"ok": False, "errors": [f"no group named {group.name!r}"]}
+        self.config = self.config.with_group(position, group, version)
         self.server.apply_group(self.config, group)
         return {"ok": True, "version": version}
 
