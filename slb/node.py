@@ -209,7 +209,8 @@ class Node:
             config, self._unsaved = self._unsaved, None
             if config is not None:
                 started = time.monotonic()
-                self._persist(config)
+                # in a thread: the write and its fsync must not stall the control API
+                await asyncio.to_thread(self._persist, config)
                 # a large snapshot takes a while to write: keep writing under ~5% of the time
                 pause = max(PERSIST_INTERVAL, 20 * (time.monotonic() - started))
 
