@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from admin.config import AdminConfig, ApiToken
 from admin.service import AdminService, Invalid
 from admin.store import StoreError
+from admin.ui import mount_ui
 
 ROLES = {"viewer": 0, "operator": 1, "admin": 2}
 KIND_PATHS = {"clusters": "cluster", "virtual-servers": "virtual_server", "routes": "route",
@@ -257,4 +258,5 @@ def create_app(config: AdminConfig, service: AdminService, metrics: Any = None) 
         body = generate_latest(registry) if registry is not None else b""
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    mount_ui(app, config, service)  # the web UI under /ui/ (admin/ui.py)
     return app

@@ -51,6 +51,7 @@ log = logging.getLogger("admin.consul")
 STATUS_RANK = {"passing": 0, "warning": 1, "critical": 2}
 MAINTENANCE_PREFIXES = ("_service_maintenance:", "_node_maintenance")
 BACKOFF_START = 0.1
+MAX_WEIGHT = 10000
 BACKOFF_MAX = 30.0
 
 
@@ -84,7 +85,9 @@ def members_from_health(entries: list[dict[str, Any]]) -> list[Discovered]:
                 details.append(f"{check.get('Name') or check_id}: {status}")
         weights = service.get("Weights") or {}
         weight = weights.get("Warning", 1) if health == "warning" else weights.get("Passing", 1)
-        member = Discovered(address, max(0, int(weight)), health, "; ".join(details),
+        # the proxy's weight range is 0..10,000 (Consul's own Envoy path clamps to 1..128)
+        member = Discovered(address, min(max(0, int(weight)), MAX_WEIGHT), health,
+                            "; ".join(details),
                             maintenance, reason, "consul")
         old = found.get(address)
         if old is None or STATUS_RANK[member.health] > STATUS_RANK[old.health]:

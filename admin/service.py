@@ -197,7 +197,7 @@ class AdminService:
 
     def activate(self, who: str, reason: str) -> dict[str, Any]:
         content = self.draft_content()
-        errors = validate_content(content, self._members_for(content))
+        errors = validate_content(content, self.members_for(content))
         if errors:
             self.store.record(who, "activate", "version/new", reason, result="invalid: "
                               + "; ".join(errors)[:2000])
@@ -210,7 +210,7 @@ class AdminService:
 
     def rollback(self, number: int, who: str, reason: str) -> dict[str, Any]:
         old = self.store.version(number)["content"]
-        errors = validate_content(old, self._members_for(old))
+        errors = validate_content(old, self.members_for(old))
         if errors:
             raise Invalid(f"version {number} is no longer valid", errors)
         # Nodes are infrastructure, not versioned: they stay, with the clusters they are in.
@@ -241,7 +241,7 @@ class AdminService:
 
     # -- members -----------------------------------------------------------------------------
 
-    def _members_for(self, content: dict[str, list[dict[str, Any]]]
+    def members_for(self, content: dict[str, list[dict[str, Any]]]
                      ) -> dict[str, list[MemberView]]:
         flags = self.store.member_flags()
         by_group: dict[str, dict[str, Any]] = {}
@@ -334,7 +334,7 @@ class AdminService:
             if row is None:
                 raise NotFound(f"no group named {name!r}")
             group = row.body
-        return self._members_for({"group": [group]})[name]
+        return self.members_for({"group": [group]})[name]
 
     def group_view(self, name: str) -> dict[str, Any]:
         row = self.store.get("group", name)
@@ -399,7 +399,7 @@ class AdminService:
         content = self.active_content()
         if content is None:
             return
-        members = self._members_for(content)
+        members = self.members_for(content)
         for cluster in content.get("cluster", []):
             name = cluster["name"]
             _, _, cluster_groups = cluster_content(content, name)
