@@ -95,6 +95,15 @@ def create_app(config: AdminConfig, service: AdminService, metrics: Any = None) 
         except ValueError as exc:
             raise ApiError(400, f"the body is not JSON: {exc}") from None
 
+    async def object_body(request: Request) -> tuple[dict[str, Any], int | None, str]:
+        """An edit's body without what is not the object: (object, row_version, reason)."""
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        row_version = body.pop("row_version", None)
+        reason = str(body.pop("reason", ""))
+        return body, row_version, reason
+
     def reason_of(body: Any) -> str:
         return str(body.get("reason", "")) if isinstance(body, dict) else ""
 
@@ -122,20 +131,13 @@ def create_app(config: AdminConfig, service: AdminService, metrics: Any = None) 
     @api.post("/clusters/{cluster}/nodes", status_code=201)
     async def create_node(cluster: str, request: Request, token: ApiToken = admin
                           ) -> dict[str, Any]:
-        body = await json_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a JSON object")
-        reason = str(body.pop("reason", ""))
+        body, _, reason = await object_body(request)
         return service.create("node", {**body, "cluster": cluster}, token.name, reason)
 
     @api.put("/clusters/{cluster}/nodes/{name}")
     async def update_node(cluster: str, name: str, request: Request,
                           token: ApiToken = admin) -> dict[str, Any]:
-        body = await json_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a JSON object")
-        row_version = body.pop("row_version", None)
-        reason = str(body.pop("reason", ""))
+        body, row_version, reason = await object_body(request)
         return service.update("node", name, {**body, "cluster": cluster}, row_version,
                               token.name, reason)
 
@@ -233,11 +235,7 @@ def create_app(config: AdminConfig, service: AdminService, metrics: Any = None) 
     @api.put("/{plural}/{name}")
     async def update_object(plural: str, name: str, request: Request,
                             token: ApiToken = admin) -> dict[str, Any]:
-        body = await json_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a JSON object")
-        row_version = body.pop("row_version", None)
-        reason = str(body.pop("reason", ""))
+        body, row_version, reason = await object_body(request)
         return service.update(kind_of(plural), name, body, row_version, token.name, reason)
 
     @api.delete("/{plural}/{name}", status_code=204)

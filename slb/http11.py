@@ -40,36 +40,26 @@ HOP_BY_HOP = frozenset({
     b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
 })
 
-REQUEST_FIELDS: dict[bytes, int] = {
-    b"host": HOST,
+# Fields of either direction the proxy handles itself or drops (RFC 9110 §7.6.1).
+_MESSAGE_FIELDS: dict[bytes, int] = {
     b"content-length": CONTENT_LENGTH,
     b"transfer-encoding": TRANSFER_ENCODING,
     b"connection": CONNECTION,
-    b"keep-alive": HOP,
-    b"proxy-connection": HOP,
-    b"te": HOP,
-    b"trailer": HOP,
-    b"proxy-authorization": HOP,
-    b"proxy-authenticate": HOP,
     b"upgrade": UPGRADE,
+    **dict.fromkeys(HOP_BY_HOP - {b"content-length", b"transfer-encoding", b"connection",
+                                  b"upgrade"}, HOP),
+}
+
+REQUEST_FIELDS: dict[bytes, int] = {
+    **_MESSAGE_FIELDS,
+    b"host": HOST,
     b"expect": EXPECT,
     b"x-forwarded-for": X_FORWARDED_FOR,
     b"x-forwarded-proto": X_FORWARDED_SET,
     b"x-forwarded-host": X_FORWARDED_SET,
 }
 
-RESPONSE_FIELDS: dict[bytes, int] = {
-    b"content-length": CONTENT_LENGTH,
-    b"transfer-encoding": TRANSFER_ENCODING,
-    b"connection": CONNECTION,
-    b"keep-alive": HOP,
-    b"proxy-connection": HOP,
-    b"te": HOP,
-    b"trailer": HOP,
-    b"proxy-authenticate": HOP,
-    b"proxy-authorization": HOP,
-    b"upgrade": UPGRADE,
-}
+RESPONSE_FIELDS: dict[bytes, int] = dict(_MESSAGE_FIELDS)
 
 NO_BODY_STATUS = frozenset({*range(100, 200), 204, 304})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
