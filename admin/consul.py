@@ -185,6 +185,9 @@ class ConsulWatcher:
                                 spec.group, message, backoff)
                     await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                     backoff = min(backoff * 2, BACKOFF_MAX)
+                    # the next query must not block: an answer as soon as Consul is back
+                    # clears the group's stale mark instead of waiting out a long poll
+                    index = 0
                     continue
                 backoff = BACKOFF_START
                 last_answer = time.monotonic()

@@ -180,6 +180,15 @@ class Group(_Strict):
     retry: Retry = Retry()
     passive_health: PassiveHealth = PassiveHealth()
 
+    def __eq__(self, other: object) -> bool:
+        # fields only: pydantic would also compare the cached digest, and a group whose digest
+        # was computed would differ from its equal twin
+        if not isinstance(other, Group):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = BaseModel.__hash__
+
     def digest(self) -> str:
         # the private dict directly: pydantic's __getattr__ costs microseconds per read, and
         # a snapshot's hash reads 10,000 of these
@@ -269,6 +278,14 @@ class Config(_Strict):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def __eq__(self, other: object) -> bool:
+        # fields only, not the cached hashes (see Group.__eq__)
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = BaseModel.__hash__
 
     def content_hash(self) -> str:
         """sha256 of the content: equal content, equal hash.
