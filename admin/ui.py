@@ -173,6 +173,19 @@ class Forbidden(Exception):
         self.message = message
 
 
+Form = dict[str, Any]  # a POSTed form (WebUI.checked_form): "address" a list, the rest values
+
+
+@dataclass
+class Posted:
+    """A checked POST of a form that changes something (see ``change`` in mount_ui)."""
+
+    session: Session
+    form: Form
+    context: dict[str, Any]  # what the form's page shows, to show it again on an error
+    reason: str
+
+
 # -- formatting -------------------------------------------------------------------------------
 
 
@@ -389,6 +402,12 @@ class WebUI:
         return self.render(request, "error.html", session, status=status, title=title,
                            message=message, errors=errors or [])  # type: ignore[return-value]
 
+    def store_error_page(self, request: Request, session: Session, exc: StoreError,
+                         title: str) -> HTMLResponse:
+        """The error page for an error of the service, with its list of problems if any."""
+        return self.error_page(request, session, exc.status, title, str(exc),
+                               getattr(exc, "errors", None))
+
     def redirect(self, url: str) -> Response:
         return self.harden(RedirectResponse(url, status_code=303))
 
@@ -396,8 +415,7 @@ class WebUI:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return self.redirect(f"{PREFIX}/login?" + urlencode({"next": target}))
 
-    async def checked_form(self, request: Request, session: Session, role: str
-                           ) -> dict[str, Any]:
+    async def checked_form(self, request: Request, session: Session, role: str) -> Form:
         """The POSTed form, after the CSRF token and the role are checked."""
         form = await request.form()
         sent = str(form.get("csrf") or "")
@@ -537,10 +555,13 @@ def mount_ui(app: FastAPI, config: AdminConfig, service: AdminService) -> WebUI:
 
     # Unknown pages, wrong methods and malformed paths under /ui/ get an HTML page too; the
     # REST API keeps FastAPI's JSON answers.
+    def is_page(request: Request) -> bool:
+        path = request.url.path
+        return path.startswith(f"{PREFIX}/") and not path.startswith(f"{PREFIX}/api/")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if not request.url.path.startswith(f"{PREFIX}/") or request.url.path.startswith(
-                f"{PREFIX}/api/"):
+        if not is_page(request):
             return await http_exception_handler(request, exc)
         titles = {404: "Not found", 405: "Not allowed"}
         messages = {404: "There is no such page.",
@@ -551,8 +572,7 @@ def mount_ui(app: FastAPI, config: AdminConfig, service: AdminService) -> WebUI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        if not request.url.path.startswith(f"{PREFIX}/") or request.url.path.startswith(
-                f"{PREFIX}/api/"):
+        if not is_page(request):
             return await request_validation_exception_handler(request, exc)
         errors = [".".join(str(p) for p in e.get("loc", ())) + f": {e.get('msg')}"
                   for e in exc.errors()]
@@ -801,70 +821,94 @@ def mount_ui(app: FastAPI, config: AdminConfig, service: AdminService) -> WebUI:
         except Forbidden as exc:
             return ui.error_page(request, session, 403, "Not allowed", exc.message)
         except StoreError as exc:
-            status = 422 if isinstance(exc, Invalid) else exc.status
-            return ui.error_page(request, session, status, "Cannot do that", str(exc),
-                                 getattr(exc, "errors", None))
+            return ui.store_error_page(request, session, exc, "Cannot do that")
         return ui.render(request, "act.html", session, nav="groups", error=None, errors=[],
                          reason="", weight="", **context)
 
-    @router.post("/groups/{name}/act")
-    async def act(request: Request, name: str) -> Response:
+    # -- forms that change something ----------------------------------------------------------
+
+    async def change(request: Request, role: str, done_url: str,
+                     act: Callable[[Posted], str],
+                     failed: Callable[[Posted, StoreError], Response],
+                     prepare: Callable[[Session, Form], dict[str, Any]] | None = None,
+                     ) -> Response:
+        """A POST that changes something. The session, the CSRF token and ``role`` are checked,
+        ``prepare(session, form)`` gives the form page's context (a refusal or an error of the
+        service there is an error page), a reason is required; then ``act(post)`` does it and
+        returns the flash message, and the browser goes to ``done_url``. An error of the
+        service (the missing reason included) is shown by ``failed(post, error)``."""
         session = ui.session_of(request)
         if session is None:
             return ui.to_login(request)
         try:
-            form = await ui.checked_form(request, session, "operator")
-        except Forbidden as exc:
-            return ui.error_page(request, session, 403, "Refused", exc.message)
-        op = str(form.get("op") or "")
-        addresses = [str(a) for a in form.get("address") or []]
-        reason = str(form.get("reason") or "").strip()
-        weight = str(form.get("weight") or "").strip()
-        try:
-            context = act_context(name, op, addresses, session)
+            form = await ui.checked_form(request, session, role)
+            context = prepare(session, form) if prepare is not None else {}
         except Forbidden as exc:
             return ui.error_page(request, session, 403, "Refused", exc.message)
         except StoreError as exc:
-            status = 422 if isinstance(exc, Invalid) else exc.status
-            return ui.error_page(request, session, status, "Cannot do that", str(exc),
-                                 getattr(exc, "errors", None))
+            return ui.store_error_page(request, session, exc, "Cannot do that")
+        post = Posted(session, form, context, str(form.get("reason") or "").strip())
         try:
-            message = perform(name, op, addresses, reason, weight, form, session)
+            if not post.reason:
+                raise Invalid("a reason is required", ["reason: say why, for the audit log"])
+            message = act(post)
         except StoreError as exc:
-            status = 422 if isinstance(exc, Invalid) else exc.status
-            return ui.render(request, "act.html", session, status=status, nav="groups",
-                             error=str(exc), errors=getattr(exc, "errors", []), reason=reason,
-                             weight=weight, **context)
+            return failed(post, exc)
         session.flashes.append(("ok", message))
-        return ui.redirect(f"{PREFIX}/groups/{name}")
+        return ui.redirect(done_url)
 
-    def perform(name: str, op: str, addresses: list[str], reason: str, weight: str,
-                form: dict[str, Any], session: Session) -> str:
-        if not reason:
-            raise Invalid("a reason is required", ["reason: say why, for the audit log"])
+    def form_again(request: Request, template: str, nav: str, post: Posted, exc: StoreError,
+                   context: dict[str, Any]) -> Response:
+        """The form's page again, the error of the service above it, the reason kept."""
+        return ui.render(request, template, post.session, status=exc.status, nav=nav,
+                         error=str(exc), errors=getattr(exc, "errors", []), reason=post.reason,
+                         **context)
+
+    # -- member actions -----------------------------------------------------------------------
+
+    def posted_addresses(form: Form) -> list[str]:
+        return [str(a) for a in form.get("address") or []]
+
+    @router.post("/groups/{name}/act")
+    async def act(request: Request, name: str) -> Response:
+        def prepare(session: Session, form: Form) -> dict[str, Any]:
+            context = act_context(name, str(form.get("op") or ""), posted_addresses(form),
+                                  session)
+            return {**context, "weight": str(form.get("weight") or "").strip()}
+
+        def failed(post: Posted, exc: StoreError) -> Response:
+            return form_again(request, "act.html", "groups", post, exc, post.context)
+
+        return await change(request, "operator", f"{PREFIX}/groups/{name}",
+                            lambda post: perform(name, post), failed, prepare)
+
+    def perform(name: str, post: Posted) -> str:
+        """Does the member action ``post`` asks for (``act_context`` checked it); the flash."""
+        op, who, reason = post.context["op"], post.session.name, post.reason
+        addresses = posted_addresses(post.form)
         count = f"{len(addresses)} member{'s' if len(addresses) != 1 else ''}"
         if op in MEMBER_OPS:
-            service.member_op(name, addresses, op, session.name, reason)
+            service.member_op(name, addresses, op, who, reason)
             return f"{ACTIONS[op][0]}: {count} of {name} ({', '.join(addresses)})."
         if op in ("server-up", "server-down"):
             ips = sorted({member_ip(a) for a in addresses})
             service.batch([{"server": ip, "op": op.removeprefix("server-")} for ip in ips],
-                          session.name, reason)
+                          who, reason)
             return f"{ACTIONS[op][0]}: {', '.join(ips)} (every group with these servers)."
         # weight: an edit of the draft group, made from the row version the form showed
         try:
-            value = int(weight)
+            value = int(post.context["weight"])
         except ValueError:
             raise Invalid("invalid weight", ["weight: expected a whole number 0-10000"]) \
                 from None
-        row_version = str(form.get("row_version") or "")
+        row_version = str(post.form.get("row_version") or "")
         if not row_version.isdigit():
             raise Invalid("the form has no row_version", ["row_version: reload the page"])
         row = service.store.get("group", name)
         members = [{**m, "weight": value} if m["address"] in addresses else m
                    for m in row.body.get("members", [])]
         service.update("group", name, {**row.body, "members": members}, int(row_version),
-                       session.name, reason)
+                       who, reason)
         return (f"Weight {value} saved to the draft for {count} of {name}. It takes effect "
                 "when a new version is activated (Versions → Activate).")
 
@@ -909,25 +953,16 @@ def mount_ui(app: FastAPI, config: AdminConfig, service: AdminService) -> WebUI:
 
     @router.post("/versions/activate")
     async def activate(request: Request) -> Response:
-        session = ui.session_of(request)
-        if session is None:
-            return ui.to_login(request)
-        try:
-            form = await ui.checked_form(request, session, "admin")
-        except Forbidden as exc:
-            return ui.error_page(request, session, 403, "Refused", exc.message)
-        reason = str(form.get("reason") or "").strip()
-        try:
-            if not reason:
-                raise Invalid("a reason is required", ["reason: say why, for the audit log"])
-            done = service.activate(session.name, reason)
-        except StoreError as exc:
-            status = 422 if isinstance(exc, Invalid) else exc.status
-            return versions_page(request, session, status, str(exc),
-                                 getattr(exc, "errors", []), reason)
-        session.flashes.append(("ok", f"Version {done['version']} is active; the nodes are "
-                                      "being updated (see Overview)."))
-        return ui.redirect(f"{PREFIX}/versions")
+        def act(post: Posted) -> str:
+            done = service.activate(post.session.name, post.reason)
+            return (f"Version {done['version']} is active; the nodes are being updated "
+                    "(see Overview).")
+
+        def failed(post: Posted, exc: StoreError) -> Response:
+            return versions_page(request, post.session, exc.status, str(exc),
+                                 getattr(exc, "errors", []), post.reason)
+
+        return await change(request, "admin", f"{PREFIX}/versions", act, failed)
 
     def rollback_context(number: int) -> dict[str, Any]:
         version = service.store.version(number)
@@ -953,30 +988,20 @@ def mount_ui(app: FastAPI, config: AdminConfig, service: AdminService) -> WebUI:
 
     @router.post("/versions/{number}/rollback")
     async def rollback(request: Request, number: int) -> Response:
-        session = ui.session_of(request)
-        if session is None:
-            return ui.to_login(request)
-        try:
-            form = await ui.checked_form(request, session, "admin")
-        except Forbidden as exc:
-            return ui.error_page(request, session, 403, "Refused", exc.message)
-        reason = str(form.get("reason") or "").strip()
-        try:
-            if not reason:
-                raise Invalid("a reason is required", ["reason: say why, for the audit log"])
-            done = service.rollback(number, session.name, reason)
-        except StoreError as exc:
-            status = 422 if isinstance(exc, Invalid) else exc.status
+        def act(post: Posted) -> str:
+            done = service.rollback(number, post.session.name, post.reason)
+            return (f"Version {done['version']} is active: the content of version {number}. "
+                    "The nodes are being updated.")
+
+        def failed(post: Posted, exc: StoreError) -> Response:
             try:
                 context = rollback_context(number)
             except StoreError:
-                return ui.error_page(request, session, exc.status, "Cannot roll back", str(exc))
-            return ui.render(request, "rollback.html", session, status=status, nav="versions",
-                             error=str(exc), errors=getattr(exc, "errors", []), reason=reason,
-                             **context)
-        session.flashes.append(("ok", f"Version {done['version']} is active: the content of "
-                                      f"version {number}. The nodes are being updated."))
-        return ui.redirect(f"{PREFIX}/versions")
+                return ui.error_page(request, post.session, exc.status, "Cannot roll back",
+                                     str(exc))
+            return form_again(request, "rollback.html", "versions", post, exc, context)
+
+        return await change(request, "admin", f"{PREFIX}/versions", act, failed)
 
     # -- audit --------------------------------------------------------------------------------
 

@@ -33,12 +33,10 @@ import argparse
 import http.client
 import json
 import random
-import signal
 import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -50,14 +48,16 @@ from bench import (
     SLB_BIN,
     Bench,
     BenchError,
-    Interrupted,
     Service,
     check_target,
-    environment,
     free_ports,
+    interrupt_on_signals,
     num,
     pct,
+    run_reported,
+    save_result,
     say,
+    slb_missing,
 )
 
 TOKEN = "apply-bench-token"
@@ -306,8 +306,7 @@ class ApplyBench(Bench):
                 was = f"{previous_groups:,} groups" if previous_groups else "empty"
                 self.record(workers, snap, f"PUT snapshot (onto {was})", [first],
                             body_bytes=size)
-                if not svc.alive():
-                    raise BenchError(f"{svc.name} died: see {svc.log}")
+                svc.check_alive()
                 kinds = ("reweight", "add", "remove")
                 touched: set[str] = set()
                 times = []
@@ -358,8 +357,7 @@ class ApplyBench(Bench):
         runs: list[dict[str, Any]] = []
         for rnd in range(1, a.rounds + 1):
             for with_changes in (False, True):
-                if not svc.alive():
-                    raise BenchError(f"{svc.name} died: see {svc.log}")
+                svc.check_alive()
                 sender = ChangeSender(self, control, snap, a.rate) if with_changes else None
                 if sender is not None:
                     sender.start()
@@ -577,45 +575,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not SLB_BIN.exists():
-        print(f"{SLB_BIN} not found: run `make` targets from the repository root", file=sys.stderr)
+    if slb_missing():
         return 2
-
-    def interrupt(signum: int, _frame: object) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
+    interrupt_on_signals()
     started = time.monotonic()
     bench = ApplyBench(args)
-    status = 0
-    result: dict[str, Any] = {"started": bench.stamp, "options": vars(args),
-                              "environment": environment(),
-                              "pinning": {"1-worker node": bench.proxy_cpu,
-                                          "wrk_and_backends": bench.load_cpu}}
-    try:
+    result = bench.result_head({"1-worker node": bench.proxy_cpu,
+                                "wrk_and_backends": bench.load_cpu})
+
+    def body() -> int:
         result.update(bench.run())
         met = print_summary(result, args)
         result["target_met"] = met
-        if args.strict and not met:
-            status = 3
-    except BenchError as exc:
-        print(f"apply bench: {exc}", file=sys.stderr)
-        result["error"] = str(exc)
-        status = 1
-    except Interrupted as exc:
-        print(f"\napply bench: interrupted ({exc}), stopping", file=sys.stderr)
-        result["error"] = f"interrupted by {exc}"
-        status = 130
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        bench.stop_all()
+        return 3 if args.strict and not met else 0
+
+    status = run_reported("apply bench", bench, result, body)
     result["elapsed_s"] = round(time.monotonic() - started, 1)
-    out = OUT_DIR / f"apply-{bench.stamp}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    (OUT_DIR / "apply-latest.json").write_text(out.read_text())
-    say(f"elapsed: {result['elapsed_s']:.0f}s; result: {Path(out).relative_to(ROOT)}")
+    out = save_result("apply", bench.stamp, result)
+    say(f"elapsed: {result['elapsed_s']:.0f}s; result: {out.relative_to(ROOT)}")
     return status
 
 

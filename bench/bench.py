@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,9 @@ http {{
 
 class Interrupted(Exception):
     """SIGINT/SIGTERM/SIGHUP arrived: stop everything and leave."""
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class BenchError(Exception):
@@ -248,6 +252,10 @@ class Service:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise BenchError(f"{self.name} died: see {self.log}")
+
     def refresh(self) -> list[int]:
         self.pids = descendants(self.pid)
         return self.pids
@@ -329,6 +337,11 @@ class Bench:
         for svc in reversed(self.services):
             svc.stop()
         self.services.clear()
+
+    def result_head(self, pinning: dict[str, str | None]) -> dict[str, Any]:
+        """The start of the result file: when, with which options, on what, pinned how."""
+        return {"started": self.stamp, "options": vars(self.args),
+                "environment": environment(), "pinning": pinning}
 
     def nginx_argv(self, name: str, conf: str) -> list[str]:
         d = self.work / name
@@ -462,8 +475,8 @@ class Bench:
                            "req/CPU-s", "errors"))
         for rnd in range(1, a.rounds + 1):
             for name, (svc, port) in targets.items():
-                if svc is not None and not svc.alive():
-                    raise BenchError(f"{name} died: see {svc.log}")
+                if svc is not None:
+                    svc.check_alive()
                 run = self.measure(name, svc, port)
                 run["round"] = rnd
                 runs.append(run)
@@ -721,6 +734,51 @@ def aggregate_speedscope(doc: dict[str, Any], collapsed_path: Path
 
 # ------------------------------------------------------------------------------ main
 
+def slb_missing() -> bool:
+    if SLB_BIN.exists():
+        return False
+    print(f"{SLB_BIN} not found: run `make` targets from the repository root", file=sys.stderr)
+    return True
+
+
+def interrupt_on_signals() -> None:
+    """From now on SIGINT, SIGTERM and SIGHUP raise Interrupted, which ``run_reported`` handles."""
+    def interrupt(signum: int, _frame: object) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    for sig in SIGNALS:
+        signal.signal(sig, interrupt)
+
+
+def run_reported(label: str, bench: Bench, result: dict[str, Any], body: Callable[[], int]
+                 ) -> int:
+    """``body()``'s exit status, 1 after a BenchError, 130 when interrupted (either printed
+    under ``label`` and kept in ``result["error"]``); every process ``bench`` started is
+    stopped at the end."""
+    try:
+        return body()
+    except BenchError as exc:
+        print(f"{label}: {exc}", file=sys.stderr)
+        result["error"] = str(exc)
+        return 1
+    except Interrupted as exc:
+        print(f"\n{label}: interrupted ({exc}), stopping", file=sys.stderr)
+        result["error"] = f"interrupted by {exc}"
+        return 130
+    finally:
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+        bench.stop_all()
+
+
+def save_result(kind: str, stamp: str, result: dict[str, Any]) -> Path:
+    """bench/out/<kind>-<stamp>.json, copied to <kind>-latest.json."""
+    out = OUT_DIR / f"{kind}-{stamp}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    (OUT_DIR / f"{kind}-latest.json").write_text(out.read_text())
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="bench/run.sh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -770,45 +828,22 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"{tool} not found: apt-get install -y wrk nginx", file=sys.stderr)
             return 2
-    if not SLB_BIN.exists():
-        print(f"{SLB_BIN} not found: run `make` targets from the repository root", file=sys.stderr)
+    if slb_missing():
         return 2
-
-    def interrupt(signum: int, _frame: object) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
+    interrupt_on_signals()
     bench = Bench(args)
-    status = 0
-    result: dict[str, Any] = {"started": bench.stamp, "options": vars(args),
-                              "environment": environment(),
-                              "pinning": {"proxy": bench.proxy_cpu, "wrk_and_backends":
-                                          bench.load_cpu}}
-    try:
+    result = bench.result_head({"proxy": bench.proxy_cpu, "wrk_and_backends": bench.load_cpu})
+
+    def body() -> int:
         if args.profile:
             result["profile"] = profile(bench)
-        else:
-            result.update(bench.run())
-            print_summary(result["summary"], args.rounds, bench.proxy_cpu)
-            if args.strict and not all(result["summary"]["target"].values()):
-                status = 3
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        result["error"] = str(exc)
-        status = 1
-    except Interrupted as exc:
-        print(f"\nbench: interrupted ({exc}), stopping", file=sys.stderr)
-        result["error"] = f"interrupted by {exc}"
-        status = 130
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        bench.stop_all()
-    kind = "profile" if args.profile else "bench"
-    out = OUT_DIR / f"{kind}-{bench.stamp}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    (OUT_DIR / f"{kind}-latest.json").write_text(out.read_text())
+            return 0
+        result.update(bench.run())
+        print_summary(result["summary"], args.rounds, bench.proxy_cpu)
+        return 3 if args.strict and not all(result["summary"]["target"].values()) else 0
+
+    status = run_reported("bench", bench, result, body)
+    out = save_result("profile" if args.profile else "bench", bench.stamp, result)
     say(f"result: {out.relative_to(ROOT)}")
     return status
 
