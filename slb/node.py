@@ -211,8 +211,8 @@ class Node:
                 started = time.monotonic()
                 # in a thread: the write and its fsync must not stall the control API
                 await asyncio.to_thread(self._persist, config)
-                # a large snapshot takes a while to write: keep writing under ~5% of the time
-                pause = max(PERSIST_INTERVAL, 20 * (time.monotonic() - started))
+                # a large snapshot takes a while to write: keep writing under ~2% of the time
+                pause = max(PERSIST_INTERVAL, 50 * (time.monotonic() - started))
 
     def flush_persistence(self) -> None:
         if self._unsaved is not None:
