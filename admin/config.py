@@ -78,5 +78,7 @@ def load_admin_config(path: str | Path) -> AdminConfig:
         return AdminConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([
-            f"{path}: " + ".".join(str(p) for p in e["loc"]) + f": {e['msg']}"
+            f"{path}: " + ".".join(str(p) for p in e["loc"]) + ": "
+            + ("unknown field" if e["type"] == "extra_forbidden"
+               else str(e["msg"]).removeprefix("Value error, "))
             for e in exc.errors()]) from None

@@ -21,6 +21,8 @@ from admin.metrics import AdminMetrics
 from admin.push import Pusher
 from admin.service import AdminService
 from admin.store import Store
+from slb.errors import ConfigError
+from slb.listener import bind_socket
 from slb.model import split_host_port
 
 log = logging.getLogger("admin")
@@ -75,7 +77,14 @@ class Admin:
         self.server = uvicorn.Server(uvicorn.Config(
             app, host=host, port=port, loop="none", http="httptools", lifespan="off",
             log_level="warning", access_log=False))
-        self._serve_task = asyncio.get_running_loop().create_task(self.server.serve())
+        try:
+            sock = bind_socket(self.config.listen)  # a clear error before anything serves
+        except OSError as exc:
+            await self.close()
+            raise ConfigError([f"cannot listen on {self.config.listen}: "
+                               f"{exc.strerror or exc}"]) from None
+        self._serve_task = asyncio.get_running_loop().create_task(
+            self.server.serve(sockets=[sock]))
         while not self.server.started:
             if self._serve_task.done():
                 self._serve_task.result()  # raises the bind error
