@@ -9,17 +9,15 @@ upstream connections past their idle timeout.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import sys
 import time
 from dataclasses import replace
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
+from slb.accesslog import AccessLog
 from slb.gcpause import freeze, gc_paused
 from slb.member import MemberState
 from slb.metrics import Stats
-from slb.model import AccessLog as AccessLogSettings
 from slb.model import Config, Group
 from slb.runtime import (
     Runtime,
@@ -32,39 +30,9 @@ from slb.runtime import (
 
 if TYPE_CHECKING:
     from slb.pool import Pool
-    from slb.protocol import ClientProtocol, Exchange
+    from slb.protocol import ClientProtocol
 
 SWEEP_INTERVAL = 0.1  # seconds: the resolution of every client-side timeout
-
-
-class AccessLog:
-    """One line per request, written through a buffer the sweeper flushes."""
-
-    def __init__(self, settings: AccessLogSettings) -> None:
-        self.path = settings.path
-        self.stream: IO[str] = (sys.stderr if settings.path == "-"
-                                else open(settings.path, "a", encoding="utf-8",  # noqa: SIM115
-                                          buffering=1 << 16))
-
-    def log(self, peer: bytes, ex: Exchange, now: float) -> None:
-        upstream = f"{now - ex.upstream_start:.4f}" if ex.upstream_start else "-"
-        target = ex.target
-        self.stream.write(
-            f'{peer.decode()} "{(getattr(ex, "method", b"-") or b"-").decode()} '
-            f'{ex.url.decode("latin-1")}" {ex.status} {ex.bytes_sent} '
-            f'vs={ex.vhost_name or "-"} group={target.pool.name if target else "-"} '
-            f'member={ex.member_address or "-"} upstream_time={upstream} '
-            f'total_time={now - ex.start:.4f} flag={ex.flag} '
-            f'id={(ex.request_id or b"-").decode("latin-1")}\n')
-
-    def flush(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.stream.flush()
-
-    def close(self) -> None:
-        self.flush()
-        if self.stream is not sys.stderr:
-            self.stream.close()
 
 
 class ProxyContext:

@@ -217,7 +217,8 @@ async def test_health_ready_and_unknown_control_paths(backend_factory, proxy_fac
 # -- access log ----------------------------------------------------------------------------
 
 LOG_LINE = re.compile(
-    r'^(?P<peer>\S+) "(?P<method>\S+) (?P<url>\S+)" (?P<status>\d{3}) (?P<bytes>\d+) '
+    r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) "
+    r'(?P<peer>\S+) "(?P<method>\S+) (?P<url>\S+)" (?P<status>\d{3}) (?P<bytes>\d+) '
     r"vs=(?P<vs>\S+) group=(?P<group>\S+) member=(?P<member>\S+) "
     r"upstream_time=(?P<upstream>\S+) total_time=(?P<total>\S+) flag=(?P<flag>\S+) "
     r"id=(?P<id>\S+)$")
