@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run run-proxy test lint bench check clean system-deps
+.PHONY: run run-proxy test lint bench loadtest check clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ check: $(STAMP)
 	$(BIN)/slb check -c config/slb.yaml
 
 bench: $(STAMP)
-	bash bench/run.sh
+	bash bench/run.sh --apply
+	$(BIN)/python bench/health_bench.py
+
+loadtest: $(STAMP)
+	$(BIN)/pip install -q -e '.[load]'
+	bash loadtest/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
