@@ -125,7 +125,7 @@ def create_app(config: AdminConfig, service: AdminService, metrics: Any = None) 
     @api.get("/clusters/{cluster}/nodes")
     async def list_nodes(cluster: str, token: ApiToken = viewer) -> dict[str, Any]:
         service.store.get("cluster", cluster)
-        return {"items": [r.to_json() for r in service.store.list("node")
+        return {"items": [r.to_json() for r in service.store.objects("node")
                           if r.body["cluster"] == cluster]}
 
     @api.post("/clusters/{cluster}/nodes", status_code=201)
@@ -217,7 +217,7 @@ def create_app(config: AdminConfig, service: AdminService, metrics: Any = None) 
     @api.get("/{plural}")
     async def list_objects(plural: str, token: ApiToken = viewer) -> dict[str, Any]:
         kind = kind_of(plural)
-        return {"items": [r.to_json() for r in service.store.list(kind)]}
+        return {"items": [r.to_json() for r in service.store.objects(kind)]}
 
     @api.post("/{plural}", status_code=201)
     async def create_object(plural: str, request: Request, token: ApiToken = admin

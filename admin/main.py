@@ -33,12 +33,12 @@ SEED_ORDER = (("clusters", "cluster"), ("nodes", "node"), ("groups", "group"),
 
 def seed_store(service: AdminService, config: AdminConfig) -> bool:
     """Fill an empty store from the seed and activate it; True if it did."""
-    if config.seed is None or any(service.store.list(kind) for _, kind in SEED_ORDER):
+    if config.seed is None or any(service.store.objects(kind) for _, kind in SEED_ORDER):
         return False
     for field, kind in SEED_ORDER:
         for body in getattr(config.seed, field):
             service.create(kind, body, "seed", "seeded from the admin's file")
-    if service.store.list("cluster"):
+    if service.store.objects("cluster"):
         service.activate("seed", "seeded from the admin's file")
     log.info("store seeded from the admin's file")
     return True

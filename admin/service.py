@@ -109,8 +109,8 @@ class AdminService:
             await pusher.close()
 
     def _sync_pushers(self) -> None:
-        nodes: dict[str, list[NodeTarget]] = {c.name: [] for c in self.store.list("cluster")}
-        for row in self.store.list("node"):
+        nodes: dict[str, list[NodeTarget]] = {c.name: [] for c in self.store.objects("cluster")}
+        for row in self.store.objects("node"):
             nodes.setdefault(row.body["cluster"], []).append(
                 NodeTarget(row.name, row.body["control_url"], row.body.get("token")))
         for cluster, targets in nodes.items():
@@ -176,7 +176,7 @@ class AdminService:
         for other, refs in model.REFERENCES.items():
             for field, target in refs:
                 if target == kind:
-                    users += [f"{other}/{r.name}" for r in self.store.list(other)
+                    users += [f"{other}/{r.name}" for r in self.store.objects(other)
                               if r.body[field] == name]
         return users
 

@@ -136,7 +136,7 @@ class Store:
 
     # -- draft objects -----------------------------------------------------------------------
 
-    def list(self, kind: str) -> list[Row]:
+    def objects(self, kind: str) -> list[Row]:
         rows = self._db.execute("SELECT * FROM objects WHERE kind = ? ORDER BY name", (kind,))
         return [self._row(r) for r in rows]
 

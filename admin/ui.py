@@ -432,7 +432,7 @@ class WebUI:
     def draft_pending(self) -> bool:
         active = self.service.store.active_version()
         if active is None:
-            return bool(self.service.store.list("cluster"))
+            return bool(self.service.store.objects("cluster"))
         versions = self.service.store.versions()
         current = next((v["hash"] for v in versions if v["version"] == active), None)
         return current != content_hash(self.service.draft_content())
@@ -465,7 +465,7 @@ class WebUI:
         content, _ = self.content()
         active_names = {g["name"] for g in content.get("group", [])}
         groups = list(content.get("group", []))
-        groups += [r.body for r in self.service.store.list("group")
+        groups += [r.body for r in self.service.store.objects("group")
                    if r.name not in active_names]
         members = self.service.members_for({"group": groups})
         used: dict[str, list[dict[str, Any]]] = {}
@@ -489,7 +489,7 @@ class WebUI:
     def node_rows(self) -> list[dict[str, Any]]:
         status = {(s["cluster"], s["name"]): s for s in self.service.nodes()}
         out = []
-        for row in self.service.store.list("node"):
+        for row in self.service.store.objects("node"):
             found = status.get((row.body["cluster"], row.name), {})
             out.append({"cluster": row.body["cluster"], "name": row.name,
                         "control_url": row.body["control_url"], **found})
@@ -650,7 +650,7 @@ def mount_ui(app: FastAPI, config: AdminConfig, service: AdminService) -> WebUI:
         clusters = [{"name": r.name, "description": r.body.get("description", ""),
                      "nodes": [{**n, "live": ui.node_live(n)} for n in nodes
                                if n["cluster"] == r.name]}
-                    for r in service.store.list("cluster")]
+                    for r in service.store.objects("cluster")]
         stale = [{"group": g, "error": e, "last_contact": service.last_contact.get(g)}
                  for g, e in sorted(service.stale.items())]
         audit = service.store.audit(limit=10)

@@ -40,7 +40,7 @@ class AccessLog:
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
         upstream = f"{now - ex.upstream_start:.4f}" if ex.upstream_start else "-"
         target = ex.target
-        method = getattr(ex, "method", None) or b"-"
+        method = ex.method or b"-"
         self.lines.append(
             f'{self._stamp} {peer.decode()} "{method.decode()} {ex.url.decode("latin-1")}" '
             f'{ex.status} {ex.bytes_sent} vs={ex.vhost_name or "-"} '

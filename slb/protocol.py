@@ -105,6 +105,13 @@ class Exchange:
         self.content_length = 0
         self.chunked = False
         self.te: bytes | None = None
+        # set once the head is complete (on_headers_complete)
+        self.method = b""
+        self.http10 = False
+        self.upgrade = False
+        self.has_body = False
+        self.head = b""
+        self.path = ""
         self.connection: bytes | None = None
         self.upgrade_value: bytes | None = None
         self.expect_continue = False
