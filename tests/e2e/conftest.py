@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,6 +56,26 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 
 def _port_of(listen: str) -> int:
     return int(listen.rsplit(":", 1)[1])
+
+
+async def exit_code(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """The exit status once ``proc`` has ended, None if it runs past ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while proc.poll() is None and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    return proc.poll()
+
+
+async def log_contains(log: Callable[[], str], text: str, timeout: float = 5.0) -> bool:
+    """Whether ``text`` shows up in ``log()`` within ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while text not in log():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 class SlbProcess:
@@ -128,21 +148,10 @@ class SlbProcess:
             await asyncio.sleep(0.02)
 
     async def exit_code(self, timeout: float) -> int | None:
-        """The exit status once the process has ended, None if it runs past ``timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.proc.poll() is None and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        return self.proc.poll()
+        return await exit_code(self.proc, timeout)
 
     async def log_contains(self, text: str, timeout: float = 5.0) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while text not in self.log():
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(0.02)
-        return True
+        return await log_contains(self.log, text, timeout)
 
     def stop(self) -> None:
         """SIGTERM (the node drains and stops its workers), SIGKILL if that takes too long."""

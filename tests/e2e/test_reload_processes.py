@@ -21,10 +21,11 @@ from typing import IO, Any
 
 import pytest
 
-from tests.e2e.conftest import REPO, node_config, slb_command, write_config
-from tests.support.backends import Backend, ReceivedRequest, free_port, response
+from tests.e2e.conftest import REPO, exit_code, log_contains, node_config, slb_command, write_config
+from tests.support.backends import Backend, ReceivedRequest, free_port, named_backends, response
 from tests.support.client import Connection, build_request
-from tests.support.control import ControlClient
+from tests.support.control import ControlClient, ControlReply
+from tests.support.proxy import member_entry as member
 
 TOKEN = "t"
 WORKER_NAME = re.compile(r"^worker-(\d+)\[(\d+)\]$")
@@ -81,11 +82,7 @@ class WorkersNode:
             await asyncio.sleep(0.02)
 
     async def exit_code(self, timeout: float) -> int | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.proc.poll() is None and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        return self.proc.poll()
+        return await exit_code(self.proc, timeout)
 
     def stop(self) -> None:
         """Terminate the supervisor (then kill it if it lingers) and any worker left behind."""
@@ -146,8 +143,27 @@ def snapshot(version: int, port: int, members: list[dict[str, Any]]) -> dict[str
     }
 
 
-def member(backend: Backend, weight: int = 1, state: str = "up") -> dict[str, Any]:
-    return {"address": backend.address, "weight": weight, "state": state}
+async def file_node(start_node: Callable[..., WorkersNode], members: list[str], **http: Any
+                    ) -> tuple[dict[str, Any], int, WorkersNode]:
+    """A file-managed node on ``node_config(members, **http)``, ready: its config, data port
+    and process."""
+    config = node_config(members, **http)
+    port = int(config["virtual_servers"][0]["listen"].rsplit(":", 1)[1])
+    node = start_node(config)
+    await node.answers("/ready")
+    return config, port, node
+
+
+async def admin_node_serving(start_node: Callable[..., WorkersNode], state_dir: Path,
+                             backend: Backend) -> tuple[WorkersNode, int, ControlReply]:
+    """An admin-managed node pushed version 1 with ``backend`` as the one member of g: the
+    node, its data port and the push reply."""
+    node = start_node(admin_local(state_dir))
+    await node.answers("/healthz")
+    port = free_port()
+    reply = await node.control.push(snapshot(1, port, [member(backend)]))
+    assert reply.status == 200, reply.body
+    return node, port, reply
 
 
 async def names_over_connections(port: int, connections: int, per_connection: int = 1
@@ -231,12 +247,8 @@ class Load:
 
 async def test_sighup_reload_reaches_both_workers_and_bumps_the_version(backend_factory,
                                                                         start_node):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    config = node_config([a.address])
-    port = int(config["virtual_servers"][0]["listen"].rsplit(":", 1)[1])
-    node = start_node(config)
-    await node.answers("/ready")
+    a, b = await named_backends(backend_factory, "a", "b")
+    config, port, node = await file_node(start_node, [a.address])
     view = await node.control.config()
     assert (view["managed_by"], view["version"], view["applied"]) == ("file", 0, True)
     assert len(view["workers"]) == 2
@@ -260,22 +272,14 @@ async def test_sighup_reload_reaches_both_workers_and_bumps_the_version(backend_
 
 async def test_sighup_with_an_invalid_file_changes_nothing_and_keeps_serving(backend_factory,
                                                                               start_node):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    config = node_config([a.address])
-    port = int(config["virtual_servers"][0]["listen"].rsplit(":", 1)[1])
-    node = start_node(config)
-    await node.answers("/ready")
+    a, b = await named_backends(backend_factory, "a", "b")
+    config, port, node = await file_node(start_node, [a.address])
     before = await node.control.config()
 
     config["groups"][0]["members"] = [{"address": b.address, "weight": -1}]
     write_config(node.config_path, config)
     node.proc.send_signal(signal.SIGHUP)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while "refused" not in node.log():
-        assert loop.time() < deadline, node.log()
-        await asyncio.sleep(0.02)
+    assert await log_contains(node.log, "refused"), node.log()
     assert "groups[0].members[0].weight" in node.log()
 
     after = await node.control.config()
@@ -288,12 +292,8 @@ async def test_sighup_with_an_invalid_file_changes_nothing_and_keeps_serving(bac
 
 
 async def test_two_sighup_reloads_under_load_fail_no_request(backend_factory, start_node):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    config = node_config([a.address])
-    port = int(config["virtual_servers"][0]["listen"].rsplit(":", 1)[1])
-    node = start_node(config)
-    await node.answers("/ready")
+    a, b = await named_backends(backend_factory, "a", "b")
+    config, port, node = await file_node(start_node, [a.address])
     load = Load(port, connections=4)
     try:
         await load.after(0, 20)
@@ -322,8 +322,7 @@ async def test_two_sighup_reloads_under_load_fail_no_request(backend_factory, st
 
 
 async def test_put_then_patch_reach_both_workers(backend_factory, start_node, tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
+    a, b = await named_backends(backend_factory, "a", "b")
     node = start_node(admin_local(tmp_path))
     await node.answers("/healthz")
     assert (await node.control.get("/ready")).status == 503  # nothing pushed yet
@@ -351,10 +350,7 @@ async def test_put_then_patch_reach_both_workers(backend_factory, start_node, tm
 async def test_metrics_add_up_the_requests_of_both_workers(backend_factory, start_node,
                                                            tmp_path):
     a = await backend_factory(name="a")
-    node = start_node(admin_local(tmp_path))
-    await node.answers("/healthz")
-    port = free_port()
-    assert (await node.control.push(snapshot(1, port, [member(a)]))).status == 200
+    node, port, _ = await admin_node_serving(start_node, tmp_path, a)
     await node.applied(1)
 
     names = await names_over_connections(port, 16, per_connection=3)
@@ -375,12 +371,8 @@ async def test_metrics_add_up_the_requests_of_both_workers(backend_factory, star
 
 async def test_killed_worker_is_restarted_with_the_current_snapshot(backend_factory, start_node,
                                                                     tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    node = start_node(admin_local(tmp_path))
-    await node.answers("/healthz")
-    port = free_port()
-    assert (await node.control.push(snapshot(1, port, [member(a)]))).status == 200
+    a, b = await named_backends(backend_factory, "a", "b")
+    node, port, _ = await admin_node_serving(start_node, tmp_path, a)
     reply = await node.control.patch_group("g", {"base_version": 1, "version": 2,
                                                  "upsert": [member(b)], "remove": [a.address]})
     assert reply.status == 200, reply.body
@@ -442,18 +434,12 @@ async def test_sigterm_drains_the_request_in_flight_with_ready_503(backend_facto
         writer.write(rest)
 
     a = await backend_factory(name="a", handler=slow)
-    config = node_config([a.address], drain_timeout=10)
-    port = int(config["virtual_servers"][0]["listen"].rsplit(":", 1)[1])
-    node = start_node(config)
-    await node.answers("/ready")
+    _, port, node = await file_node(start_node, [a.address], drain_timeout=10)
     conn = await Connection.open(port)
     try:
         conn.send(build_request("GET", "/slow"))
+        await a.request_arrived()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while not a.requests:
-            assert loop.time() < deadline, "the request did not reach the member"
-            await asyncio.sleep(0.01)
 
         node.proc.send_signal(signal.SIGTERM)
         deadline = loop.time() + 5
@@ -481,12 +467,8 @@ async def test_workers_exit_when_the_supervisor_dies_in_the_middle_of_a_push(bac
     Worker 0 is stopped (SIGSTOP) while a push is on its way, so the push is queued on its
     channel when the supervisor is killed; it then wakes up, applies, and answers to no one.
     """
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    node = start_node(admin_local(tmp_path))
-    await node.answers("/healthz")
-    port = free_port()
-    assert (await node.control.push(snapshot(1, port, [member(a)]))).status == 200
+    a, b = await named_backends(backend_factory, "a", "b")
+    node, port, _ = await admin_node_serving(start_node, tmp_path, a)
     pids = {index: pid for index, (pid, _) in worker_pids(await node.applied(1)).items()}
     node.known_workers.update(pids.values())
     loop = asyncio.get_running_loop()

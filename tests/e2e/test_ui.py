@@ -25,7 +25,7 @@ from tests.support.admin import (
     TOKENS,
     AdminFactory,
     NodeFactory,
-    RunningAdmin,
+    NodeSite,
     admin_factory,
     applied_version,
     converge,
@@ -36,7 +36,6 @@ from tests.support.admin import (
 )
 from tests.support.backends import Backend
 from tests.support.browser import Browser, browser
-from tests.support.proxy import RunningProxy
 
 __all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
 
@@ -44,13 +43,9 @@ BackendFactory = Callable[..., Awaitable[Backend]]
 
 
 @dataclass
-class Site:
+class Site(NodeSite):
     """Group ``web`` (backends a, b) on ``/`` and group ``api`` (b) on ``/api/``, node n1."""
 
-    admin: RunningAdmin
-    node: RunningProxy
-    a: Backend
-    b: Backend
     browser: Browser
 
     def url(self, path: str) -> str:
@@ -67,12 +62,17 @@ class Site:
         await self.browser.wait_for(lambda d: d.find_elements(By.ID, "whoami"),
                                     what="the logged-in header")
 
-    async def member(self, group: str, address: str) -> dict[str, Any]:
-        view = (await self.admin.client("viewer").get(f"/api/v1/groups/{group}")).json()
-        return next(m for m in view["members"] if m["address"] == address)
+    async def submit_version_change(self, reason_field: str, reason: str, button: str,
+                                    confirmation: str) -> None:
+        """Give the reason, press ``button``, see ``confirmation`` and wait until the node
+        applied the new version."""
+        async with self.node_applies():
+            await self.browser.fill(reason_field, reason)
+            await self.browser.click(button)
+            await self.browser.wait_text(".flash-ok", confirmation)
 
     async def audit(self, **params: Any) -> list[dict[str, Any]]:
-        reply = await self.admin.client("viewer").get("/api/v1/audit", params=params)
+        reply = await self.viewer.get("/api/v1/audit", params=params)
         return list(reply.json()["items"])
 
 
@@ -364,11 +364,8 @@ async def test_admin_edits_weight_activates_and_rolls_back(site: Site) -> None:
     pending = await browser.text("#draft")
     assert "1 change" in pending and "web" in pending
     assert any('"weight": 7' in t for t in await browser.texts("#draft pre.diff .add"))
-    before = applied_version(node)
-    await browser.fill("#activate-reason", "more weight for a")
-    await browser.click("#activate")
-    await browser.wait_text(".flash-ok", "Version 2 is active")
-    await converge(site.admin, node, after=before)
+    await site.submit_version_change("#activate-reason", "more weight for a", "#activate",
+                                     "Version 2 is active")
     assert node.member("web", a).weight == 7
     assert not await browser.exists("#draft-banner")
     assert "active" in await browser.text('tr[data-version="2"]')
@@ -376,11 +373,8 @@ async def test_admin_edits_weight_activates_and_rolls_back(site: Site) -> None:
     await browser.click('tr[data-version="1"] a[href$="/versions/1/rollback"]')
     await browser.wait_for(lambda d: d.find_elements(By.ID, "rollback-form"), what="the form")
     assert any('"weight": 1' in t for t in await browser.texts("pre.diff .add"))
-    before = applied_version(node)
-    await browser.fill("#reason", "weight 7 overloads a")
-    await browser.click("#rollback")
-    await browser.wait_text(".flash-ok", "Version 3 is active")
-    await converge(site.admin, node, after=before)
+    await site.submit_version_change("#reason", "weight 7 overloads a", "#rollback",
+                                     "Version 3 is active")
     assert node.member("web", a).weight == 1
     version3 = await browser.text('tr[data-version="3"]')
     assert "rollback to 1" in version3 and "weight 7 overloads a" in version3

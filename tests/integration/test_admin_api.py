@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ from tests.support.admin import (
     LISTEN,
     AdminFactory,
     NodeFactory,
-    RunningAdmin,
+    NodeSite,
     admin_factory,
     applied_version,
     converge,
@@ -33,45 +32,21 @@ from tests.support.admin import (
     wait_until,
 )
 from tests.support.backends import Backend, ReceivedRequest, default_handler, response
-from tests.support.proxy import RunningProxy
 
 __all__ = ["admin_factory", "node_factory"]  # the fixtures this module uses
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 
 
-@dataclass
-class Site:
+class Site(NodeSite):
     """Backends ``a`` and ``b`` in group ``web`` behind node ``n1``, activated from the seed."""
-
-    admin: RunningAdmin
-    node: RunningProxy
-    a: Backend
-    b: Backend
-
-    @property
-    def viewer(self) -> httpx.AsyncClient:
-        return self.admin.client("viewer")
-
-    @property
-    def operator(self) -> httpx.AsyncClient:
-        return self.admin.client("operator")
-
-    @property
-    def ada(self) -> httpx.AsyncClient:
-        return self.admin.client("admin")
-
-    async def member(self, group: str, address: str) -> dict[str, Any]:
-        view = (await self.viewer.get(f"/api/v1/groups/{group}")).json()
-        return next(m for m in view["members"] if m["address"] == address)
 
     async def change(self, method: str, path: str, client: httpx.AsyncClient | None = None,
                      **kwargs: Any) -> httpx.Response:
         """A call that changes what the node serves: returns once the node applied it."""
-        before = applied_version(self.node)
-        reply = await (client or self.operator).request(method, path, **kwargs)
-        assert reply.status_code == 200, reply.text
-        await converge(self.admin, self.node, after=before)
+        async with self.node_applies():
+            reply = await (client or self.operator).request(method, path, **kwargs)
+            assert reply.status_code == 200, reply.text
         return reply
 
 

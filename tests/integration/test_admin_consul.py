@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,6 +19,7 @@ from tests.consul_double import ConsulDouble
 from tests.support.admin import (
     HOST,
     LISTEN,
+    AdminClients,
     AdminFactory,
     NodeFactory,
     RunningAdmin,
@@ -37,6 +37,9 @@ from tests.support.proxy import RunningProxy
 __all__ = ["admin_factory", "node_factory"]  # the fixtures this module uses
 
 BackendFactory = Callable[..., Awaitable[Backend]]
+ERRORS = "slb_admin_consul_watch_errors"
+STALE = "slb_admin_group_stale"
+CONTACT = "slb_admin_consul_last_contact_seconds"
 SETTLE = 5.0  # a Consul change reaches both nodes well within this (watch rate: 1/s, burst 2)
 
 
@@ -55,34 +58,22 @@ async def double() -> AsyncIterator[ConsulDouble]:
 
 
 @dataclass
-class ConsulSite:
+class ConsulSite(AdminClients):
     admin: RunningAdmin
     double: ConsulDouble
     nodes: list[RunningProxy]
     a: Backend
     b: Backend
 
-    @property
-    def viewer(self) -> httpx.AsyncClient:
-        return self.admin.client("viewer")
-
-    @property
-    def operator(self) -> httpx.AsyncClient:
-        return self.admin.client("operator")
-
-    async def group(self, name: str = "web") -> dict[str, Any]:
-        reply = await self.viewer.get(f"/api/v1/groups/{name}")
-        assert reply.status_code == 200, reply.text
-        return reply.json()  # type: ignore[no-any-return]
-
-    async def member(self, address: str, group: str = "web") -> dict[str, Any] | None:
-        view = await self.group(group)
-        return next((m for m in view["members"] if m["address"] == address), None)
-
     async def op(self, address: str, op: str, group: str = "web") -> None:
         reply = await self.operator.post(f"/api/v1/groups/{group}/members/{address}/{op}",
                                          json={"reason": f"test {op}"})
         assert reply.status_code == 200, reply.text
+
+    async def metrics(self, *families: str, group: str = "web") -> list[float | None]:
+        """The value of each metric family for ``group`` in the admin's /metrics."""
+        text = (await self.viewer.get("/metrics")).text
+        return [metric(text, family, group) for family in families]
 
     async def served(self, path: str = "/", count: int = 4) -> list[set[str]]:
         """Per node, the backends (or error statuses) that answered ``count`` requests."""
@@ -93,6 +84,15 @@ class ConsulSite:
         await wait_until(lambda: all(node_state(n, group, address) == state
                                      for n in self.nodes),
                          SETTLE, f"both nodes to hold {address} as {state}")
+
+
+def metric(text: str, family: str, group: str) -> float | None:
+    for found in text_string_to_metric_families(text):
+        if found.name == family:
+            for sample in found.samples:
+                if sample.labels.get("group") == group:
+                    return float(sample.value)
+    return None
 
 
 def node_state(node: RunningProxy, group: str, address: str) -> str | None:
@@ -154,7 +154,7 @@ async def test_member_critical_in_consul_stops_traffic_on_both_nodes_and_passing
     site.double.set_check("web-a", "critical", "HTTP GET /health: 500")
     await site.nodes_hold(site.a.address, "down")
     assert await site.served() == [{"b"}, {"b"}]
-    member = await site.member(site.a.address)
+    member = await site.find_member("web", site.a.address)
     assert member is not None
     assert (member["state"], member["held_by"]) == ("down", ["health"])
     assert member["flags"]["health"]["status"] == "critical"
@@ -170,7 +170,7 @@ async def test_consul_maintenance_holds_the_member_out_with_its_reason(
     site.double.maintenance("web-b", True, "kernel upgrade")
     await site.nodes_hold(site.b.address, "down")
     assert await site.served() == [{"a"}, {"a"}]
-    member = await site.member(site.b.address)
+    member = await site.find_member("web", site.b.address)
     assert member is not None
     assert member["held_by"] == ["maintenance"]
     assert (member["flags"]["maintenance"]["value"], member["flags"]["maintenance"]["why"]) \
@@ -185,7 +185,7 @@ async def test_instance_deregistered_in_consul_leaves_both_nodes(site: ConsulSit
     site.double.deregister("web-b")
     await site.nodes_hold(site.b.address, None)
     assert await site.served() == [{"a"}, {"a"}]
-    assert await site.member(site.b.address) is None
+    assert await site.find_member("web", site.b.address) is None
 
 
 async def test_pull_out_holds_a_member_out_while_consul_says_passing_and_flapping(
@@ -200,7 +200,7 @@ async def test_pull_out_holds_a_member_out_while_consul_says_passing_and_flappin
         site.double.set_check("web-a", status)
         await site.nodes_hold(site.a.address, state)
         assert await site.served() == [{"b"}, {"b"}], status
-    member = await site.member(site.a.address)
+    member = await site.find_member("web", site.a.address)
     assert member is not None
     assert (member["state"], member["held_by"]) == ("drain", ["pull"])
     assert member["flags"]["health"]["status"] == "passing"
@@ -272,7 +272,7 @@ async def test_new_instance_of_a_wait_for_pull_in_group_gets_no_traffic_until_pu
 
     double.register("web", "web-b", "127.0.0.1", site.b.port)
     await site.nodes_hold(site.b.address, "drain")
-    member = await site.member(site.b.address)
+    member = await site.find_member("web", site.b.address)
     assert member is not None
     assert (member["held_by"], member["flags"]["health"]["status"]) == (["pull"], "passing")
     assert await site.served(count=6) == [{"a"}, {"a"}]
@@ -304,49 +304,35 @@ async def test_passing_or_warning_policy_keeps_a_warning_member_and_passing_does
     assert await site.served("/lenient") == [{"a"}, {"a"}]
 
 
-def metric(text: str, family: str, group: str) -> float | None:
-    for found in text_string_to_metric_families(text):
-        if found.name == family:
-            for sample in found.samples:
-                if sample.labels.get("group") == group:
-                    return float(sample.value)
-    return None
-
-
 async def test_metrics_show_consul_watch_errors_stale_groups_and_last_contact(
         site: ConsulSite) -> None:
-    text = (await site.viewer.get("/metrics")).text
-    assert metric(text, "slb_admin_consul_watch_errors", "web") in (None, 0.0)
-    assert metric(text, "slb_admin_group_stale", "web") == 0.0
-    fresh = metric(text, "slb_admin_consul_last_contact_seconds", "web")
+    errors, stale, fresh = await site.metrics(ERRORS, STALE, CONTACT)
+    assert errors in (None, 0.0)
+    assert stale == 0.0
     assert fresh is not None and fresh < SETTLE
 
     site.double.fail_with(500, path="/v1/health/service/web")
     site.double.set_check("web-a", "warning")  # ends the parked query; the next ones fail
 
     async def errors_counted() -> bool:
-        text = (await site.viewer.get("/metrics")).text
-        return (metric(text, "slb_admin_consul_watch_errors", "web") or 0) >= 1
+        errors, = await site.metrics(ERRORS)
+        return (errors or 0) >= 1
 
     await wait_until(errors_counted, SETTLE, "a watch error in /metrics")
 
     async def contact_ages() -> bool:
-        text = (await site.viewer.get("/metrics")).text
-        since = metric(text, "slb_admin_consul_last_contact_seconds", "web")
+        since, = await site.metrics(CONTACT)
         return since is not None and since >= 1.0
 
     await wait_until(contact_ages, SETTLE, "the last contact to age while Consul fails")
-    text = (await site.viewer.get("/metrics")).text
-    assert metric(text, "slb_admin_group_stale", "web") == 1.0
+    assert await site.metrics(STALE) == [1.0]
 
     site.double.clear_faults()
     site.double.touch_service("web")
 
     async def contact_again() -> bool:
-        text = (await site.viewer.get("/metrics")).text
-        since = metric(text, "slb_admin_consul_last_contact_seconds", "web")
-        return since is not None and since < 1.0 \
-            and metric(text, "slb_admin_group_stale", "web") == 0.0
+        since, stale = await site.metrics(CONTACT, STALE)
+        return since is not None and since < 1.0 and stale == 0.0
 
     await wait_until(contact_again, SETTLE, "Consul to answer again")
 

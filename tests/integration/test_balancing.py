@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.support.backends import Backend, ReceivedRequest, response
-from tests.support.client import Connection, Response
+from tests.support.client import Connection, Response, answered_by
 from tests.support.proxy import RunningProxy, simple_config
+from tests.support.timing import wait_until
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 ProxyFactory = Callable[[dict[str, Any]], Awaitable[RunningProxy]]
@@ -37,30 +38,6 @@ class Holder:
             except TimeoutError:
                 pass
         writer.write(response(200, f"{backend.name}\n".encode(), {"X-Backend": backend.name}))
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
-async def sequence(port: int, count: int, path: str = "/") -> list[str | None]:
-    """X-Backend of ``count`` consecutive requests on one client connection."""
-    conn = await Connection.open(port)
-    try:
-        names = []
-        for _ in range(count):
-            response_ = await conn.request("GET", path)
-            assert response_.status == 200
-            names.append(response_.header("X-Backend"))
-        return names
-    finally:
-        await conn.close()
 
 
 class HeldRequests:
@@ -87,6 +64,27 @@ def held_on(backends: list[Backend]) -> dict[str, int]:
     return {b.name: sum(1 for r in b.requests if r.path == "/slow") for b in backends}
 
 
+async def names_while_one_member_is_busy(
+        backend_factory: BackendFactory, proxy_factory: ProxyFactory, algorithm: str,
+        count: int) -> tuple[str, list[str | None]]:
+    """Members a, b, c balanced by ``algorithm``; one slow request is held on one of them
+    while ``count`` requests are sent on one connection. The busy member and who answered."""
+    holder = Holder()
+    backends = [await backend_factory(handler=holder, name=n) for n in "abc"]
+    proxy = await proxy_factory(simple_config([b.address for b in backends], algorithm))
+    held = HeldRequests()
+    try:
+        await held.send(proxy.port, 1)
+        assert await wait_until(lambda: sum(held_on(backends).values()) == 1)
+        busy = next(name for name, n in held_on(backends).items() if n == 1)
+        names = await answered_by(proxy.port, count)
+    finally:
+        holder.release()
+        finished = await held.finish()
+    assert [r.status for r in finished] == [200]
+    return busy, names
+
+
 async def test_wrr_sequence_follows_weights_smoothly_and_repeats(
         backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
     a = await backend_factory(name="a")
@@ -97,25 +95,14 @@ async def test_wrr_sequence_follows_weights_smoothly_and_repeats(
         {"address": b.address, "weight": 1},
         {"address": c.address, "weight": 1},
     ]))
-    names = await sequence(proxy.port, 21)
+    names = await answered_by(proxy.port, 21)
     assert names == ["a", "a", "b", "a", "c", "a", "a"] * 3
 
 
 async def test_least_conn_sends_new_requests_away_from_busy_member(
         backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
-    holder = Holder()
-    backends = [await backend_factory(handler=holder, name=n) for n in "abc"]
-    proxy = await proxy_factory(simple_config([b.address for b in backends], "least_conn"))
-    held = HeldRequests()
-    try:
-        await held.send(proxy.port, 1)
-        assert await wait_until(lambda: sum(held_on(backends).values()) == 1)
-        busy = next(name for name, n in held_on(backends).items() if n == 1)
-        names = await sequence(proxy.port, 10)
-    finally:
-        holder.release()
-        finished = await held.finish()
-    assert [r.status for r in finished] == [200]
+    busy, names = await names_while_one_member_is_busy(backend_factory, proxy_factory,
+                                                       "least_conn", 10)
     assert busy not in names, (busy, names)
     others = Counter(names)
     assert sorted(others.values()) == [5, 5], names  # the two idle members alternate
@@ -150,7 +137,7 @@ async def test_least_conn_with_equal_load_follows_weights(
     proxy = await proxy_factory(simple_config(
         [{"address": a.address, "weight": 3}, {"address": b.address, "weight": 1}],
         "least_conn"))
-    names = await sequence(proxy.port, 12)  # one at a time: every pick is a tie
+    names = await answered_by(proxy.port, 12)  # one at a time: every pick is a tie
     assert Counter(names) == {"a": 9, "b": 3}
     assert names[:4].count("b") == 1  # interleaved, not in bursts
 
@@ -162,7 +149,7 @@ async def test_random2_long_run_share_follows_weights(
     proxy = await proxy_factory(simple_config(
         [{"address": b.address, "weight": weights[b.name]} for b in backends], "random2"))
     count = 600
-    shares = Counter(await sequence(proxy.port, count))
+    shares = Counter(await answered_by(proxy.port, count))
     for name, weight in weights.items():
         expected = count * weight / sum(weights.values())
         # binomial standard deviation is at most ~12 here: 60 is five of them
@@ -171,19 +158,8 @@ async def test_random2_long_run_share_follows_weights(
 
 async def test_random2_never_picks_the_most_loaded_member(
         backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
-    holder = Holder()
-    backends = [await backend_factory(handler=holder, name=n) for n in "abc"]
-    proxy = await proxy_factory(simple_config([b.address for b in backends], "random2"))
-    held = HeldRequests()
-    try:
-        await held.send(proxy.port, 1)
-        assert await wait_until(lambda: sum(held_on(backends).values()) == 1)
-        busy = next(name for name, n in held_on(backends).items() if n == 1)
-        names = await sequence(proxy.port, 60)
-    finally:
-        holder.release()
-        finished = await held.finish()
-    assert [r.status for r in finished] == [200]
+    busy, names = await names_while_one_member_is_busy(backend_factory, proxy_factory,
+                                                       "random2", 60)
     shares = Counter(names)
     assert busy not in shares, (busy, shares)
     assert len(shares) == 2 and min(shares.values()) >= 10, shares

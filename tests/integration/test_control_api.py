@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.backends import Backend, ReceivedRequest, response
-from tests.support.client import Connection, build_request
+from tests.support.backends import Backend, ReceivedRequest, named_backends, response
+from tests.support.client import Connection, answered_by, build_request
 from tests.support.control import ControlClient
 from tests.support.proxy import RunningProxy, simple_config
+from tests.support.proxy import member_entry as member
+from tests.support.proxy import snapshot_data as snapshot
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 ProxyFactory = Callable[[dict[str, Any]], Awaitable[RunningProxy]]
@@ -40,26 +42,19 @@ def admin_local(state_dir: Path, token: str | None = TOKEN) -> dict[str, Any]:
     return {"control": control, "state_dir": str(state_dir)}
 
 
-def member(backend: Backend, weight: int = 1, state: str = "up") -> dict[str, Any]:
-    return {"address": backend.address, "weight": weight, "state": state}
-
-
-def snapshot(version: int, groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """One virtual server on LISTEN: ``/`` goes to the first group, ``/NAME/`` to group NAME."""
-    names = list(groups)
-    routes = [{"path": "/", "group": names[0]}]
-    routes += [{"path": f"/{name}/", "group": name} for name in names[1:]]
-    return {
-        "version": version,
-        "virtual_servers": [{"name": "vs", "listen": LISTEN, "routes": routes}],
-        "groups": [{"name": name, "members": members} for name, members in groups.items()],
-    }
-
-
 async def admin_node(proxy_factory: ProxyFactory, state_dir: Path,
                      token: str | None = TOKEN) -> tuple[RunningProxy, ControlClient]:
     proxy = await proxy_factory(admin_local(state_dir, token))
     return proxy, ControlClient(proxy.control_port, token)
+
+
+async def serving_node(proxy_factory: ProxyFactory, state_dir: Path,
+                       groups: dict[str, list[dict[str, Any]]]
+                       ) -> tuple[RunningProxy, ControlClient, int]:
+    """An admin-managed node that applied version 1 with ``groups``; its data port."""
+    proxy, control = await admin_node(proxy_factory, state_dir)
+    await push(control, snapshot(1, groups))
+    return proxy, control, data_port(proxy)
 
 
 async def push(control: ControlClient, data: dict[str, Any]) -> dict[str, Any]:
@@ -78,18 +73,21 @@ def data_port(proxy: RunningProxy) -> int:
     return proxy.server.listener_port(LISTEN)
 
 
-async def served_by(port: int, count: int, path: str = "/") -> list[str | None]:
-    """X-Backend of ``count`` consecutive requests on one keep-alive client connection."""
-    conn = await Connection.open(port)
-    try:
-        names = []
-        for _ in range(count):
-            reply = await conn.request("GET", path)
-            assert reply.status == 200, (reply.status, reply.body)
-            names.append(reply.header("x-backend"))
-        return names
-    finally:
-        await conn.close()
+async def patched_out_of_traffic(backend_factory: BackendFactory, proxy_factory: ProxyFactory,
+                                 state_dir: Path, change: Callable[[Backend], dict[str, Any]]
+                                 ) -> tuple[Backend, Backend, ControlClient, int]:
+    """A node serving members a and b, both seen taking traffic, then the PATCH ``change(b)``
+    to version 2: six requests afterwards all go to a and b receives none of them."""
+    a, b = await named_backends(backend_factory, "a", "b")
+    _, control, port = await serving_node(proxy_factory, state_dir,
+                                          {"g": [member(a), member(b)]})
+    assert sorted(await answered_by(port, 2)) == ["a", "b"]
+    before = len(b.requests)
+
+    await patch(control, "g", {"base_version": 1, "version": 2, **change(b)})
+    assert await answered_by(port, 6) == ["a"] * 6
+    assert len(b.requests) == before
+    return a, b, control, port
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], what: str,
@@ -123,8 +121,7 @@ class Holder:
 
 async def test_put_applies_the_snapshot_and_traffic_follows(backend_factory, proxy_factory,
                                                              tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
+    a, b = await named_backends(backend_factory, "a", "b")
     proxy, control = await admin_node(proxy_factory, tmp_path)
     assert await control.ready_status() == 503  # admin-managed, nothing pushed yet
     assert proxy.server.listeners == {}
@@ -133,7 +130,7 @@ async def test_put_applies_the_snapshot_and_traffic_follows(backend_factory, pro
     assert answer["version"] == 1
     assert len(answer["hash"]) == 64
     port = data_port(proxy)
-    assert await served_by(port, 3) == ["a", "a", "a"]
+    assert await answered_by(port, 3) == ["a", "a", "a"]
     assert await control.ready_status() == 200
 
     view = await control.config()
@@ -142,14 +139,13 @@ async def test_put_applies_the_snapshot_and_traffic_follows(backend_factory, pro
     assert [m["address"] for m in view["snapshot"]["groups"][0]["members"]] == [a.address]
 
     assert (await push(control, snapshot(2, {"g": [member(b)]})))["version"] == 2
-    assert await served_by(port, 3) == ["b", "b", "b"]
+    assert await answered_by(port, 3) == ["b", "b", "b"]
     assert (await control.config())["version"] == 2
 
 
 async def test_equal_content_with_a_higher_version_has_the_same_hash(backend_factory,
                                                                      proxy_factory, tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
+    a, b = await named_backends(backend_factory, "a", "b")
     _, control = await admin_node(proxy_factory, tmp_path)
     first = await push(control, snapshot(1, {"g": [member(a)]}))
     second = await push(control, snapshot(2, {"g": [member(a)]}))
@@ -163,8 +159,7 @@ async def test_equal_content_with_a_higher_version_has_the_same_hash(backend_fac
 
 async def test_stale_snapshot_is_refused_with_409_and_changes_nothing(backend_factory,
                                                                       proxy_factory, tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
+    a, b = await named_backends(backend_factory, "a", "b")
     proxy, control = await admin_node(proxy_factory, tmp_path)
     applied = await push(control, snapshot(5, {"g": [member(a)]}))
     for version in (5, 3):
@@ -173,7 +168,7 @@ async def test_stale_snapshot_is_refused_with_409_and_changes_nothing(backend_fa
         assert reply.json()["error"] == "stale"
     view = await control.config()
     assert (view["version"], view["hash"]) == (5, applied["hash"])
-    assert await served_by(data_port(proxy), 3) == ["a", "a", "a"]
+    assert await answered_by(data_port(proxy), 3) == ["a", "a", "a"]
     assert b.requests == []
 
 
@@ -198,7 +193,7 @@ async def test_invalid_snapshot_lists_every_error_and_changes_nothing(backend_fa
 
     view = await control.config()
     assert (view["version"], view["hash"]) == (1, applied["hash"])
-    assert await served_by(data_port(proxy), 2) == ["a", "a"]
+    assert await answered_by(data_port(proxy), 2) == ["a", "a"]
 
 
 async def test_invalid_snapshot_reports_an_unknown_group_beside_field_errors(backend_factory,
@@ -254,20 +249,18 @@ async def test_node_without_a_token_refuses_every_change_with_403(backend_factor
 
 async def test_malformed_json_is_refused_with_400(backend_factory, proxy_factory, tmp_path):
     a = await backend_factory(name="a")
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a)]}))
+    _, control, port = await serving_node(proxy_factory, tmp_path, {"g": [member(a)]})
     for raw in (b'{"version": 2, "groups": [', b"not json", b"\xff\xfe"):
         reply = await control.put("/v1/config", raw=raw)
         assert reply.status == 400, raw
     reply = await control.patch("/v1/groups/g", raw=b'{"base_version": 1,')
     assert reply.status == 400
     assert (await control.config())["version"] == 1
-    assert await served_by(data_port(proxy), 2) == ["a", "a"]
+    assert await answered_by(port, 2) == ["a", "a"]
 
 
 async def test_file_managed_node_refuses_put_and_patch_with_409(backend_factory, proxy_factory):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
+    a, b = await named_backends(backend_factory, "a", "b")
     config = simple_config([a.address])
     config["control"]["token"] = TOKEN
     proxy = await proxy_factory(config)
@@ -284,7 +277,7 @@ async def test_file_managed_node_refuses_put_and_patch_with_409(backend_factory,
 
     view = await control.config()
     assert (view["managed_by"], view["version"]) == ("file", 0)
-    assert await served_by(proxy.port, 3) == ["a", "a", "a"]
+    assert await answered_by(proxy.port, 3) == ["a", "a", "a"]
     assert b.requests == []
 
 
@@ -293,17 +286,14 @@ async def test_file_managed_node_refuses_put_and_patch_with_409(backend_factory,
 
 async def test_patch_adds_a_member_that_then_gets_traffic(backend_factory, proxy_factory,
                                                           tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a)]}))
-    port = data_port(proxy)
-    assert await served_by(port, 2) == ["a", "a"]
+    a, b = await named_backends(backend_factory, "a", "b")
+    _, control, port = await serving_node(proxy_factory, tmp_path, {"g": [member(a)]})
+    assert await answered_by(port, 2) == ["a", "a"]
 
     answer = await patch(control, "g", {"base_version": 1, "version": 2,
                                         "upsert": [member(b)]})
     assert answer["version"] == 2
-    assert sorted(await served_by(port, 4)) == ["a", "a", "b", "b"]
+    assert sorted(await answered_by(port, 4)) == ["a", "a", "b", "b"]
     view = await control.config()
     assert view["version"] == 2
     assert [m["address"] for m in view["snapshot"]["groups"][0]["members"]] == [a.address,
@@ -312,17 +302,8 @@ async def test_patch_adds_a_member_that_then_gets_traffic(backend_factory, proxy
 
 async def test_patch_removes_a_member_that_then_gets_no_traffic(backend_factory, proxy_factory,
                                                                 tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a), member(b)]}))
-    port = data_port(proxy)
-    assert sorted(await served_by(port, 2)) == ["a", "b"]
-    before = len(b.requests)
-
-    await patch(control, "g", {"base_version": 1, "version": 2, "remove": [b.address]})
-    assert await served_by(port, 6) == ["a"] * 6
-    assert len(b.requests) == before
+    a, _, control, _ = await patched_out_of_traffic(backend_factory, proxy_factory, tmp_path,
+                                                    lambda b: {"remove": [b.address]})
     status = await control.status()
     assert list(status["groups"]["g"]) == [a.address]
 
@@ -330,49 +311,34 @@ async def test_patch_removes_a_member_that_then_gets_no_traffic(backend_factory,
 async def test_patch_reweight_changes_the_wrr_sequence_from_the_next_pick(backend_factory,
                                                                           proxy_factory,
                                                                           tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    c = await backend_factory(name="c")
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a), member(b), member(c)]}))
-    port = data_port(proxy)
-    assert await served_by(port, 3) == ["a", "b", "c"]  # a full round: current weights at 0
+    a, b, c = await named_backends(backend_factory, "a", "b", "c")
+    _, control, port = await serving_node(proxy_factory, tmp_path,
+                                          {"g": [member(a), member(b), member(c)]})
+    assert await answered_by(port, 3) == ["a", "b", "c"]  # a full round: current weights at 0
 
     await patch(control, "g", {"base_version": 1, "version": 2,
                                "upsert": [member(a, weight=5)]})
-    assert await served_by(port, 7) == ["a", "a", "b", "a", "c", "a", "a"]
+    assert await answered_by(port, 7) == ["a", "a", "b", "a", "c", "a", "a"]
     status = await control.status()
     assert status["groups"]["g"][a.address]["weight"] == 5
 
 
 async def test_patch_drain_sends_no_new_request_to_the_member(backend_factory, proxy_factory,
                                                               tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a), member(b)]}))
-    port = data_port(proxy)
-    assert sorted(await served_by(port, 2)) == ["a", "b"]
-    before = len(b.requests)
-
-    await patch(control, "g", {"base_version": 1, "version": 2,
-                               "upsert": [member(b, state="drain")]})
-    assert await served_by(port, 6) == ["a"] * 6
-    assert len(b.requests) == before
+    _, b, control, port = await patched_out_of_traffic(
+        backend_factory, proxy_factory, tmp_path, lambda b: {"upsert": [member(b, state="drain")]})
     status = await control.status()
     assert status["groups"]["g"][b.address]["state"] == "drain"
 
     await patch(control, "g", {"base_version": 2, "version": 3, "upsert": [member(b)]})
-    assert sorted(await served_by(port, 4)) == ["a", "a", "b", "b"]
+    assert sorted(await answered_by(port, 4)) == ["a", "a", "b", "b"]
 
 
 async def test_patch_on_a_stale_base_version_is_refused_as_base_mismatch(backend_factory,
                                                                          proxy_factory,
                                                                          tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a)]}))
+    a, b = await named_backends(backend_factory, "a", "b")
+    _, control, port = await serving_node(proxy_factory, tmp_path, {"g": [member(a)]})
     applied = await push(control, snapshot(2, {"g": [member(a)]}))
 
     reply = await control.patch_group("g", {"base_version": 1, "version": 3,
@@ -381,7 +347,7 @@ async def test_patch_on_a_stale_base_version_is_refused_as_base_mismatch(backend
     assert reply.json()["error"] == "base_mismatch"
     view = await control.config()
     assert (view["version"], view["hash"]) == (2, applied["hash"])
-    assert await served_by(data_port(proxy), 3) == ["a", "a", "a"]
+    assert await answered_by(port, 3) == ["a", "a", "a"]
     assert b.requests == []
 
 
@@ -399,10 +365,8 @@ async def test_patch_of_an_unknown_group_is_404(backend_factory, proxy_factory, 
 
 async def test_patch_removing_a_non_member_is_400_and_changes_nothing(backend_factory,
                                                                       proxy_factory, tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a)]}))
+    a, b = await named_backends(backend_factory, "a", "b")
+    _, control, port = await serving_node(proxy_factory, tmp_path, {"g": [member(a)]})
     reply = await control.patch_group("g", {"base_version": 1, "version": 2,
                                             "upsert": [member(b)], "remove": ["127.0.0.1:1"]})
     assert reply.status == 400
@@ -410,7 +374,7 @@ async def test_patch_removing_a_non_member_is_400_and_changes_nothing(backend_fa
     assert body["error"] == "invalid"
     assert any("127.0.0.1:1" in line for line in body["errors"])
     assert (await control.config())["version"] == 1
-    assert await served_by(data_port(proxy), 3) == ["a", "a", "a"]  # b was not added either
+    assert await answered_by(port, 3) == ["a", "a", "a"]  # b was not added either
 
 
 # -- state carried over a change --------------------------------------------------------------
@@ -419,10 +383,7 @@ async def test_patch_removing_a_non_member_is_400_and_changes_nothing(backend_fa
 async def test_wrr_sequence_carries_over_a_snapshot_changing_another_group(backend_factory,
                                                                            proxy_factory,
                                                                            tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    c = await backend_factory(name="c")
-    d = await backend_factory(name="d")
+    a, b, c, d = await named_backends(backend_factory, "a", "b", "c", "d")
     proxy, control = await admin_node(proxy_factory, tmp_path)
     weighted = [member(a, weight=5), member(b), member(c)]
     await push(control, snapshot(1, {"g": weighted, "h": [member(d)]}))
@@ -438,7 +399,7 @@ async def test_wrr_sequence_carries_over_a_snapshot_changing_another_group(backe
     finally:
         await conn.close()
     assert names == ["a", "a", "b", "a", "c", "a", "a"]
-    assert await served_by(port, 1, "/h/") == ["d"]
+    assert await answered_by(port, 1, "/h/") == ["d"]
 
 
 async def test_in_flight_count_carries_over_a_snapshot(backend_factory, proxy_factory,
@@ -446,9 +407,9 @@ async def test_in_flight_count_carries_over_a_snapshot(backend_factory, proxy_fa
     holder = Holder()
     a = await backend_factory(name="a", handler=holder)
     d = await backend_factory(name="d")
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a)], "h": [member(d)]}))
-    conn = await Connection.open(data_port(proxy))
+    _, control, port = await serving_node(proxy_factory, tmp_path,
+                                          {"g": [member(a)], "h": [member(d)]})
+    conn = await Connection.open(port)
     try:
         conn.send(build_request("GET", "/hold"))
         async with asyncio.timeout(3):
@@ -497,9 +458,8 @@ async def test_streaming_response_of_a_member_removed_by_patch_completes(backend
 
     a = await backend_factory(name="a", handler=streaming)
     b = await backend_factory(name="b")
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a), member(b, weight=0)]}))
-    port = data_port(proxy)
+    _, control, port = await serving_node(proxy_factory, tmp_path,
+                                          {"g": [member(a), member(b, weight=0)]})
     conn = await Connection.open(port)
     try:
         conn.send(build_request("GET", "/slow"))
@@ -514,7 +474,7 @@ async def test_streaming_response_of_a_member_removed_by_patch_completes(backend
         await conn.close()
     assert reply.status == 200
     assert reply.body == b"".join(chunks)
-    assert await served_by(port, 3) == ["b", "b", "b"]
+    assert await answered_by(port, 3) == ["b", "b", "b"]
     assert len(a.requests) == 1
 
 
@@ -524,11 +484,10 @@ async def test_streaming_response_of_a_member_removed_by_patch_completes(backend
 async def test_status_shows_per_member_requests_active_weight_and_state(backend_factory,
                                                                         proxy_factory,
                                                                         tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a, weight=2), member(b)]}))
-    assert sorted(await served_by(data_port(proxy), 6)) == ["a"] * 4 + ["b"] * 2
+    a, b = await named_backends(backend_factory, "a", "b")
+    _, control, port = await serving_node(proxy_factory, tmp_path,
+                                          {"g": [member(a, weight=2), member(b)]})
+    assert sorted(await answered_by(port, 6)) == ["a"] * 4 + ["b"] * 2
 
     status = await control.status()
     assert status["version"] == 1
@@ -545,11 +504,10 @@ async def test_status_shows_per_member_requests_active_weight_and_state(backend_
 async def test_ready_is_503_while_the_node_drains(backend_factory, proxy_factory, tmp_path):
     holder = Holder()
     a = await backend_factory(name="a", handler=holder)
-    proxy, control = await admin_node(proxy_factory, tmp_path)
-    await push(control, snapshot(1, {"g": [member(a)]}))
+    proxy, control, port = await serving_node(proxy_factory, tmp_path, {"g": [member(a)]})
     assert await control.ready_status() == 200
     assert (await control.get("/healthz")).status == 200
-    conn = await Connection.open(data_port(proxy))
+    conn = await Connection.open(port)
     drain: asyncio.Task[None] | None = None
     try:
         conn.send(build_request("GET", "/hold"))
@@ -581,8 +539,7 @@ async def test_ready_is_503_while_the_node_drains(backend_factory, proxy_factory
 async def test_applied_changes_are_persisted_and_served_by_a_restarted_node(backend_factory,
                                                                             proxy_factory,
                                                                             tmp_path):
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
+    a, b = await named_backends(backend_factory, "a", "b")
     first, control = await admin_node(proxy_factory, tmp_path)
     applied = await push(control, snapshot(1, {"g": [member(a)]}))
     saved = json.loads((tmp_path / "snapshot.json").read_bytes())
@@ -606,7 +563,7 @@ async def test_applied_changes_are_persisted_and_served_by_a_restarted_node(back
     assert await control.ready_status() == 200  # no push needed
     view = await control.config()
     assert (view["version"], view["hash"]) == (2, applied["hash"])
-    assert await served_by(data_port(second), 3) == ["a", "a", "a"]
+    assert await answered_by(data_port(second), 3) == ["a", "a", "a"]
 
 
 @pytest.mark.parametrize("content", [
@@ -626,7 +583,7 @@ async def test_corrupt_snapshot_file_is_ignored(backend_factory, proxy_factory, 
 
     await push(control, snapshot(1, {"g": [member(a)]}))  # the next push replaces it
     assert json.loads((tmp_path / "snapshot.json").read_bytes())["version"] == 1
-    assert await served_by(data_port(proxy), 1) == ["a"]
+    assert await answered_by(data_port(proxy), 1) == ["a"]
 
 
 async def test_snapshot_file_with_one_invalid_part_is_never_half_loaded(backend_factory,

@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from tests.support.backends import Backend, ReceivedRequest, free_port, response
-from tests.support.client import Connection, request
+from tests.support.client import Connection, Response, request
 from tests.support.proxy import RunningProxy, simple_config
+from tests.support.timing import now, wait_until
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 ProxyFactory = Callable[[dict[str, Any]], Awaitable[RunningProxy]]
@@ -20,20 +21,6 @@ ProxyFactory = Callable[[dict[str, Any]], Awaitable[RunningProxy]]
 
 def refused() -> str:
     return f"127.0.0.1:{free_port()}"
-
-
-def now() -> float:
-    """The proxy's clock: it runs in this loop and stamps ejections with ``loop.time()``."""
-    return asyncio.get_running_loop().time()
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = now() + timeout
-    while not condition():
-        if now() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 def total(table: dict[tuple[str, str], int], addresses: Iterable[str] | None = None) -> int:
@@ -181,16 +168,26 @@ def close_second_request_on_each_connection() -> Callable[..., Awaitable[None]]:
     return handler
 
 
-async def test_reused_connection_closed_without_answer_is_retried_for_get(
-        backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
+async def second_request_on_a_closing_connection(
+        backend_factory: BackendFactory, proxy_factory: ProxyFactory, method: str,
+        **options: Any) -> tuple[Backend, Response, Response]:
+    """GET /one, then ``method`` /two on the same client connection, through a proxy to a
+    backend that closes each upstream connection on its second request."""
     backend = await backend_factory(handler=close_second_request_on_each_connection())
     proxy = await proxy_factory(simple_config([backend.address]))
     conn = await Connection.open(proxy.port)
     try:
         first = await conn.request("GET", "/one")
-        second = await conn.request("GET", "/two")
+        second = await conn.request(method, "/two", **options)
     finally:
         await conn.close()
+    return backend, first, second
+
+
+async def test_reused_connection_closed_without_answer_is_retried_for_get(
+        backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
+    backend, first, second = await second_request_on_a_closing_connection(
+        backend_factory, proxy_factory, "GET")
     assert first.status == 200
     assert second.status == 200
     assert second.body == b"GET /two\n"
@@ -200,14 +197,8 @@ async def test_reused_connection_closed_without_answer_is_retried_for_get(
 
 async def test_reused_connection_closed_without_answer_is_not_retried_for_post(
         backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
-    backend = await backend_factory(handler=close_second_request_on_each_connection())
-    proxy = await proxy_factory(simple_config([backend.address]))
-    conn = await Connection.open(proxy.port)
-    try:
-        first = await conn.request("GET", "/one")
-        second = await conn.request("POST", "/two", body=b"payload")
-    finally:
-        await conn.close()
+    backend, first, second = await second_request_on_a_closing_connection(
+        backend_factory, proxy_factory, "POST", body=b"payload")
     assert first.status == 200
     assert second.status == 502
     assert [(r.method, r.path) for r in backend.requests] == [("GET", "/one"), ("POST", "/two")]
@@ -221,11 +212,14 @@ async def read_until_eof(conn: Connection, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
-async def test_member_closing_mid_response_closes_client_connection(
-        backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
+async def reply_of_a_member_closing_after(
+        backend_factory: BackendFactory, proxy_factory: ProxyFactory,
+        partial: bytes) -> tuple[bytes, bytes]:
+    """Head and body the client reads, until the proxy closes, when its one member writes
+    ``partial`` and closes the connection."""
     async def truncate(req: ReceivedRequest, writer: asyncio.StreamWriter,
                        backend: Backend) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        writer.write(partial)
         await writer.drain()
         writer.close()
 
@@ -238,6 +232,14 @@ async def test_member_closing_mid_response_closes_client_connection(
     finally:
         await conn.close()
     head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
+async def test_member_closing_mid_response_closes_client_connection(
+        backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
+    head, body = await reply_of_a_member_closing_after(
+        backend_factory, proxy_factory,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
     assert head.startswith(b"HTTP/1.1 200")
     assert b"content-length: 100" in head.lower()
     assert body == b"x" * 10
@@ -245,21 +247,9 @@ async def test_member_closing_mid_response_closes_client_connection(
 
 async def test_member_closing_mid_chunked_response_leaves_body_unterminated(
         backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
-    async def truncate(req: ReceivedRequest, writer: asyncio.StreamWriter,
-                       backend: Backend) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        await writer.drain()
-        writer.close()
-
-    backend = await backend_factory(handler=truncate)
-    proxy = await proxy_factory(simple_config([backend.address]))
-    conn = await Connection.open(proxy.port)
-    try:
-        conn.send(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        raw = await read_until_eof(conn, timeout=2)
-    finally:
-        await conn.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
+    head, body = await reply_of_a_member_closing_after(
+        backend_factory, proxy_factory,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert b"hello" in body
     assert not body.endswith(b"0\r\n\r\n")  # no last chunk: the client knows it is incomplete
@@ -352,31 +342,38 @@ async def test_success_resets_consecutive_failure_count(
     assert proxy.stats.ejections == {("g", backend.address): 1}
 
 
-async def eject_second_member(proxy: RunningProxy, flaky: Switchable, address: str) -> None:
-    member = proxy.member("g", address)
+async def names_with_second_member_ejected(
+        backend_factory: BackendFactory, proxy_factory: ProxyFactory,
+        passive_health: dict[str, Any]) -> tuple[RunningProxy, Backend, int, list[str | None]]:
+    """Members good and ejected; ejected fails until it is ejected, then answers properly.
+    The X-Backend of 10 requests sent on one connection after that, and how many requests
+    ``ejected`` had received before them."""
+    good = await backend_factory(name="good")
+    flaky = Switchable()
+    ejected = await backend_factory(handler=flaky, name="ejected")
+    proxy = await proxy_factory(simple_config(
+        [good.address, ejected.address], passive_health=passive_health))
+    member = proxy.member("g", ejected.address)
     for i in range(10):
         if member.ejected_until > now():
             break
         await request(proxy.port, "GET", f"/eject{i}")
     assert member.ejected_until > now(), "never ejected"
     flaky.failing = False
-
-
-async def test_panic_mode_sends_traffic_to_ejected_members_again(
-        backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
-    good = await backend_factory(name="good")
-    flaky = Switchable()
-    ejected = await backend_factory(handler=flaky, name="ejected")
-    proxy = await proxy_factory(simple_config(
-        [good.address, ejected.address],
-        passive_health={"max_fails": 1, "base_ejection": 5.0, "panic_threshold": 100}))
-    await eject_second_member(proxy, flaky, ejected.address)
     before = len(ejected.requests)
     conn = await Connection.open(proxy.port)
     try:
         names = [(await conn.request("GET", f"/p{i}")).header("X-Backend") for i in range(10)]
     finally:
         await conn.close()
+    return proxy, ejected, before, names
+
+
+async def test_panic_mode_sends_traffic_to_ejected_members_again(
+        backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
+    proxy, ejected, before, names = await names_with_second_member_ejected(
+        backend_factory, proxy_factory,
+        {"max_fails": 1, "base_ejection": 5.0, "panic_threshold": 100})
     assert proxy.member("g", ejected.address).ejected_until > now()  # still ejected
     assert names.count("ejected") >= 3, names  # 1 of 2 usable is below 100%: both take traffic
     assert names.count("good") >= 3, names
@@ -385,18 +382,8 @@ async def test_panic_mode_sends_traffic_to_ejected_members_again(
 
 async def test_without_panic_ejected_member_is_avoided(
         backend_factory: BackendFactory, proxy_factory: ProxyFactory) -> None:
-    good = await backend_factory(name="good")
-    flaky = Switchable()
-    ejected = await backend_factory(handler=flaky, name="ejected")
-    proxy = await proxy_factory(simple_config(
-        [good.address, ejected.address],
-        passive_health={"max_fails": 1, "base_ejection": 5.0}))  # panic_threshold 50
-    await eject_second_member(proxy, flaky, ejected.address)
-    before = len(ejected.requests)
-    conn = await Connection.open(proxy.port)
-    try:
-        names = [(await conn.request("GET", f"/p{i}")).header("X-Backend") for i in range(10)]
-    finally:
-        await conn.close()
+    _, ejected, before, names = await names_with_second_member_ejected(
+        backend_factory, proxy_factory,
+        {"max_fails": 1, "base_ejection": 5.0})  # panic_threshold 50
     assert names == ["good"] * 10  # 1 of 2 usable is 50%, not below the threshold
     assert len(ejected.requests) == before

@@ -11,22 +11,10 @@ from typing import Any
 from tests.support.backends import Backend, ReceivedRequest, response
 from tests.support.client import Connection, request
 from tests.support.proxy import RunningProxy, simple_config
+from tests.support.timing import now, wait_until
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 ProxyFactory = Callable[[dict[str, Any]], Awaitable[RunningProxy]]
-
-
-def now() -> float:
-    return asyncio.get_running_loop().time()
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = now() + timeout
-    while not condition():
-        if now() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 async def requests_on_one_connection(port: int, count: int, tag: str) -> list[int]:

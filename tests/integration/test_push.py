@@ -20,10 +20,11 @@ import pytest
 
 from admin.push import NodeTarget, Pusher
 from slb.model import Config, parse_config
-from tests.support.backends import Backend, free_port
-from tests.support.client import Connection
+from tests.support.backends import Backend, free_port, named_backends
+from tests.support.client import answered_by
 from tests.support.control import ControlClient
-from tests.support.proxy import RunningProxy, start_proxy
+from tests.support.proxy import RunningProxy, snapshot_data, start_proxy
+from tests.support.proxy import member_entry as member
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 TOKEN = "t"
@@ -31,24 +32,6 @@ LISTEN = "127.0.0.1:0"
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def member(backend: Backend, weight: int = 1, state: str = "up") -> dict[str, Any]:
-    return {"address": backend.address, "weight": weight, "state": state}
-
-
-def snapshot_data(version: int, groups: dict[str, list[dict[str, Any]]],
-                  settings: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One virtual server: ``/`` goes to the first group, ``/NAME/`` to group NAME."""
-    names = list(groups)
-    routes = [{"path": "/", "group": names[0]}]
-    routes += [{"path": f"/{name}/", "group": name} for name in names[1:]]
-    return {
-        "version": version,
-        "virtual_servers": [{"name": "vs", "listen": LISTEN, "routes": routes}],
-        "groups": [{"name": name, "members": members, **(settings or {}).get(name, {})}
-                   for name, members in groups.items()],
-    }
 
 
 def snapshot(version: int, groups: dict[str, list[dict[str, Any]]],
@@ -86,20 +69,27 @@ async def node_view(proxy: RunningProxy) -> tuple[int, str]:
 
 
 async def served_by(proxy: RunningProxy, count: int, path: str = "/") -> list[str | None]:
-    conn = await Connection.open(proxy.server.listener_port(LISTEN))
-    try:
-        names = []
-        for _ in range(count):
-            reply = await conn.request("GET", path)
-            assert reply.status == 200, (reply.status, reply.body)
-            names.append(reply.header("x-backend"))
-        return names
-    finally:
-        await conn.close()
+    return await answered_by(proxy.server.listener_port(LISTEN), count, path)
 
 
 def status_of(pusher: Pusher, name: str) -> dict[str, Any]:
     return next(s for s in pusher.status() if s["name"] == name)
+
+
+async def publish_synced(pusher: Pusher, config: Config, changed_groups: set[str] | None = None,
+                         timeout: float = 2) -> Config:
+    """Publish ``config`` and assert every node applied its version within ``timeout``."""
+    pusher.publish(config, changed_groups=changed_groups)
+    assert await pusher.wait_in_sync(config.version, timeout=timeout)
+    return config
+
+
+async def push_behind_pusher(node: RunningProxy, version: int,
+                             groups: dict[str, list[dict[str, Any]]]) -> str:
+    """Apply a snapshot straight to the node's control API; its hash."""
+    reply = await ControlClient(node.control_port, TOKEN).push(snapshot_data(version, groups))
+    assert reply.status == 200, reply.body
+    return str(reply.json()["hash"])
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 2.0) -> None:
@@ -148,28 +138,32 @@ async def pusher_factory() -> AsyncIterator[PusherFactory]:
         await pusher.close()
 
 
+async def recorded_nodes(node_factory: NodeFactory, pusher_factory: PusherFactory, *names: str
+                         ) -> tuple[list[RunningProxy], list[list[tuple[Any, ...]]], Pusher]:
+    """Nodes NAMES with their changes recorded, and a pusher aimed at all of them."""
+    nodes = [await node_factory(name) for name in names]
+    calls = [record_changes(node) for node in nodes]
+    pusher = await pusher_factory([target(name, node) for name, node in zip(names, nodes,
+                                                                            strict=True)])
+    return nodes, calls, pusher
+
+
 # -- full snapshots and deltas ----------------------------------------------------------------
 
 
 async def test_full_snapshot_reaches_every_node_and_traffic_follows(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory) -> None:
-    b1 = await backend_factory(name="b1")
-    b2 = await backend_factory(name="b2")
-    n1, n2 = await node_factory("n1"), await node_factory("n2")
-    calls1, calls2 = record_changes(n1), record_changes(n2)
-    pusher = await pusher_factory([target("n1", n1), target("n2", n2)])
+    b1, b2 = await named_backends(backend_factory, "b1", "b2")
+    (n1, n2), (calls1, calls2), pusher = await recorded_nodes(node_factory, pusher_factory,
+                                                             "n1", "n2")
 
-    first = snapshot(1, {"g": [member(b1)]})
-    pusher.publish(first)
-    assert await pusher.wait_in_sync(1, timeout=2)
+    first = await publish_synced(pusher, snapshot(1, {"g": [member(b1)]}))
     for proxy in (n1, n2):
         assert await node_view(proxy) == (1, first.content_hash())
         assert await served_by(proxy, 3) == ["b1"] * 3
 
-    second = snapshot(2, {"g": [member(b2)]})
-    pusher.publish(second)
-    assert await pusher.wait_in_sync(2, timeout=2)
+    second = await publish_synced(pusher, snapshot(2, {"g": [member(b2)]}))
     for proxy in (n1, n2):
         assert await node_view(proxy) == (2, second.content_hash())
         assert await served_by(proxy, 3) == ["b2"] * 3
@@ -180,17 +174,13 @@ async def test_full_snapshot_reaches_every_node_and_traffic_follows(
 async def test_member_change_of_one_group_is_sent_as_a_patch(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory) -> None:
-    b1 = await backend_factory(name="b1")
-    b2 = await backend_factory(name="b2")
-    n1, n2 = await node_factory("n1"), await node_factory("n2")
-    calls1, calls2 = record_changes(n1), record_changes(n2)
-    pusher = await pusher_factory([target("n1", n1), target("n2", n2)])
-    pusher.publish(snapshot(1, {"g": [member(b1), member(b2)]}))
-    assert await pusher.wait_in_sync(1, timeout=2)
+    b1, b2 = await named_backends(backend_factory, "b1", "b2")
+    (n1, n2), (calls1, calls2), pusher = await recorded_nodes(node_factory, pusher_factory,
+                                                             "n1", "n2")
+    await publish_synced(pusher, snapshot(1, {"g": [member(b1), member(b2)]}))
 
     drained = snapshot(2, {"g": [member(b1), member(b2, state="down")]})
-    pusher.publish(drained, changed_groups={"g"})
-    assert await pusher.wait_in_sync(2, timeout=2)
+    await publish_synced(pusher, drained, changed_groups={"g"})
 
     assert calls1 == calls2 == [("PUT", 1), ("PATCH", "g", 1, 2)]
     for proxy in (n1, n2):
@@ -202,24 +192,19 @@ async def test_member_change_of_one_group_is_sent_as_a_patch(
 async def test_changes_in_several_groups_patch_with_consecutive_versions_when_the_gap_allows(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory) -> None:
-    b1, b2, b3 = [await backend_factory(name=n) for n in ("b1", "b2", "b3")]
-    node = await node_factory("n1")
-    calls = record_changes(node)
-    pusher = await pusher_factory([target("n1", node)])
-    pusher.publish(snapshot(1, {"g": [member(b1)], "h": [member(b2)]}))
-    assert await pusher.wait_in_sync(1, timeout=2)
+    b1, b2, b3 = await named_backends(backend_factory, "b1", "b2", "b3")
+    (node,), (calls,), pusher = await recorded_nodes(node_factory, pusher_factory, "n1")
+    await publish_synced(pusher, snapshot(1, {"g": [member(b1)], "h": [member(b2)]}))
 
     # two groups changed and the version moved by two: one PATCH each, 1 -> 2 -> 3
     third = snapshot(3, {"g": [member(b1, weight=2)], "h": [member(b2), member(b3)]})
-    pusher.publish(third, changed_groups={"g", "h"})
-    assert await pusher.wait_in_sync(3, timeout=2)
+    await publish_synced(pusher, third, changed_groups={"g", "h"})
     assert calls[1:] == [("PATCH", "g", 1, 2), ("PATCH", "h", 2, 3)]
     assert await node_view(node) == (3, third.content_hash())
 
     # two groups changed but the version moved by one: no room for two deltas, one PUT
     fourth = snapshot(4, {"g": [member(b1, weight=3)], "h": [member(b3)]})
-    pusher.publish(fourth, changed_groups={"g", "h"})
-    assert await pusher.wait_in_sync(4, timeout=2)
+    await publish_synced(pusher, fourth, changed_groups={"g", "h"})
     assert calls[3:] == [("PUT", 4)]
     assert await node_view(node) == (4, fourth.content_hash())
     assert await served_by(node, 3, "/h/") == ["b3"] * 3
@@ -228,28 +213,22 @@ async def test_changes_in_several_groups_patch_with_consecutive_versions_when_th
 async def test_change_beyond_the_named_groups_members_is_sent_as_a_full_snapshot(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory) -> None:
-    b1, b2, b3 = [await backend_factory(name=n) for n in ("b1", "b2", "b3")]
-    node = await node_factory("n1")
-    calls = record_changes(node)
-    pusher = await pusher_factory([target("n1", node)])
-    pusher.publish(snapshot(1, {"g": [member(b1)], "h": [member(b2)]}))
-    assert await pusher.wait_in_sync(1, timeout=2)
+    b1, b2, b3 = await named_backends(backend_factory, "b1", "b2", "b3")
+    (node,), (calls,), pusher = await recorded_nodes(node_factory, pusher_factory, "n1")
+    await publish_synced(pusher, snapshot(1, {"g": [member(b1)], "h": [member(b2)]}))
 
     # the hint names g, but h changed too: a delta on g alone would leave h wrong
-    second = snapshot(2, {"g": [member(b1), member(b3)], "h": [member(b3)]})
-    pusher.publish(second, changed_groups={"g"})
-    assert await pusher.wait_in_sync(2, timeout=2)
+    await publish_synced(pusher, snapshot(2, {"g": [member(b1), member(b3)], "h": [member(b3)]}),
+                         changed_groups={"g"})
     # a group setting of g changed: not something a pool delta carries
     third = snapshot(3, {"g": [member(b1)], "h": [member(b3)]},
                      settings={"g": {"timeouts": {"read": 7}}})
-    pusher.publish(third, changed_groups={"g"})
-    assert await pusher.wait_in_sync(3, timeout=2)
+    await publish_synced(pusher, third, changed_groups={"g"})
     # the members of g reordered: a delta would append b1 after b3, not put it first
     fourth = snapshot(4, {"g": [member(b3), member(b1)], "h": [member(b3)]},
                       settings={"g": {"timeouts": {"read": 7}}})
     pusher.publish(third, changed_groups={"g"})
-    pusher.publish(fourth, changed_groups={"g"})
-    assert await pusher.wait_in_sync(4, timeout=2)
+    await publish_synced(pusher, fourth, changed_groups={"g"})
 
     assert calls == [("PUT", 1), ("PUT", 2), ("PUT", 3), ("PUT", 4)]
     assert await node_view(node) == (4, fourth.content_hash())
@@ -259,13 +238,10 @@ async def test_change_beyond_the_named_groups_members_is_sent_as_a_full_snapshot
 async def test_burst_of_publishes_coalesces_into_few_pushes_per_node(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory) -> None:
-    b1 = await backend_factory(name="b1")
-    b2 = await backend_factory(name="b2")
-    n1, n2 = await node_factory("n1"), await node_factory("n2")
-    calls1, calls2 = record_changes(n1), record_changes(n2)
-    pusher = await pusher_factory([target("n1", n1), target("n2", n2)])
-    pusher.publish(snapshot(1, {"g": [member(b1), member(b2)]}))
-    assert await pusher.wait_in_sync(1, timeout=2)
+    b1, b2 = await named_backends(backend_factory, "b1", "b2")
+    (n1, n2), (calls1, calls2), pusher = await recorded_nodes(node_factory, pusher_factory,
+                                                             "n1", "n2")
+    await publish_synced(pusher, snapshot(1, {"g": [member(b1), member(b2)]}))
 
     configs = [snapshot(v, {"g": [member(b1, weight=v), member(b2)]}) for v in range(2, 22)]
     for config in configs:
@@ -286,14 +262,12 @@ async def test_burst_of_publishes_coalesces_into_few_pushes_per_node(
 async def test_down_node_is_retried_and_catches_up_without_delaying_the_other(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory) -> None:
-    b1 = await backend_factory(name="b1")
-    b2 = await backend_factory(name="b2")
+    b1, b2 = await named_backends(backend_factory, "b1", "b2")
     up = await node_factory("up")
     down = await node_factory("down", port=free_port())
     port = down.control_port
     pusher = await pusher_factory([target("up", up), target("down", down)], backoff_max=0.2)
-    pusher.publish(snapshot(1, {"g": [member(b1)]}))
-    assert await pusher.wait_in_sync(1, timeout=2)
+    await publish_synced(pusher, snapshot(1, {"g": [member(b1)]}))
 
     await down.close()
     second = snapshot(2, {"g": [member(b2)]})
@@ -349,22 +323,15 @@ async def test_unresponsive_node_times_out_without_delaying_the_others(
 async def test_delta_refused_with_base_mismatch_falls_back_to_a_full_snapshot(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory) -> None:
-    b1 = await backend_factory(name="b1")
-    b2 = await backend_factory(name="b2")
-    node = await node_factory("n1")
-    calls = record_changes(node)
-    pusher = await pusher_factory([target("n1", node)])
-    pusher.publish(snapshot(1, {"g": [member(b1)]}))
-    assert await pusher.wait_in_sync(1, timeout=2)
+    b1, b2 = await named_backends(backend_factory, "b1", "b2")
+    (node,), (calls,), pusher = await recorded_nodes(node_factory, pusher_factory, "n1")
+    await publish_synced(pusher, snapshot(1, {"g": [member(b1)]}))
 
     # someone changes the node behind the pusher's back
-    reply = await ControlClient(node.control_port, TOKEN).push(
-        snapshot_data(5, {"g": [member(b2)]}))
-    assert reply.status == 200, reply.body
+    await push_behind_pusher(node, 5, {"g": [member(b2)]})
 
     sixth = snapshot(6, {"g": [member(b1, weight=3)]})
-    pusher.publish(sixth, changed_groups={"g"})
-    assert await pusher.wait_in_sync(6, timeout=2)
+    await publish_synced(pusher, sixth, changed_groups={"g"})
     assert calls == [("PUT", 1), ("PUT", 5), ("PATCH", "g", 1, 6), ("PUT", 6)]
     assert await node_view(node) == (6, sixth.content_hash())
     assert await served_by(node, 3) == ["b1"] * 3
@@ -376,20 +343,16 @@ async def test_delta_refused_with_base_mismatch_falls_back_to_a_full_snapshot(
 async def test_reconcile_repairs_a_node_restarted_with_an_older_snapshot(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory, tmp_path: Path) -> None:
-    b1 = await backend_factory(name="b1")
-    b2 = await backend_factory(name="b2")
+    b1, b2 = await named_backends(backend_factory, "b1", "b2")
     node = await node_factory("n1", port=free_port())
     port = node.control_port
     pusher = await pusher_factory([target("n1", node)], reconcile_interval=0.2)
-    pusher.publish(snapshot(1, {"g": [member(b1)]}))
-    assert await pusher.wait_in_sync(1, timeout=2)
+    await publish_synced(pusher, snapshot(1, {"g": [member(b1)]}))
     state_file = tmp_path / "n1" / "snapshot.json"
     old = state_file.read_bytes()
     assert json.loads(old)["version"] == 1
 
-    second = snapshot(2, {"g": [member(b2)]})
-    pusher.publish(second)
-    assert await pusher.wait_in_sync(2, timeout=2)
+    second = await publish_synced(pusher, snapshot(2, {"g": [member(b2)]}))
     await node.close()
     state_file.write_bytes(old)  # the node comes back from an old backup
     restarted = await node_factory("n1", port=port)
@@ -430,13 +393,9 @@ async def test_wrong_token_is_reported_as_401_and_a_corrected_token_recovers(
 async def test_node_with_a_newer_version_is_reported_and_left_alone(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory) -> None:
-    b1 = await backend_factory(name="b1")
-    b2 = await backend_factory(name="b2")
+    b1, b2 = await named_backends(backend_factory, "b1", "b2")
     node = await node_factory("n1")
-    reply = await ControlClient(node.control_port, TOKEN).push(
-        snapshot_data(10, {"g": [member(b2)]}))
-    assert reply.status == 200, reply.body
-    ahead = reply.json()["hash"]
+    ahead = await push_behind_pusher(node, 10, {"g": [member(b2)]})
     calls = record_changes(node)
 
     pusher = await pusher_factory([target("n1", node)], backoff_max=0.2)
@@ -449,9 +408,7 @@ async def test_node_with_a_newer_version_is_reported_and_left_alone(
     assert calls == []  # nothing was sent that the node would refuse
     assert await node_view(node) == (10, ahead)
 
-    eleventh = snapshot(11, {"g": [member(b1)]})
-    pusher.publish(eleventh)
-    assert await pusher.wait_in_sync(11, timeout=2)
+    await publish_synced(pusher, snapshot(11, {"g": [member(b1)]}))
     assert calls == [("PUT", 11)]
     assert status_of(pusher, "n1")["last_error"] is None
 
@@ -472,9 +429,7 @@ async def test_status_reports_versions_lag_contact_and_push_durations(
     assert (state["desired_version"], state["in_sync"], state["lag"], state["pushes"]) == \
         (None, False, None, 0)
 
-    config = snapshot(4, {"g": [member(b1)]})
-    pusher.publish(config)
-    assert await pusher.wait_in_sync(4, timeout=2)
+    config = await publish_synced(pusher, snapshot(4, {"g": [member(b1)]}))
     after = time.time()
     for name in ("n1", "n2"):
         state = status_of(pusher, name)

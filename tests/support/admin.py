@@ -13,6 +13,7 @@ Use the fixtures from a test module with ``pytest_plugins = ["tests.support.admi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import pytest
 
 from admin.config import AdminConfig
 from admin.main import Admin
+from tests.support.backends import Backend
 from tests.support.client import request
 from tests.support.proxy import RunningProxy, start_proxy
 
@@ -68,6 +70,57 @@ class RunningAdmin:
             await client.aclose()
         self.clients.clear()
         await self.admin.close()
+
+
+class AdminClients:
+    """Mixed into a test's site dataclass with an ``admin`` field: a client per role and the
+    admin's view of groups."""
+
+    admin: RunningAdmin
+
+    @property
+    def viewer(self) -> httpx.AsyncClient:
+        return self.admin.client("viewer")
+
+    @property
+    def operator(self) -> httpx.AsyncClient:
+        return self.admin.client("operator")
+
+    @property
+    def ada(self) -> httpx.AsyncClient:
+        return self.admin.client("admin")
+
+    async def group(self, name: str = "web") -> dict[str, Any]:
+        reply = await self.viewer.get(f"/api/v1/groups/{name}")
+        assert reply.status_code == 200, reply.text
+        return reply.json()  # type: ignore[no-any-return]
+
+    async def find_member(self, group: str, address: str) -> dict[str, Any] | None:
+        view = await self.group(group)
+        return next((m for m in view["members"] if m["address"] == address), None)
+
+    async def member(self, group: str, address: str) -> dict[str, Any]:
+        found = await self.find_member(group, address)
+        assert found is not None, f"{address} is not a member of {group}"
+        return found
+
+
+@dataclass
+class NodeSite(AdminClients):
+    """An admin, the node ``n1`` it pushes to, and backends ``a`` and ``b``."""
+
+    admin: RunningAdmin
+    node: RunningProxy
+    a: Backend
+    b: Backend
+
+    @contextlib.asynccontextmanager
+    async def node_applies(self) -> AsyncIterator[None]:
+        """Around a change: on leaving, wait until the node applied a newer version and the
+        admin reports every node in sync."""
+        before = applied_version(self.node)
+        yield
+        await converge(self.admin, self.node, after=before)
 
 
 def admin_config(store: str, seed: dict[str, Any] | None = None, **settings: Any

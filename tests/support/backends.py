@@ -139,6 +139,14 @@ class Backend:
         if self.server is not None:
             await self.server.wait_closed()
 
+    async def request_arrived(self, timeout: float = 5.0) -> None:
+        """Wait until at least one request has reached this backend; fail after timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.requests:
+            assert loop.time() < deadline, "the request did not reach the member"
+            await asyncio.sleep(0.01)
+
     def close_idle_connections(self) -> None:
         """Close every open connection, as a backend with a short keep-alive timeout would."""
         for writer in list(self.writers):
@@ -160,3 +168,9 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def named_backends(factory: Callable[..., Awaitable[Backend]], *names: str
+                         ) -> list[Backend]:
+    """One default backend per name, from the ``backend_factory`` fixture."""
+    return [await factory(name=name) for name in names]

@@ -178,3 +178,17 @@ def status_of(raw: bytes) -> int:
     if not raw.startswith(b"HTTP/1."):
         return 0
     return int(raw.split(b" ", 2)[1])
+
+
+async def answered_by(port: int, count: int, path: str = "/") -> list[str | None]:
+    """``X-Backend`` of ``count`` consecutive 200 answers on one keep-alive connection."""
+    conn = await Connection.open(port)
+    try:
+        names = []
+        for _ in range(count):
+            reply = await conn.request("GET", path)
+            assert reply.status == 200, (reply.status, reply.body)
+            names.append(reply.header("x-backend"))
+        return names
+    finally:
+        await conn.close()

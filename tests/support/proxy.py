@@ -9,6 +9,7 @@ from typing import Any
 from slb.model import parse_config
 from slb.node import LocalPlane, Node
 from slb.server import ProxyServer
+from tests.support.backends import Backend
 
 
 @dataclass
@@ -61,3 +62,24 @@ async def start_proxy(config: dict[str, Any]) -> RunningProxy:
     node = Node(parse_config(copy.deepcopy(config)), LocalPlane())
     await node.start()
     return RunningProxy(node)
+
+
+def member_entry(backend: Backend, weight: int = 1, state: str = "up") -> dict[str, Any]:
+    """A group member entry for a backend of tests.support.backends."""
+    return {"address": backend.address, "weight": weight, "state": state}
+
+
+def snapshot_data(version: int, groups: dict[str, list[dict[str, Any]]],
+                  settings: dict[str, dict[str, Any]] | None = None,
+                  listen: str = "127.0.0.1:0") -> dict[str, Any]:
+    """A pushed snapshot with one virtual server on ``listen``: ``/`` goes to the first group,
+    ``/NAME/`` to group NAME; ``settings`` adds group fields by group name."""
+    names = list(groups)
+    routes = [{"path": "/", "group": names[0]}]
+    routes += [{"path": f"/{name}/", "group": name} for name in names[1:]]
+    return {
+        "version": version,
+        "virtual_servers": [{"name": "vs", "listen": listen, "routes": routes}],
+        "groups": [{"name": name, "members": members, **(settings or {}).get(name, {})}
+                   for name, members in groups.items()],
+    }
