@@ -37,6 +37,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from slb.configfile import load_config_file
 from slb.control import Request, Response, start_control_server
 from slb.errors import ConfigError
+from slb.gcpause import freeze
 from slb.metrics import Stats, StatsCollector
 from slb.model import Config, Group, split_host_port
 from slb.server import ProxyServer, describe
@@ -173,6 +174,8 @@ class Node:
         else:
             await self.plane.apply_group(config, group)
         self.config = config
+        if group is None:
+            freeze()  # the collector need not walk a 100,000-member snapshot again
         self.applied_at = time.time()
         what = f"group {group.name}" if group is not None else "snapshot"
         log.info("applied %s: version %d -> %d", what, old.version, config.version)
