@@ -12,8 +12,26 @@ from typing import Any
 import pytest
 import uvloop
 
+from tests.consul_double import ConsulDouble
 from tests.support.backends import Backend, start_backend
 from tests.support.proxy import RunningProxy, start_proxy
+
+
+@pytest.fixture(autouse=True)
+def _no_consul_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """py-consul lets CONSUL_HTTP_TOKEN beat token= (and reads CONSUL_HTTP_ADDR): a developer's
+    shell must not change what the tests talk to."""
+    for name in ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL",
+                 "CONSUL_HTTP_SSL_VERIFY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def double() -> AsyncIterator[ConsulDouble]:
+    """A Consul HTTP API double on this loop (tests/consul_double)."""
+    started = await ConsulDouble.start()
+    yield started
+    await started.close()
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any]:

@@ -48,13 +48,6 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP_")}
 
 
-@pytest.fixture(autouse=True)
-def _no_consul_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL",
-                 "CONSUL_HTTP_SSL_VERIFY"):
-        monkeypatch.delenv(name, raising=False)
-
-
 class Process:
     """A child process from the repository root, its output in a log file."""
 

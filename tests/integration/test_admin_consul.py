@@ -8,7 +8,7 @@ its own listener; what a Consul change does is checked through both nodes' traff
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,20 +41,6 @@ ERRORS = "slb_admin_consul_watch_errors"
 STALE = "slb_admin_group_stale"
 CONTACT = "slb_admin_consul_last_contact_seconds"
 SETTLE = 5.0  # a Consul change reaches both nodes well within this (watch rate: 1/s, burst 2)
-
-
-@pytest.fixture(autouse=True)
-def _no_consul_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL",
-                 "CONSUL_HTTP_SSL_VERIFY"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[ConsulDouble]:
-    d = await ConsulDouble.start()
-    yield d
-    await d.close()
 
 
 @dataclass

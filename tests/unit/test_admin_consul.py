@@ -25,14 +25,6 @@ HEALTH_PATH = "/v1/health/service/web"
 WEB = [{"name": "g", "consul": {"service": "web", "tag": None}}]
 
 
-@pytest.fixture(autouse=True)
-def _no_consul_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # py-consul lets CONSUL_HTTP_TOKEN beat token= and CONSUL_HTTP_ADDR fill in the address
-    for name in ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL",
-                 "CONSUL_HTTP_SSL_VERIFY"):
-        monkeypatch.delenv(name, raising=False)
-
-
 # -- members_from_health --------------------------------------------------------------------------
 
 
@@ -238,13 +230,6 @@ async def until(predicate: Callable[[], bool], timeout: float, what: str) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.005)
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[ConsulDouble]:
-    d = await ConsulDouble.start()
-    yield d
-    await d.close()
 
 
 Watch = Callable[..., Awaitable[tuple[ConsulWatcher, Recorder]]]

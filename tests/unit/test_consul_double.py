@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,21 +19,6 @@ import pytest
 
 from tests.consul_double import ConsulDouble, start_process
 from tests.support.backends import response
-
-
-@pytest.fixture(autouse=True)
-def _no_consul_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # py-consul lets CONSUL_HTTP_TOKEN beat token= and CONSUL_HTTP_ADDR beat nothing-passed.
-    for name in ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL",
-                 "CONSUL_HTTP_SSL_VERIFY"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-async def double() -> AsyncIterator[ConsulDouble]:
-    d = await ConsulDouble.start()
-    yield d
-    await d.close()
 
 
 def client(d: ConsulDouble, **kwargs: Any) -> consul.aio.Consul:
