@@ -67,7 +67,12 @@ class Pool:
         usable = sum(1 for m in members if m.ejected_until <= now)
         return usable * 100 < len(members) * self.panic_threshold
 
-    def record_failure(self, member: MemberState, now: float) -> None:
+    def record_failure(self, member: MemberState, now: float, connect: bool = False) -> None:
+        """A failed try on ``member``: counted, and held against it by passive health."""
+        if connect:
+            self.stats.count_connect_failure(self.name, member.address)
+        else:
+            self.stats.count_upstream_failure(self.name, member.address)
         if member.record_failure(now, self.max_fails, self.base_ejection, self.max_ejection):
             self.ejected_horizon = max(self.ejected_horizon, member.ejected_until)
             self.stats.count_ejection(self.name, member.address)

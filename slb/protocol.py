@@ -207,8 +207,7 @@ class ClientProtocol(asyncio.Protocol):
             ex = self.exchanges[-1] if self.exchanges else None
             if rest and ex is not None:
                 self._body_piece(ex, rest)
-            self.transport.pause_reading()  # until the member answers the upgrade
-            self.read_paused |= PAUSE_BUFFER
+            self._pause_reading(PAUSE_BUFFER)  # until the member answers the upgrade
         except HttpParserCallbackError as exc:
             error = exc.__context__
             if isinstance(error, ProxyError):
@@ -232,11 +231,8 @@ class ClientProtocol(asyncio.Protocol):
             if ex.response_done:
                 continue
             ex.aborted = True
-            if ex.conn is not None:
-                ex.conn.close()
-                ex.conn = None
-            self._release_member(ex)
-            if ex.head_done and not ex.response_done and ex.status != 101:
+            self._detach_upstream(ex)
+            if ex.head_done:
                 if not ex.response_started:
                     ex.status = 499  # nginx: the client closed the request
                 ex.flag = "DC"
@@ -430,10 +426,9 @@ class ClientProtocol(asyncio.Protocol):
         """Route the request and start its first try."""
         self.requests += 1
         table = self.ctx.runtime.tables.get(self.listen_key)
-        host = ex.host
-        vhost = table.virtual_host(host.decode("latin-1")) if table is not None and host else None
-        if vhost is None and table is not None:
-            vhost = table.default
+        # (the host is always set by now, and virtual_host falls back to the default)
+        vhost = table.virtual_host(ex.host.decode("latin-1")) if table is not None and ex.host \
+            else None
         target = vhost.match(ex.path) if vhost is not None else None
         if vhost is not None:
             ex.vhost_name = vhost.name
@@ -465,8 +460,12 @@ class ClientProtocol(asyncio.Protocol):
         if conn is not None:
             self._send(ex, conn, True)
         else:
-            ex.generation += 1
-            self.loop.create_task(self._connect(ex, pool, member, ex.generation))
+            self._open(ex, pool, member)
+
+    def _open(self, ex: Exchange, pool: Pool, member: MemberState) -> None:
+        """Connect to ``member`` for ``ex``; a newer generation abandons an older connect."""
+        ex.generation += 1
+        self.loop.create_task(self._connect(ex, pool, member, ex.generation))
 
     async def _connect(self, ex: Exchange, pool: Pool, member: MemberState,
                        generation: int) -> None:
@@ -487,9 +486,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def _connect_failed(self, ex: Exchange, pool: Pool, member: MemberState,
                         exc: BaseException) -> None:
-        now = self.loop.time()
-        pool.stats.count_connect_failure(pool.name, member.address)
-        pool.record_failure(member, now)
+        pool.record_failure(member, self.loop.time(), connect=True)
         self._release_member(ex)
         self._retry_elsewhere(ex, pool, member,
                               UpstreamConnectError(f"{member.address}: {exc or 'timed out'}"))
@@ -502,8 +499,7 @@ class ClientProtocol(asyncio.Protocol):
         tried.append(failed)
         if ex.attempts < pool.tries:
             pool.stats.count_retry(pool.name)
-            if ex.replay is not None:
-                ex.buffer = list(ex.replay)
+            self._rewind_body(ex)
             self._try(ex)
         else:
             self._reply(ex, error)
@@ -554,7 +550,6 @@ class ClientProtocol(asyncio.Protocol):
         if status < 200:
             if status == 101:
                 if not ex.upgrade:
-                    conn.owner = None
                     conn.close()
                     self._upstream_failed(ex, conn, UpstreamProtocolError("unexpected 101"))
                     return
@@ -677,44 +672,53 @@ class ClientProtocol(asyncio.Protocol):
         conn.owner = None
         pool = ex.target.pool  # type: ignore[union-attr]
         member = ex.member
-        if (not conn.bytes_received and ex.reused and not ex.stale_retried
-                and not ex.response_started and member is not None
-                and (ex.method in http11.IDEMPOTENT or pool.retry_non_idempotent)
-                and (ex.replay is not None or not ex.has_body)):
+        if (ex.reused and not ex.stale_retried and member is not None
+                and self._may_resend(ex, pool, conn)):
             # A pooled connection the member had closed: not the member's fault; try afresh.
             ex.stale_retried = True
             pool.stats.count_retry(pool.name)
-            if ex.replay is not None:
-                ex.buffer = list(ex.replay)
-            ex.generation += 1
-            self.loop.create_task(self._connect(ex, pool, member, ex.generation))
+            self._rewind_body(ex)
+            self._open(ex, pool, member)
             return
         self._upstream_failed(ex, conn, UpstreamProtocolError(error))
 
     def _upstream_failed(self, ex: Exchange, conn: UpstreamConnection,
                          error: ProxyError) -> None:
-        self.upstream_flush()
         pool = ex.target.pool  # type: ignore[union-attr]
         member = ex.member
         ex.conn = None
         if member is not None and not (ex.reused and not conn.bytes_received):
             # (a pooled connection closed under a new request is the keep-alive race, not a
             # failing member)
-            pool.stats.count_upstream_failure(pool.name, member.address)
             pool.record_failure(member, self.loop.time())
         self._release_member(ex)
         if ex.response_started:
-            ex.flag = "UC"  # upstream connection terminated mid-response
-            ex.response_done = True
-            self._account(ex)
-            self.transport.close()
-            return
-        if (not conn.bytes_received and member is not None
-                and (ex.method in http11.IDEMPOTENT or pool.retry_non_idempotent)
-                and (ex.replay is not None or not ex.has_body)):
+            self._abort_response(ex, "UC")  # upstream connection terminated mid-response
+        elif member is not None and self._may_resend(ex, pool, conn):
             self._retry_elsewhere(ex, pool, member, error)
-            return
-        self._reply(ex, error)
+        else:
+            self._reply(ex, error)
+
+    @staticmethod
+    def _may_resend(ex: Exchange, pool: Pool, conn: UpstreamConnection) -> bool:
+        """Nothing came back, and the request may be sent again (RFC 9110 §9.2.2): an
+        idempotent method (or the group allows any) and a body we still have."""
+        return (not conn.bytes_received and not ex.response_started
+                and (ex.method in http11.IDEMPOTENT or pool.retry_non_idempotent)
+                and (ex.replay is not None or not ex.has_body))
+
+    @staticmethod
+    def _rewind_body(ex: Exchange) -> None:
+        if ex.replay is not None:
+            ex.buffer = list(ex.replay)
+
+    def _abort_response(self, ex: Exchange, flag: str) -> None:
+        """A response already on its way cannot be replaced: end it by closing."""
+        self.upstream_flush()
+        ex.flag = flag
+        ex.response_done = True
+        self._account(ex)
+        self.transport.close()
 
     def pause_client_reading(self) -> None:
         self._pause_reading(PAUSE_UPSTREAM)
@@ -805,10 +809,7 @@ class ClientProtocol(asyncio.Protocol):
             ex.status = error.status
             ex.flag = error.flag
             ex.response_started = ex.response_done = True
-            if ex.conn is not None:
-                ex.conn.close()
-                ex.conn = None
-            self._release_member(ex)
+            self._detach_upstream(ex)
             if ex.head_done:
                 self._account(ex)
         self.exchanges.clear()
@@ -856,23 +857,12 @@ class ClientProtocol(asyncio.Protocol):
             if not ex.request_done:
                 self._fail(RequestTimeout("request body stalled"))
                 return
-            conn = ex.conn
-            if conn is not None:
-                conn.owner = None
-                conn.close()
-            member = ex.member
-            if member is not None:
-                pool = ex.target.pool  # type: ignore[union-attr]
-                pool.stats.count_upstream_failure(pool.name, member.address)
-                pool.record_failure(member, now)
-            self._release_member(ex)
-            ex.conn = None
+            if ex.member is not None:
+                ex.target.pool.record_failure(ex.member, now)  # type: ignore[union-attr]
+            self._detach_upstream(ex)
             ex.generation += 1  # a connect still in flight is abandoned
             if ex.response_started:
-                ex.flag = "UT"
-                ex.response_done = True
-                self._account(ex)
-                self.transport.close()
+                self._abort_response(ex, "UT")
             else:
                 self._reply(ex, UpstreamTimeout("no response in time"))
 
@@ -887,6 +877,15 @@ class ClientProtocol(asyncio.Protocol):
         if self.tunnel is not None:
             return self.tunnel
         return self.exchanges[0].conn if self.exchanges else None
+
+    @classmethod
+    def _detach_upstream(cls, ex: Exchange) -> None:
+        """Drop the exchange's upstream connection (not reusable: mid-exchange) and member."""
+        conn = ex.conn
+        if conn is not None:
+            ex.conn = None
+            conn.close()  # also clears its owner
+        cls._release_member(ex)
 
     @staticmethod
     def _release_member(ex: Exchange) -> None:
