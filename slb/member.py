@@ -38,7 +38,6 @@ class MemberState:
     consecutive_failures: int = 0
     ejections: int = 0
     ejected_until: float = 0.0
-    last_ejection_end: float = 0.0
     # totals, for /v1/status and metrics
     requests: int = 0
     failures: int = 0
@@ -62,10 +61,9 @@ class MemberState:
         self.consecutive_failures += 1
         if max_fails <= 0 or self.consecutive_failures < max_fails or self.ejected_until > now:
             return False
-        if self.ejections and now - self.last_ejection_end > max_ejection:
+        if self.ejections and now - self.ejected_until > max_ejection:
             self.ejections = 0  # healthy long enough: the multiplier decays (Envoy)
         self.ejections += 1
         self.ejected_until = now + min(base_ejection * self.ejections, max_ejection)
-        self.last_ejection_end = self.ejected_until
         self.consecutive_failures = 0
         return True

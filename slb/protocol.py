@@ -788,9 +788,7 @@ class ClientProtocol(asyncio.Protocol):
             ctx.stats.count_request(ex.vhost_name, target.pool.name, ex.member_address,
                                     ex.status)
         else:
-            ctx.stats.count_request(ex.vhost_name, "", "", ex.status)
-            if ex.flag == "DPE" or ex.status in (408, 413, 414, 431, 501):
-                ctx.stats.count_client_error(ex.status)
+            ctx.stats.count_request(ex.vhost_name, "", "", ex.status)  # (client errors: _fail)
         if ctx.access_log is not None:
             ctx.access_log.log(self.peer, ex, now)
 

@@ -201,6 +201,23 @@ async def test_bad_request_counts_as_client_error(backend_factory, proxy_factory
     assert backend.requests == []
 
 
+async def test_body_over_the_limit_counts_once_as_client_error_and_as_request(backend_factory,
+                                                                              proxy_factory):
+    backend = await backend_factory()
+    config = simple_config([backend.address])
+    config["http"] = {"max_body_bytes": 1000}
+    proxy = await proxy_factory(config)
+    chunk = b"%x\r\n%s\r\n" % (800, b"x" * 800)
+    raw = await raw_exchange(proxy.port, b"POST / HTTP/1.1\r\nHost: example.com\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n" + chunk + chunk)
+    assert status_of(raw) == 413
+
+    families = await scrape(proxy)
+    assert value(families, "slb_client_errors_total", code="413") == 1
+    assert value(families, "slb_requests_total", virtual_server="vs", group="g",
+                 code="4xx") == 1
+
+
 async def test_health_ready_and_unknown_control_paths(backend_factory, proxy_factory):
     backend = await backend_factory()
     proxy = await proxy_factory(simple_config([backend.address]))
