@@ -87,7 +87,6 @@ class AdminService:
         self._pending: set[str] | None = None
         self._pending_full = False
         self._flush_handle: asyncio.TimerHandle | None = None
-        self.published_versions: dict[str, int] = {}  # cluster -> last push version
         self._running = False
         # called after an activation or rollback, so sources follow the active groups
         self.on_content_change: Callable[[], None] = lambda: None
@@ -414,7 +413,6 @@ class AdminService:
                 log.error("cluster %s: snapshot %d is invalid, not pushed: %s", name, version,
                           "; ".join(exc.lines()))
                 continue
-            self.published_versions[name] = version
             pusher = self.pushers.get(name)
             if pusher is not None:
                 pusher.publish(snapshot, changed)

@@ -222,11 +222,14 @@ class Node:
             config, self._unsaved = self._unsaved, None
             self._persist(config)
 
+    def _refuse_if_file_managed(self) -> None:
+        if self.file_managed:
+            raise SnapshotRejected("file_managed", "this node is managed by its file "
+                                   f"{self.config_path}: edit it and send SIGHUP")
+
     async def put_config(self, data: Any) -> Config:
         async with self._lock:
-            if self.file_managed:
-                raise SnapshotRejected("file_managed", "this node is managed by its file "
-                                       f"{self.config_path}: edit it and send SIGHUP")
+            self._refuse_if_file_managed()
             config = self._localise(parse_snapshot(data, self.config))
             try:
                 await self._install(config)
@@ -237,9 +240,7 @@ class Node:
 
     async def patch_group(self, name: str, data: Any) -> Config:
         async with self._lock:
-            if self.file_managed:
-                raise SnapshotRejected("file_managed", "this node is managed by its file "
-                                       f"{self.config_path}: edit it and send SIGHUP")
+            self._refuse_if_file_managed()
             delta = parse_delta(data)
             config, group = apply_delta(self.config, name, delta)
             await self._install(config, group)
