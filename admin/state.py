@@ -22,6 +22,7 @@ cluster's ``slb.model.Config``, validated by the data plane's own schema.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -198,8 +199,6 @@ def validate_content(content: dict[str, list[dict[str, Any]]],
 
 
 def content_hash(content: dict[str, Any]) -> str:
-    import hashlib
-
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
