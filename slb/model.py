@@ -110,6 +110,9 @@ class HttpSettings(_Strict):
     max_header_bytes: int = Field(61440, ge=1024, le=1 << 24)
     # More header fields than this: 431. Envoy 100, HAProxy 101.
     max_headers: int = Field(100, ge=8, le=10000)
+    # A member's response head (status line and fields) larger than this: 502 and the member
+    # connection closed. nginx proxy_buffer_size is 4-8 KiB, Envoy 60 KiB, HAProxy 16 KiB.
+    max_response_header_bytes: int = Field(65536, ge=1024, le=1 << 24)
     # Request body larger than this: 413; 0 means no limit. nginx client_max_body_size is 1m,
     # too small for a general-purpose balancer; 100 MiB covers uploads that belong behind one.
     max_body_bytes: int = Field(100 * 1024 * 1024, ge=0)

@@ -9,6 +9,13 @@ the first is forwarded; the bodies of later ones are buffered, and reading pause
 or the buffer grows. Callbacks of httptools only record; ``on_headers_complete`` hands a finished
 head to ``_dispatch``.
 
+No byte crosses from one exchange to another (RFC 9112 §9.3, §9.6). Every request gets exactly
+one answer, in order: a request that breaks a rule behind others in the queue keeps its error
+(``Exchange.error``) until the ones before it are answered, then gets its 400 and the close.
+Once a request ends the connection (``Connection: close``, HTTP/1.0, an error), nothing more is
+parsed (``stopped``). Bytes after an Upgrade request are held (``held``) until the member
+answers 101; they never reach a member that did not agree to switch protocols.
+
 Flow control is paired. A client that reads slowly pauses reading from the member
 (``pause_writing`` → ``pause_reading`` on the upstream transport), and a member that reads
 slowly pauses reading from the client; pausing is idempotent and has named reasons.
@@ -66,6 +73,7 @@ TUNNEL = 3  # an upgraded connection with no traffic
 PAUSE_UPSTREAM = 1  # the member's socket buffer is full
 PAUSE_BUFFER = 2  # too much body buffered while connecting or queued
 PAUSE_PIPELINE = 4  # too many pipelined requests queued
+PAUSE_STOPPED = 8  # no more requests are read from this client (close, error or upgrade)
 
 BUFFER_LIMIT = 1 << 20  # body bytes held for a request that has no connection yet
 REPLAY_LIMIT = 64 * 1024  # body bytes kept so a request can be retried on another connection
@@ -87,7 +95,8 @@ class Exchange:
 
     __slots__ = (
         "aborted", "attempts", "body_received", "buffer", "buffered", "bytes_sent", "chunked",
-        "conn", "connection", "content_length", "discard", "expect_continue", "flag", "generation",
+        "conn", "connection", "content_length", "discard", "error", "expect_continue", "flag",
+        "generation",
         "has_body", "head", "head_done", "header_bytes", "header_count", "host", "http10",
         "keep_alive", "member", "member_address", "method", "parts", "path", "replay",
         "replay_bytes", "request_done", "request_id", "response_chunked", "response_done",
@@ -144,14 +153,18 @@ class Exchange:
         self.target: Target | None = None
         self.vhost_name = ""
         self.upstream_start = 0.0
+        self.error: ProxyError | None = None  # the rule it broke, answered in its turn
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback once the connection takes no more requests."""
 
 
 class ClientProtocol(asyncio.Protocol):
     __slots__ = (
-        "ctx", "deadline", "deadline_kind", "exchanges", "head_bytes", "in_head", "lingering",
-        "listen_key", "loop", "out", "parser", "parsing", "peer", "read_paused", "requests",
-        "transport",
-        "tunnel", "write_paused",
+        "ctx", "deadline", "deadline_kind", "exchanges", "head_bytes", "held", "in_head",
+        "lingering", "listen_key", "loop", "out", "parser", "parsing", "peer", "read_paused",
+        "requests", "stopped", "transport", "tunnel", "write_paused",
     )
 
     def __init__(self, ctx: ProxyContext, listen_key: str) -> None:
@@ -172,6 +185,8 @@ class ClientProtocol(asyncio.Protocol):
         self.peer = b""
         self.tunnel: UpstreamConnection | None = None
         self.lingering = False
+        self.stopped = False  # no more requests are parsed (see the module docstring)
+        self.held: list[bytes] | None = None  # client bytes after an Upgrade request
         self.out: list[bytes] | None = None  # response bytes held for one write
 
     # -- asyncio.Protocol interface ---------------------------------------------------------
@@ -195,6 +210,11 @@ class ClientProtocol(asyncio.Protocol):
             if tunnel.transport is not None:
                 tunnel.transport.write(data)
             return
+        if self.held is not None:
+            self._hold(data)
+            return
+        if self.stopped:
+            return  # (read before the pause took effect) not parsed: see stopped
         if self.in_head:
             if self.head_bytes > self.ctx.head_limit:
                 self._fail(HeadersTooLarge("request head too large"))
@@ -203,19 +223,22 @@ class ClientProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
-            rest = data[upgrade.args[0]:]
-            ex = self.exchanges[-1] if self.exchanges else None
-            if rest and ex is not None:
-                self._body_piece(ex, rest)
-            self._pause_reading(PAUSE_BUFFER)  # until the member answers the upgrade
+            # Nothing after an Upgrade request is HTTP until the member says 101 (RFC 9110
+            # §7.8): held, and reading stops, until it answers.
+            self.held = []
+            self._hold(data[upgrade.args[0]:])
+            self._stop()
         except HttpParserCallbackError as exc:
             error = exc.__context__
             if isinstance(error, ProxyError):
                 self._fail(error)
-            else:
+            elif not isinstance(error, _StopParsing):
                 raise
         except HttpParserError as exc:
-            self._fail(ClientError(str(exc)))
+            if not self.stopped:
+                self._fail(ClientError(str(exc)))
+            # (after a request that ends the connection, what follows is never parsed:
+            # llhttp refuses it, and the answers already due are still given)
 
     def connection_lost(self, exc: Exception | None) -> None:
         ctx = self.ctx
@@ -253,6 +276,8 @@ class ClientProtocol(asyncio.Protocol):
     # -- parser callbacks (record, then hand over) ------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.stopped:
+            raise _StopParsing
         ex = Exchange(self.loop.time())
         self.parsing = ex
         exchanges = self.exchanges
@@ -355,6 +380,8 @@ class ClientProtocol(asyncio.Protocol):
         self.parsing = None
         self.in_head = True
         ex.request_done = True
+        if not ex.keep_alive:
+            self._stop()  # the client said this is its last request (RFC 9112 §9.6)
         if ex.discard:
             if ex.response_done:
                 self._next_exchange()
@@ -368,14 +395,11 @@ class ClientProtocol(asyncio.Protocol):
         """The head sent upstream: request line, forwarded fields, the proxy's own fields."""
         ctx = self.ctx
         url = ex.url
+        http11.check_target(url)
         if url[:1] == b"/":
             path = url.partition(b"?")[0]
         elif url[:4].lower() == b"http":  # absolute-form (RFC 9112 §3.2.2)
-            scheme, sep, rest = url.partition(b"://")
-            if not sep or scheme.lower() not in (b"http", b"https"):
-                raise ClientError("invalid request target")
-            authority, slash, rest = rest.partition(b"/")
-            url = slash + rest if slash else b"/"
+            authority, url = http11.split_absolute_form(url)
             path = url.partition(b"?")[0]
             # The target's authority replaces Host (RFC 9112 §3.2.2).
             ex.parts = [p for i in range(1, len(ex.parts), 4)
@@ -385,6 +409,8 @@ class ClientProtocol(asyncio.Protocol):
             ex.host = authority
         else:
             path = url
+        if ex.host is not None:
+            http11.check_host(ex.host)
         ex.path = path.decode("latin-1")
         if ex.connection is not None:
             self._drop_connection_options(ex)
@@ -409,18 +435,27 @@ class ClientProtocol(asyncio.Protocol):
         parts.append(_CRLF)
         ex.head = b"".join(parts)
 
-    @staticmethod
-    def _drop_connection_options(ex: Exchange) -> None:
-        """RFC 9110 §7.6.1: the fields a Connection field names are hop-by-hop too."""
+    def _drop_connection_options(self, ex: Exchange) -> None:
+        """RFC 9110 §7.6.1: the fields a Connection field names are hop-by-hop too.
+
+        Never a framing or routing field (400, see ``http11.check_connection_options``); a
+        field the proxy sets itself loses the client's copy only: the proxy's own is still sent.
+        """
         options = http11.connection_tokens(ex.connection or b"")
         options -= {b"close", b"keep-alive", b"upgrade"}
-        if options:
-            parts = ex.parts
-            kept = [parts[0]]
-            for i in range(1, len(parts), 4):  # forwarded fields: (name, ": ", value, CRLF)
-                if parts[i].lower() not in options:
-                    kept += parts[i:i + 4]
-            ex.parts = kept
+        if not options:
+            return
+        http11.check_connection_options(options)
+        parts = ex.parts
+        kept = [parts[0]]
+        for i in range(1, len(parts), 4):  # forwarded fields: (name, ": ", value, CRLF)
+            if parts[i].lower() not in options:
+                kept += parts[i:i + 4]
+        ex.parts = kept
+        if b"x-forwarded-for" in options:
+            ex.xff = None
+        if self.ctx.request_id_field[:-2].lower() in options:
+            ex.request_id = None
 
     def _dispatch(self, ex: Exchange) -> None:
         """Route the request and start its first try."""
@@ -508,14 +543,15 @@ class ClientProtocol(asyncio.Protocol):
         ex.conn = conn
         ex.reused = reused
         ex.upstream_start = self.loop.time()
+        head_limit = self.ctx.settings.max_response_header_bytes
         buffer = ex.buffer
         if buffer:
             ex.buffer = None
             ex.buffered = 0
-            conn.send(self, b"".join((ex.head, *buffer)), ex.method == b"HEAD")
+            conn.send(self, b"".join((ex.head, *buffer)), ex.method == b"HEAD", head_limit)
             self._resume_reading(PAUSE_BUFFER)
         else:
-            conn.send(self, ex.head, ex.method == b"HEAD")
+            conn.send(self, ex.head, ex.method == b"HEAD", head_limit)
         if self.write_paused and conn.transport is not None:
             conn.transport.pause_reading()
 
@@ -568,12 +604,20 @@ class ClientProtocol(asyncio.Protocol):
                 head.append(_CRLF)
                 self.transport.write(b"".join(head))
             return
+        framing = conn.framing
+        codings = conn.codings
+        if codings and ex.http10 and framing != FRAMING_NONE:
+            # A transfer coding an HTTP/1.0 client cannot receive (RFC 9112 §6.1): 502.
+            ex.conn = None
+            conn.close()
+            self._release_member(ex)
+            self._reply(ex, UpstreamProtocolError(f"transfer coding {codings!r} for HTTP/1.0"))
+            return
         ex.status = status
         ex.response_started = True
         head = [http11.status_line(status, conn.reason)]
         for name, value in conn.headers:
             head += (name, _COLON, value, _CRLF)
-        framing = conn.framing
         if framing == FRAMING_LENGTH or (framing == FRAMING_NONE and status != 204
                                          and conn.content_length is not None):
             head += (b"Content-Length: ", conn.content_length or b"0", _CRLF)
@@ -582,7 +626,9 @@ class ClientProtocol(asyncio.Protocol):
                 ex.keep_alive = False  # the body ends when the connection does
             else:
                 ex.response_chunked = True
-                head.append(_CHUNKED)
+                # Codings other than chunked are kept, the body re-chunked (RFC 9112 §6.1).
+                head.append(b"Transfer-Encoding: %s, chunked\r\n" % codings if codings
+                            else _CHUNKED)
         if ex.upgrade:
             ex.keep_alive = False  # the request parser is past an upgrade: nothing more to read
         if not self._keep_alive_after(ex):
@@ -632,7 +678,9 @@ class ClientProtocol(asyncio.Protocol):
         conn.owner = None
         if self.write_paused and conn.transport is not None:
             conn.transport.resume_reading()
-        if conn.keep_alive and ex.request_done and member is not None:
+        # Reused only after a whole exchange with known framing and no Upgrade asked (RFC 9112
+        # §9.3); the connection has dropped itself (keep_alive off) if surplus bytes came.
+        if conn.keep_alive and ex.request_done and not ex.upgrade and member is not None:
             pool.put_idle(member, conn, self.loop.time())
         else:
             conn.close()
@@ -655,6 +703,10 @@ class ClientProtocol(asyncio.Protocol):
         if buffer and conn.transport is not None:
             conn.transport.writelines(buffer)
         ex.buffer = None
+        held = self.held
+        self.held = None
+        if held and conn.transport is not None:
+            conn.transport.writelines(held)  # the member agreed: now they are its protocol's
         self.deadline = self.loop.time() + pool.tunnel_idle
         self.deadline_kind = TUNNEL
         self.read_paused = 0
@@ -753,7 +805,10 @@ class ClientProtocol(asyncio.Protocol):
         self._account(ex)
         if not ex.keep_alive:
             self.exchanges.clear()
-            self.transport.close()
+            if self.stopped:
+                self._linger()  # the client may still be sending: do not reset the answer
+            else:
+                self.transport.close()
             return
         if ex.request_done:
             self._next_exchange()
@@ -767,11 +822,16 @@ class ClientProtocol(asyncio.Protocol):
         self._resume_reading(PAUSE_PIPELINE | PAUSE_UPSTREAM)
         if exchanges:
             nxt = exchanges[0]
-            if nxt.head_done:
+            if nxt.error is not None:
+                self._answer_error(nxt)
+            elif nxt.head_done:
                 self._dispatch(nxt)
             else:
                 self.deadline = nxt.start + self.ctx.settings.header_timeout
                 self.deadline_kind = HEADER
+            return
+        if self.stopped:
+            self._linger()  # (bytes after an Upgrade request nobody switched to, unread)
             return
         if self.ctx.draining:
             self.transport.close()
@@ -793,26 +853,63 @@ class ClientProtocol(asyncio.Protocol):
             ctx.access_log.log(self.peer, ex, now)
 
     def _fail(self, error: ProxyError) -> None:
-        """The request stream is broken (a rule or a limit): answer if we still can, close."""
+        """The request stream is broken (a rule or a limit): answer it in its turn, close.
+
+        The request that broke (or, for bytes that never became a request, a new exchange)
+        keeps the error; requests queued before it are answered first (RFC 9112 §9.3).
+        """
         self.ctx.stats.count_client_error(error.status)
-        ex = self.parsing or (self.exchanges[-1] if self.exchanges else None)
         self.in_head = False
-        if ex is not None and ex.response_started:
-            self.transport.close()
+        ex = self.parsing
+        self.parsing = None
+        exchanges = self.exchanges
+        self._stop()
+        if ex is not None and ex.response_done:
+            # Already answered (its body was being read past an early answer): the rest of
+            # the stream cannot be trusted, and this request must not get a second answer.
+            exchanges.clear()
+            self._linger()
             return
-        if ex is not None and self.exchanges and self.exchanges[0] is not ex:
-            self.transport.close()  # a pipelined request broke: drop the rest
+        if ex is None:
+            ex = Exchange(self.loop.time())
+            exchanges.append(ex)
+        ex.error = error
+        if ex is exchanges[0]:
+            self._answer_error(ex)
+
+    def _answer_error(self, ex: Exchange) -> None:
+        """Answer a broken request with its error, then close without losing the answer."""
+        error = ex.error
+        assert error is not None
+        if ex.response_started:
+            self.upstream_flush()
+            self.transport.close()  # a response is on its way: it cannot be replaced
             return
-        if ex is not None:
-            ex.status = error.status
-            ex.flag = error.flag
-            ex.response_started = ex.response_done = True
-            self._detach_upstream(ex)
-            if ex.head_done:
-                self._account(ex)
+        ex.status = error.status
+        ex.flag = error.flag
+        ex.response_started = ex.response_done = True
+        ex.generation += 1  # a connect still in flight is abandoned
+        self._detach_upstream(ex)
+        if ex.head_done:
+            self._account(ex)
         self.exchanges.clear()
         self.transport.write(http11.CANNED[error.status, True])
         self._linger()
+
+    def _stop(self) -> None:
+        """No more requests are read from this client; those already parsed are answered."""
+        self.stopped = True
+        self._pause_reading(PAUSE_STOPPED)
+
+    def _hold(self, data: bytes) -> None:
+        """Keep client bytes that follow an Upgrade request, within the buffer limit."""
+        held = self.held
+        assert held is not None
+        if data:
+            held.append(data)
+        if sum(map(len, held)) > BUFFER_LIMIT:
+            self.held = None
+            self.transport.close()
 
     def _linger(self) -> None:
         """Close after an error answer without losing it (RFC 9112 §9.6).

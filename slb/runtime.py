@@ -30,6 +30,7 @@ class ClientSettings:
     max_uri_bytes: int
     max_header_bytes: int
     max_headers: int
+    max_response_header_bytes: int
     max_body_bytes: int
     request_id_header: str
     drain_timeout: float

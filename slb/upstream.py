@@ -10,7 +10,15 @@ to fail a request.
 Framing quirks llhttp cannot know on its own: a response to HEAD has no body whatever its
 Content-Length says (RFC 9112 §6.3 (1)); the parse is stopped at the end of the head and a fresh
 parser serves the next response. A response with neither Content-Length nor chunked ends when the
-member closes (§6.3 (8)).
+member closes (§6.3 (8)), and so does one whose last transfer coding is not chunked (§6.3 (7)).
+
+One response, one exchange (RFC 9112 §9.3): the end of a response is recorded by the parser
+callbacks but handed to the owner only once the whole read has been parsed. So the owner, which
+may send its next pipelined request on this connection at once, never does so while bytes of
+this read are still unparsed; and a read that holds bytes beyond the response's framing (a
+second response, a body after 204 or after a HEAD response) marks the connection as not
+reusable: those bytes are dropped with it and never reach a client. A response head is limited
+(``head_limit``): a member sending more is answered 502 and the connection closed.
 """
 
 from __future__ import annotations
@@ -47,6 +55,14 @@ class _StopAtHead(Exception):
     """Raised from the head callback of a bodiless response to stop llhttp there."""
 
 
+class _Surplus(Exception):
+    """Raised when a second response starts in the read that ended the first."""
+
+
+class _HeadTooLarge(Exception):
+    """Raised when a response head grows past ``head_limit``."""
+
+
 # response framing
 FRAMING_LENGTH = 0
 FRAMING_CHUNKED = 1
@@ -56,9 +72,11 @@ FRAMING_NONE = 3
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "_head_seen", "bytes_received", "closed", "connection_options", "content_length", "framing",
+        "_carry", "_field_bytes", "_head_seen", "_heads_in_read", "bytes_received", "closed",
+        "codings", "complete", "connection_options", "content_length", "framing", "head_bytes",
+        "head_limit",
         "head_only", "headers", "idle_since", "keep_alive", "member", "owner", "parser", "pool",
-        "reason", "requests", "stats", "transport", "tunnel", "upgrade",
+        "reason", "requests", "stats", "transfer_encoding", "transport", "tunnel", "upgrade",
     )
 
     def __init__(self, pool: Pool, member: MemberState) -> None:
@@ -74,6 +92,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False
         self.head_only = False  # the request was HEAD
         self.bytes_received = 0  # of the current response
+        self.head_bytes = 0  # bytes read before the final response head was complete
+        self._field_bytes = 0  # header field bytes of the responses to this request
+        self.head_limit = 65536
+        self.complete = False  # the response ended in the read being parsed
+        self._heads_in_read = 0  # response heads completed in the read being parsed
+        self._carry = b""  # the end of the previous read, to find a head's end across reads
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -81,6 +105,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.reason = b""
         self.content_length: bytes | None = None
+        self.transfer_encoding: bytes | None = None
+        self.codings = b""  # transfer codings kept for the client (all but a final chunked)
         self.connection_options: bytes | None = None
         self.upgrade: bytes | None = None
         self.framing = FRAMING_CLOSE
@@ -103,23 +129,63 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             owner.upstream_body(data)
             return
+        if not self._head_seen:
+            if self.head_bytes > self.head_limit:
+                self._fail(owner, "response head too large")
+                return
+            self.head_bytes += len(data)
+        self._heads_in_read = 0
         try:
             self.parser.feed_data(data)
-            owner.upstream_flush()
         except HttpParserUpgrade as upgrade:
             self.tunnel = True
             owner.upstream_tunnel(self, data[upgrade.args[0]:])
+            return
         except HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _StopAtHead):
-                raise
-            self.parser = HttpResponseParser(self)
-            if self.owner is None:
-                self.close()  # bytes after a complete response: not a member to trust
+            reason = exc.__context__
+            if isinstance(reason, _StopAtHead):
+                self._stopped_at_head(data)
+            elif isinstance(reason, _Surplus):
+                self.keep_alive = False  # bytes beyond the response: dropped with the connection
+            elif isinstance(reason, _HeadTooLarge):
+                self._fail(owner, "response head too large")
+                return
             else:
-                self.upstream_done()
+                raise
         except HttpParserError as exc:
-            self.close()
-            owner.upstream_lost(self, f"malformed response: {exc}")
+            if not self.complete:
+                self._fail(owner, f"malformed response: {exc}")
+                return
+            self.keep_alive = False  # garbage after a complete response
+        if self.head_only and not self._head_seen:
+            self._carry = data[-3:]
+        if self.complete:
+            self.complete = False
+            self.upstream_done()
+        elif self.owner is not None:
+            owner.upstream_flush()
+
+    def _stopped_at_head(self, data: bytes) -> None:
+        """llhttp was stopped at the end of a bodiless head: anything after it is surplus."""
+        self.parser = HttpResponseParser(self)
+        if self.owner is None:
+            self.close()  # a response nobody asked for
+            return
+        self.complete = True
+        # The head ends at the n-th CRLFCRLF of this read (heads cannot contain one).
+        buffer = self._carry + data
+        end = -4
+        for _ in range(self._heads_in_read):
+            end = buffer.find(b"\r\n\r\n", end + 4)
+            if end < 0:
+                break
+        self._carry = b""
+        if end < 0 or end + 4 < len(buffer):
+            self.keep_alive = False
+
+    def _fail(self, owner: UpstreamOwner, error: str) -> None:
+        self.close()
+        owner.upstream_lost(self, error)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -151,12 +217,17 @@ class UpstreamConnection(asyncio.Protocol):
     # -- parser callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Surplus
         self._reset_response()
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._field_bytes += len(name) + len(value) + 4
+        if self._field_bytes > self.head_limit:
+            raise _HeadTooLarge
         kind = http11.RESPONSE_FIELDS.get(name.lower(), 0)
         if kind == http11.OTHER:
             self.headers.append((name, value))
@@ -165,7 +236,8 @@ class UpstreamConnection(asyncio.Protocol):
         elif kind == http11.CONNECTION:
             self.connection_options = value
         elif kind == http11.TRANSFER_ENCODING:
-            self.framing = FRAMING_CHUNKED
+            te = self.transfer_encoding
+            self.transfer_encoding = value if te is None else te + b"," + value
         elif kind == http11.UPGRADE:
             self.upgrade = value  # forwarded on a 101 only
 
@@ -173,9 +245,13 @@ class UpstreamConnection(asyncio.Protocol):
         parser = self.parser
         status = parser.get_status_code()
         self._head_seen = True
+        self._heads_in_read += 1
         self.keep_alive = parser.should_keep_alive()
         if self.connection_options is not None:
             self._drop_connection_options()
+        if self.transfer_encoding is not None:
+            self.codings, chunked = http11.response_codings(self.transfer_encoding)
+            self.framing = FRAMING_CHUNKED if chunked else FRAMING_CLOSE
         if status in http11.NO_BODY_STATUS or self.head_only:
             self.framing = FRAMING_NONE
         elif self.framing != FRAMING_CHUNKED and self.content_length is not None:
@@ -184,8 +260,8 @@ class UpstreamConnection(asyncio.Protocol):
         if owner is None:
             raise _StopAtHead  # a response nobody asked for
         owner.upstream_head(self, status)
-        if self.head_only and status >= 200:
-            raise _StopAtHead
+        if (self.head_only and status >= 200) or self.owner is None:
+            raise _StopAtHead  # (no owner: it refused the response and closed the connection)
 
     def on_body(self, body: bytes) -> None:
         owner = self.owner
@@ -194,9 +270,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.framing == FRAMING_NONE and self.parser.get_status_code() < 200:
-            return  # an interim response: the final one follows
+            self._head_seen = False  # an interim response: the final one follows
+            return
         if not self.parser.should_upgrade():
-            self.upstream_done()
+            self.complete = True  # handed to the owner once the read is parsed
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -213,10 +290,13 @@ class UpstreamConnection(asyncio.Protocol):
         if options:
             self.headers = [(n, v) for n, v in self.headers if n.lower() not in options]
 
-    def send(self, owner: UpstreamOwner, data: bytes, head_only: bool) -> None:
+    def send(self, owner: UpstreamOwner, data: bytes, head_only: bool, head_limit: int) -> None:
         """Start a request: the head (and any body bytes already at hand)."""
         self.owner = owner
         self.head_only = head_only
+        self.head_limit = head_limit
+        self.head_bytes = self._field_bytes = 0
+        self._carry = b""
         self.bytes_received = 0
         self.requests += 1
         assert self.transport is not None
