@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from slb.model import AccessLog as AccessLogSettings
 
 if TYPE_CHECKING:
-    from slb.protocol import Exchange
+    from slb.proxy.exchange import Exchange
 
 
 class AccessLog:

@@ -30,7 +30,7 @@ from slb.runtime import (
 
 if TYPE_CHECKING:
     from slb.pool import Pool
-    from slb.protocol import ClientProtocol
+    from slb.proxy.client import ClientProtocol
 
 SWEEP_INTERVAL = 0.1  # seconds: the resolution of every client-side timeout
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from slb.upstream import UpstreamConnection
+    from slb.proxy.upstream import UpstreamConnection
 
 STATE_UP = "up"
 STATE_DOWN = "down"

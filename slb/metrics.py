@@ -54,6 +54,7 @@ class Stats:
         self.retries: dict[str, int] = {}
         self.ejections: dict[tuple[str, str], int] = {}
         self.client_errors: dict[str, int] = {}  # status -> requests refused by the rules
+        self.internal_errors = 0  # bugs caught at the request path's edge
 
     def histogram(self, virtual_server: str, group: str) -> LatencyHistogram:
         key = (virtual_server, group)
@@ -83,6 +84,9 @@ class Stats:
     def count_client_error(self, status: int) -> None:
         _bump(self.client_errors, str(status))
 
+    def count_internal_error(self) -> None:
+        self.internal_errors += 1
+
     # -- across processes -------------------------------------------------------------------
 
     def export(self) -> dict[str, Any]:
@@ -97,6 +101,7 @@ class Stats:
             "retries": [[k, v] for k, v in self.retries.items()],
             "ejections": [[*k, v] for k, v in self.ejections.items()],
             "client_errors": [[k, v] for k, v in self.client_errors.items()],
+            "internal_errors": self.internal_errors,
         }
 
     def merge(self, exported: dict[str, Any]) -> None:
@@ -116,6 +121,7 @@ class Stats:
             _bump(self.retries, group, value)
         for status, value in exported["client_errors"]:
             _bump(self.client_errors, status, value)
+        self.internal_errors += exported.get("internal_errors", 0)
 
 
 def _bump(table: dict[Any, int], key: Any, by: int = 1) -> None:
@@ -174,6 +180,10 @@ class StatsCollector:
         for status, value in sorted(stats.client_errors.items()):
             errors.add_metric([status], value)
         yield errors
+        internal = CounterMetricFamily("slb_internal_errors",
+                                       "Bugs caught on the request path (logged, answered 500)")
+        internal.add_metric([], stats.internal_errors)
+        yield internal
         if self._gauges is not None:
             yield from self._gauges()
 

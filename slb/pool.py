@@ -18,7 +18,7 @@ from slb.member import STATE_UP, MemberState
 if TYPE_CHECKING:
     from slb.metrics import Stats
     from slb.model import Group
-    from slb.upstream import UpstreamConnection
+    from slb.proxy.upstream import UpstreamConnection
 
 
 class Pool:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from slb import http11
 from slb.member import STATE_UP, MemberState
 from slb.metrics import Stats
 from slb.model import Config, Group, HttpSettings
 from slb.pool import Pool
+from slb.proxy.head import request_fields as _request_fields
 from slb.router import RouteTable, Target, VirtualHost, compile_route, make_virtual_host
 
 
@@ -126,6 +126,4 @@ def retire(previous: Runtime, current: Runtime) -> None:
 
 
 def request_fields(settings: ClientSettings) -> dict[bytes, int]:
-    fields = dict(http11.REQUEST_FIELDS)
-    fields[settings.request_id_header.lower().encode()] = http11.REQUEST_ID
-    return fields
+    return _request_fields(settings.request_id_header)

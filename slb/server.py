@@ -21,7 +21,7 @@ from slb.context import ProxyContext, Sweeper
 from slb.errors import ConfigError
 from slb.listener import bind_socket, serve
 from slb.model import Config, Group
-from slb.protocol import ClientProtocol
+from slb.proxy.client import ClientProtocol
 
 log = logging.getLogger("slb")
 

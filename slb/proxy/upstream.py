@@ -33,7 +33,7 @@ from httptools import (
     HttpResponseParser,
 )
 
-from slb import http11
+from slb.proxy import head, rules
 
 if TYPE_CHECKING:
     from slb.member import MemberState
@@ -47,6 +47,7 @@ class UpstreamOwner(Protocol):
     def upstream_tunnel(self, conn: UpstreamConnection, data: bytes) -> None: ...
     def upstream_lost(self, conn: UpstreamConnection, error: str) -> None: ...
     def upstream_flush(self) -> None: ...
+    def internal_error(self, exc: BaseException) -> None: ...
     def pause_client_reading(self) -> None: ...
     def resume_client_reading(self) -> None: ...
 
@@ -120,6 +121,20 @@ class UpstreamConnection(asyncio.Protocol):
         self.stats.upstream_connections += 1
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception as exc:  # a bug: the owner's edge handles it (slb.proxy.client)
+            self._bug(exc)
+
+    def _bug(self, exc: BaseException) -> None:
+        owner = self.owner
+        self.close()
+        if owner is not None:
+            owner.internal_error(exc)
+        else:
+            raise exc
+
+    def _received(self, data: bytes) -> None:
         owner = self.owner
         if owner is None:
             # A pooled connection got bytes nobody asked for: it cannot be trusted any more.
@@ -151,7 +166,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(owner, "response head too large")
                 return
             else:
-                raise
+                raise (reason or exc) from None
         except HttpParserError as exc:
             if not self.complete:
                 self._fail(owner, f"malformed response: {exc}")
@@ -191,6 +206,12 @@ class UpstreamConnection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._lost(exc)
+        except Exception as error:
+            self._bug(error)
+
+    def _lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.stats.upstream_connections -= 1
         owner = self.owner
@@ -228,17 +249,17 @@ class UpstreamConnection(asyncio.Protocol):
         self._field_bytes += len(name) + len(value) + 4
         if self._field_bytes > self.head_limit:
             raise _HeadTooLarge
-        kind = http11.RESPONSE_FIELDS.get(name.lower(), 0)
-        if kind == http11.OTHER:
+        kind = head.RESPONSE_FIELDS.get(name.lower(), 0)
+        if kind == head.OTHER:
             self.headers.append((name, value))
-        elif kind == http11.CONTENT_LENGTH:
+        elif kind == head.CONTENT_LENGTH:
             self.content_length = value
-        elif kind == http11.CONNECTION:
+        elif kind == head.CONNECTION:
             self.connection_options = value
-        elif kind == http11.TRANSFER_ENCODING:
+        elif kind == head.TRANSFER_ENCODING:
             te = self.transfer_encoding
             self.transfer_encoding = value if te is None else te + b"," + value
-        elif kind == http11.UPGRADE:
+        elif kind == head.UPGRADE:
             self.upgrade = value  # forwarded on a 101 only
 
     def on_headers_complete(self) -> None:
@@ -248,11 +269,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._heads_in_read += 1
         self.keep_alive = parser.should_keep_alive()
         if self.connection_options is not None:
-            self._drop_connection_options()
+            self.headers = head.drop_named_fields(self.headers, self.connection_options)
         if self.transfer_encoding is not None:
-            self.codings, chunked = http11.response_codings(self.transfer_encoding)
+            self.codings, chunked = rules.response_codings(self.transfer_encoding)
             self.framing = FRAMING_CHUNKED if chunked else FRAMING_CLOSE
-        if status in http11.NO_BODY_STATUS or self.head_only:
+        if status in head.NO_BODY_STATUS or self.head_only:
             self.framing = FRAMING_NONE
         elif self.framing != FRAMING_CHUNKED and self.content_length is not None:
             self.framing = FRAMING_LENGTH
@@ -281,14 +302,6 @@ class UpstreamConnection(asyncio.Protocol):
         owner = self.owner
         if owner is not None:
             owner.upstream_complete(self)
-
-    def _drop_connection_options(self) -> None:
-        options = http11.connection_tokens(self.connection_options or b"")
-        options.discard(b"close")
-        options.discard(b"keep-alive")
-        options.discard(b"upgrade")
-        if options:
-            self.headers = [(n, v) for n, v in self.headers if n.lower() not in options]
 
     def send(self, owner: UpstreamOwner, data: bytes, head_only: bool, head_limit: int) -> None:
         """Start a request: the head (and any body bytes already at hand)."""

@@ -1,0 +1,187 @@
+"""Message heads: the field tables, the request head sent upstream, the proxy's own answers.
+
+Fields are classified once per field by lowercased name (``REQUEST_FIELDS``,
+``RESPONSE_FIELDS``): most are forwarded as received (``OTHER``), a few are the proxy's to
+handle (Host, framing, ``Connection`` and the hop-by-hop set of RFC 9110 §7.6.1, the
+X-Forwarded-* family, the request id).
+
+``prepare_request_head`` turns a recorded request into the bytes sent to a member: the request
+line in origin-form, the forwarded fields, then the proxy's own (X-Forwarded-For appended to,
+X-Forwarded-Proto and -Host set, Host for HTTP/1.0 clients that sent none, a request id when the
+client sent none, chunked framing, the Upgrade pair). It applies the target, Host and Connection
+rules of ``rules.py`` on the way, since they decide what is forwarded.
+
+``CANNED`` holds every answer the proxy gives itself, rendered once at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from slb.proxy import rules
+
+if TYPE_CHECKING:
+    from slb.proxy.exchange import Exchange
+
+# Field kinds, looked up once per field by lowercased name.
+OTHER = 0
+HOST = 1
+CONTENT_LENGTH = 2
+TRANSFER_ENCODING = 3
+CONNECTION = 4
+HOP = 5  # hop-by-hop: dropped
+UPGRADE = 6
+EXPECT = 7
+X_FORWARDED_FOR = 8
+X_FORWARDED_SET = 9  # X-Forwarded-Proto/-Host: the proxy sets them, the client's are dropped
+REQUEST_ID = 10
+
+# RFC 9110 §7.6.1: Connection and the fields it names, Keep-Alive, Proxy-Connection, TE,
+# Trailer, Transfer-Encoding (the proxy re-frames), Upgrade (except for tunnels); and the
+# proxy authentication pair, which is meant for this hop only (RFC 9110 §11.7.1, §11.7.2).
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+})
+
+# Fields of either direction the proxy handles itself or drops (RFC 9110 §7.6.1).
+_MESSAGE_FIELDS: dict[bytes, int] = {
+    b"content-length": CONTENT_LENGTH,
+    b"transfer-encoding": TRANSFER_ENCODING,
+    b"connection": CONNECTION,
+    b"upgrade": UPGRADE,
+    **dict.fromkeys(HOP_BY_HOP - {b"content-length", b"transfer-encoding", b"connection",
+                                  b"upgrade"}, HOP),
+}
+
+REQUEST_FIELDS: dict[bytes, int] = {
+    **_MESSAGE_FIELDS,
+    b"host": HOST,
+    b"expect": EXPECT,
+    b"x-forwarded-for": X_FORWARDED_FOR,
+    b"x-forwarded-proto": X_FORWARDED_SET,
+    b"x-forwarded-host": X_FORWARDED_SET,
+}
+
+RESPONSE_FIELDS: dict[bytes, int] = dict(_MESSAGE_FIELDS)
+
+# RFC 9112 §6.3 (1): 1xx, 204 and 304 responses carry no body.
+NO_BODY_STATUS = frozenset({*range(100, 200), 204, 304})
+# RFC 9110 §9.2.2: methods that may be sent again after a connection died.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+# Connection options that name no field.
+_CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+COLON = b": "
+CRLF = b"\r\n"
+CHUNKED = b"Transfer-Encoding: chunked\r\n"
+CHUNK_END = b"0\r\n\r\n"
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+_HTTP11 = b" HTTP/1.1\r\n"
+_PROTO_HTTP = b"X-Forwarded-Proto: http\r\n"
+
+
+def request_fields(request_id_header: str) -> dict[bytes, int]:
+    """``REQUEST_FIELDS`` with the configured request id field."""
+    fields = dict(REQUEST_FIELDS)
+    fields[request_id_header.lower().encode()] = REQUEST_ID
+    return fields
+
+
+def prepare_request_head(ex: Exchange, peer: bytes, default_host: bytes, request_id_field: bytes,
+                         next_request_id: Callable[[], bytes]) -> None:
+    """Set ``ex.path`` and ``ex.head``, the head sent upstream (see the module docstring)."""
+    url = ex.url
+    rules.check_target(url)
+    if url[:1] == b"/":
+        path = url.partition(b"?")[0]
+    elif url[:4].lower() == b"http":  # absolute-form (RFC 9112 §3.2.2)
+        authority, url = rules.split_absolute_form(url)
+        path = url.partition(b"?")[0]
+        # The target's authority replaces Host (RFC 9112 §3.2.2).
+        parts = ex.parts
+        ex.parts = [b""] + [p for i in range(1, len(parts), 4)
+                            if parts[i].lower() != b"host" for p in parts[i:i + 4]]
+        ex.parts += (b"Host", COLON, authority, CRLF)
+        ex.host = authority
+    else:
+        path = url  # asterisk-form (OPTIONS *)
+    if ex.host is not None:
+        rules.check_host(ex.host)
+    ex.path = path.decode("latin-1")
+    if ex.connection is not None:
+        drop_connection_options(ex, request_id_field)
+    parts = ex.parts
+    parts[0] = ex.method + b" " + url + _HTTP11
+    xff = peer if ex.xff is None else ex.xff + b", " + peer
+    parts += (b"X-Forwarded-For: ", xff, CRLF, _PROTO_HTTP)
+    host = ex.host
+    if host is None:
+        host = ex.host = default_host
+        parts += (b"Host: ", host, CRLF)
+    parts += (b"X-Forwarded-Host: ", host, CRLF)
+    if ex.request_id is None:
+        ex.request_id = next_request_id()
+        parts += (request_id_field, ex.request_id, CRLF)
+    if ex.chunked:
+        parts.append(CHUNKED)
+    if ex.upgrade and ex.upgrade_value is not None:
+        parts += (b"Connection: upgrade\r\nUpgrade: ", ex.upgrade_value, CRLF)
+    else:
+        ex.upgrade = False
+    parts.append(CRLF)
+    ex.head = b"".join(parts)
+
+
+def drop_connection_options(ex: Exchange, request_id_field: bytes) -> None:
+    """RFC 9110 §7.6.1: the fields a Connection field names are hop-by-hop too.
+
+    Never a framing or routing field (``rules.check_connection_options``: 400); a field the
+    proxy sets itself loses the client's copy only, and the proxy's own is still sent.
+    """
+    options = rules.connection_tokens(ex.connection or b"") - _CONNECTION_KEYWORDS
+    if not options:
+        return
+    rules.check_connection_options(options)
+    parts = ex.parts
+    kept = [parts[0]]
+    for i in range(1, len(parts), 4):  # forwarded fields: (name, ": ", value, CRLF)
+        if parts[i].lower() not in options:
+            kept += parts[i:i + 4]
+    ex.parts = kept
+    if b"x-forwarded-for" in options:
+        ex.xff = None
+    if request_id_field[:-2].lower() in options:  # (the field is "Name: ")
+        ex.request_id = None
+
+
+def drop_named_fields(headers: list[tuple[bytes, bytes]], connection: bytes
+                      ) -> list[tuple[bytes, bytes]]:
+    """A response's fields less those its Connection field names (RFC 9110 §7.6.1)."""
+    options = rules.connection_tokens(connection) - _CONNECTION_KEYWORDS
+    if not options:
+        return headers
+    return [(n, v) for n, v in headers if n.lower() not in options]
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+def _canned(status: int, close: bool) -> bytes:
+    phrase = HTTPStatus(status).phrase
+    body = f"{status} {phrase}\n".encode()
+    connection = b"close" if close else b"keep-alive"
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: %s\r\n\r\n%s"
+            % (status, phrase.encode(), len(body), connection, body))
+
+
+# Answers the proxy gives itself, rendered once: (status, close) -> bytes.
+CANNED: dict[tuple[int, bool], bytes] = {
+    (status, close): _canned(status, close)
+    for status in (400, 404, 408, 413, 414, 431, 500, 501, 502, 503, 504, 505)
+    for close in (False, True)
+}
