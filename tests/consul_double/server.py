@@ -25,7 +25,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .checks import CheckDefinition, CheckRunner
-from .gotypes import duration_field, parse_bool, parse_duration, parse_uint
+from .fields import (
+    HttpError,
+    field_duration,
+    field_int,
+    field_str,
+    field_str_list,
+    field_str_map,
+    lower_keys,
+)
+from .gotypes import parse_bool, parse_duration, parse_uint
 from .http import HttpServer, Request, Response
 from .state import (
     CRITICAL,
@@ -60,14 +69,6 @@ JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
 @dataclass
 class Fault:
     status: int
@@ -82,54 +83,6 @@ class QueryOptions:
     wait: float
     consistency: str
     cached: bool
-
-
-def _lower_keys(raw: Any, what: str = "body") -> dict[str, Any]:
-    """Consul matches JSON keys case-insensitively and accepts snake_case: normalise both."""
-    if not isinstance(raw, dict):
-        raise HttpError(400, f"Request decode failed: {what} must be a JSON object")
-    return {str(k).replace("_", "").lower(): v for k, v in raw.items()}
-
-
-def _str(fields: dict[str, Any], key: str, default: str = "") -> str:
-    value = fields.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise HttpError(400, f"Request decode failed: {key} must be a string")
-    return value
-
-
-def _int(fields: dict[str, Any], key: str, default: int = 0) -> int:
-    value = fields.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise HttpError(400, f"Request decode failed: {key} must be an integer")
-    return int(value)
-
-
-def _str_list(fields: dict[str, Any], key: str) -> list[str]:
-    value = fields.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise HttpError(400, f"Request decode failed: {key} must be a list of strings")
-    return list(value)
-
-
-def _str_map(fields: dict[str, Any], key: str) -> dict[str, str] | None:
-    value = fields.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise HttpError(400, f"Request decode failed: {key} must be a map of strings")
-    return {str(k): v for k, v in value.items()}
-
-
-def _duration(fields: dict[str, Any], key: str) -> float:
-    try:
-        return duration_field(fields.get(key) or 0)
-    except ValueError as exc:
-        raise HttpError(400, f"Request decode failed: {exc}") from None
 
 
 def filter_non_passing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -746,16 +699,16 @@ class ConsulDouble:
 
     def _parse_check_type(self, raw: Any) -> tuple[dict[str, Any], CheckDefinition]:
         """A ``CheckType`` (inside a service registration) or ``CheckDefinition``."""
-        fields = _lower_keys(raw, "check")
+        fields = lower_keys(raw, "check")
         definition = CheckDefinition(
-            ttl=_duration(fields, "ttl"),
-            http=_str(fields, "http"),
-            method=_str(fields, "method") or "GET",
-            tcp=_str(fields, "tcp"),
-            interval=_duration(fields, "interval"),
-            timeout=_duration(fields, "timeout") or 10.0,
-            success_before_passing=_int(fields, "successbeforepassing"),
-            failures_before_critical=_int(fields, "failuresbeforecritical"),
+            ttl=field_duration(fields, "ttl"),
+            http=field_str(fields, "http"),
+            method=field_str(fields, "method") or "GET",
+            tcp=field_str(fields, "tcp"),
+            interval=field_duration(fields, "interval"),
+            timeout=field_duration(fields, "timeout") or 10.0,
+            success_before_passing=field_int(fields, "successbeforepassing"),
+            failures_before_critical=field_int(fields, "failuresbeforecritical"),
         )
         header = fields.get("header")
         if isinstance(header, dict):
@@ -774,7 +727,7 @@ class ConsulDouble:
                                  "TCP, UDP or GRPC checks")
         if not interval_check and definition.ttl <= 0:
             raise HttpError(400, "Invalid check: TTL must be > 0 for TTL checks")
-        status = _str(fields, "status")
+        status = field_str(fields, "status")
         if status and status not in STATUSES:
             raise HttpError(400, "Status for checks must 'passing', 'warning', 'critical'")
         return fields, definition
@@ -784,7 +737,8 @@ class ConsulDouble:
                     check_id: str, name: str) -> Check:
         kind = "ttl" if definition.ttl else "http" if definition.http else "tcp"
         return Check(node=node, check_id=check_id, name=name,
-                     status=_str(fields, "status") or CRITICAL, notes=_str(fields, "notes"),
+                     status=field_str(fields, "status") or CRITICAL,
+                     notes=field_str(fields, "notes"),
                      type=kind, interval=definition.interval,
                      timeout=0.0 if definition.ttl else definition.timeout,
                      ttl=definition.ttl, http=definition.http, tcp=definition.tcp)
@@ -793,8 +747,8 @@ class ConsulDouble:
         raw = fields.get("weights")
         if raw is None:
             return {"Passing": 1, "Warning": 1}
-        weights = _lower_keys(raw, "Weights")
-        out = {"Passing": _int(weights, "passing"), "Warning": _int(weights, "warning")}
+        weights = lower_keys(raw, "Weights")
+        out = {"Passing": field_int(weights, "passing"), "Warning": field_int(weights, "warning")}
         if out["Passing"] < 1:
             raise HttpError(400, "Invalid Weights: Passing must be greater than 0")
         if out["Warning"] < 0:
@@ -808,13 +762,14 @@ class ConsulDouble:
             raise HttpError(400, "Request decode failed: TaggedAddresses must be an object")
         out = {}
         for tag, value in raw.items():
-            entry = _lower_keys(value, "TaggedAddresses")
-            out[str(tag)] = {"Address": _str(entry, "address"), "Port": _int(entry, "port")}
+            entry = lower_keys(value, "TaggedAddresses")
+            out[str(tag)] = {"Address": field_str(entry, "address"),
+                             "Port": field_int(entry, "port")}
         return out
 
     async def _agent_service_register(self, request: Request) -> Response:
-        fields = _lower_keys(self._json_body(request))
-        name = _str(fields, "name") or _str(fields, "service")
+        fields = lower_keys(self._json_body(request))
+        name = field_str(fields, "name") or field_str(fields, "service")
         self._require_write(request, "service:write", name)
         if not name:
             raise HttpError(400, "Missing service name")
@@ -825,14 +780,14 @@ class ConsulDouble:
                 replace = parse_bool(raw_replace)
             except ValueError:
                 raise HttpError(400, "Invalid value for replace-existing-checks") from None
-        service_id = _str(fields, "id") or name
-        address = _str(fields, "address")
-        port = _int(fields, "port")
+        service_id = field_str(fields, "id") or name
+        address = field_str(fields, "address")
+        port = field_int(fields, "port")
         tagged = default_service_tagged_addresses(address, port)
         tagged.update(self._parse_tagged_addresses(fields))
         svc = Service(node=self.node_name, id=service_id, name=name,
-                      tags=_str_list(fields, "tags"), address=address, port=port,
-                      meta=_str_map(fields, "meta"), weights=self._parse_weights(fields),
+                      tags=field_str_list(fields, "tags"), address=address, port=port,
+                      meta=field_str_map(fields, "meta"), weights=self._parse_weights(fields),
                       tagged_addresses=tagged,
                       enable_tag_override=bool(fields.get("enabletagoverride", False)))
         raw_checks = []
@@ -845,12 +800,12 @@ class ConsulDouble:
         parsed = [self._parse_check_type(raw) for raw in raw_checks]
         checks = []
         for i, (check_fields, definition) in enumerate(parsed):
-            check_id = _str(check_fields, "checkid") or _str(check_fields, "id")
+            check_id = field_str(check_fields, "checkid") or field_str(check_fields, "id")
             if not check_id:
                 check_id = f"service:{service_id}"
                 if len(parsed) > 1:
                     check_id += f":{i + 1}"
-            check_name = _str(check_fields, "name") or f"Service '{name}' check"
+            check_name = field_str(check_fields, "name") or f"Service '{name}' check"
             checks.append((self._check_from(check_fields, definition, node=self.node_name,
                                             check_id=check_id, name=check_name), definition))
         self.catalog.register_service(self.node_name, svc, checks=[c for c, _ in checks],
@@ -922,21 +877,21 @@ class ConsulDouble:
 
     async def _agent_check_register(self, request: Request) -> Response:
         raw = self._json_body(request)
-        fields = _lower_keys(raw)
-        name = _str(fields, "name")
-        service_id = _str(fields, "serviceid")
+        fields = lower_keys(raw)
+        name = field_str(fields, "name")
+        service_id = field_str(fields, "serviceid")
         svc = self.catalog.service(self.node_name, service_id) if service_id else None
         self._require_write(request, "service:write" if service_id else "node:write",
                             svc.name if svc else (service_id or self.node_name))
         if not name:
             raise HttpError(400, "Missing check name")
-        status = _str(fields, "status")
+        status = field_str(fields, "status")
         if status and status not in STATUSES:
             raise HttpError(400, "Bad check status")
         check_fields, definition = self._parse_check_type(raw)
         if service_id and svc is None:
             raise HttpError(400, f"ServiceID {json.dumps(service_id)} does not exist")
-        check_id = _str(fields, "id") or _str(fields, "checkid") or name
+        check_id = field_str(fields, "id") or field_str(fields, "checkid") or name
         chk = self._check_from(check_fields, definition, node=self.node_name,
                                check_id=check_id, name=name)
         chk.service_id = svc.id if svc else ""
@@ -982,28 +937,28 @@ class ConsulDouble:
         return self._ttl_update(request, check_id, "critical", request.param("note") or "")
 
     async def _agent_check_update(self, request: Request, check_id: str) -> Response:
-        fields = _lower_keys(self._json_body(request))
-        status = _str(fields, "status")
+        fields = lower_keys(self._json_body(request))
+        status = field_str(fields, "status")
         if status not in STATUSES:
             raise HttpError(400, f"Invalid check status: '{status}'")
-        return self._ttl_update(request, check_id, status, _str(fields, "output"))
+        return self._ttl_update(request, check_id, status, field_str(fields, "output"))
 
     # ================================================================ catalog writes
     async def _catalog_register(self, request: Request) -> Response:
-        fields = _lower_keys(self._json_body(request))
-        node = _str(fields, "node")
+        fields = lower_keys(self._json_body(request))
+        node = field_str(fields, "node")
         raw_service = fields.get("service")
-        service_fields = _lower_keys(raw_service, "Service") if raw_service else None
+        service_fields = lower_keys(raw_service, "Service") if raw_service else None
         self._require_write(request, "node:write", node)
         if service_fields is not None:
-            self._require_write(request, "service:write", _str(service_fields, "service"))
+            self._require_write(request, "service:write", field_str(service_fields, "service"))
         if not node:
             raise HttpError(400, "Must provide node")
         skip_node_update = bool(fields.get("skipnodeupdate"))
-        address = _str(fields, "address")
+        address = field_str(fields, "address")
         if not address and not skip_node_update:
             raise HttpError(400, "Must provide address")
-        dc = _str(fields, "datacenter")
+        dc = field_str(fields, "datacenter")
         if dc and dc != self.datacenter:
             raise HttpError(500, "No path to datacenter")
         catalog = self.catalog
@@ -1012,23 +967,25 @@ class ConsulDouble:
         if not skip_node_update or existing is None:
             tagged = fields.get("taggedaddresses")
             catalog.ensure_node(node, address or (existing.address if existing else ""),
-                                node_id=_str(fields, "id") or (existing.id if existing else ""),
+                                node_id=field_str(fields, "id")
+                                or (existing.id if existing else ""),
                                 tagged_addresses=dict(tagged) if isinstance(tagged, dict)
                                 else None,
-                                meta=_str_map(fields, "nodemeta") or {}, write=write)
+                                meta=field_str_map(fields, "nodemeta") or {}, write=write)
         if service_fields is not None:
-            name = _str(service_fields, "service")
+            name = field_str(service_fields, "service")
             if not name:
                 raise HttpError(400, "Must provide service name")
             try:
                 weights = self._parse_weights(service_fields)
             except HttpError:
                 weights = {"Passing": 1, "Warning": 1}
-            svc_address = _str(service_fields, "address")
-            svc_port = _int(service_fields, "port")
-            svc = Service(node=node, id=_str(service_fields, "id") or name, name=name,
-                          tags=_str_list(service_fields, "tags"), address=svc_address,
-                          port=svc_port, meta=_str_map(service_fields, "meta"), weights=weights,
+            svc_address = field_str(service_fields, "address")
+            svc_port = field_int(service_fields, "port")
+            svc = Service(node=node, id=field_str(service_fields, "id") or name, name=name,
+                          tags=field_str_list(service_fields, "tags"), address=svc_address,
+                          port=svc_port, meta=field_str_map(service_fields, "meta"),
+                          weights=weights,
                           tagged_addresses=self._parse_tagged_addresses(service_fields),
                           enable_tag_override=bool(service_fields.get("enabletagoverride")))
             catalog.register_service(node, svc, write=write)
@@ -1037,29 +994,29 @@ class ConsulDouble:
             raw_checks.append(fields["check"])
         raw_checks += [c for c in (fields.get("checks") or []) if c]
         for raw in raw_checks:
-            check_fields = _lower_keys(raw, "Check")
-            check_node = _str(check_fields, "node") or node
+            check_fields = lower_keys(raw, "Check")
+            check_node = field_str(check_fields, "node") or node
             if check_node.lower() != node.lower():
                 raise HttpError(500, "Check node doesn't match register request node")
-            check_id = _str(check_fields, "checkid") or _str(check_fields, "name")
-            status = _str(check_fields, "status") or CRITICAL
+            check_id = field_str(check_fields, "checkid") or field_str(check_fields, "name")
+            status = field_str(check_fields, "status") or CRITICAL
             if status not in STATUSES:
                 raise HttpError(500, f"Invalid check status: '{status}'")
             catalog.upsert_check(Check(
-                node=node, check_id=check_id, name=_str(check_fields, "name"), status=status,
-                notes=_str(check_fields, "notes"), output=_str(check_fields, "output"),
-                service_id=_str(check_fields, "serviceid")), write=write)
+                node=node, check_id=check_id, name=field_str(check_fields, "name"), status=status,
+                notes=field_str(check_fields, "notes"), output=field_str(check_fields, "output"),
+                service_id=field_str(check_fields, "serviceid")), write=write)
         catalog._commit(write)
         return self._json(request, True)
 
     async def _catalog_deregister(self, request: Request) -> Response:
-        fields = _lower_keys(self._json_body(request))
-        node = _str(fields, "node")
+        fields = lower_keys(self._json_body(request))
+        node = field_str(fields, "node")
         self._require_write(request, "node:write", node)
         if not node:
             raise HttpError(400, "Must provide node")
-        service_id = _str(fields, "serviceid")
-        check_id = _str(fields, "checkid")
+        service_id = field_str(fields, "serviceid")
+        check_id = field_str(fields, "checkid")
         if service_id:
             self.catalog.remove_service(node, service_id)
         elif check_id:
