@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .checks import CheckDefinition, CheckRunner
+from .clock import Clock, LoopClock
+from .faults import FaultPlan
 from .fields import (
     HttpError,
     field_duration,
@@ -36,6 +38,9 @@ from .fields import (
 )
 from .gotypes import parse_bool, parse_duration, parse_uint
 from .http import HttpServer, Request, Response
+from .kv import KVStore
+from .kv_api import KVSessionAPI
+from .sessions import DEFAULT_TTL_MIN, TTL_MULTIPLIER, SessionStore
 from .state import (
     CRITICAL,
     DEFAULT_NODE_MAINT_REASON,
@@ -70,14 +75,6 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 
 
 @dataclass
-class Fault:
-    status: int
-    body: str
-    remaining: int | None
-    path: str | None
-
-
-@dataclass
 class QueryOptions:
     min_index: int
     wait: float
@@ -104,7 +101,9 @@ class ConsulDouble:
 
     def __init__(self, *, acl_token: str | None = None, read_tokens: Iterable[str] = (),
                  max_conns_per_client: int = 200, node_name: str = "consul-double",
-                 datacenter: str = "dc1", jitter: bool = True, streaming: bool = False) -> None:
+                 datacenter: str = "dc1", jitter: bool = True, streaming: bool = False,
+                 clock: Clock | None = None, session_ttl_min: float = DEFAULT_TTL_MIN,
+                 session_ttl_multiplier: float = TTL_MULTIPLIER) -> None:
         self.acl_token = acl_token
         self.read_tokens = set(read_tokens)
         self.datacenter = datacenter
@@ -113,17 +112,22 @@ class ConsulDouble:
         self.streaming = streaming
         self.catalog = Catalog(datacenter=datacenter, agent_node=node_name)
         self.checks = CheckRunner(self.catalog)
+        # Session TTLs and lock-delay run on this clock (a ManualClock lets a test move time).
+        self.clock: Clock = clock or LoopClock()
+        self.kv = KVStore(self.catalog, self.clock)
+        self.sessions = SessionStore(self.catalog, self.catalog, self.kv, self.clock,
+                                     ttl_min=session_ttl_min,
+                                     ttl_multiplier=session_ttl_multiplier)
         self._http = HttpServer(self._handle, max_conns_per_client=max_conns_per_client)
+        # Named clients' own listeners (see client_port), so faults can target one client.
+        self._client_http: dict[str, HttpServer] = {}
         # Counters for tests.
         self.requests: collections.Counter[str] = collections.Counter()
         self.request_log: collections.deque[Request] = collections.deque(maxlen=2000)
         self.blocking_queries = 0
         self.hung_requests = 0
         # Fault injection.
-        self._faults: list[Fault] = []
-        self._hanging = False
-        self._drops: int | None = 0
-        self._latency = 0.0
+        self.faults = FaultPlan()
         self._outage_task: asyncio.Task[None] | None = None
         self._routes = self._build_routes()
 
@@ -155,14 +159,17 @@ class ConsulDouble:
         """The global raft index (the last write's index)."""
         return self.catalog.index
 
+    def _servers(self) -> list[HttpServer]:
+        return [self._http, *self._client_http.values()]
+
     @property
     def connections(self) -> int:
-        """Open client connections (idle keep-alive ones included)."""
-        return len(self._http.connections)
+        """Open client connections on every port (idle keep-alive ones included)."""
+        return sum(len(server.connections) for server in self._servers())
 
     @property
     def rejected_connections(self) -> int:
-        return self._http.rejected_connections
+        return sum(server.rejected_connections for server in self._servers())
 
     @property
     def max_conns_per_client(self) -> int:
@@ -172,22 +179,48 @@ class ConsulDouble:
     def max_conns_per_client(self, value: int) -> None:
         self._http.max_conns_per_client = value
 
-    async def stop(self) -> None:
-        """Consul goes down: stop listening (connection refused) and close every connection,
-        blocking queries included. The catalog is kept for :meth:`restart`."""
-        await self._http.shutdown()
+    async def client_port(self, client: str) -> int:
+        """A port of the double's own for the client named ``client`` (made on first call):
+        requests that arrive there are that client's, so ``fail_with``, ``hang``,
+        ``disconnect``, ``stop`` and ``restart`` can target it alone."""
+        server = self._client_http.get(client)
+        if server is None:
+            async def handle(request: Request) -> Response:
+                return await self._handle(request, client)
 
-    async def restart(self) -> None:
-        """Listen again on the same port, with the same catalog and indexes."""
-        if not self._http.listening:
-            await self._http.listen(self.port)
+            server = HttpServer(handle, max_conns_per_client=self.max_conns_per_client)
+            await server.listen(0)
+            self._client_http[client] = server
+        return server.port
+
+    def _scope(self, client: str | None) -> list[HttpServer]:
+        if client is None:
+            return self._servers()
+        if client not in self._client_http:
+            raise KeyError(f"no client {client!r}: call client_port({client!r}) first")
+        return [self._client_http[client]]
+
+    async def stop(self, client: str | None = None) -> None:
+        """Consul goes down (for ``client`` alone if given: its port): stop listening
+        (connection refused) and close every connection, blocking queries included. The
+        state is kept for :meth:`restart`; sessions' TTLs keep running."""
+        for server in self._scope(client):
+            await server.shutdown()
+
+    async def restart(self, client: str | None = None) -> None:
+        """Listen again on the same port(s), with the same state and indexes."""
+        for server in self._scope(client):
+            if not server.listening:
+                await server.listen(server.port)
 
     async def close(self) -> None:
         if self._outage_task is not None:
             self._outage_task.cancel()
             await asyncio.gather(self._outage_task, return_exceptions=True)
-        await self._http.shutdown()
+        for server in self._servers():
+            await server.shutdown()
         await self.checks.close()
+        self.sessions.cancel_timers()
 
     async def __aenter__(self) -> ConsulDouble:
         return self
@@ -283,6 +316,8 @@ class ConsulDouble:
         """Move the indexes back to ``index`` (snapshot restore). Blocking queries in flight
         return at once with the lower index; a new query with the old, higher index blocks
         for its whole wait."""
+        self.kv.reset_index(index)
+        self.sessions.reset_index(index)
         self.catalog.reset_index(index)
 
     def service_index(self, name: str) -> int:
@@ -293,36 +328,33 @@ class ConsulDouble:
         """What ``/v1/health/service/<name>`` would return now (no filters)."""
         return self.catalog.health_service(name)
 
-    # ---- fault injection
+    # ---- fault injection (faults.py); ``client=``: only that client's port, see client_port
     def fail_with(self, status: int, body: str | None = None, *, count: int | None = None,
-                  path: str | None = None) -> None:
+                  path: str | None = None, client: str | None = None) -> None:
         """Answer the next ``count`` requests (all until :meth:`clear_faults` when None) whose
         path starts with ``path`` with ``status`` and a text ``body``: 500 "No cluster leader",
         429, 403 "ACL not found"..."""
-        if body is None:
-            body = {500: "No cluster leader", 403: "ACL not found",
-                    429: "Too Many Requests"}.get(status, "")
-        self._faults.append(Fault(status, body, count, path))
+        self.faults.fail_with(status, body, count, path, client)
 
-    def clear_faults(self) -> None:
-        self._faults.clear()
-        self._drops = 0
-        self._latency = 0.0
+    def clear_faults(self, client: str | None = None) -> None:
+        """End errors, disconnects and latency (only ``client``'s if given); not hangs."""
+        self.faults.clear(client)
 
-    def hang(self, enabled: bool = True) -> None:
+    def hang(self, enabled: bool = True, *, client: str | None = None) -> None:
         """While enabled, connections are accepted and requests read but never answered;
         responses not yet sent (blocking queries in flight) are never sent either. Requests
-        caught by a hang stay unanswered until their connection closes."""
-        self._hanging = enabled
+        caught by a hang stay unanswered until their connection closes. ``hang(False)``
+        without a client ends every hang."""
+        self.faults.hang(enabled, client)
 
-    def disconnect(self, count: int | None = 1) -> None:
+    def disconnect(self, count: int | None = 1, *, client: str | None = None) -> None:
         """Close the connection instead of answering the next ``count`` requests (None: all,
         until :meth:`clear_faults`)."""
-        self._drops = count
+        self.faults.disconnect(count, client)
 
     def set_latency(self, seconds: float) -> None:
         """Delay every answer by ``seconds``."""
-        self._latency = seconds
+        self.faults.latency = seconds
 
     def outage(self, seconds: float) -> asyncio.Task[None]:
         """In the background: stop, stay down for ``seconds``, restart on the same port.
@@ -361,22 +393,22 @@ class ConsulDouble:
             ("/v1/agent/self", False, ("GET",), self._agent_self),
             ("/v1/status/leader", False, ("GET",), self._status_leader),
             ("/v1/status/peers", False, ("GET",), self._status_peers),
+            *KVSessionAPI(self).routes(),
         ]
 
-    async def _handle(self, request: Request) -> Response:
+    async def _handle(self, request: Request, client: str | None = None) -> Response:
         if request.path.startswith("/_double/"):
             return await self._control(request)
         self.requests[request.path] += 1
         self.request_log.append(request)
-        if self._hanging:
+        faults = self.faults
+        if faults.hangs(client):
             await self._hold_forever()
-        if self._drops is None or self._drops > 0:
-            if self._drops is not None:
-                self._drops -= 1
+        if faults.take_drop(client):
             return Response(0, drop=True)
-        fault = self._take_fault(request.path)
-        if self._latency:
-            await asyncio.sleep(self._latency)
+        fault = faults.take_fault(request.path, client)
+        if faults.latency:
+            await asyncio.sleep(faults.latency)
         if fault is not None:
             response = self._text(fault.status, fault.body)
         else:
@@ -386,23 +418,13 @@ class ConsulDouble:
                 response = self._text(exc.status, exc.message, exc.headers)
             except CatalogError as exc:
                 response = self._text(exc.status, exc.message)
-        if self._hanging:
+        if faults.hangs(client):
             await self._hold_forever()
         return response
 
     async def _hold_forever(self) -> None:
         self.hung_requests += 1
         await asyncio.get_running_loop().create_future()
-
-    def _take_fault(self, path: str) -> Fault | None:
-        for fault in self._faults:
-            if fault.path is None or path.startswith(fault.path):
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                return fault
-        return None
 
     async def _route(self, request: Request) -> Response:
         for path, is_prefix, methods, handler in self._routes:
@@ -460,9 +482,11 @@ class ConsulDouble:
             return "read"
         raise HttpError(403, "ACL not found")
 
-    def _require_write(self, request: Request, permission: str, resource: str) -> None:
+    def _require(self, request: Request, permission: str, resource: str) -> None:
+        """403 unless the token may do ``permission`` ("service:write", "key:read"...): the
+        management token may do anything, a read token any ``*:read``."""
         authz = self._authz(request)
-        if authz == "management":
+        if authz == "management" or (authz == "read" and permission.endswith(":read")):
             return
         who = ("anonymous token" if authz == "anonymous" else
                f"token with AccessorID '{uuid.uuid5(uuid.NAMESPACE_OID, self._token(request))}'")
@@ -770,7 +794,7 @@ class ConsulDouble:
     async def _agent_service_register(self, request: Request) -> Response:
         fields = lower_keys(self._json_body(request))
         name = field_str(fields, "name") or field_str(fields, "service")
-        self._require_write(request, "service:write", name)
+        self._require(request, "service:write", name)
         if not name:
             raise HttpError(400, "Missing service name")
         replace = False
@@ -824,7 +848,7 @@ class ConsulDouble:
 
     async def _agent_service_deregister(self, request: Request, service_id: str) -> Response:
         svc = self.catalog.service(self.node_name, service_id)
-        self._require_write(request, "service:write", svc.name if svc else service_id)
+        self._require(request, "service:write", svc.name if svc else service_id)
         self._agent_service(service_id)
         self.catalog.remove_service(self.node_name, service_id)
         return self._empty()
@@ -843,7 +867,7 @@ class ConsulDouble:
             raise HttpError(400, "Missing service ID")
         enable = self._enable_param(request)
         svc = self.catalog.service(self.node_name, service_id)
-        self._require_write(request, "service:write", svc.name if svc else service_id)
+        self._require(request, "service:write", svc.name if svc else service_id)
         if svc is None:
             raise HttpError(404, f"No service registered with ID {json.dumps(service_id)}")
         self._service_maintenance(svc, enable, request.param("reason") or "")
@@ -862,7 +886,7 @@ class ConsulDouble:
 
     async def _agent_maintenance(self, request: Request) -> Response:
         enable = self._enable_param(request)
-        self._require_write(request, "node:write", self.node_name)
+        self._require(request, "node:write", self.node_name)
         self._node_maintenance(self.node_name, enable, request.param("reason") or "")
         return self._empty()
 
@@ -881,7 +905,7 @@ class ConsulDouble:
         name = field_str(fields, "name")
         service_id = field_str(fields, "serviceid")
         svc = self.catalog.service(self.node_name, service_id) if service_id else None
-        self._require_write(request, "service:write" if service_id else "node:write",
+        self._require(request, "service:write" if service_id else "node:write",
                             svc.name if svc else (service_id or self.node_name))
         if not name:
             raise HttpError(400, "Missing check name")
@@ -910,7 +934,7 @@ class ConsulDouble:
             self._authz(request)
             raise HttpError(404, f"Unknown check ID {json.dumps(check_id)}")
         svc = self.catalog.service(self.node_name, chk.service_id) if chk.service_id else None
-        self._require_write(request, "service:write" if svc else "node:write",
+        self._require(request, "service:write" if svc else "node:write",
                             svc.name if svc else self.node_name)
         return chk
 
@@ -949,9 +973,9 @@ class ConsulDouble:
         node = field_str(fields, "node")
         raw_service = fields.get("service")
         service_fields = lower_keys(raw_service, "Service") if raw_service else None
-        self._require_write(request, "node:write", node)
+        self._require(request, "node:write", node)
         if service_fields is not None:
-            self._require_write(request, "service:write", field_str(service_fields, "service"))
+            self._require(request, "service:write", field_str(service_fields, "service"))
         if not node:
             raise HttpError(400, "Must provide node")
         skip_node_update = bool(fields.get("skipnodeupdate"))
@@ -1012,7 +1036,7 @@ class ConsulDouble:
     async def _catalog_deregister(self, request: Request) -> Response:
         fields = lower_keys(self._json_body(request))
         node = field_str(fields, "node")
-        self._require_write(request, "node:write", node)
+        self._require(request, "node:write", node)
         if not node:
             raise HttpError(400, "Must provide node")
         service_id = field_str(fields, "serviceid")
@@ -1041,18 +1065,28 @@ class ConsulDouble:
                     "hung_requests": self.hung_requests})
             if request.method != "PUT":
                 raise HttpError(405, f"method {request.method} not allowed", {"Allow": "PUT"})
+            client = param("client") or None
             if action == "fail":
                 count = param("count")
                 self.fail_with(int(param("status") or 500), param("body"),
-                               count=int(count) if count else None, path=param("path"))
+                               count=int(count) if count else None, path=param("path"),
+                               client=client)
             elif action == "clear":
-                self.clear_faults()
-                self.hang(False)
+                self.clear_faults(client)
+                self.hang(False, client=client)
             elif action == "hang":
-                self.hang(parse_bool(param("enable") or "true"))
+                self.hang(parse_bool(param("enable") or "true"), client=client)
             elif action == "disconnect":
                 count = param("count")
-                self.disconnect(int(count) if count else None)
+                self.disconnect(int(count) if count else None, client=client)
+            elif action == "client-port" and client:
+                return self._json(request, await self.client_port(client))
+            elif action == "stop" and client:
+                await self.stop(client)
+            elif action == "restart" and client:
+                await self.restart(client)
+            elif action == "invalidate-session":
+                return self._json(request, self.sessions.destroy(arg))
             elif action == "latency":
                 self.set_latency(float(param("seconds") or 0))
             elif action == "reset-index":
