@@ -18,7 +18,8 @@ async def _main(args: argparse.Namespace) -> None:
     double = await ConsulDouble.start(
         port=args.port, acl_token=args.acl_token, read_tokens=args.read_token or (),
         node_name=args.node_name, datacenter=args.datacenter,
-        max_conns_per_client=args.max_conns_per_client, streaming=args.streaming)
+        max_conns_per_client=args.max_conns_per_client, streaming=args.streaming,
+        session_ttl_min=args.session_ttl_min, session_ttl_multiplier=args.session_ttl_multiplier)
     print(double.address, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -41,6 +42,10 @@ def main() -> None:
     parser.add_argument("--max-conns-per-client", type=int, default=200)
     parser.add_argument("--streaming", action="store_true",
                         help="omit KnownLeader/LastContact on blocking reads, as streaming does")
+    parser.add_argument("--session-ttl-min", type=float, default=10.0,
+                        help="shortest session TTL accepted, in seconds (Consul: 10)")
+    parser.add_argument("--session-ttl-multiplier", type=float, default=2.0,
+                        help="a session expires TTL x this after its last renew (Consul: 2)")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(args))

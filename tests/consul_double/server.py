@@ -25,8 +25,22 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .checks import CheckDefinition, CheckRunner
-from .gotypes import duration_field, parse_bool, parse_duration, parse_uint
+from .clock import Clock, LoopClock
+from .faults import FaultPlan
+from .fields import (
+    HttpError,
+    field_duration,
+    field_int,
+    field_str,
+    field_str_list,
+    field_str_map,
+    lower_keys,
+)
+from .gotypes import parse_bool, parse_duration, parse_uint
 from .http import HttpServer, Request, Response
+from .kv import KVStore
+from .kv_api import KVSessionAPI
+from .sessions import DEFAULT_TTL_MIN, TTL_MULTIPLIER, SessionStore
 from .state import (
     CRITICAL,
     DEFAULT_NODE_MAINT_REASON,
@@ -60,76 +74,12 @@ JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-@dataclass
-class Fault:
-    status: int
-    body: str
-    remaining: int | None
-    path: str | None
-
-
 @dataclass
 class QueryOptions:
     min_index: int
     wait: float
     consistency: str
     cached: bool
-
-
-def _lower_keys(raw: Any, what: str = "body") -> dict[str, Any]:
-    """Consul matches JSON keys case-insensitively and accepts snake_case: normalise both."""
-    if not isinstance(raw, dict):
-        raise HttpError(400, f"Request decode failed: {what} must be a JSON object")
-    return {str(k).replace("_", "").lower(): v for k, v in raw.items()}
-
-
-def _str(fields: dict[str, Any], key: str, default: str = "") -> str:
-    value = fields.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise HttpError(400, f"Request decode failed: {key} must be a string")
-    return value
-
-
-def _int(fields: dict[str, Any], key: str, default: int = 0) -> int:
-    value = fields.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise HttpError(400, f"Request decode failed: {key} must be an integer")
-    return int(value)
-
-
-def _str_list(fields: dict[str, Any], key: str) -> list[str]:
-    value = fields.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise HttpError(400, f"Request decode failed: {key} must be a list of strings")
-    return list(value)
-
-
-def _str_map(fields: dict[str, Any], key: str) -> dict[str, str] | None:
-    value = fields.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise HttpError(400, f"Request decode failed: {key} must be a map of strings")
-    return {str(k): v for k, v in value.items()}
-
-
-def _duration(fields: dict[str, Any], key: str) -> float:
-    try:
-        return duration_field(fields.get(key) or 0)
-    except ValueError as exc:
-        raise HttpError(400, f"Request decode failed: {exc}") from None
 
 
 def filter_non_passing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -151,7 +101,9 @@ class ConsulDouble:
 
     def __init__(self, *, acl_token: str | None = None, read_tokens: Iterable[str] = (),
                  max_conns_per_client: int = 200, node_name: str = "consul-double",
-                 datacenter: str = "dc1", jitter: bool = True, streaming: bool = False) -> None:
+                 datacenter: str = "dc1", jitter: bool = True, streaming: bool = False,
+                 clock: Clock | None = None, session_ttl_min: float = DEFAULT_TTL_MIN,
+                 session_ttl_multiplier: float = TTL_MULTIPLIER) -> None:
         self.acl_token = acl_token
         self.read_tokens = set(read_tokens)
         self.datacenter = datacenter
@@ -160,17 +112,22 @@ class ConsulDouble:
         self.streaming = streaming
         self.catalog = Catalog(datacenter=datacenter, agent_node=node_name)
         self.checks = CheckRunner(self.catalog)
+        # Session TTLs and lock-delay run on this clock (a ManualClock lets a test move time).
+        self.clock: Clock = clock or LoopClock()
+        self.kv = KVStore(self.catalog, self.clock)
+        self.sessions = SessionStore(self.catalog, self.catalog, self.kv, self.clock,
+                                     ttl_min=session_ttl_min,
+                                     ttl_multiplier=session_ttl_multiplier)
         self._http = HttpServer(self._handle, max_conns_per_client=max_conns_per_client)
+        # Named clients' own listeners (see client_port), so faults can target one client.
+        self._client_http: dict[str, HttpServer] = {}
         # Counters for tests.
         self.requests: collections.Counter[str] = collections.Counter()
         self.request_log: collections.deque[Request] = collections.deque(maxlen=2000)
         self.blocking_queries = 0
         self.hung_requests = 0
         # Fault injection.
-        self._faults: list[Fault] = []
-        self._hanging = False
-        self._drops: int | None = 0
-        self._latency = 0.0
+        self.faults = FaultPlan()
         self._outage_task: asyncio.Task[None] | None = None
         self._routes = self._build_routes()
 
@@ -202,14 +159,17 @@ class ConsulDouble:
         """The global raft index (the last write's index)."""
         return self.catalog.index
 
+    def _servers(self) -> list[HttpServer]:
+        return [self._http, *self._client_http.values()]
+
     @property
     def connections(self) -> int:
-        """Open client connections (idle keep-alive ones included)."""
-        return len(self._http.connections)
+        """Open client connections on every port (idle keep-alive ones included)."""
+        return sum(len(server.connections) for server in self._servers())
 
     @property
     def rejected_connections(self) -> int:
-        return self._http.rejected_connections
+        return sum(server.rejected_connections for server in self._servers())
 
     @property
     def max_conns_per_client(self) -> int:
@@ -219,22 +179,48 @@ class ConsulDouble:
     def max_conns_per_client(self, value: int) -> None:
         self._http.max_conns_per_client = value
 
-    async def stop(self) -> None:
-        """Consul goes down: stop listening (connection refused) and close every connection,
-        blocking queries included. The catalog is kept for :meth:`restart`."""
-        await self._http.shutdown()
+    async def client_port(self, client: str) -> int:
+        """A port of the double's own for the client named ``client`` (made on first call):
+        requests that arrive there are that client's, so ``fail_with``, ``hang``,
+        ``disconnect``, ``stop`` and ``restart`` can target it alone."""
+        server = self._client_http.get(client)
+        if server is None:
+            async def handle(request: Request) -> Response:
+                return await self._handle(request, client)
 
-    async def restart(self) -> None:
-        """Listen again on the same port, with the same catalog and indexes."""
-        if not self._http.listening:
-            await self._http.listen(self.port)
+            server = HttpServer(handle, max_conns_per_client=self.max_conns_per_client)
+            await server.listen(0)
+            self._client_http[client] = server
+        return server.port
+
+    def _scope(self, client: str | None) -> list[HttpServer]:
+        if client is None:
+            return self._servers()
+        if client not in self._client_http:
+            raise KeyError(f"no client {client!r}: call client_port({client!r}) first")
+        return [self._client_http[client]]
+
+    async def stop(self, client: str | None = None) -> None:
+        """Consul goes down (for ``client`` alone if given: its port): stop listening
+        (connection refused) and close every connection, blocking queries included. The
+        state is kept for :meth:`restart`; sessions' TTLs keep running."""
+        for server in self._scope(client):
+            await server.shutdown()
+
+    async def restart(self, client: str | None = None) -> None:
+        """Listen again on the same port(s), with the same state and indexes."""
+        for server in self._scope(client):
+            if not server.listening:
+                await server.listen(server.port)
 
     async def close(self) -> None:
         if self._outage_task is not None:
             self._outage_task.cancel()
             await asyncio.gather(self._outage_task, return_exceptions=True)
-        await self._http.shutdown()
+        for server in self._servers():
+            await server.shutdown()
         await self.checks.close()
+        self.sessions.cancel_timers()
 
     async def __aenter__(self) -> ConsulDouble:
         return self
@@ -330,6 +316,8 @@ class ConsulDouble:
         """Move the indexes back to ``index`` (snapshot restore). Blocking queries in flight
         return at once with the lower index; a new query with the old, higher index blocks
         for its whole wait."""
+        self.kv.reset_index(index)
+        self.sessions.reset_index(index)
         self.catalog.reset_index(index)
 
     def service_index(self, name: str) -> int:
@@ -340,36 +328,33 @@ class ConsulDouble:
         """What ``/v1/health/service/<name>`` would return now (no filters)."""
         return self.catalog.health_service(name)
 
-    # ---- fault injection
+    # ---- fault injection (faults.py); ``client=``: only that client's port, see client_port
     def fail_with(self, status: int, body: str | None = None, *, count: int | None = None,
-                  path: str | None = None) -> None:
+                  path: str | None = None, client: str | None = None) -> None:
         """Answer the next ``count`` requests (all until :meth:`clear_faults` when None) whose
         path starts with ``path`` with ``status`` and a text ``body``: 500 "No cluster leader",
         429, 403 "ACL not found"..."""
-        if body is None:
-            body = {500: "No cluster leader", 403: "ACL not found",
-                    429: "Too Many Requests"}.get(status, "")
-        self._faults.append(Fault(status, body, count, path))
+        self.faults.fail_with(status, body, count, path, client)
 
-    def clear_faults(self) -> None:
-        self._faults.clear()
-        self._drops = 0
-        self._latency = 0.0
+    def clear_faults(self, client: str | None = None) -> None:
+        """End errors, disconnects and latency (only ``client``'s if given); not hangs."""
+        self.faults.clear(client)
 
-    def hang(self, enabled: bool = True) -> None:
+    def hang(self, enabled: bool = True, *, client: str | None = None) -> None:
         """While enabled, connections are accepted and requests read but never answered;
         responses not yet sent (blocking queries in flight) are never sent either. Requests
-        caught by a hang stay unanswered until their connection closes."""
-        self._hanging = enabled
+        caught by a hang stay unanswered until their connection closes. ``hang(False)``
+        without a client ends every hang."""
+        self.faults.hang(enabled, client)
 
-    def disconnect(self, count: int | None = 1) -> None:
+    def disconnect(self, count: int | None = 1, *, client: str | None = None) -> None:
         """Close the connection instead of answering the next ``count`` requests (None: all,
         until :meth:`clear_faults`)."""
-        self._drops = count
+        self.faults.disconnect(count, client)
 
     def set_latency(self, seconds: float) -> None:
         """Delay every answer by ``seconds``."""
-        self._latency = seconds
+        self.faults.latency = seconds
 
     def outage(self, seconds: float) -> asyncio.Task[None]:
         """In the background: stop, stay down for ``seconds``, restart on the same port.
@@ -408,22 +393,22 @@ class ConsulDouble:
             ("/v1/agent/self", False, ("GET",), self._agent_self),
             ("/v1/status/leader", False, ("GET",), self._status_leader),
             ("/v1/status/peers", False, ("GET",), self._status_peers),
+            *KVSessionAPI(self).routes(),
         ]
 
-    async def _handle(self, request: Request) -> Response:
+    async def _handle(self, request: Request, client: str | None = None) -> Response:
         if request.path.startswith("/_double/"):
             return await self._control(request)
         self.requests[request.path] += 1
         self.request_log.append(request)
-        if self._hanging:
+        faults = self.faults
+        if faults.hangs(client):
             await self._hold_forever()
-        if self._drops is None or self._drops > 0:
-            if self._drops is not None:
-                self._drops -= 1
+        if faults.take_drop(client):
             return Response(0, drop=True)
-        fault = self._take_fault(request.path)
-        if self._latency:
-            await asyncio.sleep(self._latency)
+        fault = faults.take_fault(request.path, client)
+        if faults.latency:
+            await asyncio.sleep(faults.latency)
         if fault is not None:
             response = self._text(fault.status, fault.body)
         else:
@@ -433,23 +418,13 @@ class ConsulDouble:
                 response = self._text(exc.status, exc.message, exc.headers)
             except CatalogError as exc:
                 response = self._text(exc.status, exc.message)
-        if self._hanging:
+        if faults.hangs(client):
             await self._hold_forever()
         return response
 
     async def _hold_forever(self) -> None:
         self.hung_requests += 1
         await asyncio.get_running_loop().create_future()
-
-    def _take_fault(self, path: str) -> Fault | None:
-        for fault in self._faults:
-            if fault.path is None or path.startswith(fault.path):
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                return fault
-        return None
 
     async def _route(self, request: Request) -> Response:
         for path, is_prefix, methods, handler in self._routes:
@@ -507,9 +482,11 @@ class ConsulDouble:
             return "read"
         raise HttpError(403, "ACL not found")
 
-    def _require_write(self, request: Request, permission: str, resource: str) -> None:
+    def _require(self, request: Request, permission: str, resource: str) -> None:
+        """403 unless the token may do ``permission`` ("service:write", "key:read"...): the
+        management token may do anything, a read token any ``*:read``."""
         authz = self._authz(request)
-        if authz == "management":
+        if authz == "management" or (authz == "read" and permission.endswith(":read")):
             return
         who = ("anonymous token" if authz == "anonymous" else
                f"token with AccessorID '{uuid.uuid5(uuid.NAMESPACE_OID, self._token(request))}'")
@@ -746,16 +723,16 @@ class ConsulDouble:
 
     def _parse_check_type(self, raw: Any) -> tuple[dict[str, Any], CheckDefinition]:
         """A ``CheckType`` (inside a service registration) or ``CheckDefinition``."""
-        fields = _lower_keys(raw, "check")
+        fields = lower_keys(raw, "check")
         definition = CheckDefinition(
-            ttl=_duration(fields, "ttl"),
-            http=_str(fields, "http"),
-            method=_str(fields, "method") or "GET",
-            tcp=_str(fields, "tcp"),
-            interval=_duration(fields, "interval"),
-            timeout=_duration(fields, "timeout") or 10.0,
-            success_before_passing=_int(fields, "successbeforepassing"),
-            failures_before_critical=_int(fields, "failuresbeforecritical"),
+            ttl=field_duration(fields, "ttl"),
+            http=field_str(fields, "http"),
+            method=field_str(fields, "method") or "GET",
+            tcp=field_str(fields, "tcp"),
+            interval=field_duration(fields, "interval"),
+            timeout=field_duration(fields, "timeout") or 10.0,
+            success_before_passing=field_int(fields, "successbeforepassing"),
+            failures_before_critical=field_int(fields, "failuresbeforecritical"),
         )
         header = fields.get("header")
         if isinstance(header, dict):
@@ -774,7 +751,7 @@ class ConsulDouble:
                                  "TCP, UDP or GRPC checks")
         if not interval_check and definition.ttl <= 0:
             raise HttpError(400, "Invalid check: TTL must be > 0 for TTL checks")
-        status = _str(fields, "status")
+        status = field_str(fields, "status")
         if status and status not in STATUSES:
             raise HttpError(400, "Status for checks must 'passing', 'warning', 'critical'")
         return fields, definition
@@ -784,7 +761,8 @@ class ConsulDouble:
                     check_id: str, name: str) -> Check:
         kind = "ttl" if definition.ttl else "http" if definition.http else "tcp"
         return Check(node=node, check_id=check_id, name=name,
-                     status=_str(fields, "status") or CRITICAL, notes=_str(fields, "notes"),
+                     status=field_str(fields, "status") or CRITICAL,
+                     notes=field_str(fields, "notes"),
                      type=kind, interval=definition.interval,
                      timeout=0.0 if definition.ttl else definition.timeout,
                      ttl=definition.ttl, http=definition.http, tcp=definition.tcp)
@@ -793,8 +771,8 @@ class ConsulDouble:
         raw = fields.get("weights")
         if raw is None:
             return {"Passing": 1, "Warning": 1}
-        weights = _lower_keys(raw, "Weights")
-        out = {"Passing": _int(weights, "passing"), "Warning": _int(weights, "warning")}
+        weights = lower_keys(raw, "Weights")
+        out = {"Passing": field_int(weights, "passing"), "Warning": field_int(weights, "warning")}
         if out["Passing"] < 1:
             raise HttpError(400, "Invalid Weights: Passing must be greater than 0")
         if out["Warning"] < 0:
@@ -808,14 +786,15 @@ class ConsulDouble:
             raise HttpError(400, "Request decode failed: TaggedAddresses must be an object")
         out = {}
         for tag, value in raw.items():
-            entry = _lower_keys(value, "TaggedAddresses")
-            out[str(tag)] = {"Address": _str(entry, "address"), "Port": _int(entry, "port")}
+            entry = lower_keys(value, "TaggedAddresses")
+            out[str(tag)] = {"Address": field_str(entry, "address"),
+                             "Port": field_int(entry, "port")}
         return out
 
     async def _agent_service_register(self, request: Request) -> Response:
-        fields = _lower_keys(self._json_body(request))
-        name = _str(fields, "name") or _str(fields, "service")
-        self._require_write(request, "service:write", name)
+        fields = lower_keys(self._json_body(request))
+        name = field_str(fields, "name") or field_str(fields, "service")
+        self._require(request, "service:write", name)
         if not name:
             raise HttpError(400, "Missing service name")
         replace = False
@@ -825,14 +804,14 @@ class ConsulDouble:
                 replace = parse_bool(raw_replace)
             except ValueError:
                 raise HttpError(400, "Invalid value for replace-existing-checks") from None
-        service_id = _str(fields, "id") or name
-        address = _str(fields, "address")
-        port = _int(fields, "port")
+        service_id = field_str(fields, "id") or name
+        address = field_str(fields, "address")
+        port = field_int(fields, "port")
         tagged = default_service_tagged_addresses(address, port)
         tagged.update(self._parse_tagged_addresses(fields))
         svc = Service(node=self.node_name, id=service_id, name=name,
-                      tags=_str_list(fields, "tags"), address=address, port=port,
-                      meta=_str_map(fields, "meta"), weights=self._parse_weights(fields),
+                      tags=field_str_list(fields, "tags"), address=address, port=port,
+                      meta=field_str_map(fields, "meta"), weights=self._parse_weights(fields),
                       tagged_addresses=tagged,
                       enable_tag_override=bool(fields.get("enabletagoverride", False)))
         raw_checks = []
@@ -845,12 +824,12 @@ class ConsulDouble:
         parsed = [self._parse_check_type(raw) for raw in raw_checks]
         checks = []
         for i, (check_fields, definition) in enumerate(parsed):
-            check_id = _str(check_fields, "checkid") or _str(check_fields, "id")
+            check_id = field_str(check_fields, "checkid") or field_str(check_fields, "id")
             if not check_id:
                 check_id = f"service:{service_id}"
                 if len(parsed) > 1:
                     check_id += f":{i + 1}"
-            check_name = _str(check_fields, "name") or f"Service '{name}' check"
+            check_name = field_str(check_fields, "name") or f"Service '{name}' check"
             checks.append((self._check_from(check_fields, definition, node=self.node_name,
                                             check_id=check_id, name=check_name), definition))
         self.catalog.register_service(self.node_name, svc, checks=[c for c, _ in checks],
@@ -869,7 +848,7 @@ class ConsulDouble:
 
     async def _agent_service_deregister(self, request: Request, service_id: str) -> Response:
         svc = self.catalog.service(self.node_name, service_id)
-        self._require_write(request, "service:write", svc.name if svc else service_id)
+        self._require(request, "service:write", svc.name if svc else service_id)
         self._agent_service(service_id)
         self.catalog.remove_service(self.node_name, service_id)
         return self._empty()
@@ -888,7 +867,7 @@ class ConsulDouble:
             raise HttpError(400, "Missing service ID")
         enable = self._enable_param(request)
         svc = self.catalog.service(self.node_name, service_id)
-        self._require_write(request, "service:write", svc.name if svc else service_id)
+        self._require(request, "service:write", svc.name if svc else service_id)
         if svc is None:
             raise HttpError(404, f"No service registered with ID {json.dumps(service_id)}")
         self._service_maintenance(svc, enable, request.param("reason") or "")
@@ -907,7 +886,7 @@ class ConsulDouble:
 
     async def _agent_maintenance(self, request: Request) -> Response:
         enable = self._enable_param(request)
-        self._require_write(request, "node:write", self.node_name)
+        self._require(request, "node:write", self.node_name)
         self._node_maintenance(self.node_name, enable, request.param("reason") or "")
         return self._empty()
 
@@ -922,21 +901,21 @@ class ConsulDouble:
 
     async def _agent_check_register(self, request: Request) -> Response:
         raw = self._json_body(request)
-        fields = _lower_keys(raw)
-        name = _str(fields, "name")
-        service_id = _str(fields, "serviceid")
+        fields = lower_keys(raw)
+        name = field_str(fields, "name")
+        service_id = field_str(fields, "serviceid")
         svc = self.catalog.service(self.node_name, service_id) if service_id else None
-        self._require_write(request, "service:write" if service_id else "node:write",
+        self._require(request, "service:write" if service_id else "node:write",
                             svc.name if svc else (service_id or self.node_name))
         if not name:
             raise HttpError(400, "Missing check name")
-        status = _str(fields, "status")
+        status = field_str(fields, "status")
         if status and status not in STATUSES:
             raise HttpError(400, "Bad check status")
         check_fields, definition = self._parse_check_type(raw)
         if service_id and svc is None:
             raise HttpError(400, f"ServiceID {json.dumps(service_id)} does not exist")
-        check_id = _str(fields, "id") or _str(fields, "checkid") or name
+        check_id = field_str(fields, "id") or field_str(fields, "checkid") or name
         chk = self._check_from(check_fields, definition, node=self.node_name,
                                check_id=check_id, name=name)
         chk.service_id = svc.id if svc else ""
@@ -955,7 +934,7 @@ class ConsulDouble:
             self._authz(request)
             raise HttpError(404, f"Unknown check ID {json.dumps(check_id)}")
         svc = self.catalog.service(self.node_name, chk.service_id) if chk.service_id else None
-        self._require_write(request, "service:write" if svc else "node:write",
+        self._require(request, "service:write" if svc else "node:write",
                             svc.name if svc else self.node_name)
         return chk
 
@@ -982,28 +961,28 @@ class ConsulDouble:
         return self._ttl_update(request, check_id, "critical", request.param("note") or "")
 
     async def _agent_check_update(self, request: Request, check_id: str) -> Response:
-        fields = _lower_keys(self._json_body(request))
-        status = _str(fields, "status")
+        fields = lower_keys(self._json_body(request))
+        status = field_str(fields, "status")
         if status not in STATUSES:
             raise HttpError(400, f"Invalid check status: '{status}'")
-        return self._ttl_update(request, check_id, status, _str(fields, "output"))
+        return self._ttl_update(request, check_id, status, field_str(fields, "output"))
 
     # ================================================================ catalog writes
     async def _catalog_register(self, request: Request) -> Response:
-        fields = _lower_keys(self._json_body(request))
-        node = _str(fields, "node")
+        fields = lower_keys(self._json_body(request))
+        node = field_str(fields, "node")
         raw_service = fields.get("service")
-        service_fields = _lower_keys(raw_service, "Service") if raw_service else None
-        self._require_write(request, "node:write", node)
+        service_fields = lower_keys(raw_service, "Service") if raw_service else None
+        self._require(request, "node:write", node)
         if service_fields is not None:
-            self._require_write(request, "service:write", _str(service_fields, "service"))
+            self._require(request, "service:write", field_str(service_fields, "service"))
         if not node:
             raise HttpError(400, "Must provide node")
         skip_node_update = bool(fields.get("skipnodeupdate"))
-        address = _str(fields, "address")
+        address = field_str(fields, "address")
         if not address and not skip_node_update:
             raise HttpError(400, "Must provide address")
-        dc = _str(fields, "datacenter")
+        dc = field_str(fields, "datacenter")
         if dc and dc != self.datacenter:
             raise HttpError(500, "No path to datacenter")
         catalog = self.catalog
@@ -1012,23 +991,25 @@ class ConsulDouble:
         if not skip_node_update or existing is None:
             tagged = fields.get("taggedaddresses")
             catalog.ensure_node(node, address or (existing.address if existing else ""),
-                                node_id=_str(fields, "id") or (existing.id if existing else ""),
+                                node_id=field_str(fields, "id")
+                                or (existing.id if existing else ""),
                                 tagged_addresses=dict(tagged) if isinstance(tagged, dict)
                                 else None,
-                                meta=_str_map(fields, "nodemeta") or {}, write=write)
+                                meta=field_str_map(fields, "nodemeta") or {}, write=write)
         if service_fields is not None:
-            name = _str(service_fields, "service")
+            name = field_str(service_fields, "service")
             if not name:
                 raise HttpError(400, "Must provide service name")
             try:
                 weights = self._parse_weights(service_fields)
             except HttpError:
                 weights = {"Passing": 1, "Warning": 1}
-            svc_address = _str(service_fields, "address")
-            svc_port = _int(service_fields, "port")
-            svc = Service(node=node, id=_str(service_fields, "id") or name, name=name,
-                          tags=_str_list(service_fields, "tags"), address=svc_address,
-                          port=svc_port, meta=_str_map(service_fields, "meta"), weights=weights,
+            svc_address = field_str(service_fields, "address")
+            svc_port = field_int(service_fields, "port")
+            svc = Service(node=node, id=field_str(service_fields, "id") or name, name=name,
+                          tags=field_str_list(service_fields, "tags"), address=svc_address,
+                          port=svc_port, meta=field_str_map(service_fields, "meta"),
+                          weights=weights,
                           tagged_addresses=self._parse_tagged_addresses(service_fields),
                           enable_tag_override=bool(service_fields.get("enabletagoverride")))
             catalog.register_service(node, svc, write=write)
@@ -1037,29 +1018,29 @@ class ConsulDouble:
             raw_checks.append(fields["check"])
         raw_checks += [c for c in (fields.get("checks") or []) if c]
         for raw in raw_checks:
-            check_fields = _lower_keys(raw, "Check")
-            check_node = _str(check_fields, "node") or node
+            check_fields = lower_keys(raw, "Check")
+            check_node = field_str(check_fields, "node") or node
             if check_node.lower() != node.lower():
                 raise HttpError(500, "Check node doesn't match register request node")
-            check_id = _str(check_fields, "checkid") or _str(check_fields, "name")
-            status = _str(check_fields, "status") or CRITICAL
+            check_id = field_str(check_fields, "checkid") or field_str(check_fields, "name")
+            status = field_str(check_fields, "status") or CRITICAL
             if status not in STATUSES:
                 raise HttpError(500, f"Invalid check status: '{status}'")
             catalog.upsert_check(Check(
-                node=node, check_id=check_id, name=_str(check_fields, "name"), status=status,
-                notes=_str(check_fields, "notes"), output=_str(check_fields, "output"),
-                service_id=_str(check_fields, "serviceid")), write=write)
+                node=node, check_id=check_id, name=field_str(check_fields, "name"), status=status,
+                notes=field_str(check_fields, "notes"), output=field_str(check_fields, "output"),
+                service_id=field_str(check_fields, "serviceid")), write=write)
         catalog._commit(write)
         return self._json(request, True)
 
     async def _catalog_deregister(self, request: Request) -> Response:
-        fields = _lower_keys(self._json_body(request))
-        node = _str(fields, "node")
-        self._require_write(request, "node:write", node)
+        fields = lower_keys(self._json_body(request))
+        node = field_str(fields, "node")
+        self._require(request, "node:write", node)
         if not node:
             raise HttpError(400, "Must provide node")
-        service_id = _str(fields, "serviceid")
-        check_id = _str(fields, "checkid")
+        service_id = field_str(fields, "serviceid")
+        check_id = field_str(fields, "checkid")
         if service_id:
             self.catalog.remove_service(node, service_id)
         elif check_id:
@@ -1084,18 +1065,28 @@ class ConsulDouble:
                     "hung_requests": self.hung_requests})
             if request.method != "PUT":
                 raise HttpError(405, f"method {request.method} not allowed", {"Allow": "PUT"})
+            client = param("client") or None
             if action == "fail":
                 count = param("count")
                 self.fail_with(int(param("status") or 500), param("body"),
-                               count=int(count) if count else None, path=param("path"))
+                               count=int(count) if count else None, path=param("path"),
+                               client=client)
             elif action == "clear":
-                self.clear_faults()
-                self.hang(False)
+                self.clear_faults(client)
+                self.hang(False, client=client)
             elif action == "hang":
-                self.hang(parse_bool(param("enable") or "true"))
+                self.hang(parse_bool(param("enable") or "true"), client=client)
             elif action == "disconnect":
                 count = param("count")
-                self.disconnect(int(count) if count else None)
+                self.disconnect(int(count) if count else None, client=client)
+            elif action == "client-port" and client:
+                return self._json(request, await self.client_port(client))
+            elif action == "stop" and client:
+                await self.stop(client)
+            elif action == "restart" and client:
+                await self.restart(client)
+            elif action == "invalidate-session":
+                return self._json(request, self.sessions.destroy(arg))
             elif action == "latency":
                 self.set_latency(float(param("seconds") or 0))
             elif action == "reset-index":

@@ -267,6 +267,16 @@ class Catalog:
         self.changed.set()
         self.changed = asyncio.Event()
 
+    # The raft log shared with the KV store and the sessions (Consul has one index for all).
+    def next_index(self) -> int:
+        """Take the next index for a write outside the catalog tables."""
+        self.index += 1
+        return self.index
+
+    def notify_write(self) -> None:
+        """Wake blocking queries after such a write (they re-run and compare their index)."""
+        self._wake()
+
     # ---------------------------------------------------------------- reads
     def _instances(self, name: str) -> list[Service]:
         key = key_of(name)
