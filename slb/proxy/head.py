@@ -97,7 +97,9 @@ def prepare_request_head(ex: Exchange, peer: bytes, default_host: bytes, request
     rules.check_target(url)
     if url[:1] == b"/":
         path = url.partition(b"?")[0]
-    elif url[:4].lower() == b"http":  # absolute-form (RFC 9112 §3.2.2)
+    elif url == b"*":
+        path = url  # asterisk-form (RFC 9112 §3.2.4)
+    else:  # absolute-form (RFC 9112 §3.2.2); anything else is no request target
         authority, url = rules.split_absolute_form(url)
         path = url.partition(b"?")[0]
         # The target's authority replaces Host (RFC 9112 §3.2.2).
@@ -106,8 +108,6 @@ def prepare_request_head(ex: Exchange, peer: bytes, default_host: bytes, request
                             if parts[i].lower() != b"host" for p in parts[i:i + 4]]
         ex.parts += (b"Host", COLON, authority, CRLF)
         ex.host = authority
-    else:
-        path = url  # asterisk-form (OPTIONS *)
     if ex.host is not None:
         rules.check_host(ex.host)
     ex.path = path.decode("latin-1")

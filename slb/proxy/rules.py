@@ -18,6 +18,7 @@ Index (request head, applied by ``check_head`` and ``head.prepare_request_head``
 | ``reject_large_body``       | 413    | RFC 9110 §15.5.14, ``max_body_bytes``         |
 | ``check_target``            | 400    | RFC 9112 §3.2: no fragment                    |
 | ``split_absolute_form``     | 400    | RFC 9112 §3.2.2, RFC 9110 §4.2.4: no userinfo |
+|                             |        | (a target not ``/...``, ``*`` nor http(s)://) |
 | ``check_host``              | 400    | RFC 9110 §7.2, RFC 3986 §3.2.2: uri-host:port |
 | ``check_connection_options``| 400    | RFC 9110 §7.6.1: never framing or routing     |
 
@@ -160,7 +161,7 @@ def split_absolute_form(url: bytes) -> tuple[bytes, bytes]:
     """
     scheme, sep, rest = url.partition(b"://")
     if not sep or scheme.lower() not in (b"http", b"https"):
-        raise ClientError("invalid request target")
+        raise ClientError("invalid request target")  # (nor origin-, asterisk- nor http form)
     end = len(rest)
     for delimiter in (b"/", b"?"):
         found = rest.find(delimiter)
