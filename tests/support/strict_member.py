@@ -89,6 +89,9 @@ class StrictMember:
     requests: list[ReceivedRequest] = field(default_factory=list)
     errors: list[ProtocolErrorRecord] = field(default_factory=list)
     early: list[tuple[ReceivedRequest, bytes]] = field(default_factory=list)
+    # heads whose body never ended: the sender closed mid-body (as a proxy does when the client
+    # body turns out malformed after the head went out); not answered, not a parse error
+    aborted: list[ReceivedRequest] = field(default_factory=list)
     tunnels: dict[int, bytes] = field(default_factory=dict)
     connections: int = 0  # accepted so far
     closed: set[int] = field(default_factory=set)  # ids of connections that have ended
@@ -110,6 +113,7 @@ class StrictMember:
         self.requests.clear()
         self.errors.clear()
         self.early.clear()
+        self.aborted.clear()
         self.tunnels.clear()
 
     def paths(self) -> list[str]:
@@ -118,7 +122,7 @@ class StrictMember:
     def raw_requests(self) -> list[ReceivedRequest]:
         """Requests that did not come through the proxy's request path: no X-Forwarded-For
         naming the proxy's peer, or no request id."""
-        return [r for r in self.requests
+        return [r for r in self.requests + self.aborted
                 if not (r.header("x-forwarded-for") or "").endswith("127.0.0.1")
                 or not r.header("x-request-id")]
 
@@ -174,15 +178,20 @@ class StrictMember:
         seen = buffered  # everything fed to this parser, for an error record
         head: h11.Request | None = None
         body: list[bytes] = []
+        eof = False
         while True:
             try:
                 event = parser.next_event()
             except h11.RemoteProtocolError as exc:
-                self.errors.append(ProtocolErrorRecord(cid, seen, str(exc)))
+                if eof and head is not None:
+                    self.aborted.append(_received(head, body, cid))
+                else:
+                    self.errors.append(ProtocolErrorRecord(cid, seen, str(exc)))
                 return None
             if event is h11.NEED_DATA:
                 data = await reader.read(READ_SIZE)
                 seen += data
+                eof = not data
                 parser.receive_data(data)  # b"" tells h11 the peer closed
                 continue
             if isinstance(event, h11.ConnectionClosed):
@@ -195,12 +204,8 @@ class StrictMember:
                 body.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 assert head is not None
-                fields = [(n.decode("latin-1"), v.decode("latin-1"))
-                          for n, v in head.headers.raw_items()]
-                request = ReceivedRequest(head.method.decode(), head.target.decode("latin-1"),
-                                          fields, b"".join(body), cid)
                 rest, _ = parser.trailing_data
-                return request, head.http_version == b"1.0", bytes(rest)
+                return _received(head, body, cid), head.http_version == b"1.0", bytes(rest)
 
     async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       cid: int, early: bytes) -> None:
@@ -223,6 +228,12 @@ class StrictMember:
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
+
+
+def _received(head: h11.Request, body: list[bytes], cid: int) -> ReceivedRequest:
+    fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers.raw_items()]
+    return ReceivedRequest(head.method.decode(), head.target.decode("latin-1"), fields,
+                           b"".join(body), cid)
 
 
 async def start_member(responder: Responder = ok) -> StrictMember:
