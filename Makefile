@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run run-proxy test lint bench loadtest check clean system-deps
+.PHONY: run run-proxy test fuzz lint bench loadtest check clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# The exchange fuzzer at release length (make test runs a few thousand examples; this, minutes).
+fuzz: $(STAMP)
+	SLB_FUZZ_EXAMPLES=50000 $(BIN)/pytest -p no:cacheprovider tests/fuzz --hypothesis-show-statistics
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -62,7 +62,7 @@ from slb.proxy.flow import (
     FlowControl,
 )
 from slb.proxy.forward import REPLAY_LIMIT, Forwarding
-from slb.proxy.head import CANNED, COLON, CRLF
+from slb.proxy.head import COLON, CRLF
 from slb.proxy.relay import ResponseRelay
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
     __slots__ = (
         "ctx", "deadline", "deadline_kind", "exchanges", "head_bytes", "held", "in_head",
         "lingering", "listen_key", "loop", "out", "parser", "parsing", "peer", "read_paused",
-        "requests", "stopped", "transport", "tunnel", "write_paused",
+        "requests", "stopped", "transport", "tunnel", "upgrade_body", "write_paused",
     )
 
     def __init__(self, ctx: ProxyContext, listen_key: str) -> None:
@@ -105,6 +105,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self.lingering = False
         self.stopped = False  # no more requests are parsed (see the module docstring)
         self.held: list[bytes] | None = None  # client bytes after an Upgrade request
+        self.upgrade_body = 0  # body bytes of the Upgrade request still to come
         self.out: list[bytes] | None = None  # response bytes held for one write
 
     # -- asyncio.Protocol interface ---------------------------------------------------------
@@ -135,7 +136,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
                 tunnel.transport.write(data)
             return
         if self.held is not None:
-            self._hold(data)
+            self._upgrade_data(data)
             return
         if self.stopped:
             return  # (read before the pause took effect) not parsed: see stopped
@@ -147,11 +148,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
-            # Nothing after an Upgrade request is HTTP until the member says 101 (RFC 9110
-            # §7.8): held, and reading stops, until it answers.
-            self.held = []
-            self._hold(data[upgrade.args[0]:])
-            self._stop()
+            self._upgrade_requested(data[upgrade.args[0]:])
         except HttpParserCallbackError as exc:
             error = exc.__context__
             if isinstance(error, ProxyError):
@@ -297,6 +294,40 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         if ex.chunked:
             self._body_piece(ex, head.CHUNK_END)
 
+    # -- after an Upgrade request -----------------------------------------------------------
+
+    def _upgrade_requested(self, rest: bytes) -> None:
+        """llhttp stopped at the end of an Upgrade request's head; ``rest`` follows it.
+
+        Nothing after the request is HTTP until the member says 101 (RFC 9110 §7.8): it is held
+        and reading stops until the member answers. llhttp leaves the request's own body
+        (Content-Length; a chunked one is refused by ``rules.reject_chunked_upgrade``) to us:
+        it is framed here and forwarded as any body.
+        """
+        self.stopped = True
+        self.held = []
+        ex = self.exchanges[-1] if self.exchanges else None
+        if ex is not None and ex.content_length and not ex.response_done:
+            ex.request_done = False
+            self.upgrade_body = ex.content_length
+        self._upgrade_data(rest)
+
+    def _upgrade_data(self, data: bytes) -> None:
+        left = self.upgrade_body
+        if left:
+            ex = self.exchanges[-1]
+            piece = data[:left]
+            data = data[left:]
+            self.upgrade_body = left = left - len(piece)
+            ex.body_received += len(piece)
+            self._body_piece(ex, piece)
+            if not left:
+                ex.request_done = True
+        if data:
+            self._hold(data)
+        if not left:
+            self._stop()
+
     # -- the request flow -------------------------------------------------------------------
 
     def _dispatch(self, ex: Exchange) -> None:
@@ -360,7 +391,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         close = error.close or not self._keep_alive_after(ex)
         if close:
             ex.keep_alive = False
-        self.transport.write(CANNED[error.status, close])
+        self.transport.write(head.canned(ex, error.status, close))
         ex.response_started = True
         self._response_finished(ex)
 
@@ -458,7 +489,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         if ex.head_done:
             self._account(ex)
         self.exchanges.clear()
-        self.transport.write(CANNED[error.status, True])
+        self.transport.write(head.canned(ex, error.status, True))
         self._linger()
 
     # -- the edge ----------------------------------------------------------------------------
@@ -490,7 +521,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self.exchanges.clear()
             if ex.head_done:
                 self._account(ex)
-            self.transport.write(CANNED[500, True])
+            self.transport.write(head.canned(ex, 500, True))
             self._linger()
         except Exception:  # the state is not to be trusted: no second attempt
             log.exception("internal error while answering an internal error")

@@ -185,3 +185,12 @@ CANNED: dict[tuple[int, bool], bytes] = {
     for status in (400, 404, 408, 413, 414, 431, 500, 501, 502, 503, 504, 505)
     for close in (False, True)
 }
+# The same to a HEAD request: the head only (RFC 9110 §9.3.2), Content-Length kept.
+CANNED_HEAD: dict[tuple[int, bool], bytes] = {
+    key: answer.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" for key, answer in CANNED.items()
+}
+
+
+def canned(ex: Exchange, status: int, close: bool) -> bytes:
+    """The proxy's own answer ``status`` for ``ex``."""
+    return (CANNED_HEAD if ex.method == b"HEAD" else CANNED)[status, close]

@@ -16,6 +16,7 @@ Index (request head, applied by ``check_head`` and ``head.prepare_request_head``
 | ``reject_missing_host``     | 400    | RFC 9112 §3.2: Host is required in 1.1        |
 | ``check_transfer_encoding`` | 400/501| RFC 9112 §6.1, §6.3 (4): chunked last, only   |
 | ``reject_large_body``       | 413    | RFC 9110 §15.5.14, ``max_body_bytes``         |
+| ``reject_chunked_upgrade``  | 501    | RFC 9110 §7.8: not implemented                |
 | ``check_target``            | 400    | RFC 9112 §3.2: no fragment                    |
 | ``split_absolute_form``     | 400    | RFC 9112 §3.2.2, RFC 9110 §4.2.4: no userinfo |
 |                             |        | (a target not ``/...``, ``*`` nor http(s)://) |
@@ -45,6 +46,7 @@ def check_head(ex: Exchange, version: str, max_body: int) -> None:
     if ex.te is not None:
         check_transfer_encoding(ex.te)
     reject_large_body(ex.content_length, max_body)
+    reject_chunked_upgrade(ex.upgrade, ex.chunked)
 
 
 def reject_unknown_version(version: str) -> None:
@@ -75,6 +77,16 @@ def reject_large_body(content_length: int, max_body: int) -> None:
     """RFC 9110 §15.5.14: a declared body over ``max_body_bytes`` (0: no limit) is 413."""
     if max_body and content_length > max_body:
         raise BodyTooLarge("request body larger than the limit")
+
+
+def reject_chunked_upgrade(upgrade: bool, chunked: bool) -> None:
+    """RFC 9110 §7.8: a protocol switch happens after the whole request, body included.
+
+    llhttp hands over everything after an Upgrade request's head unparsed, so the proxy frames
+    that body itself; it does so for Content-Length and does not implement chunked. 501.
+    """
+    if upgrade and chunked:
+        raise Unsupported("a chunked body on an Upgrade request is not supported")
 
 
 def check_transfer_encoding(value: bytes) -> None:

@@ -151,3 +151,12 @@ def test_bug_after_response_started_closes_without_second_answer(
     assert client.statuses() == [200]
     assert client.transport.closed
     assert client.ctx.stats.internal_errors == 1
+
+
+def test_proxys_own_answer_to_head_has_no_body(client: FakeClient) -> None:
+    client.send(b"HEAD /a HTTP/1.1\r\nHost: example.com\r\n\r\n" + GET_B)
+    client.connect().respond(b"HTTP/1.1 200 OK\r\n" + b"X-Fill: " + b"a" * 70000 + b"\r\n\r\n")
+    # (502: the head is over max_response_header_bytes) then the next request goes on
+    assert client.written.endswith(b"Connection: keep-alive\r\n\r\n")
+    client.connect().respond(OK)
+    assert client.statuses() == [502, 200]
