@@ -258,6 +258,43 @@ async def test_surplus_bytes_after_a_response_never_reach_a_client(
     member.assert_nothing_raw()
 
 
+MISFRAMED = {
+    "Content-Length and Transfer-Encoding": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n" + chunked(b"ok") + INJECTED,
+    "two Content-Lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n"
+    b"\r\nok" + INJECTED,
+    "bad chunk size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n"
+    b"0\r\n\r\n" + INJECTED,
+}
+
+
+@pytest.mark.parametrize("answer", list(MISFRAMED.values()), ids=list(MISFRAMED))
+async def test_misframed_member_response_is_502_and_its_connection_not_reused(
+        start, member, answer):
+    member.script("/a", Reply(answer))
+    port = await start()
+    split, reply = await exchange(port, req("GET", "/a", ("Connection", "close")))
+    # A 502, or (a bad chunk shows after the head went out) the response cut short, closed.
+    cut = not split.responses and split.error is not None
+    assert split.statuses == [502] or cut, (split.statuses, split.error)
+    assert reply.closed and b"INJECTED" not in reply.data
+    split, _ = await exchange(port, req("GET", "/b", ("Connection", "close")))
+    answered(split, "/b")
+    assert member.requests[1].connection_id != member.requests[0].connection_id
+    member.assert_nothing_raw()
+
+
+async def test_chunk_extensions_and_trailers_end_the_body_where_they_should(start, member):
+    body = b"5;ext=1\r\nhello\r\n3\r\nGET\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    port = await start()
+    split, reply = await exchange(port, req("POST", "/a", ("Transfer-Encoding", "chunked"),
+                                            body=body) + req("GET", "/b") + LAST)
+    answered(split, "/a", "/b", "/last")
+    assert member.requests[0].body == b"helloGET"
+    assert reply.closed
+    member.assert_nothing_raw()
+
+
 # -- 5, 6. exactly one answer per request, in order, then the close ---------------------------
 
 
