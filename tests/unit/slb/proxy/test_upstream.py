@@ -85,3 +85,16 @@ def test_connection_options_of_member_drop_named_fields(client: FakeClient) -> N
     client.connect().respond(b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\n"
                              b"X-Kept: 2\r\nContent-Length: 0\r\n\r\n")
     assert b"X-Secret" not in client.written and b"X-Kept: 2" in client.written
+
+
+def test_bytes_on_a_pooled_connection_retire_it_before_reuse(client: FakeClient) -> None:
+    client.send(GET_B)
+    member = client.connect()
+    member.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert pooled(client) == 1
+    member.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")  # nobody asked
+    assert member.transport.closed
+    client.send(GET_B)
+    ex = client.protocol.exchanges[0]
+    assert ex.conn is None  # the poisoned connection was not taken: a fresh connect is asked
+    assert client.loop.tasks
