@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from admin.config import AdminConfig
+from admin.settings import AdminConfig
 from admin.main import Admin
 from tests.support.backends import Backend
 from tests.support.client import request

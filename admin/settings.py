@@ -4,6 +4,9 @@ Consul's address and token may also come from ``CONSUL_HTTP_ADDR`` and ``CONSUL_
 Consul's own tools read them; the file wins when it sets them. ``seed`` fills an empty store
 (clusters, nodes, virtual servers, routes, groups) and activates it, so a fresh admin serves at
 once; a store that already has objects is never touched by the seed.
+
+Roles are ranked (``ROLE_RANK``): each may do what the ones below it may. The API's tokens and
+the web UI's sessions are checked with the same ``may``.
 """
 
 from __future__ import annotations
@@ -13,25 +16,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from admin.domain.errors import validation_errors
+from admin.domain.objects import Strict
 from slb.errors import ConfigError
 from slb.model import Address
 
 Role = Literal["viewer", "operator", "admin"]
+ROLE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def may(role: str, needed: str) -> bool:
+    """Whether ``role`` may do what ``needed`` may: viewer reads, operator also acts on
+    members and servers, admin also edits, activates and rolls back."""
+    return ROLE_RANK[role] >= ROLE_RANK[needed]
 
 
-class ApiToken(_Strict):
+class ApiToken(Strict):
     name: str = Field(min_length=1)  # who the audit log names
     token: str = Field(min_length=8)
     role: Role = "viewer"
 
 
-class ConsulSettings(_Strict):
+class ConsulSettings(Strict):
     address: str | None = None  # host:port; default CONSUL_HTTP_ADDR, else none (no Consul)
     token: str | None = None  # default CONSUL_HTTP_TOKEN
     scheme: Literal["http", "https"] = "http"
@@ -42,7 +50,7 @@ class ConsulSettings(_Strict):
     watchdog: float = Field(120.0, ge=5)
 
 
-class Seed(_Strict):
+class Seed(Strict):
     clusters: list[dict[str, Any]] = Field(default_factory=list)
     nodes: list[dict[str, Any]] = Field(default_factory=list)
     virtual_servers: list[dict[str, Any]] = Field(default_factory=list)
@@ -50,7 +58,7 @@ class Seed(_Strict):
     groups: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class AdminConfig(_Strict):
+class AdminConfig(Strict):
     listen: Address = "127.0.0.1:9800"
     store: str = "var/admin.db"
     consul: ConsulSettings = ConsulSettings()
@@ -77,8 +85,4 @@ def load_admin_config(path: str | Path) -> AdminConfig:
     try:
         return AdminConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([
-            f"{path}: " + ".".join(str(p) for p in e["loc"]) + ": "
-            + ("unknown field" if e["type"] == "extra_forbidden"
-               else str(e["msg"]).removeprefix("Value error, "))
-            for e in exc.errors()]) from None
+        raise ConfigError(validation_errors(exc, prefix=f"{path}: ")) from None

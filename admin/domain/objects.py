@@ -1,18 +1,25 @@
 """What operators edit in the admin: clusters, nodes, virtual servers, routes, groups.
 
-These are drafts until activated (``admin.versions``). The proxy-side settings of a group reuse
-the data plane's schema (``slb.model``), the one contract between the planes, so a setting means
-the same thing in both places and is validated by the same code.
+These are drafts until activated (``service.activate``). The proxy-side settings of a group
+reuse the data plane's schema (``slb.model``), the one contract between the planes, so a setting
+means the same thing in both places and is validated by the same code.
 
-Member state flags (``admin.flags``) are not here: they change at once, without activation.
+The draft classes are named ``...Draft`` where the data plane has a class of the same idea
+(``slb.model.Group`` is what a node runs; ``GroupDraft`` is what an operator edits: it names its
+member source and health check, which a node never sees). ``snapshots.build_snapshot`` turns
+drafts into the data plane's classes.
+
+Member state flags (``store.member_flags``) are not here: they change at once, without
+activation.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from admin.domain.errors import Invalid, validation_errors
 from slb.model import (
     Address,
     Algorithm,
@@ -36,23 +43,25 @@ def _member_address(value: str) -> str:
     return value
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Unknown fields are errors (a typo never passes silently); values never change."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Cluster(_Strict):
+class Cluster(Strict):
     name: Name
     description: str = ""
 
 
-class Node(_Strict):
+class Node(Strict):
     name: Name
     cluster: Name
     control_url: str = Field(pattern=r"^https?://[^/]+$")  # http://10.0.0.5:9901
     token: str | None = None
 
 
-class VirtualServer(_Strict):
+class VirtualServerDraft(Strict):
     name: Name
     cluster: Name
     listen: Address
@@ -60,7 +69,7 @@ class VirtualServer(_Strict):
     default: bool = False
 
 
-class Route(_Strict):
+class RouteDraft(Strict):
     name: Name  # e.g. "shop-api"
     virtual_server: Name
     match: MatchKind = "prefix"
@@ -69,17 +78,17 @@ class Route(_Strict):
     group: Name
 
 
-class StaticMember(_Strict):
+class StaticMember(Strict):
     address: Annotated[str, AfterValidator(_member_address)]
     weight: int = Field(1, ge=0, le=10000)
 
 
-class ConsulSource(_Strict):
+class ConsulSource(Strict):
     service: str = Field(min_length=1)
     tag: str | None = None
 
 
-class HttpCheck(_Strict):
+class HttpCheck(Strict):
     """The admin's own health check of static members (Consul-backed ones use Consul's)."""
 
     path: str = Field("/", pattern=r"^/")
@@ -89,7 +98,7 @@ class HttpCheck(_Strict):
     passes: int = Field(1, ge=1, le=100)  # consecutive passes to bring it back
 
 
-class Group(_Strict):
+class GroupDraft(Strict):
     name: Name
     algorithm: Algorithm = "wrr"
     timeouts: Timeouts = Timeouts()
@@ -107,12 +116,13 @@ class Group(_Strict):
     health_check: HttpCheck | None = None
 
 
-MODELS: dict[str, type[_Strict]] = {
-    "cluster": Cluster, "node": Node, "virtual_server": VirtualServer, "route": Route,
-    "group": Group,
+MODELS: dict[str, type[Strict]] = {
+    "cluster": Cluster, "node": Node, "virtual_server": VirtualServerDraft,
+    "route": RouteDraft, "group": GroupDraft,
 }
 
-# what each kind refers to: (field, kind)
+# what each kind refers to: (field, kind); the one list, read by the service (an edit may not
+# name a missing object, a delete may not leave a dangling name) and by activation
 REFERENCES: dict[str, tuple[tuple[str, str], ...]] = {
     "node": (("cluster", "cluster"),),
     "virtual_server": (("cluster", "cluster"),),
@@ -120,6 +130,9 @@ REFERENCES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def validate(kind: str, body: Any) -> _Strict:
-    """Raises pydantic.ValidationError."""
-    return MODELS[kind].model_validate(body)
+def validate(kind: str, body: Any) -> Strict:
+    """``body`` as an object of ``kind``; Invalid with every problem and its path."""
+    try:
+        return MODELS[kind].model_validate(body)
+    except ValidationError as exc:
+        raise Invalid(f"invalid {kind.replace('_', ' ')}", validation_errors(exc)) from None

@@ -37,14 +37,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import consul
 import consul.aio
 
-from admin.state import Discovered
+from admin.domain.members import Discovered
+from admin.sources import MemberSink
 
 log = logging.getLogger("admin.consul")
 
@@ -114,11 +114,13 @@ class TokenBucket:
 
 
 class ConsulWatcher:
-    def __init__(self, address: str, token: str | None, *, scheme: str = "http",
-                 wait: float = 55.0, watchdog: float = 120.0, rate: float = 1.0,
-                 on_members: Callable[[str, list[Discovered]], None],
-                 on_error: Callable[[str, str], None],
-                 has_members: Callable[[str], bool] = lambda group: False) -> None:
+    """A ``MemberSource``: one blocking watch per Consul-backed group."""
+
+    name = "consul"
+
+    def __init__(self, address: str, token: str | None, sink: MemberSink, *,
+                 scheme: str = "http", wait: float = 55.0, watchdog: float = 120.0,
+                 rate: float = 1.0) -> None:
         host, _, port = address.rpartition(":")
         self.host, self.port = host or address, int(port or 8500)
         self.token = token
@@ -126,9 +128,7 @@ class ConsulWatcher:
         self.wait = wait
         self.watchdog = watchdog
         self.rate = rate
-        self.on_members = on_members
-        self.on_error = on_error
-        self.has_members = has_members  # last known members (kept across admin restarts)
+        self.sink = sink
         self.errors: dict[str, int] = {}
         self._watches: dict[str, tuple[WatchSpec, asyncio.Task[None]]] = {}
 
@@ -161,7 +161,7 @@ class ConsulWatcher:
         index = 0
         client = self._client()
         last_answer = time.monotonic()
-        had_members = self.has_members(spec.group)
+        had_members = self.sink.has_members(spec.group)
         try:
             while True:
                 await bucket.take()
@@ -180,7 +180,7 @@ class ConsulWatcher:
                 except Exception as exc:  # every failure is the same to a watch: back off
                     self.errors[spec.group] = self.errors.get(spec.group, 0) + 1
                     message = _describe(exc)
-                    self.on_error(spec.group, message)
+                    self.sink.on_source_error(self.name, spec.group, message)
                     log.warning("watch of %s (group %s): %s; retrying in %.1f s", spec.service,
                                 spec.group, message, backoff)
                     await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
@@ -205,12 +205,12 @@ class ConsulWatcher:
                     # Consul answers an anonymous or under-privileged read with an empty list,
                     # not an error: an empty pool is far more often a token problem than a
                     # service scaled to zero. Keep the last members; say why.
-                    self.on_error(spec.group, f"Consul lists no instance of {spec.service!r} "
-                                  "(ACL filtering or all deregistered): last known members "
-                                  "kept")
+                    self.sink.on_source_error(
+                        self.name, spec.group, f"Consul lists no instance of {spec.service!r} "
+                        "(ACL filtering or all deregistered): last known members kept")
                     continue
                 had_members = bool(members)
-                self.on_members(spec.group, members)
+                self.sink.on_members(self.name, spec.group, members)
         finally:
             with contextlib.suppress(Exception):
                 await client.close()

@@ -12,27 +12,16 @@ What a node is sent:
   that may or may not have applied), after a 409 on a delta, or whenever the delta below cannot
   be proved to produce exactly the desired snapshot;
 * **pool deltas** (``PATCH /v1/groups/{name}``) when only members of the groups named in
-  ``changed_groups`` changed since the snapshot the node is known to have applied. The pusher
-  does not trust the hint blindly: every other part of the snapshot must be equal (cheap when the
-  admin shares unchanged objects between snapshots, as ``copy_config`` does), the group settings
-  must be equal, and the member order the node will end with (surviving members in their old
-  order, new members appended) must be the desired order. Otherwise: full snapshot.
-
-Versions of deltas. Each PATCH moves the node to a newer version, and after the last one the
-node's version must be the desired one. With ``k`` groups to patch and a node at version ``A``,
-the patches carry versions ``D-k+1 .. D`` (``D`` the desired version), each based on the previous
-one; this needs ``k <= D - A``. When the versions are not there (``k`` groups changed in one
-publish that advanced the version by one), one full snapshot is sent instead. An admin that
-wants deltas for multi-group changes can advance its version by the number of changed groups.
-Intermediate versions may name mixed content that the admin never published under that number;
-nothing relies on them: sync is decided on content hashes, and the last patch's answer must carry
-the desired hash.
+  ``changed_groups`` changed since the snapshot the node is known to have applied, as planned
+  by ``plan.plan`` (a pure function; its docstring says when a delta is safe and which
+  versions the deltas carry). Otherwise: full snapshot.
 
 Versions never go backwards. A node refuses a snapshot that is not newer than the applied one,
 so the admin's version counter must only grow (persist it, or start above every node's version).
-A node whose applied version is higher than the desired one is reported in ``last_error``
-("node has newer version N ...") and left alone until a newer desired state is published; it is
-not counted as in sync by ``wait_in_sync``.
+A node whose applied version is the desired one or higher without the desired content is
+reported in ``last_error`` ("node has newer version N ...") and left alone until a newer desired
+state is published; it is not counted as in sync by ``wait_in_sync``. That the node cannot take
+the desired state is derived from what it applied, never stored beside it.
 
 Reconcile: on start and every ``reconcile_interval`` (jittered) each node's ``GET /v1/config`` is
 compared with the desired version and hash; a difference (a node restarted with an older
@@ -52,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -63,13 +51,15 @@ from urllib.parse import quote
 
 import httpx
 
-from slb.model import Config, Group, Member
+from admin.push.histogram import DurationHistogram
+from admin.push.plan import Patch, plan
+from admin.push.wire import dumps, http_error, json_or_empty
+from slb.model import Config
 
 log = logging.getLogger("admin.push")
 
 BACKOFF_START = 0.1  # seconds: first retry delay, doubled per failure up to backoff_max
 HISTORY = 1024  # publishes remembered to build deltas; a node further behind gets a full PUT
-MAX_DELTA_GROUPS = 64  # more groups to patch than this: one full snapshot is cheaper
 
 
 @dataclass
@@ -77,35 +67,6 @@ class NodeTarget:
     name: str
     control_url: str  # e.g. "http://127.0.0.1:9901"
     token: str | None = None
-
-
-class DurationHistogram:
-    """Durations in seconds: Prometheus-style buckets plus the most recent samples."""
-
-    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-    def __init__(self, buckets: tuple[float, ...] = BUCKETS, keep: int = 100) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)  # per bucket, the last one is +Inf
-        self.count = 0
-        self.sum = 0.0
-        self.recent: deque[float] = deque(maxlen=keep)
-
-    def observe(self, value: float) -> None:
-        index = next((i for i, bound in enumerate(self.buckets) if value <= bound),
-                     len(self.buckets))
-        self.counts[index] += 1
-        self.count += 1
-        self.sum += value
-        self.recent.append(value)
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, observations <= bound) with +Inf last, as Prometheus exports them."""
-        out, total = [], 0
-        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            total += count
-            out.append((bound, total))
-        return out
 
 
 class _Failed(Exception):
@@ -125,20 +86,6 @@ class _Published:
     seq: int
     config: Config
     changed: frozenset[str] | None  # None: anything may have changed since seq - 1
-
-
-@dataclass
-class _Patch:
-    group: str
-    base_version: int
-    version: int
-    upsert: list[Member]
-    remove: list[str]
-
-    def body(self) -> dict[str, Any]:
-        return {"base_version": self.base_version, "version": self.version,
-                "upsert": [m.model_dump(mode="json") for m in self.upsert],
-                "remove": self.remove}
 
 
 class _NodePusher:
@@ -166,7 +113,6 @@ class _NodePusher:
         self.wake = asyncio.Event()  # a new desired state
         self.kick = asyncio.Event()  # new target settings: cut a backoff wait short
         self.check_due = True  # GET /v1/config before anything else
-        self.blocked: _Published | None = None  # the desired state the node cannot take
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -187,7 +133,6 @@ class _NodePusher:
         self.known = None
         self.applied_version = None
         self.applied_hash = None
-        self.blocked = None
         self.check_due = True
 
     # -- the loop --------------------------------------------------------------------------
@@ -243,12 +188,12 @@ class _NodePusher:
             self.owner._notify()
 
     def _needs_push(self) -> bool:
+        """The node is behind the desired version (or unknown). A node at the desired version
+        or past it is either in sync or cannot take it (``_conflict_error``): no push."""
         desired = self.owner._desired
-        if desired is None or desired is self.blocked:
+        if desired is None:
             return False
-        return self.applied_version is None or self.applied_version < desired.config.version \
-            or (self.applied_version == desired.config.version
-                and self.applied_hash != desired.config.content_hash())
+        return self.applied_version is None or self.applied_version < desired.config.version
 
     # -- reconcile ---------------------------------------------------------------------------
 
@@ -256,7 +201,7 @@ class _NodePusher:
         desired = self.owner._desired
         response = await self._request("GET", "/v1/config?summary=1")  # version + hash
         if response.status_code != 200:
-            raise _Failed(self._http_error("GET", "/v1/config", response), recheck=True)
+            raise _Failed(http_error("GET", "/v1/config", response), recheck=True)
         try:
             view = response.json()
             version, digest = int(view["version"]), str(view["hash"])
@@ -274,12 +219,6 @@ class _NodePusher:
     def _set_applied(self, version: int, digest: str | None) -> None:
         self.applied_version = version
         self.applied_hash = digest
-        desired = self.owner._desired
-        self.blocked = None
-        if desired is not None and version >= desired.config.version \
-                and not (version == desired.config.version
-                         and digest == desired.config.content_hash()):
-            self.blocked = desired
 
     def _conflict_error(self) -> str | None:
         desired = self.owner._desired
@@ -322,7 +261,7 @@ class _NodePusher:
         config = desired.config
         response = await self._request("PUT", "/v1/config", self.owner._body_of(config))
         if response.status_code == 409:
-            body = _json_or_empty(response)
+            body = json_or_empty(response)
             if body.get("error") == "stale":
                 # the node already has this version or a newer one: learn what it has
                 self.check_due = True
@@ -330,33 +269,43 @@ class _NodePusher:
                 if isinstance(applied, int) and applied > config.version:
                     raise _Failed(f"node has newer version {applied} than the desired version "
                                   f"{config.version} (PUT /v1/config: 409 stale)", recheck=True)
-            raise _Failed(self._http_error("PUT", "/v1/config", response), recheck=True)
+            raise _Failed(http_error("PUT", "/v1/config", response), recheck=True)
         if response.status_code != 200:
-            raise _Failed(self._http_error("PUT", "/v1/config", response))
+            raise _Failed(http_error("PUT", "/v1/config", response))
         self._accept(desired, response, "PUT /v1/config")
 
-    async def _send_patches(self, desired: _Published, patches: list[_Patch]) -> None:
+    def _plan(self, desired: _Published) -> list[Patch] | None:
+        """Deltas from what the node is known to have applied; None: a full PUT."""
+        known, applied = self.known, self.applied_version
+        if known is None or applied is None or self.applied_hash != known.config.content_hash():
+            return None
+        changed = self.owner._changed_since(known.seq, desired.seq)
+        if changed is None:
+            return None
+        return plan(known.config, applied, desired.config, changed)
+
+    async def _send_patches(self, desired: _Published, patches: list[Patch]) -> None:
         for patch in patches:
             path = f"/v1/groups/{quote(patch.group, safe='')}"
-            response = await self._request("PATCH", path, _dumps(patch.body()))
+            response = await self._request("PATCH", path, dumps(patch.body()))
             if response.status_code in (409, 404, 400):
-                body = _json_or_empty(response)
+                body = json_or_empty(response)
                 applied = body.get("applied_version")
                 if isinstance(applied, int):
                     self.applied_version = applied
                 self.known = None
-                raise _Conflict(self._http_error("PATCH", path, response))
+                raise _Conflict(http_error("PATCH", path, response))
             if response.status_code != 200:
-                raise _Failed(self._http_error("PATCH", path, response), recheck=True)
+                raise _Failed(http_error("PATCH", path, response), recheck=True)
             if patch is not patches[-1]:
-                body = _json_or_empty(response)
+                body = json_or_empty(response)
                 self.applied_version = body.get("version", patch.version)
                 self.applied_hash = body.get("hash")
                 self.known = None  # an intermediate state: nothing else may build on it
         self._accept(desired, response, "PATCH")
 
     def _accept(self, desired: _Published, response: httpx.Response, what: str) -> None:
-        body = _json_or_empty(response)
+        body = json_or_empty(response)
         version, digest = body.get("version"), body.get("hash")
         if not isinstance(version, int) or not isinstance(digest, str):
             self.reset_state()
@@ -368,51 +317,6 @@ class _NodePusher:
             self.known = None
             raise _Failed(f"{what}: the node reports hash {digest[:12]}, expected "
                           f"{desired.config.content_hash()[:12]}", recheck=True)
-
-    # -- deltas ------------------------------------------------------------------------------
-
-    def _plan(self, desired: _Published) -> list[_Patch] | None:
-        """The PATCHes taking the node from its known snapshot to ``desired``; None: full PUT."""
-        known, applied = self.known, self.applied_version
-        if known is None or applied is None or self.applied_hash != known.config.content_hash():
-            return None
-        changed = self.owner._changed_since(known.seq, desired.seq)
-        if changed is None:
-            return None
-        old, new = known.config, desired.config
-        if old.virtual_servers != new.virtual_servers or old.http != new.http \
-                or old.access_log != new.access_log or len(old.groups) != len(new.groups):
-            return None
-        edits: list[tuple[str, list[Member], list[str]]] = []
-        for before, after in zip(old.groups, new.groups, strict=True):
-            if before is after:
-                continue
-            if before.name != after.name:
-                return None
-            if after.name not in changed:
-                if before != after:
-                    return None  # the hint left out a change: any doubt means a full PUT
-                continue
-            edit = _member_delta(before, after)
-            if edit is None:
-                return None
-            if edit[0] or edit[1]:
-                edits.append((after.name, *edit))
-        gap = new.version - applied
-        if not edits:
-            if gap <= 0 or not new.groups:
-                return None
-            edits = [(new.groups[0].name, [], [])]  # only the version moves: an empty delta
-        if len(edits) > gap or len(edits) > MAX_DELTA_GROUPS:
-            return None
-        if any(quote(name, safe="") != name for name, _, _ in edits):
-            return None  # the node matches the raw path: names needing escapes go by PUT
-        patches, base = [], applied
-        for i, (name, upsert, remove) in enumerate(edits):
-            version = new.version - len(edits) + 1 + i
-            patches.append(_Patch(name, base, version, upsert, remove))
-            base = version
-        return patches
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -435,21 +339,6 @@ class _NodePusher:
                           recheck=method != "GET") from None
         self.last_contact = time.time()
         return response
-
-    @staticmethod
-    def _http_error(method: str, path: str, response: httpx.Response) -> str:
-        body = _json_or_empty(response)
-        text = f"{method} {path}: HTTP {response.status_code}"
-        reason = body.get("error")
-        message = body.get("message") or response.text[:200].strip()
-        if reason:
-            text += f" {reason}"
-        if message:
-            text += f": {message}"
-        errors = body.get("errors")
-        if isinstance(errors, list) and errors:
-            text += " (" + "; ".join(str(e) for e in errors[:10]) + ")"
-        return text
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -488,36 +377,6 @@ class _NodePusher:
             return True
         return self.applied_version < desired.config.version \
             or self.applied_hash == desired.config.content_hash()
-
-
-_GROUP_SETTINGS = tuple(f for f in Group.model_fields if f not in ("name", "members"))
-
-
-def _member_delta(before: Group, after: Group) -> tuple[list[Member], list[str]] | None:
-    """(upsert, remove) turning ``before`` into ``after``, or None if a delta cannot do it."""
-    if any(getattr(before, f) != getattr(after, f) for f in _GROUP_SETTINGS):
-        return None  # a group setting changed: only members travel in a delta
-    old = {m.address: m for m in before.members}
-    new = {m.address: m for m in after.members}
-    remove = [address for address in old if address not in new]
-    upsert = [m for m in after.members if old.get(m.address) != m]
-    # the node keeps the surviving members in their order and appends new ones
-    order = [a for a in old if a in new] + [m.address for m in upsert if m.address not in old]
-    if order != [m.address for m in after.members]:
-        return None
-    return upsert, remove
-
-
-def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
 
 
 class Pusher:
@@ -609,7 +468,7 @@ class Pusher:
     def _body_of(self, config: Config) -> bytes:
         """The PUT body, serialised once for every node."""
         if self._body is None or self._body[0] is not config:
-            self._body = (config, _dumps(config.to_json()))
+            self._body = (config, dumps(config.to_json()))
         return self._body[1]
 
     def _notify(self) -> None:

@@ -1,4 +1,4 @@
-"""Consul as a member source: ``members_from_health`` and the blocking watch (admin/consul.py).
+"""Consul as a member source: ``members_from_health`` and the blocking watch (admin/sources/consul.py).
 
 ``members_from_health`` is fed Consul-shaped ``/v1/health/service`` entries. The watcher runs
 against the Consul double (tests/consul_double) on the test's loop, with py-consul's asyncio
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from admin.consul import ConsulWatcher, members_from_health
-from admin.state import Discovered
+from admin.sources.consul import ConsulWatcher, members_from_health
+from admin.domain.members import Discovered
 from tests.consul_double import ConsulDouble
 
 HEALTH_PATH = "/v1/health/service/web"
@@ -190,16 +190,20 @@ async def test_entries_from_the_consul_double_read_the_same_way() -> None:
 
 @dataclass
 class Recorder:
-    """What the watcher hands over: every delivery and every error, with their times."""
+    """The watcher's sink: every delivery and every error, with their times."""
 
+    known: bool = False  # what has_members answers: last known members exist
     deliveries: list[tuple[float, str, list[Discovered]]] = field(default_factory=list)
     errors: list[tuple[float, str, str]] = field(default_factory=list)
 
-    def on_members(self, group: str, members: list[Discovered]) -> None:
+    def on_members(self, source: str, group: str, members: list[Discovered]) -> None:
         self.deliveries.append((time.monotonic(), group, members))
 
-    def on_error(self, group: str, message: str) -> None:
+    def on_source_error(self, source: str, group: str, message: str) -> None:
         self.errors.append((time.monotonic(), group, message))
+
+    def has_members(self, group: str) -> bool:
+        return self.known
 
     def health(self) -> dict[str, str]:
         """address -> health of the last delivery."""
@@ -242,11 +246,10 @@ async def watch(double: ConsulDouble) -> AsyncIterator[Watch]:
 
     async def make(token: str | None = None, wait: float = 2, watchdog: float = 60,
                    groups: list[dict[str, Any]] | None = None, address: str | None = None,
-                   **kwargs: Any) -> tuple[ConsulWatcher, Recorder]:
-        recorder = Recorder()
-        watcher = ConsulWatcher(address or double.address, token, wait=wait, watchdog=watchdog,
-                                on_members=recorder.on_members, on_error=recorder.on_error,
-                                **kwargs)
+                   has_members: bool = False, **kwargs: Any) -> tuple[ConsulWatcher, Recorder]:
+        recorder = Recorder(known=has_members)
+        watcher = ConsulWatcher(address or double.address, token, recorder, wait=wait,
+                                watchdog=watchdog, **kwargs)
         started.append(watcher)
         watcher.sync(WEB if groups is None else groups)
         return watcher, recorder
@@ -398,7 +401,7 @@ async def test_anonymous_read_filtered_to_empty_keeps_known_members(watch: Watch
     try:
         acl.register("web", "web-1", "10.0.0.1", 8080)
         # the admin restarted with members it knew, and its token is missing
-        _, seen = await watch(address=acl.address, has_members=lambda group: True)
+        _, seen = await watch(address=acl.address, has_members=True)
         await seen.error_count(1)
         assert "no instance" in seen.errors[0][2]
         assert seen.deliveries == []

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from admin.service import AdminService
-from admin.state import cluster_content
+from admin.domain.service import AdminService
+from admin.domain.snapshots import cluster_content
 
 TTL = 1.0  # seconds an answer of a node is reused
 TIMEOUT = 1.5  # seconds to wait for a node

@@ -2,8 +2,8 @@
 
 One task per checked member: ``GET path`` every ``interval`` with a ``timeout``; a 2xx or 3xx is
 a pass (as nginx's and HAProxy's default checks). ``fails`` consecutive failures mark the member
-critical, ``passes`` consecutive passes bring it back. Each verdict goes to the service as
-health; only a change of verdict is published.
+critical, ``passes`` consecutive passes bring it back. On a change of verdict the group's
+verdicts so far go to the sink (``admin.sources.MemberSink``) as one member set.
 """
 
 from __future__ import annotations
@@ -11,19 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-log = logging.getLogger("admin.checker")
+from admin.domain.members import Discovered
+from admin.sources import MemberSink
 
-Report = Callable[[str, str, str, str], None]  # group, address, health, detail
+log = logging.getLogger("admin.checker")
 
 
 class HttpChecker:
-    def __init__(self, report: Report) -> None:
-        self.report = report
+    """A ``MemberSource``: one checking task per static member of a checked group."""
+
+    name = "check"
+
+    def __init__(self, sink: MemberSink) -> None:
+        self.sink = sink
+        self.verdicts: dict[str, dict[str, Discovered]] = {}  # group -> address -> verdict
         self._tasks: dict[tuple[str, str], tuple[dict[str, Any], asyncio.Task[None]]] = {}
         self._client: httpx.AsyncClient | None = None
 
@@ -40,6 +45,8 @@ class HttpChecker:
             if wanted.get(key) != check:
                 task.cancel()
                 del self._tasks[key]
+        groups_left = {group for group, _ in wanted}
+        self.verdicts = {g: v for g, v in self.verdicts.items() if g in groups_left}
         if self._client is None and wanted:
             self._client = httpx.AsyncClient()
         loop = asyncio.get_running_loop()
@@ -64,13 +71,22 @@ class HttpChecker:
                 passes, fails = passes + 1, 0
                 if healthy is not True and passes >= passes_needed:
                     healthy = True
-                    self.report(group, address, "passing", detail)
+                    self._report(group, address, "passing", detail)
             else:
                 fails, passes = fails + 1, 0
                 if healthy is not False and fails >= fails_needed:
                     healthy = False
-                    self.report(group, address, "critical", detail)
+                    self._report(group, address, "critical", detail)
             await asyncio.sleep(check.get("interval", 5.0))
+
+    def _report(self, group: str, address: str, health: str, detail: str) -> None:
+        verdicts = self.verdicts.setdefault(group, {})
+        verdicts[address] = Discovered(address, health=health, health_detail=detail,
+                                       source=self.name)
+        self.sink.on_members(self.name, group, list(verdicts.values()))
+
+    def error_counts(self) -> dict[str, int]:
+        return {}  # a failed check is a verdict, not an error of the source
 
     async def close(self) -> None:
         for _, task in self._tasks.values():

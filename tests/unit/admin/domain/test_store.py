@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from admin import store as store_module
-from admin.store import Conflict, NotFound, Store
+from admin.domain import store as store_module
+from admin.domain.store import Conflict, NotFound, Store
 
 
 @pytest.fixture

@@ -7,17 +7,9 @@ from typing import Any
 
 import pytest
 
-from admin.state import (
-    Discovered,
-    MemberView,
-    build_snapshot,
-    check_references,
-    diff,
-    effective_members,
-    member_ip,
-    validate_content,
-)
-from admin.store import Flag
+from admin.domain.members import Discovered, MemberView, effective_members, member_ip
+from admin.domain.snapshots import build_snapshot, check_references, diff, validate_content
+from admin.domain.store import Flag
 from slb.model import ConfigErrors
 
 A = "10.0.0.1:80"

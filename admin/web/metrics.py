@@ -25,7 +25,7 @@ from prometheus_client.core import (
 )
 
 if TYPE_CHECKING:
-    from admin.service import AdminService
+    from admin.domain.service import AdminService
 
 
 class AdminCollector:
@@ -44,7 +44,7 @@ class AdminCollector:
         in_sync = GaugeMetricFamily("slb_admin_node_in_sync",
                                     "1 when the node applied the desired snapshot",
                                     labels=["cluster", "node"])
-        for cluster, pusher in sorted(service.pushers.items()):
+        for cluster, pusher in sorted(service.publisher.pushers.items()):
             for status in pusher.status():
                 node = status["name"]
                 histogram = pusher.push_durations.get(node)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from admin.domain.errors import Conflict, NotFound
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
     """
@@ -55,18 +57,6 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_at ON audit (at);
     """,
 )
-
-
-class StoreError(Exception):
-    status = 400
-
-
-class NotFound(StoreError):
-    status = 404
-
-
-class Conflict(StoreError):
-    status = 409
 
 
 @dataclass(frozen=True, slots=True)
