@@ -1,6 +1,6 @@
 """A tiny demo backend for ``make run``: answers every request with its name, and /health.
 
-Only for the embedded demo; run as ``python -m admin.demo_backend NAME PORT``.
+Only for the embedded demo; run as ``python -m dev.demo_backend NAME PORT``.
 """
 
 from __future__ import annotations

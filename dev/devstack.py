@@ -1,4 +1,4 @@
-"""``make run``: the whole system on one machine, no Consul needed.
+"""``make run`` (``python -m dev.devstack``): the whole system on one machine, no Consul needed.
 
 Starts two demo backends, one admin-managed proxy node (``config/node.yaml``) and the admin
 (``config/admin.yaml``), whose seed routes the demo virtual server across both backends. With
@@ -22,10 +22,10 @@ def main() -> int:
     python = sys.executable
     (ROOT / "var").mkdir(exist_ok=True)
     commands = [
-        ("backend-1", [python, "-m", "admin.demo_backend", "demo-1", "9001"]),
-        ("backend-2", [python, "-m", "admin.demo_backend", "demo-2", "9002"]),
+        ("backend-1", [python, "-m", "dev.demo_backend", "demo-1", "9001"]),
+        ("backend-2", [python, "-m", "dev.demo_backend", "demo-2", "9002"]),
         ("proxy", [python, "-m", "slb", "proxy", "-c", "config/node.yaml"]),
-        ("admin", [python, "-m", "slb", "admin", "-c", "config/admin.yaml"]),
+        ("admin", [python, "-m", "admin", "-c", "config/admin.yaml"]),
     ]
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:

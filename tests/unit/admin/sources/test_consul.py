@@ -1,4 +1,4 @@
-"""Consul as a member source: ``members_from_health`` and the blocking watch (admin/sources/consul.py).
+"""Consul as a member source: ``members_from_health`` and the blocking watch (sources/consul.py).
 
 ``members_from_health`` is fed Consul-shaped ``/v1/health/service`` entries. The watcher runs
 against the Consul double (tests/consul_double) on the test's loop, with py-consul's asyncio
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from admin.sources.consul import ConsulWatcher, members_from_health
 from admin.domain.members import Discovered
+from admin.sources.consul import ConsulWatcher, members_from_health
 from tests.consul_double import ConsulDouble
 
 HEALTH_PATH = "/v1/health/service/web"
