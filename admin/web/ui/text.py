@@ -116,10 +116,6 @@ def parse_local_time(value: str) -> float | None:
         raise Invalid("invalid time", [f"{value!r}: expected YYYY-MM-DDTHH:MM"]) from None
 
 
-def local_input(ts: float | None) -> str:
-    return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%dT%H:%M")
-
-
 def source_text(group: dict[str, Any]) -> str:
     consul = group.get("consul")
     if consul:
