@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m admin.devstack
+	$(BIN)/python -m dev.devstack
 
 run-proxy: $(STAMP)
 	$(BIN)/slb proxy -c config/slb.yaml

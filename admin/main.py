@@ -1,8 +1,8 @@
 """Running the admin: store, service, sources, pushers, the HTTP server.
 
-``slb admin -c config/admin.yaml`` serves the REST API (and the web UI) with uvicorn on uvloop
-and httptools. A store with no objects is filled from the file's ``seed`` and activated, so a
-fresh admin pushes a working configuration at once.
+``slb-admin -c config/admin.yaml`` (``admin.cli``) serves the REST API (and the web UI) with
+uvicorn on uvloop and httptools. A store with no objects is filled from the file's ``seed`` and
+activated, so a fresh admin pushes a working configuration at once.
 """
 
 from __future__ import annotations
@@ -10,25 +10,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Any
+import socket
 
 import uvicorn
 
-from admin.api import create_app
-from admin.checker import HttpChecker
-from admin.config import AdminConfig
-from admin.metrics import AdminMetrics
-from admin.push import Pusher
-from admin.service import AdminService
-from admin.store import Store
+from admin.app import create_app
+from admin.domain.service import AdminService
+from admin.domain.store import Store
+from admin.push.pusher import Pusher
+from admin.settings import AdminConfig
+from admin.sources import MemberSource
+from admin.sources.http_check import HttpChecker
+from admin.web.metrics import AdminMetrics
 from slb.errors import ConfigError
-from slb.listener import bind_socket
 from slb.model import split_host_port
 
 log = logging.getLogger("admin")
 
 SEED_ORDER = (("clusters", "cluster"), ("nodes", "node"), ("groups", "group"),
               ("virtual_servers", "virtual_server"), ("routes", "route"))
+
+
+BACKLOG = 128  # pending connections; an admin serves a few people and a few scripts
+
+
+def listen_socket(address: str) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: the kernel picks), bound before uvicorn
+    starts so that an address in use is a clear error, not a log line of a server task."""
+    host, port = split_host_port(address)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # a restarted admin rebinds at once, past the old connections' TIME_WAIT
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def seed_store(service: AdminService, config: AdminConfig) -> bool:
@@ -52,8 +72,8 @@ class Admin:
         self.store = Store(config.store)
         self.service = AdminService(self.store, lambda: Pusher(
             timeout=config.push_timeout, reconcile_interval=config.reconcile_interval))
-        self.checker = HttpChecker(self.service.on_checked)
-        self.watcher: Any = None
+        self.checker = HttpChecker(self.service)
+        self.watcher: MemberSource | None = None
         self.server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
 
@@ -62,13 +82,12 @@ class Admin:
         await self.service.start()
         address = self.config.consul_address()
         if address:
-            from admin.consul import ConsulWatcher
+            from admin.sources.consul import ConsulWatcher
 
             self.watcher = ConsulWatcher(
-                address, self.config.consul_token(), scheme=self.config.consul.scheme,
-                wait=self.config.consul.wait, watchdog=self.config.consul.watchdog,
-                on_members=self.service.on_discovered, on_error=self.service.on_source_error,
-                has_members=lambda group: bool(self.service.discovered.get(group)))
+                address, self.config.consul_token(), self.service,
+                scheme=self.config.consul.scheme, wait=self.config.consul.wait,
+                watchdog=self.config.consul.watchdog)
         self.service.on_content_change = self._sync_sources
         self._sync_sources()
         metrics = AdminMetrics(self.service, self.watcher.error_counts if self.watcher else None)
@@ -78,7 +97,7 @@ class Admin:
             app, host=host, port=port, loop="none", http="httptools", lifespan="off",
             log_level="warning", access_log=False))
         try:
-            sock = bind_socket(self.config.listen)  # a clear error before anything serves
+            sock = listen_socket(self.config.listen)  # a clear error before anything serves
         except OSError as exc:
             await self.close()
             raise ConfigError([f"cannot listen on {self.config.listen}: "
@@ -100,19 +119,19 @@ class Admin:
 
     def _sync_sources(self) -> None:
         content = self.service.active_content() or {}
-        groups = content.get("group", [])
-        self.checker.sync(groups)
-        if self.watcher is not None:
-            self.watcher.sync([g for g in groups if g.get("consul")])
+        for source in self.sources():
+            source.sync(content.get("group", []))
+
+    def sources(self) -> list[MemberSource]:
+        return [self.checker, *([self.watcher] if self.watcher is not None else [])]
 
     async def close(self) -> None:
         if self.server is not None:
             self.server.should_exit = True
         if self._serve_task is not None:
             await self._serve_task
-        if self.watcher is not None:
-            await self.watcher.close()
-        await self.checker.close()
+        for source in self.sources():
+            await source.close()
         await self.service.close()
         self.store.close()
 

@@ -6,7 +6,7 @@ The whole control path runs as processes on 127.0.0.1:
 - the Consul double (``python -m tests.consul_double --port P``) with ``--groups`` services
   (``svc-000`` ...), each with two instances (synthetic ``10.x.y.z:8080`` addresses: nothing
   is ever sent to them, only the nodes' applied state is read);
-- the admin (``slb admin -c admin.yaml``): one Consul-backed group per service, all routed by
+- the admin (``slb-admin -c admin.yaml``): one Consul-backed group per service, all routed by
   one virtual server (``/gNNN/`` -> ``gNNN``), cluster ``c1`` with the nodes below;
 - ``--nodes`` admin-managed nodes (``slb proxy -c nN.yaml --workers 1``, control API with a
   token, a ``state_dir`` each).
@@ -287,7 +287,7 @@ class HealthBench:
         }
         path = self.work / "admin.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.launch("admin", [sys.executable, "-m", "slb", "admin", "-c", str(path)],
+        self.launch("admin", [sys.executable, "-m", "admin", "-c", str(path)],
                     self.admin_port)
 
     def wait_all_up(self, timeout: float = 60.0) -> None:

@@ -30,6 +30,11 @@ def slb_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "slb", *args]
 
 
+def admin_command(*args: str) -> list[str]:
+    """``slb-admin ARGS``, run as ``python -m admin`` (the same entry point, no PATH needed)."""
+    return [sys.executable, "-m", "admin", *args]
+
+
 def run_slb(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run ``slb ARGS`` to completion from the repository root."""
     return subprocess.run(slb_command(*args), cwd=REPO, capture_output=True, text=True,

@@ -1,7 +1,7 @@
-"""The whole system as processes: Consul double, ``slb admin``, two ``slb proxy`` nodes.
+"""The whole system as processes: Consul double, ``slb-admin``, two ``slb proxy`` nodes.
 
 - ``python -m tests.consul_double --port 0`` (driven through its ``/_double/`` control API);
-- ``python -m slb admin -c admin.yaml`` with ``consul: {address, wait: 2}``, a seed with
+- ``python -m admin -c admin.yaml`` (``slb-admin``) with ``consul: {address, wait: 2}``, a seed with
   cluster ``c1``, nodes ``n1``/``n2``, group ``web`` from Consul service ``web``, and virtual
   server ``site`` on one port;
 - two admin-managed nodes ``python -m slb proxy -c nN.yaml --workers 1`` (control API with a
@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from tests.consul_double import DoubleProcess, start_process
-from tests.e2e.conftest import REPO, slb_command, write_config
+from tests.e2e.conftest import REPO, admin_command, slb_command, write_config
 from tests.support.backends import Backend, free_port
 from tests.support.client import request
 from tests.support.control import ControlClient
@@ -237,7 +237,7 @@ async def system(tmp_path: Path, backend_factory: BackendFactory) -> AsyncIterat
                                 "group": "web"}],
                 },
             })
-            admin = Process("admin", slb_command("admin", "-c", str(config)),
+            admin = Process("admin", admin_command("-c", str(config)),
                             tmp_path / "admin.log")
             processes.append(admin)
             admin.start()

@@ -394,7 +394,10 @@ async def test_url_tool_names_the_virtual_server_route_and_group(site: Site) -> 
     for url, group, path in cases:
         await browser.fill("#url", url)
         await browser.click("#find")
-        await browser.wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, ".answer"),
+        # the previous answer is on the page until the new one loads: wait for this URL's
+        asked = urlencode({"url": url})
+        await browser.wait_for(lambda d, asked=asked: asked in d.current_url
+                               and d.find_elements(By.CSS_SELECTOR, ".answer"),
                                what="the answer")
         assert await browser.text(".answer-vs") == "site", url
         assert await browser.text(".answer-group") == group, url

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from admin.push import NodeTarget, Pusher
+from admin.push.pusher import NodeTarget, Pusher
 from slb.model import Config, parse_config
 from tests.support.backends import Backend, free_port, named_backends
 from tests.support.client import answered_by

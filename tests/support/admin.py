@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from admin.config import AdminConfig
 from admin.main import Admin
+from admin.settings import AdminConfig
 from tests.support.backends import Backend
 from tests.support.client import request
 from tests.support.proxy import RunningProxy, start_proxy

@@ -1,0 +1,51 @@
+"""Command line of the control plane: ``slb-admin -c config/admin.yaml``.
+
+Runs the admin (REST API, web UI, Consul watches, pushes to nodes) in the foreground until
+SIGTERM or SIGINT. A bad file or an address already in use is one clear message on stderr and
+exit status 1, never a traceback. The data plane (``slb``) never imports this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from slb.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slb-admin",
+                                     description="SLB admin (control plane)")
+    parser.add_argument("-c", "--config", required=True, help="admin configuration (YAML)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # imported here: ``--help`` and argument errors answer without loading the web stack
+    import uvloop
+
+    from admin.main import run_admin
+    from admin.settings import load_admin_config
+
+    try:
+        uvloop.run(run_admin(load_admin_config(args.config)))
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"slb-admin: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Effective member state: what a member's flags and health make of it.
+
+A member takes traffic only when every flag allows it (Ctrip's ``up = member && server && pull
+&& healthy``, plus Consul maintenance):
+
+    ops          operator up/down of this member in this group      (default up)
+    pull         release system pull-in/out                         (default in, or out for
+                                                                     groups that make new
+                                                                     members wait)
+    server       operator up/down of the IP across all groups       (default up)
+    health       Consul checks, or the admin's own HTTP check       (default passing)
+    maintenance  Consul maintenance mode                            (default off)
+
+Health never overrides an operator: a member pulled out stays out however its checks go, and a
+pull-in never sends traffic to a member failing its checks. A member held by an operator flag is
+pushed as ``drain`` (requests in flight finish), one held by health as ``down``.
+
+A group's health roll-up (``rollup``) is read by the API, the UI and the overview alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from admin.domain.store import Flag
+
+OPERATOR_FLAGS = ("ops", "pull", "server")
+DRAINING = (*OPERATOR_FLAGS, "weight")  # held out this way, requests in flight finish
+FLAG_ORDER = ("ops", "pull", "server", "health", "maintenance")
+SYSTEM = "system"
+
+
+@dataclass(slots=True)
+class Discovered:
+    """A member as a source reports it (Consul, a static list, the admin's checker)."""
+
+    address: str
+    weight: int = 1
+    health: str = "passing"  # passing | warning | critical
+    health_detail: str = ""
+    maintenance: bool = False
+    maintenance_reason: str = ""
+    source: str = "static"  # static | consul | check: the source that reported it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "weight": self.weight, "health": self.health,
+                "health_detail": self.health_detail, "maintenance": self.maintenance,
+                "maintenance_reason": self.maintenance_reason, "source": self.source}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Discovered:
+        return cls(**{k: data[k] for k in cls.__slots__ if k in data})  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class MemberView:
+    address: str
+    weight: int
+    flags: dict[str, dict[str, Any]] = field(default_factory=dict)
+    held_by: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if not self.held_by:
+            return "up"
+        return "drain" if all(f in DRAINING for f in self.held_by) else "down"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "weight": self.weight, "state": self.state,
+                "held_by": self.held_by, "flags": self.flags}
+
+
+def member_ip(address: str) -> str:
+    return address.rpartition(":")[0].strip("[]")
+
+
+def effective_members(group: dict[str, Any], discovered: list[Discovered],
+                      flags: dict[str, dict[str, Flag]], server_flags: dict[str, Flag]
+                      ) -> list[MemberView]:
+    """Every member of ``group`` with each flag (value, who, when, why) and its state.
+
+    ``flags`` maps an address to its member flags; ``server_flags`` maps an IP.
+    """
+    healthy = ("passing", "warning") if group.get("health_policy") == "passing_or_warning" \
+        else ("passing",)
+    waits = group.get("new_members") == "wait_for_pull_in"
+    views = []
+    for member in discovered:
+        own = flags.get(member.address, {})
+        ops = own.get("ops")
+        pull = own.get("pull")
+        server = server_flags.get(member_ip(member.address))
+        view = MemberView(member.address, member.weight)
+        view.flags["ops"] = ops.to_json() if ops else _default(True)
+        view.flags["pull"] = pull.to_json() if pull else _default(
+            not waits, "" if not waits else "new members wait to be pulled in")
+        view.flags["server"] = server.to_json() if server else _default(True)
+        view.flags["health"] = {"value": member.health in healthy, "status": member.health,
+                                "who": member.source, "at": None, "why": member.health_detail}
+        view.flags["maintenance"] = {"value": member.maintenance, "who": member.source,
+                                     "at": None, "why": member.maintenance_reason}
+        for name in FLAG_ORDER:
+            allowed = view.flags[name]["value"]
+            if name == "maintenance":
+                allowed = not allowed
+            if not allowed:
+                view.held_by.append(name)
+        if member.weight == 0 and not view.held_by:
+            view.held_by.append("weight")  # Consul Weights 0: drain
+        views.append(view)
+    return views
+
+
+def _default(value: bool, why: str = "") -> dict[str, Any]:
+    return {"value": value, "who": SYSTEM, "at": None, "why": why}
+
+
+def static_members(group: dict[str, Any], health: dict[str, Discovered]) -> list[Discovered]:
+    """A static group's members, with the admin's own check results where it has them."""
+    out = []
+    for member in group.get("members", []):
+        known = health.get(member["address"])
+        out.append(Discovered(
+            member["address"], member.get("weight", 1),
+            known.health if known else "passing",
+            known.health_detail if known else "", source="check" if known else "static"))
+    return out
+
+
+def rollup(states: list[str]) -> str:
+    """A group's health in two words, from its members' states."""
+    if not states:
+        return "no members"
+    if "up" not in states:
+        return "none up"
+    return "all up" if all(s == "up" for s in states) else "some down"

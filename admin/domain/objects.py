@@ -1,0 +1,138 @@
+"""What operators edit in the admin: clusters, nodes, virtual servers, routes, groups.
+
+These are drafts until activated (``service.activate``). The proxy-side settings of a group
+reuse the data plane's schema (``slb.model``), the one contract between the planes, so a setting
+means the same thing in both places and is validated by the same code.
+
+The draft classes are named ``...Draft`` where the data plane has a class of the same idea
+(``slb.model.Group`` is what a node runs; ``GroupDraft`` is what an operator edits: it names its
+member source and health check, which a node never sees). ``snapshots.build_snapshot`` turns
+drafts into the data plane's classes.
+
+Member state flags (``store.member_flags``) are not here: they change at once, without
+activation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from admin.domain.errors import Invalid, validation_errors
+from slb.model import (
+    Address,
+    Algorithm,
+    Domain,
+    KeepAlive,
+    MatchKind,
+    PassiveHealth,
+    Retry,
+    Timeouts,
+    split_host_port,
+)
+
+Kind = Literal["cluster", "node", "virtual_server", "route", "group"]
+KINDS: tuple[Kind, ...] = ("cluster", "node", "virtual_server", "route", "group")
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+def _member_address(value: str) -> str:
+    if split_host_port(value)[1] == 0:
+        raise ValueError("invalid port '0': expected 1-65535")
+    return value
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors (a typo never passes silently); values never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Cluster(Strict):
+    name: Name
+    description: str = ""
+
+
+class Node(Strict):
+    name: Name
+    cluster: Name
+    control_url: str = Field(pattern=r"^https?://[^/]+$")  # http://10.0.0.5:9901
+    token: str | None = None
+
+
+class VirtualServerDraft(Strict):
+    name: Name
+    cluster: Name
+    listen: Address
+    domains: list[Domain] = Field(default_factory=list)
+    default: bool = False
+
+
+class RouteDraft(Strict):
+    name: Name  # e.g. "shop-api"
+    virtual_server: Name
+    match: MatchKind = "prefix"
+    path: str = Field(min_length=1)
+    priority: int = 0
+    group: Name
+
+
+class StaticMember(Strict):
+    address: Annotated[str, AfterValidator(_member_address)]
+    weight: int = Field(1, ge=0, le=10000)
+
+
+class ConsulSource(Strict):
+    service: str = Field(min_length=1)
+    tag: str | None = None
+
+
+class HttpCheck(Strict):
+    """The admin's own health check of static members (Consul-backed ones use Consul's)."""
+
+    path: str = Field("/", pattern=r"^/")
+    interval: float = Field(5.0, gt=0, le=3600)
+    timeout: float = Field(2.0, gt=0, le=60)
+    fails: int = Field(3, ge=1, le=100)  # consecutive failures to mark a member down
+    passes: int = Field(1, ge=1, le=100)  # consecutive passes to bring it back
+
+
+class GroupDraft(Strict):
+    name: Name
+    algorithm: Algorithm = "wrr"
+    timeouts: Timeouts = Timeouts()
+    keepalive: KeepAlive = KeepAlive()
+    retry: Retry = Retry()
+    passive_health: PassiveHealth = PassiveHealth()
+    # member source: a Consul service (with optional tag) or a static list
+    consul: ConsulSource | None = None
+    members: list[StaticMember] = Field(default_factory=list)
+    # Consul health accepted as up: passing only (default), or warning too
+    health_policy: Literal["passing", "passing_or_warning"] = "passing"
+    # newly discovered members take traffic at once (Consul style) or wait to be pulled in
+    # (Ctrip style)
+    new_members: Literal["take_traffic", "wait_for_pull_in"] = "take_traffic"
+    health_check: HttpCheck | None = None
+
+
+MODELS: dict[str, type[Strict]] = {
+    "cluster": Cluster, "node": Node, "virtual_server": VirtualServerDraft,
+    "route": RouteDraft, "group": GroupDraft,
+}
+
+# what each kind refers to: (field, kind); the one list, read by the service (an edit may not
+# name a missing object, a delete may not leave a dangling name) and by activation
+REFERENCES: dict[str, tuple[tuple[str, str], ...]] = {
+    "node": (("cluster", "cluster"),),
+    "virtual_server": (("cluster", "cluster"),),
+    "route": (("virtual_server", "virtual_server"), ("group", "group")),
+}
+
+
+def validate(kind: str, body: Any) -> Strict:
+    """``body`` as an object of ``kind``; Invalid with every problem and its path."""
+    try:
+        return MODELS[kind].model_validate(body)
+    except ValidationError as exc:
+        raise Invalid(f"invalid {kind.replace('_', ' ')}", validation_errors(exc)) from None

@@ -1,0 +1,129 @@
+"""From a change to a push: coalesce, build each cluster's snapshot, hand it to its pusher.
+
+A change names the groups it touched (a member flag, a health verdict) or ``None`` (an
+activation, a rollback, a node added: anything may have changed). Changes arriving within
+``COALESCE`` seconds go out together: a burst of health changes becomes one publish per
+cluster, and the pusher turns it into pool deltas for the groups named. Outside an event loop
+(a test, a seed) a change is published at once.
+
+Each publish takes fresh snapshot versions from the store's persistent counter (as many as
+groups changed, so the pusher has a version per delta) and builds the snapshot from the active
+content and the members' effective state. There is one ``Pusher`` per cluster, kept in step
+with the store's nodes by ``sync_nodes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from admin.domain.members import MemberView
+from admin.domain.snapshots import Content, build_snapshot, cluster_content
+from admin.domain.store import Store
+from admin.push.pusher import NodeTarget, Pusher
+from slb.model import ConfigErrors
+
+log = logging.getLogger("admin")
+
+COALESCE = 0.02  # seconds: a burst of health changes becomes one push per group
+
+
+class Publisher:
+    def __init__(self, store: Store, active_content: Callable[[], Content | None],
+                 members_for: Callable[[Content], dict[str, list[MemberView]]],
+                 pusher_factory: Callable[[], Pusher] = Pusher) -> None:
+        self.store = store
+        self._active_content = active_content
+        self._members_for = members_for
+        self._pusher_factory = pusher_factory
+        self.pushers: dict[str, Pusher] = {}  # cluster -> its pusher
+        self._pending: set[str] | None = None
+        self._pending_full = False
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._running = False
+
+    async def start(self) -> None:
+        self._running = True
+        self.sync_nodes()
+        for pusher in self.pushers.values():
+            await pusher.start()
+        self.publish_now(None)
+
+    async def close(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        for pusher in self.pushers.values():
+            await pusher.close()
+
+    def sync_nodes(self) -> None:
+        """One pusher per cluster, pushing to exactly the cluster's nodes in the store."""
+        nodes: dict[str, list[NodeTarget]] = {c.name: [] for c in self.store.objects("cluster")}
+        for row in self.store.objects("node"):
+            nodes.setdefault(row.body["cluster"], []).append(
+                NodeTarget(row.name, row.body["control_url"], row.body.get("token")))
+        for cluster, targets in nodes.items():
+            pusher = self.pushers.get(cluster)
+            if pusher is None:
+                pusher = self.pushers[cluster] = self._pusher_factory()
+                if self._running:
+                    asyncio.get_running_loop().create_task(pusher.start())
+            pusher.set_nodes(targets)
+
+    def schedule(self, groups: set[str] | None) -> None:
+        """Publish soon; changes within COALESCE seconds go out together."""
+        if groups is None:
+            self._pending_full = True
+        else:
+            self._pending = (self._pending or set()) | groups
+        if not _loop_running():
+            self._flush()
+            return
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(COALESCE, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        groups = None if self._pending_full else self._pending
+        self._pending, self._pending_full = None, False
+        self.publish_now(groups)
+
+    def publish_now(self, groups: set[str] | None) -> None:
+        """Build and hand over the snapshot of every cluster serving one of ``groups``
+        (every cluster when None)."""
+        content = self._active_content()
+        if content is None:
+            return
+        members = self._members_for(content)
+        for cluster in content.get("cluster", []):
+            name = cluster["name"]
+            _, _, cluster_groups = cluster_content(content, name)
+            names = {g["name"] for g in cluster_groups}
+            changed = None if groups is None else groups & names
+            if changed is not None and not changed:
+                continue
+            version = self.store.next_push_version(len(changed) if changed else 1)
+            try:
+                snapshot = build_snapshot(content, name, version, members)
+            except ConfigErrors as exc:
+                log.error("cluster %s: snapshot %d is invalid, not pushed: %s", name, version,
+                          "; ".join(exc.lines()))
+                continue
+            pusher = self.pushers.get(name)
+            if pusher is not None:
+                pusher.publish(snapshot, changed)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node's push status, with its cluster."""
+        return [{"cluster": cluster, **status}
+                for cluster, pusher in sorted(self.pushers.items())
+                for status in pusher.status()]
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

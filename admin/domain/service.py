@@ -1,0 +1,462 @@
+"""The admin's operations: every one the REST API and the web UI offer, and their rules.
+
+The edges (``admin.web``) parse a request, check who may do it and render the answer; what a
+request means is decided here, once: which fields an object has and what it may refer to, that
+every change says why, what a weight edit changes, whether drafts are pending, which group
+serves a URL, how a group's health rolls up. A rule checked here holds for both edges.
+
+Flows (DESIGN.md):
+
+- **Operator change** (virtual servers, routes, groups, weights): edits go to the draft;
+  ``activate`` validates the whole configuration with the data plane's own schema, stores it as
+  the next version and pushes full snapshots. ``rollback(n)`` re-activates version n's content
+  as a new version.
+- **Member flags** (pull-in/out, up/down, server up/down) and **health** (Consul, the admin's own
+  checks) change at once, without activation: the groups they touch are re-published, and the
+  pusher sends pool deltas.
+- Changes arriving together are coalesced (``publisher``) into one publish per group.
+- Member sources (``admin.sources``: Consul, the admin's HTTP checks) report to this service
+  as a ``MemberSink``: ``on_members``, ``on_source_error``, ``has_members``.
+
+Clusters and nodes are infrastructure, not configuration: they take effect at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from admin.domain import objects
+from admin.domain.errors import Conflict, Invalid, NotFound, require_reason
+from admin.domain.members import (
+    Discovered,
+    MemberView,
+    effective_members,
+    member_ip,
+    rollup,
+    static_members,
+)
+from admin.domain.publisher import Publisher
+from admin.domain.snapshots import Content, content_hash, diff, validate_content
+from admin.domain.store import Store
+from admin.domain.urls import RouteAnswer, parse_url, resolve_url
+from admin.push.pusher import Pusher
+
+log = logging.getLogger("admin")
+
+VERSIONED = ("cluster", "virtual_server", "route", "group")
+MEMBER_OPS: dict[str, tuple[str, bool]] = {
+    "pull-in": ("pull", True), "pull-out": ("pull", False),
+    "up": ("ops", True), "down": ("ops", False),
+}
+STATES = ("up", "drain", "down")
+HEALTHS = ("all up", "some down", "none up", "no members")
+
+
+class AdminService:
+    def __init__(self, store: Store, pusher_factory: Callable[[], Pusher] | None = None) -> None:
+        self.store = store
+        self.publisher = Publisher(store, self.active_content, self.members_for,
+                                   pusher_factory or Pusher)
+        # health learned at run time: group -> address -> Discovered (the admin's checks)
+        self.checked: dict[str, dict[str, Discovered]] = {}
+        self.discovered: dict[str, list[Discovered]] = {  # Consul's member sets
+            group: [Discovered.from_json(m) for m in members]
+            for group, members in store.discovered().items()}
+        self.stale: dict[str, str] = {}  # group -> why its Consul data is not current
+        self.last_contact: dict[str, float] = {}  # group -> last answer from its source
+        # called after an activation or rollback, so sources follow the active groups
+        self.on_content_change: Callable[[], None] = lambda: None
+
+    async def start(self) -> None:
+        await self.publisher.start()
+
+    async def close(self) -> None:
+        await self.publisher.close()
+
+    # -- draft objects -----------------------------------------------------------------------
+
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self.store.objects(kind)]
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        return self.store.get(kind, name).to_json()
+
+    def nodes_of(self, cluster: str) -> list[dict[str, Any]]:
+        self.store.get("cluster", cluster)  # NotFound for an unknown cluster
+        return [r.to_json() for r in self.store.objects("node") if r.body["cluster"] == cluster]
+
+    def create(self, kind: str, body: Any, who: str, reason: str) -> dict[str, Any]:
+        obj = self._validate(kind, body)
+        self._check_references(kind, obj.model_dump())
+        name = obj.name  # type: ignore[attr-defined]
+        row = self.store.create(kind, name, obj.model_dump(mode="json"), who, reason)
+        self._after_infrastructure_change(kind)
+        return row.to_json()
+
+    def update(self, kind: str, name: str, body: Any, row_version: int | None, who: str,
+               reason: str) -> dict[str, Any]:
+        if row_version is None:
+            raise Invalid("row_version is required to update", [
+                "row_version: required (the version your edit was made from)"])
+        if isinstance(body, dict) and body.get("name", name) != name:
+            raise Invalid("renaming is not supported", ["name: must stay " + repr(name)])
+        obj = self._validate(kind, {**body, "name": name} if isinstance(body, dict) else body)
+        self._check_references(kind, obj.model_dump())
+        row = self.store.update(kind, name, obj.model_dump(mode="json"), row_version, who,
+                                reason)
+        self._after_infrastructure_change(kind)
+        return row.to_json()
+
+    def delete(self, kind: str, name: str, row_version: int | None, who: str,
+               reason: str) -> None:
+        users = self._users_of(kind, name)
+        if users:
+            raise Conflict(f"{kind.replace('_', ' ')} {name!r} is still used by "
+                           + ", ".join(users))
+        self.store.delete(kind, name, row_version, who, reason)
+        self._after_infrastructure_change(kind)
+
+    @staticmethod
+    def _validate(kind: str, body: Any) -> objects.Strict:
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object", ["body: expected an object"])
+        return objects.validate(kind, {k: v for k, v in body.items()
+                                       if k not in ("row_version", "updated_at", "updated_by")})
+
+    def _check_references(self, kind: str, body: dict[str, Any]) -> None:
+        errors = [f"{field}: no {target.replace('_', ' ')} named {body[field]!r}"
+                  for field, target in objects.REFERENCES.get(kind, ())
+                  if self.store.find(target, body[field]) is None]
+        if errors:
+            raise Invalid(f"invalid {kind.replace('_', ' ')}", errors)
+
+    def _users_of(self, kind: str, name: str) -> list[str]:
+        users = []
+        for other, refs in objects.REFERENCES.items():
+            for field, target in refs:
+                if target == kind:
+                    users += [f"{other}/{r.name}" for r in self.store.objects(other)
+                              if r.body[field] == name]
+        return users
+
+    def _after_infrastructure_change(self, kind: str) -> None:
+        if kind in ("cluster", "node"):
+            self.publisher.sync_nodes()
+            self.publisher.schedule(None)
+
+    # -- versions ----------------------------------------------------------------------------
+
+    def draft_content(self) -> dict[str, list[dict[str, Any]]]:
+        draft = self.store.draft()
+        return {kind: draft.get(kind, []) for kind in VERSIONED}
+
+    def active_content(self) -> dict[str, list[dict[str, Any]]] | None:
+        version = self.store.active_version()
+        return None if version is None else self.store.version(version)["content"]
+
+    def served_content(self) -> tuple[Content, bool]:
+        """The active content (what the nodes serve), or the draft if nothing is active; and
+        whether it is the active one."""
+        active = self.active_content()
+        return (active, True) if active is not None else (self.draft_content(), False)
+
+    def drafts_pending(self) -> bool:
+        """Whether activating now would change anything: a draft differs from the active
+        version, or there are clusters and nothing was ever activated."""
+        active = self.store.active_version()
+        if active is None:
+            return bool(self.store.objects("cluster"))
+        return self.store.version(active)["hash"] != content_hash(self.draft_content())
+
+    def pending(self) -> dict[str, Any]:
+        """Drafts pending: the flag and the changes from the active version to the draft."""
+        active = self.store.active_version()
+        changes = self.diff(active, "draft")["changes"] if active is not None else []
+        return {"active": active, "pending": self.drafts_pending(), "changes": changes}
+
+    def activate(self, who: str, reason: str) -> dict[str, Any]:
+        reason = require_reason(reason)
+        content = self.draft_content()
+        errors = validate_content(content, self.members_for(content))
+        if errors:
+            self.store.record(who, "activate", "version/new", reason, result="invalid: "
+                              + "; ".join(errors)[:2000])
+            raise Invalid("the configuration cannot be activated", errors)
+        version = self.store.add_version(content, content_hash(content), who, reason)
+        log.info("version %d activated by %s: %s", version, who, reason)
+        self.publisher.publish_now(None)
+        self.on_content_change()
+        return {"version": version, "hash": content_hash(content)}
+
+    def rollback(self, number: int, who: str, reason: str) -> dict[str, Any]:
+        reason = require_reason(reason)
+        old = self.store.version(number)["content"]
+        errors = validate_content(old, self.members_for(old))
+        if errors:
+            raise Invalid(f"version {number} is no longer valid", errors)
+        # Nodes are infrastructure, not versioned: they stay, with the clusters they are in.
+        nodes = self.store.draft().get("node", [])
+        kept = {c["name"] for c in old.get("cluster", [])}
+        clusters = old.get("cluster", []) + [
+            self.store.get("cluster", name).body
+            for name in sorted({n["cluster"] for n in nodes} - kept)]
+        restored = {**old, "cluster": clusters}
+        version = self.store.rollback(old, {**restored, "node": nodes}, content_hash(old),
+                                      number, who, reason)
+        log.info("version %d re-activates version %d (%s)", version, number, who)
+        self.publisher.sync_nodes()
+        self.publisher.publish_now(None)
+        self.on_content_change()
+        return {"version": version, "hash": content_hash(old), "source_version": number}
+
+    def versions(self) -> dict[str, Any]:
+        return {"active": self.store.active_version(), "versions": self.store.versions()}
+
+    def diff(self, a: int | str, b: int | str) -> dict[str, Any]:
+        """Changes from ``a`` to ``b``: version numbers or ``"draft"``."""
+        for ref in (a, b):
+            if ref != "draft" and not str(ref).isdigit():
+                raise Invalid(f"{ref!r} is not a version number or 'draft'")
+        return {"from": a, "to": b, **diff(self._content_of(a), self._content_of(b))}
+
+    def _content_of(self, ref: int | str) -> dict[str, list[dict[str, Any]]]:
+        if ref == "draft":
+            return self.draft_content()
+        return self.store.version(int(ref))["content"]
+
+    # -- members -----------------------------------------------------------------------------
+
+    def members_for(self, content: dict[str, list[dict[str, Any]]]
+                     ) -> dict[str, list[MemberView]]:
+        flags = self.store.member_flags()
+        by_group: dict[str, dict[str, Any]] = {}
+        for (group, address), own in flags.items():
+            by_group.setdefault(group, {})[address] = own
+        servers = self.store.server_flags()
+        return {g["name"]: effective_members(g, self.sources(g), by_group.get(g["name"], {}),
+                                             servers)
+                for g in content.get("group", [])}
+
+    def sources(self, group: dict[str, Any]) -> list[Discovered]:
+        if group.get("consul"):
+            return self.discovered.get(group["name"], [])
+        return static_members(group, self.checked.get(group["name"], {}))
+
+    def member_op(self, group: str, addresses: list[str], op: str, who: str,
+                  reason: str) -> dict[str, Any]:
+        if op not in MEMBER_OPS:
+            raise NotFound(f"no member operation {op!r}: expected one of {sorted(MEMBER_OPS)}")
+        reason = require_reason(reason)
+        known = {m.address for m in self.group_members(group)}
+        missing = [a for a in addresses if a not in known]
+        if missing:
+            raise NotFound(f"group {group!r} has no member " + ", ".join(missing))
+        flag, value = MEMBER_OPS[op]
+        done = self.store.set_member_flags([(group, a, flag, value) for a in addresses], who,
+                                           reason, f"member {op}")
+        self.publisher.schedule({group})
+        return {"changed": done}
+
+    def server_op(self, ip: str, up: bool, who: str, reason: str) -> dict[str, Any]:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise Invalid(f"{ip!r} is not an IP address", ["ip: expected an IPv4 or IPv6 "
+                                                            "address"]) from None
+        reason = require_reason(reason)
+        self.store.set_server_flag(ip, up, who, reason)
+        content = self.active_content() or self.draft_content()
+        touched = {g["name"] for g in content.get("group", [])
+                   if any(member_ip(m.address) == ip for m in self.sources(g))}
+        self.publisher.schedule(touched)
+        return {"ip": ip, "up": up, "groups": sorted(touched)}
+
+    def batch(self, operations: list[dict[str, Any]], who: str, reason: str) -> dict[str, Any]:
+        """Several member/server operations; each is validated before any is applied."""
+        reason = require_reason(reason)
+        plan: list[tuple[str, Any]] = []
+        errors = []
+        for i, op in enumerate(operations):
+            if not isinstance(op, dict):
+                errors.append(f"operations[{i}]: expected an object")
+            elif "server" in op:
+                if op.get("op") not in ("up", "down"):
+                    errors.append(f"operations[{i}].op: expected up or down")
+                plan.append(("server", op))
+            elif op.get("op") not in MEMBER_OPS:
+                errors.append(f"operations[{i}].op: expected one of {sorted(MEMBER_OPS)}")
+            else:
+                try:
+                    known = {m.address for m in self.group_members(str(op.get("group")))}
+                except NotFound as exc:
+                    errors.append(f"operations[{i}].group: {exc}")
+                    continue
+                for address in op.get("addresses") or [op.get("address")]:
+                    if address not in known:
+                        errors.append(f"operations[{i}].address: {address!r} is not a member")
+                plan.append(("member", op))
+        if errors:
+            raise Invalid("the batch was not applied", errors)
+        results = []
+        for kind, op in plan:
+            if kind == "server":
+                results.append(self.server_op(op["server"], op["op"] == "up", who, reason))
+            else:
+                results.append(self.member_op(op["group"], op.get("addresses")
+                                              or [op["address"]], op["op"], who, reason))
+        return {"results": results}
+
+    def group_members(self, name: str) -> list[MemberView]:
+        content = self.active_content() or self.draft_content()
+        group = next((g for g in content.get("group", []) if g["name"] == name), None)
+        if group is None:
+            row = self.store.find("group", name)
+            if row is None:
+                raise NotFound(f"no group named {name!r}")
+            group = row.body
+        return self.members_for({"group": [group]})[name]
+
+    def group_view(self, name: str) -> dict[str, Any]:
+        row = self.store.get("group", name)
+        members = self.group_members(name)
+        return {
+            **row.to_json(),
+            "members": [m.to_json() for m in members],
+            "health": rollup([m.state for m in members]),
+            "stale": self.stale.get(name),
+            "last_contact": self.last_contact.get(name),
+        }
+
+    def set_weight(self, group: str, addresses: list[str], weight: Any, row_version: Any,
+                   who: str, reason: str) -> dict[str, Any]:
+        """Set the weight of static members in the draft group, from the row version the edit
+        was made from. It takes effect when a new version is activated."""
+        reason = require_reason(reason)
+        try:
+            value = int(str(weight).strip())
+        except ValueError:
+            raise Invalid("invalid weight", ["weight: expected a whole number 0-10000"]) \
+                from None
+        if not str(row_version).isdigit():
+            raise Invalid("the edit has no row_version", ["row_version: reload the page"])
+        row = self.store.get("group", group)
+        self.check_weight_editable(row.body)
+        known = {m["address"] for m in row.body.get("members", [])}
+        missing = [a for a in addresses if a not in known]
+        if not addresses or missing:
+            raise Invalid(f"group {group!r} has no member " + ", ".join(missing or ["given"]),
+                          [f"{a}: not a member of {group}" for a in missing]
+                          or ["addresses: name at least one member"])
+        members = [{**m, "weight": value} if m["address"] in addresses else m
+                   for m in row.body.get("members", [])]
+        return self.update("group", group, {**row.body, "members": members}, int(row_version),
+                           who, reason)
+
+    @staticmethod
+    def check_weight_editable(group: dict[str, Any]) -> None:
+        if group.get("consul"):
+            raise Invalid("weights of this group come from Consul",
+                          ["weight: set the weight in Consul (service Weights)"])
+
+    # -- views: what the pages and the API show ----------------------------------------------
+
+    def group_rows(self) -> list[dict[str, Any]]:
+        """Every group (served, plus draft-only ones) with its members and roll-up."""
+        content, _ = self.served_content()
+        served = {g["name"] for g in content.get("group", [])}
+        groups = list(content.get("group", []))
+        groups += [r.body for r in self.store.objects("group") if r.name not in served]
+        members = self.members_for({"group": groups})
+        used: dict[str, list[dict[str, Any]]] = {}
+        for route in content.get("route", []):
+            used.setdefault(route["group"], []).append(route)
+        out = []
+        for group in sorted(groups, key=lambda g: g["name"]):
+            views = members.get(group["name"], [])
+            states = [m.state for m in views]
+            out.append({
+                "name": group["name"], "body": group, "members": views,
+                "active": group["name"] in served,
+                "counts": {s: states.count(s) for s in STATES},
+                "health": rollup(states),
+                "stale": self.stale.get(group["name"]),
+                "routes": used.get(group["name"], []),
+            })
+        return out
+
+    def health(self) -> dict[str, Any]:
+        """The roll-up: each group's health and member counts, and the totals."""
+        rows = self.group_rows()
+        return {
+            "groups": [{"name": g["name"], "health": g["health"], "counts": g["counts"],
+                        "stale": g["stale"], "active": g["active"]} for g in rows],
+            "group_counts": {h: sum(1 for g in rows if g["health"] == h) for h in HEALTHS},
+            "member_counts": {s: sum(g["counts"][s] for g in rows) for s in STATES},
+        }
+
+    def node_rows(self) -> list[dict[str, Any]]:
+        """Every node in the store with its push status (versions, lag, last error)."""
+        status = {(s["cluster"], s["name"]): s for s in self.publisher.nodes()}
+        return [{"cluster": row.body["cluster"], "name": row.name,
+                 "control_url": row.body["control_url"],
+                 **status.get((row.body["cluster"], row.name), {})}
+                for row in self.store.objects("node")]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.publisher.nodes()
+
+    def resolve(self, url: str) -> tuple[list[RouteAnswer], list[str]]:
+        """Which group serves ``url``, per listener of every cluster; and notes (a cluster
+        that does not compile, no listener on the URL's port)."""
+        target = parse_url(url)
+        content, _ = self.served_content()
+        answers: list[RouteAnswer] = []
+        notes: list[str] = []
+        for cluster in content.get("cluster", []):
+            found = resolve_url(content, cluster["name"], target)
+            if found is None:
+                notes.append(f"cluster {cluster['name']}: its configuration does not compile")
+            else:
+                answers += found
+        if answers and all(not a.listen.endswith(f":{target.port}") for a in answers):
+            notes.append(f"No listener is on port {target.port}: every listener is shown.")
+        return answers, notes
+
+    def audit(self, target: str | None = None, who: str | None = None,
+              since: float | None = None, until: float | None = None, limit: int = 200
+              ) -> list[dict[str, Any]]:
+        return self.store.audit(target, who, since, until, min(limit, 1000))
+
+    # -- member sources (admin.sources.MemberSink) --------------------------------------------
+
+    def on_members(self, source: str, group: str, members: list[Discovered]) -> None:
+        """A source's answer for ``group`` (an answer, never an error).
+
+        Consul reports the whole member set (kept across restarts); the admin's checker reports
+        its verdicts on static members, merged into the group's static list."""
+        if source == "check":
+            verdicts = {m.address: m for m in members}
+            if self.checked.get(group) != verdicts:
+                self.checked[group] = verdicts
+                self.publisher.schedule({group})
+            return
+        self.last_contact[group] = time.time()
+        self.stale.pop(group, None)
+        old = self.discovered.get(group)
+        if old is not None and [m.to_json() for m in old] == [m.to_json() for m in members]:
+            return
+        self.discovered[group] = members
+        self.store.save_discovered(group, [m.to_json() for m in members])
+        self.publisher.schedule({group})
+
+    def on_source_error(self, source: str, group: str, error: str) -> None:
+        """Consul unreachable or refusing: keep the last known members, show the group stale."""
+        self.stale[group] = error
+
+    def has_members(self, group: str) -> bool:
+        """Last known members of ``group`` (kept across admin restarts)."""
+        return bool(self.discovered.get(group))

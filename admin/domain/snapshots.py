@@ -1,0 +1,112 @@
+"""The snapshots the admin pushes, and what activation checks of a whole configuration.
+
+A version's *content* is every draft object by kind (``{"group": [...], "route": [...]}``).
+``build_snapshot`` turns content plus the members' effective state into one cluster's
+``slb.model.Config``, validated by the data plane's own schema, so the admin refuses at
+activation exactly what a node would refuse. ``content_hash`` names a content (a version's
+identity, and how "drafts pending" is decided); ``diff`` shows two contents side by side.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from typing import Any
+
+from admin.domain.members import MemberView
+from admin.domain.objects import REFERENCES
+from slb.model import Config, ConfigErrors, parse_config
+
+Content = dict[str, list[dict[str, Any]]]
+
+
+def cluster_content(content: Content, cluster: str
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The virtual servers of ``cluster``, their routes, and the groups those routes use."""
+    servers = [v for v in content.get("virtual_server", []) if v["cluster"] == cluster]
+    names = {v["name"] for v in servers}
+    routes = [r for r in content.get("route", []) if r["virtual_server"] in names]
+    used = {r["group"] for r in routes}
+    groups = [g for g in content.get("group", []) if g["name"] in used]
+    return servers, routes, groups
+
+
+PROXY_GROUP_FIELDS = ("name", "algorithm", "timeouts", "keepalive", "retry", "passive_health")
+
+
+def build_snapshot(content: Content, cluster: str, version: int,
+                   members: dict[str, list[MemberView]]) -> Config:
+    """One cluster's snapshot; raises ConfigErrors (with locations) if it is not valid."""
+    servers, routes, groups = cluster_content(content, cluster)
+    document = {
+        "version": version,
+        "virtual_servers": [
+            {"name": v["name"], "listen": v["listen"], "domains": v.get("domains", []),
+             "default": v.get("default", False),
+             "routes": [{"match": r.get("match", "prefix"), "path": r["path"],
+                         "priority": r.get("priority", 0), "group": r["group"]}
+                        for r in routes if r["virtual_server"] == v["name"]]}
+            for v in servers],
+        "groups": [
+            {**{k: g[k] for k in PROXY_GROUP_FIELDS if k in g},
+             "members": [{"address": m.address, "weight": m.weight, "state": m.state}
+                         for m in members.get(g["name"], [])]}
+            for g in groups],
+    }
+    return parse_config(document)
+
+
+def check_references(content: Content) -> list[str]:
+    """What the per-object validation cannot see: names that refer to missing objects."""
+    names = {kind: {o["name"] for o in objects} for kind, objects in content.items()}
+    errors = []
+    for kind, refs in REFERENCES.items():
+        for field_name, target in refs:
+            for obj in content.get(kind, []):
+                if obj[field_name] not in names.get(target, set()):
+                    errors.append(f"{kind}/{obj['name']}.{field_name}: no "
+                                  f"{target.replace('_', ' ')} named {obj[field_name]!r}")
+    return errors
+
+
+def validate_content(content: Content,
+                     members: dict[str, list[MemberView]]) -> list[str]:
+    """Every error of a whole configuration, as activation sees it."""
+    errors = check_references(content)
+    if errors:
+        return errors
+    for cluster in content.get("cluster", []):
+        try:
+            build_snapshot(content, cluster["name"], 1, members)
+        except ConfigErrors as exc:
+            errors += [f"cluster/{cluster['name']}: {line}" for line in exc.lines()]
+    return errors
+
+
+def content_hash(content: dict[str, Any]) -> str:
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def diff(old: Content, new: Content
+         ) -> dict[str, Any]:
+    """Objects added, removed and changed between two contents, with a unified text diff."""
+    changes: list[dict[str, Any]] = []
+    for kind in sorted(set(old) | set(new)):
+        before = {o["name"]: o for o in old.get(kind, [])}
+        after = {o["name"]: o for o in new.get(kind, [])}
+        for name in sorted(set(before) | set(after)):
+            a, b = before.get(name), after.get(name)
+            if a == b:
+                continue
+            change = "added" if a is None else "removed" if b is None else "changed"
+            text = difflib.unified_diff(_lines(a), _lines(b), f"{kind}/{name}",
+                                        f"{kind}/{name}", lineterm="")
+            changes.append({"kind": kind, "name": name, "change": change,
+                            "diff": "\n".join(text)})
+    return {"changes": changes}
+
+
+def _lines(obj: dict[str, Any] | None) -> list[str]:
+    return [] if obj is None else json.dumps(obj, indent=2, sort_keys=True).splitlines()

@@ -1,0 +1,491 @@
+"""Pushing the desired snapshot to every proxy node of a cluster.
+
+One ``_NodePusher`` per node, each with its own asyncio task and its own HTTP client, so a node
+that is down, slow or refusing never delays the others. ``Pusher.publish`` only records the new
+desired state (one slot per node: a burst of publishes coalesces into one push per node) and wakes
+the tasks; it never blocks.
+
+What a node is sent:
+
+* a **full snapshot** (``PUT /v1/config``) after an activation or rollback (``publish`` without
+  ``changed_groups``), when the node's state is unknown (first contact, restart, drift, a timeout
+  that may or may not have applied), after a 409 on a delta, or whenever the delta below cannot
+  be proved to produce exactly the desired snapshot;
+* **pool deltas** (``PATCH /v1/groups/{name}``) when only members of the groups named in
+  ``changed_groups`` changed since the snapshot the node is known to have applied, as planned
+  by ``plan.plan`` (a pure function; its docstring says when a delta is safe and which
+  versions the deltas carry). Otherwise: full snapshot.
+
+Versions never go backwards. A node refuses a snapshot that is not newer than the applied one,
+so the admin's version counter must only grow (persist it, or start above every node's version).
+A node whose applied version is the desired one or higher without the desired content is
+reported in ``last_error`` ("node has newer version N ...") and left alone until a newer desired
+state is published; it is not counted as in sync by ``wait_in_sync``. That the node cannot take
+the desired state is derived from what it applied, never stored beside it.
+
+Reconcile: on start and every ``reconcile_interval`` (jittered) each node's ``GET /v1/config`` is
+compared with the desired version and hash; a difference (a node restarted with an older
+persisted snapshot, a change made behind the admin's back) is repaired with a full snapshot.
+
+Errors (connection refused, timeouts, HTTP errors) are recorded in ``last_error`` and retried
+forever with exponential backoff and jitter (from 0.1 s up to ``backoff_max``), always with the
+latest desired state. Every request uses its own short connection: a restarted node never meets
+a stale pooled connection, and pushes are rare enough that the handshake does not matter.
+
+Metrics: ``status()`` gives per node versions, lag (desired - applied version), counters and the
+last error; ``push_durations[node]`` is a ``DurationHistogram`` of successful pushes (wall time of
+the HTTP exchange(s) of one push: one PUT, or the whole PATCH sequence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from admin.push.histogram import DurationHistogram
+from admin.push.plan import Patch, plan
+from admin.push.wire import dumps, http_error, json_or_empty
+from slb.model import Config
+
+log = logging.getLogger("admin.push")
+
+BACKOFF_START = 0.1  # seconds: first retry delay, doubled per failure up to backoff_max
+HISTORY = 1024  # publishes remembered to build deltas; a node further behind gets a full PUT
+
+
+@dataclass
+class NodeTarget:
+    name: str
+    control_url: str  # e.g. "http://127.0.0.1:9901"
+    token: str | None = None
+
+
+class _Failed(Exception):
+    """A push or check that did not succeed; retried with backoff."""
+
+    def __init__(self, message: str, *, recheck: bool = False) -> None:
+        super().__init__(message)
+        self.recheck = recheck  # the node's state is unknown now: GET it before pushing
+
+
+class _Conflict(Exception):
+    """A 409 (or 404/400) on a delta: send a full snapshot instead."""
+
+
+@dataclass
+class _Published:
+    seq: int
+    config: Config
+    changed: frozenset[str] | None  # None: anything may have changed since seq - 1
+
+
+class _NodePusher:
+    def __init__(self, owner: Pusher, target: NodeTarget) -> None:
+        self.owner = owner
+        self.target = target
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(owner.timeout),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
+        )
+        self.task: asyncio.Task[None] | None = None
+        # what the node is known to have applied: the Config object (for deltas) and the
+        # publish it came from; None when unknown or when its content is not one we published
+        self.known: _Published | None = None
+        self.applied_version: int | None = None
+        self.applied_hash: str | None = None
+        self.last_contact: float | None = None
+        self.last_error: str | None = None
+        self.last_push_seconds: float | None = None
+        self.pushes = 0
+        self.full_pushes = 0
+        self.delta_pushes = 0
+        self.failures = 0
+        self.checks = 0
+        self.wake = asyncio.Event()  # a new desired state
+        self.kick = asyncio.Event()  # new target settings: cut a backoff wait short
+        self.check_due = True  # GET /v1/config before anything else
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"push:{self.target.name}")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+        await self.client.aclose()
+
+    def reset_state(self) -> None:
+        self.known = None
+        self.applied_version = None
+        self.applied_hash = None
+        self.check_due = True
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.owner.reconcile_interval
+        next_check = loop.time()
+        backoff = BACKOFF_START
+        while True:
+            if loop.time() >= next_check:
+                self.check_due = True
+            if not self.check_due and not self._needs_push():
+                conflict = self._conflict_error()
+                if conflict is not None:
+                    self.last_error = conflict
+                try:
+                    async with asyncio.timeout(max(0.0, next_check - loop.time())):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+                self.wake.clear()
+                continue
+            self.wake.clear()
+            try:
+                if self.check_due:
+                    next_check = loop.time() + interval * random.uniform(0.9, 1.1)
+                    await self._check()
+                    self.check_due = False
+                if self._needs_push():
+                    await self._push()
+            except Exception as exc:
+                failure = exc if isinstance(exc, _Failed) else None
+                if failure is None:  # a bug or a bad URL: never kill the task
+                    log.exception("node %s: push failed", self.target.name)
+                    self.reset_state()
+                    failure = _Failed(f"{type(exc).__name__}: {exc}", recheck=True)
+                self.failures += 1
+                self.last_error = str(failure)
+                if failure.recheck:
+                    self.check_due = True
+                self.owner._notify()
+                delay = backoff * random.uniform(0.5, 1.0)
+                backoff = min(backoff * 2, self.owner.backoff_max)
+                log.warning("node %s: %s (retry in %.2fs)", self.target.name, failure, delay)
+                # a newer desired state does not cut this short: the retry sends the latest
+                self.kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self.kick.wait()
+                continue
+            backoff = BACKOFF_START
+            self.owner._notify()
+
+    def _needs_push(self) -> bool:
+        """The node is behind the desired version (or unknown). A node at the desired version
+        or past it is either in sync or cannot take it (``_conflict_error``): no push."""
+        desired = self.owner._desired
+        if desired is None:
+            return False
+        return self.applied_version is None or self.applied_version < desired.config.version
+
+    # -- reconcile ---------------------------------------------------------------------------
+
+    async def _check(self) -> None:
+        desired = self.owner._desired
+        response = await self._request("GET", "/v1/config?summary=1")  # version + hash
+        if response.status_code != 200:
+            raise _Failed(http_error("GET", "/v1/config", response), recheck=True)
+        try:
+            view = response.json()
+            version, digest = int(view["version"]), str(view["hash"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _Failed(f"GET /v1/config: unexpected answer: {exc}", recheck=True) from None
+        self.checks += 1
+        self._set_applied(version, digest)
+        if desired is not None and digest == desired.config.content_hash():
+            if self.known is not desired:
+                self.known = desired
+        elif self.known is not None and digest != self.known.config.content_hash():
+            self.known = None  # drift: the node has something we did not give it
+        self.last_error = self._conflict_error()
+
+    def _set_applied(self, version: int, digest: str | None) -> None:
+        self.applied_version = version
+        self.applied_hash = digest
+
+    def _conflict_error(self) -> str | None:
+        desired = self.owner._desired
+        if desired is None or self.applied_version is None:
+            return None
+        wanted = desired.config.version
+        if self.applied_version > wanted:
+            return (f"node has newer version {self.applied_version} than the desired version "
+                    f"{wanted}: the admin's version must only grow; nothing pushed")
+        if self.applied_version == wanted and self.applied_hash is not None \
+                and self.applied_hash != desired.config.content_hash():
+            return (f"node has version {wanted} with other content than the desired snapshot: "
+                    "a newer version is needed to replace it")
+        return None
+
+    # -- pushing -----------------------------------------------------------------------------
+
+    async def _push(self) -> None:
+        desired = self.owner._desired
+        assert desired is not None
+        started = time.monotonic()
+        patches = self._plan(desired)
+        if patches is not None:
+            try:
+                await self._send_patches(desired, patches)
+                self.delta_pushes += 1
+            except _Conflict as exc:
+                log.info("node %s: %s; sending the full snapshot", self.target.name, exc)
+                patches = None
+        if patches is None:
+            await self._send_full(desired)
+            self.full_pushes += 1
+        elapsed = time.monotonic() - started
+        self.pushes += 1
+        self.last_push_seconds = elapsed
+        self.owner.push_durations[self.target.name].observe(elapsed)
+        self.last_error = None
+
+    async def _send_full(self, desired: _Published) -> None:
+        config = desired.config
+        response = await self._request("PUT", "/v1/config", self.owner._body_of(config))
+        if response.status_code == 409:
+            body = json_or_empty(response)
+            if body.get("error") == "stale":
+                # the node already has this version or a newer one: learn what it has
+                self.check_due = True
+                applied = body.get("applied_version")
+                if isinstance(applied, int) and applied > config.version:
+                    raise _Failed(f"node has newer version {applied} than the desired version "
+                                  f"{config.version} (PUT /v1/config: 409 stale)", recheck=True)
+            raise _Failed(http_error("PUT", "/v1/config", response), recheck=True)
+        if response.status_code != 200:
+            raise _Failed(http_error("PUT", "/v1/config", response))
+        self._accept(desired, response, "PUT /v1/config")
+
+    def _plan(self, desired: _Published) -> list[Patch] | None:
+        """Deltas from what the node is known to have applied; None: a full PUT."""
+        known, applied = self.known, self.applied_version
+        if known is None or applied is None or self.applied_hash != known.config.content_hash():
+            return None
+        changed = self.owner._changed_since(known.seq, desired.seq)
+        if changed is None:
+            return None
+        return plan(known.config, applied, desired.config, changed)
+
+    async def _send_patches(self, desired: _Published, patches: list[Patch]) -> None:
+        for patch in patches:
+            path = f"/v1/groups/{quote(patch.group, safe='')}"
+            response = await self._request("PATCH", path, dumps(patch.body()))
+            if response.status_code in (409, 404, 400):
+                body = json_or_empty(response)
+                applied = body.get("applied_version")
+                if isinstance(applied, int):
+                    self.applied_version = applied
+                self.known = None
+                raise _Conflict(http_error("PATCH", path, response))
+            if response.status_code != 200:
+                raise _Failed(http_error("PATCH", path, response), recheck=True)
+            if patch is not patches[-1]:
+                body = json_or_empty(response)
+                self.applied_version = body.get("version", patch.version)
+                self.applied_hash = body.get("hash")
+                self.known = None  # an intermediate state: nothing else may build on it
+        self._accept(desired, response, "PATCH")
+
+    def _accept(self, desired: _Published, response: httpx.Response, what: str) -> None:
+        body = json_or_empty(response)
+        version, digest = body.get("version"), body.get("hash")
+        if not isinstance(version, int) or not isinstance(digest, str):
+            self.reset_state()
+            raise _Failed(f"{what}: unexpected answer {response.text[:200]!r}", recheck=True)
+        self._set_applied(version, digest)
+        if digest == desired.config.content_hash():
+            self.known = desired
+        else:
+            self.known = None
+            raise _Failed(f"{what}: the node reports hash {digest[:12]}, expected "
+                          f"{desired.config.content_hash()[:12]}", recheck=True)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, body: bytes | None = None
+                       ) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        if self.target.token is not None:
+            headers["Authorization"] = f"Bearer {self.target.token}"
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        url = self.target.control_url.rstrip("/") + path
+        try:
+            response = await self.client.request(method, url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            # a change may or may not have been applied: find out before the next push
+            raise _Failed(f"{method} {path}: timed out ({type(exc).__name__})",
+                          recheck=True) from None
+        except httpx.HTTPError as exc:
+            raise _Failed(f"{method} {path}: {type(exc).__name__}: {exc or 'failed'}",
+                          recheck=method != "GET") from None
+        self.last_contact = time.time()
+        return response
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        desired = self.owner._desired
+        desired_version = desired.config.version if desired is not None else None
+        desired_hash = desired.config.content_hash() if desired is not None else None
+        lag = None
+        if desired_version is not None and self.applied_version is not None:
+            lag = desired_version - self.applied_version
+        return {
+            "name": self.target.name,
+            "control_url": self.target.control_url,
+            "desired_version": desired_version,
+            "desired_hash": desired_hash,
+            "applied_version": self.applied_version,
+            "applied_hash": self.applied_hash,
+            "in_sync": desired_hash is not None and self.applied_hash == desired_hash,
+            "lag": lag,
+            "last_contact": self.last_contact,
+            "last_error": self.last_error,
+            "last_push_seconds": self.last_push_seconds,
+            "pushes": self.pushes,
+            "full_pushes": self.full_pushes,
+            "delta_pushes": self.delta_pushes,
+            "failures": self.failures,
+            "checks": self.checks,
+        }
+
+    def reached(self, version: int) -> bool:
+        """Applied ``version`` or later, and not a version the admin never published."""
+        if self.applied_version is None or self.applied_version < version:
+            return False
+        desired = self.owner._desired
+        if desired is None:
+            return True
+        return self.applied_version < desired.config.version \
+            or self.applied_hash == desired.config.content_hash()
+
+
+class Pusher:
+    """Keeps every node of a cluster on the desired snapshot; see the module docstring."""
+
+    def __init__(self, *, timeout: float = 5.0, reconcile_interval: float = 10.0,
+                 backoff_max: float = 10.0) -> None:
+        self.timeout = timeout
+        self.reconcile_interval = reconcile_interval
+        self.backoff_max = max(backoff_max, BACKOFF_START)
+        self.push_durations: dict[str, DurationHistogram] = {}
+        self._nodes: dict[str, _NodePusher] = {}
+        self._desired: _Published | None = None
+        # (seq, changed groups) of recent publishes: enough to build deltas, no old configs kept
+        self._history: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=HISTORY)
+        self._seq = 0
+        self._started = False
+        self._closing: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._body: tuple[Config, bytes] | None = None
+
+    async def start(self) -> None:
+        self._started = True
+        for node in self._nodes.values():
+            node.start()
+
+    async def close(self) -> None:
+        self._started = False
+        nodes, self._nodes = list(self._nodes.values()), {}
+        await asyncio.gather(*(node.stop() for node in nodes), *self._closing)
+
+    def set_nodes(self, nodes: list[NodeTarget]) -> None:
+        wanted = {n.name: n for n in nodes}
+        for name in list(self._nodes):
+            if name not in wanted:
+                self._retire(self._nodes.pop(name))
+                self.push_durations.pop(name, None)
+        for name, target in wanted.items():
+            node = self._nodes.get(name)
+            if node is not None and node.target == target:
+                continue
+            if node is not None and node.target.control_url == target.control_url:
+                node.target = target  # a new token: retry now, keep what is known
+                node.check_due = True
+                node.kick.set()
+                node.wake.set()
+                continue
+            if node is not None:
+                self._retire(node)  # another address: another node
+            node = _NodePusher(self, target)
+            self._nodes[name] = node
+            self.push_durations.setdefault(name, DurationHistogram())
+            if self._started:
+                node.start()
+        self._notify()
+
+    def _retire(self, node: _NodePusher) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # never started, so never connected: nothing to close
+            return
+        task = loop.create_task(node.stop())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def publish(self, config: Config, changed_groups: set[str] | None = None) -> None:
+        self._seq += 1
+        changed = frozenset(changed_groups) if changed_groups is not None else None
+        self._desired = _Published(self._seq, config, changed)
+        self._history.append((self._seq, changed))
+        for node in self._nodes.values():
+            node.wake.set()
+        self._notify()
+
+    def _changed_since(self, seq: int, until: int) -> frozenset[str] | None:
+        """Groups changed by the publishes after ``seq`` up to ``until``; None: unknown."""
+        if seq >= until:
+            return frozenset()
+        if not self._history or self._history[0][0] > seq + 1:
+            return None  # forgotten: too far behind
+        changed: set[str] = set()
+        for item_seq, groups in self._history:
+            if seq < item_seq <= until:
+                if groups is None:
+                    return None
+                changed |= groups
+        return frozenset(changed)
+
+    def _body_of(self, config: Config) -> bytes:
+        """The PUT body, serialised once for every node."""
+        if self._body is None or self._body[0] is not config:
+            self._body = (config, dumps(config.to_json()))
+        return self._body[1]
+
+    def _notify(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [node.status() for node in self._nodes.values()]
+
+    async def wait_in_sync(self, version: int, timeout: float) -> bool:
+        """True once every node applied ``version`` or later; False after ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    changed = self._changed
+                    if all(node.reached(version) for node in self._nodes.values()):
+                        return True
+                    await changed.wait()
+        except TimeoutError:
+            return False

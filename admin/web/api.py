@@ -1,0 +1,261 @@
+"""The admin's REST API: JSON over HTTP, FastAPI on uvicorn, OpenAPI at ``/openapi.json``.
+
+Every call needs ``Authorization: Bearer <token>``; the token's role decides what it may do:
+``viewer`` reads, ``operator`` also pulls members in and out and sets servers up and down,
+``admin`` also edits the configuration, activates and rolls back. Errors are JSON
+``{"error", "message", "errors": [...]}`` with every problem and its field path; invalid input
+is 400, a concurrent edit of the same object is refused with 409.
+
+Each handler parses, names the role it needs (``deps``) and calls one service operation. The
+routers are module-level; ``admin.app`` includes them in order: ``router`` (fixed paths)
+before ``collections`` (``/{plural}``), so ``/groups/{name}`` and ``/health`` win.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from admin.domain.service import AdminService
+from admin.settings import ApiToken
+from admin.web.deps import (
+    ApiError,
+    get_service,
+    json_body,
+    require_admin,
+    require_operator,
+    require_viewer,
+)
+
+KIND_PATHS = {"clusters": "cluster", "virtual-servers": "virtual_server", "routes": "route",
+              "groups": "group"}
+
+router = APIRouter(prefix="/api/v1")
+collections = APIRouter(prefix="/api/v1")
+system = APIRouter()
+
+Service = Depends(get_service)
+Viewer, Operator, Admin = (Depends(require_viewer), Depends(require_operator),
+                           Depends(require_admin))
+
+
+async def object_body(request: Request) -> tuple[dict[str, Any], int | None, str]:
+    """An edit's body without what is not the object: (object, row_version, reason)."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    row_version = body.pop("row_version", None)
+    reason = str(body.pop("reason", ""))
+    return body, row_version, reason
+
+
+def reason_of(body: Any) -> str:
+    return str(body.get("reason", "")) if isinstance(body, dict) else ""
+
+
+def kind_of(plural: str) -> str:
+    kind = KIND_PATHS.get(plural)
+    if kind is None:
+        raise ApiError(404, f"no such collection: {plural}")
+    return kind
+
+
+# -- groups, members, servers -----------------------------------------------------------------
+
+
+@router.get("/groups/{name}")
+async def get_group(name: str, token: ApiToken = Viewer, service: AdminService = Service
+                    ) -> dict[str, Any]:
+    return service.group_view(name)
+
+
+@router.post("/groups/{name}/weight")
+async def set_weight(name: str, request: Request, token: ApiToken = Admin,
+                     service: AdminService = Service) -> dict[str, Any]:
+    """``{"addresses": [...], "weight": 7, "row_version": 3, "reason": ...}``: a draft edit."""
+    body = await json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("addresses"), list):
+        raise ApiError(400, 'expected {"addresses": [...], "weight": ..., "row_version": ...}',
+                       ["addresses: required list"])
+    return service.set_weight(name, [str(a) for a in body["addresses"]], body.get("weight"),
+                              body.get("row_version"), token.name, reason_of(body))
+
+
+@router.post("/groups/{name}/members/{address}/{op}")
+async def member_op(name: str, address: str, op: str, request: Request,
+                    token: ApiToken = Operator, service: AdminService = Service
+                    ) -> dict[str, Any]:
+    body = await json_body(request)
+    return service.member_op(name, [address], op, token.name, reason_of(body))
+
+
+@router.post("/servers/{ip}/{op}")
+async def server_op(ip: str, op: str, request: Request, token: ApiToken = Operator,
+                    service: AdminService = Service) -> dict[str, Any]:
+    if op not in ("up", "down"):
+        raise ApiError(404, f"no server operation {op!r}: expected up or down")
+    body = await json_body(request)
+    return service.server_op(ip, op == "up", token.name, reason_of(body))
+
+
+@router.post("/batch")
+async def batch(request: Request, token: ApiToken = Operator,
+                service: AdminService = Service) -> dict[str, Any]:
+    body = await json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("operations"), list):
+        raise ApiError(400, "expected {\"reason\": ..., \"operations\": [...]}",
+                       ["operations: required list"])
+    return service.batch(body["operations"], token.name, reason_of(body))
+
+
+# -- nodes (under their cluster) ----------------------------------------------------------------
+
+
+@router.get("/clusters/{cluster}/nodes")
+async def list_nodes(cluster: str, token: ApiToken = Viewer, service: AdminService = Service
+                     ) -> dict[str, Any]:
+    return {"items": service.nodes_of(cluster)}
+
+
+@router.post("/clusters/{cluster}/nodes", status_code=201)
+async def create_node(cluster: str, request: Request, token: ApiToken = Admin,
+                      service: AdminService = Service) -> dict[str, Any]:
+    body, _, reason = await object_body(request)
+    return service.create("node", {**body, "cluster": cluster}, token.name, reason)
+
+
+@router.put("/clusters/{cluster}/nodes/{name}")
+async def update_node(cluster: str, name: str, request: Request, token: ApiToken = Admin,
+                      service: AdminService = Service) -> dict[str, Any]:
+    body, row_version, reason = await object_body(request)
+    return service.update("node", name, {**body, "cluster": cluster}, row_version,
+                          token.name, reason)
+
+
+@router.delete("/clusters/{cluster}/nodes/{name}", status_code=204)
+async def delete_node(cluster: str, name: str, row_version: int | None = None,
+                      reason: str = "", token: ApiToken = Admin,
+                      service: AdminService = Service) -> Response:
+    service.delete("node", name, row_version, token.name, reason)
+    return Response(status_code=204)
+
+
+# -- versions -----------------------------------------------------------------------------------
+
+
+@router.post("/activate")
+async def activate(request: Request, token: ApiToken = Admin, service: AdminService = Service
+                   ) -> dict[str, Any]:
+    return service.activate(token.name, reason_of(await json_body(request)))
+
+
+@router.get("/versions")
+async def versions(token: ApiToken = Viewer, service: AdminService = Service
+                   ) -> dict[str, Any]:
+    return service.versions()
+
+
+@router.get("/versions/{a}/diff/{b}")
+async def version_diff(a: str, b: str, token: ApiToken = Viewer,
+                       service: AdminService = Service) -> dict[str, Any]:
+    return service.diff(a, b)
+
+
+@router.post("/versions/{number}/rollback")
+async def rollback(number: int, request: Request, token: ApiToken = Admin,
+                   service: AdminService = Service) -> dict[str, Any]:
+    return service.rollback(number, token.name, reason_of(await json_body(request)))
+
+
+@router.get("/draft")
+async def drafts_pending(token: ApiToken = Viewer, service: AdminService = Service
+                         ) -> dict[str, Any]:
+    """Whether activating would change anything, and the changes from the active version."""
+    return service.pending()
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+@router.get("/health")
+async def health(token: ApiToken = Viewer, service: AdminService = Service) -> dict[str, Any]:
+    """Every group's health roll-up and member counts, and the totals."""
+    return service.health()
+
+
+@router.get("/resolve")
+async def resolve(url: str, token: ApiToken = Viewer, service: AdminService = Service
+                  ) -> dict[str, Any]:
+    """Which group serves ``url``, per listener of every cluster."""
+    answers, notes = service.resolve(url)
+    return {"url": url, "answers": [a.to_json() for a in answers], "notes": notes}
+
+
+@router.get("/nodes")
+async def nodes(token: ApiToken = Viewer, service: AdminService = Service) -> dict[str, Any]:
+    return {"items": service.nodes()}
+
+
+@router.get("/audit")
+async def audit(target: str | None = None, who: str | None = None, since: float | None = None,
+                until: float | None = None, limit: int = 200, token: ApiToken = Viewer,
+                service: AdminService = Service) -> dict[str, Any]:
+    return {"items": service.audit(target, who, since, until, limit)}
+
+
+# -- generic collections (included last: the fixed paths above win over "/{plural}") -----------
+
+
+@collections.get("/{plural}")
+async def list_objects(plural: str, token: ApiToken = Viewer, service: AdminService = Service
+                       ) -> dict[str, Any]:
+    return {"items": service.objects(kind_of(plural))}
+
+
+@collections.post("/{plural}", status_code=201)
+async def create_object(plural: str, request: Request, token: ApiToken = Admin,
+                        service: AdminService = Service) -> dict[str, Any]:
+    body = await json_body(request)
+    reason = reason_of(body)
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k != "reason"}
+    return service.create(kind_of(plural), body, token.name, reason)
+
+
+@collections.get("/{plural}/{name}")
+async def get_object(plural: str, name: str, token: ApiToken = Viewer,
+                     service: AdminService = Service) -> dict[str, Any]:
+    return service.get(kind_of(plural), name)
+
+
+@collections.put("/{plural}/{name}")
+async def update_object(plural: str, name: str, request: Request, token: ApiToken = Admin,
+                        service: AdminService = Service) -> dict[str, Any]:
+    body, row_version, reason = await object_body(request)
+    return service.update(kind_of(plural), name, body, row_version, token.name, reason)
+
+
+@collections.delete("/{plural}/{name}", status_code=204)
+async def delete_object(plural: str, name: str, row_version: int | None = None,
+                        reason: str = "", token: ApiToken = Admin,
+                        service: AdminService = Service) -> Response:
+    service.delete(kind_of(plural), name, row_version, token.name, reason)
+    return Response(status_code=204)
+
+
+# -- outside the API: liveness and the admin's own metrics --------------------------------------
+
+
+@system.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@system.get("/metrics")
+async def metrics_endpoint(request: Request) -> Response:
+    metrics = getattr(request.app.state, "metrics", None)
+    body = generate_latest(metrics.registry) if metrics is not None else b""
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
