@@ -22,8 +22,8 @@ from admin.push import Pusher
 from admin.service import AdminService
 from admin.store import Store
 from slb.errors import ConfigError
-from slb.listener import bind_socket
 from slb.model import split_host_port
+from slb.proxy.listener import bind_socket
 
 log = logging.getLogger("admin")
 

@@ -52,8 +52,8 @@ from admin.state import MemberView, build_snapshot, cluster_content, content_has
 from admin.store import StoreError
 from slb.metrics import Stats
 from slb.model import ConfigErrors
-from slb.router import RouteTable, VirtualHost
-from slb.runtime import Runtime, build_runtime
+from slb.proxy.compile import Runtime, build_runtime
+from slb.proxy.router import RouteTable, VirtualHost
 
 log = logging.getLogger("admin.ui")
 

@@ -51,10 +51,10 @@ from slb.errors import (
 from slb.upstream import FRAMING_LENGTH, FRAMING_NONE, UpstreamConnection
 
 if TYPE_CHECKING:
-    from slb.context import ProxyContext
-    from slb.member import MemberState
-    from slb.pool import Pool
-    from slb.router import Target
+    from slb.balancing.member import MemberState
+    from slb.balancing.pool import Pool
+    from slb.proxy.context import ProxyContext
+    from slb.proxy.router import Target
 
 # deadline kinds
 IDLE = 0  # between requests: close quietly

@@ -28,8 +28,8 @@ from httptools import (
 from slb import http11
 
 if TYPE_CHECKING:
-    from slb.member import MemberState
-    from slb.pool import Pool
+    from slb.balancing.member import MemberState
+    from slb.balancing.pool import Pool
 
 
 class UpstreamOwner(Protocol):
