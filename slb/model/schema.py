@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from slb.model import identity
+from slb.model.identity import Cached, content_hash, group_digest, group_position, with_group
 
 Algorithm = Literal["wrr", "least_conn", "random2"]
 MatchKind = Literal["exact", "prefix", "regex"]
@@ -168,7 +168,7 @@ class Member(_Strict):
     state: MemberStateName = "up"
 
 
-class Group(identity.Cached, _Strict):
+class Group(Cached, _Strict):
     name: str = Field(min_length=1, max_length=200)
     algorithm: Algorithm = "wrr"
     members: list[Member] = Field(default_factory=list)
@@ -178,7 +178,7 @@ class Group(identity.Cached, _Strict):
     passive_health: PassiveHealth = PassiveHealth()
 
     def digest(self) -> str:
-        return identity.group_digest(self)
+        return group_digest(self)
 
     @model_validator(mode="after")
     def _unique_members(self) -> Group:
@@ -228,7 +228,7 @@ class VirtualServer(_Strict):
     routes: list[Route] = Field(default_factory=list)
 
 
-class Config(identity.Cached, _Strict):
+class Config(Cached, _Strict):
     """A whole node configuration: a file's content or an admin snapshot."""
 
     # Monotonic version of a pushed snapshot; files may leave it at 0.
@@ -257,15 +257,15 @@ class Config(identity.Cached, _Strict):
 
     def content_hash(self) -> str:
         """sha256 of the content: equal content, equal hash (see ``slb.model.identity``)."""
-        return identity.content_hash(self)
+        return content_hash(self)
 
     def group_position(self, name: str) -> int | None:
         """Index of group ``name`` in ``groups``."""
-        return identity.group_position(self, name)
+        return group_position(self, name)
 
     def with_group(self, position: int, group: Group, version: int) -> Config:
         """This config with ``groups[position]`` replaced (same name): a pool delta."""
-        return identity.with_group(self, position, group, version)
+        return with_group(self, position, group, version)
 
 
 def _reject_duplicates(kind: str, names: list[str]) -> None:
