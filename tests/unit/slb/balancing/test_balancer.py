@@ -1,4 +1,4 @@
-"""Load-balancing selection (slb.balancer): wrr, least_conn, random2."""
+"""Load-balancing selection (slb.balancing.balancer): wrr, least_conn, random2."""
 
 from __future__ import annotations
 
