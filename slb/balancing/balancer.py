@@ -101,16 +101,19 @@ def eligible(m: MemberState, skip: Container[MemberState], limit: float) -> bool
     return m.weight > 0 and m.ejected_until <= limit and not (skip and m in skip)
 
 
-def smooth_wrr(candidates: list[MemberState]) -> MemberState | None:
-    """nginx's smooth weighted round-robin step over eligible ``candidates``.
+def smooth_wrr(members: Iterable[MemberState], skip: Container[MemberState] = (),
+               limit: float = _INF) -> MemberState | None:
+    """nginx's smooth weighted round-robin step over the eligible ``members``.
 
-    Each gains its weight; the highest ``current_weight`` wins (the first on a tie) and loses
-    the candidates' total weight.
+    Each eligible member gains its weight; the highest ``current_weight`` wins (the first on a
+    tie) and loses the eligible members' total weight.
     """
     best: MemberState | None = None
     best_cw = 0
     total = 0
-    for m in candidates:
+    for m in members:
+        if not eligible(m, skip, limit):
+            continue
         w = m.weight
         cw = m.current_weight + w
         m.current_weight = cw
@@ -133,7 +136,7 @@ class WeightedRoundRobin:
 
     def pick(self, skip: Container[MemberState], now: float, panic: bool) -> MemberState | None:
         limit = _INF if panic else now
-        return smooth_wrr([m for m in self.members if eligible(m, skip, limit)])
+        return smooth_wrr(self.members, skip, limit)
 
 
 class LeastConn:
@@ -170,8 +173,8 @@ class LeastConn:
                 tied = True
         if not tied:
             return best
-        # Smooth WRR among the candidates whose ratio equals the best one. Those before ``best``
-        # in configuration order all have a strictly higher ratio, so this pass is exact.
+        # Smooth WRR among the candidates whose ratio equals the best one (all eligible). Those
+        # before ``best`` in configuration order all have a strictly higher ratio: exact.
         return smooth_wrr([m for m in candidates
                            if m.active * best_weight == best_active * m.weight])
 
