@@ -1,7 +1,8 @@
 """Command line: ``slb proxy -c FILE`` runs a node, ``slb check -c FILE`` validates a file.
 
 A bad file never starts a proxy and never prints a traceback: every problem is printed with its
-location and the exit status is 1.
+location and the exit status is 1. The admin (control plane) has its own command, ``slb-admin``:
+the data plane never imports it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import logging
 import os
 import sys
 
-from slb.configfile import load_config_file, summary
 from slb.errors import ConfigError
+from slb.node.files import load_config_file, summary
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,10 +26,6 @@ def _parser() -> argparse.ArgumentParser:
                             "0 runs the proxy in the supervising process itself")
     proxy.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
-    admin = commands.add_parser("admin", help="run the admin (control plane)")
-    admin.add_argument("-c", "--config", required=True, help="admin configuration (YAML)")
-    admin.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
     check = commands.add_parser("check", help="validate a configuration file, like nginx -t")
     check.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
     return parser
@@ -40,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
         return check(args.config)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "admin":
-        return admin(args.config)
     if args.workers < 0:
         print("slb: --workers must be 0 or more", file=sys.stderr)
         return 2
@@ -65,7 +60,7 @@ def check(path: str) -> int:
 def proxy(path: str, workers: int) -> int:
     import uvloop
 
-    from slb.node import run_node
+    from slb.node.node import run_node
 
     try:
         load_config_file(path)  # fail before anything starts
@@ -73,28 +68,6 @@ def proxy(path: str, workers: int) -> int:
     except ConfigError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-def admin(path: str) -> int:
-    """The control plane. Imported here: the data plane never loads the admin's packages."""
-    import uvloop
-
-    from admin.config import load_admin_config
-    from admin.main import run_admin
-
-    try:
-        config = load_admin_config(path)
-        uvloop.run(run_admin(config))
-    except ConfigError as exc:
-        for line in exc.lines:
-            print(line, file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"slb admin: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

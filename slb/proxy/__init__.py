@@ -1,0 +1,16 @@
+"""The request path of one proxy process, in reading order.
+
+    listener.py  listening sockets (SO_REUSEPORT)
+    client.py    ClientProtocol: callbacks record, one dispatch, how an exchange ends, the edge
+    exchange.py  Exchange: one request and its response
+    rules.py     the HTTP rules, named, with their RFC sections (index at the top)
+    head.py      field tables, the request head sent upstream, the proxy's own answers
+    forward.py   one try on a member; the rules for trying again
+    upstream.py  UpstreamConnection: one member connection, where a response ends
+    relay.py     the response framed for the client
+    flow.py      pause/resume both ways, deadlines, lingering close
+    router.py    Host and path to a target, compiled from slb.model.hosts' rules
+    compile.py   Config -> Runtime: everything derived from a config, built once per apply
+    context.py   ProxyContext: the ONE runtime reference swapped on apply; the sweeper
+    accesslog.py one line per request, written in batches
+"""

@@ -7,8 +7,9 @@ upstream connection or open one → stream both ways → account → keep the cl
 Read top to bottom: the asyncio interface, then the parser callbacks, which only record into the
 ``Exchange`` (``exchange.py``) and hand a finished head to ``_dispatch``, then how an exchange
 ends. The rest lives beside it, mixed in: the HTTP rules (``rules.py``) and the head sent
-upstream (``head.py``); tries and retries (``forward.py``); the response framed for the client
-(``relay.py``); flow control, deadlines and lingering close (``flow.py``).
+upstream (``head.py``); tries, retries and the request body (``forward.py``); the response
+framed for the client (``relay.py``); flow control, deadlines, lingering close and the bytes
+held after an Upgrade request (``flow.py``).
 
 Exchanges queue in arrival order (HTTP/1.1 pipelining): only the first is forwarded; the bodies
 of later ones are buffered, and reading pauses when the queue or the buffer grows.
@@ -49,24 +50,22 @@ from slb.errors import (
     ProxyError,
     UriTooLong,
 )
-from slb.proxy import head, rules
+from slb.proxy import fields, head, rules
 from slb.proxy.exchange import Exchange
+from slb.proxy.fields import COLON, CRLF
 from slb.proxy.flow import (
-    BUFFER_LIMIT,
     HEADER,
     IDLE,
     INFINITY,
-    PAUSE_BUFFER,
     PAUSE_PIPELINE,
     PAUSE_UPSTREAM,
     FlowControl,
 )
-from slb.proxy.forward import REPLAY_LIMIT, Forwarding
-from slb.proxy.head import COLON, CRLF
+from slb.proxy.forward import Forwarding
 from slb.proxy.relay import ResponseRelay
 
 if TYPE_CHECKING:
-    from slb.context import ProxyContext
+    from slb.proxy.context import ProxyContext
     from slb.proxy.upstream import UpstreamConnection
 
 log = logging.getLogger("slb.proxy")
@@ -220,27 +219,27 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         if ex.header_count > settings.max_headers or ex.header_bytes > settings.max_header_bytes:
             raise HeadersTooLarge("request header fields too large")  # RFC 6585 §5, 431
         kind = self.ctx.request_fields.get(name.lower(), 0)
-        if kind == head.OTHER:
+        if kind == fields.OTHER:
             ex.parts += (name, COLON, value, CRLF)
-        elif kind == head.HOST:
+        elif kind == fields.HOST:
             rules.reject_second_host(ex.host)
             ex.host = value
             ex.parts += (name, COLON, value, CRLF)
-        elif kind == head.CONTENT_LENGTH:
+        elif kind == fields.CONTENT_LENGTH:
             ex.content_length = int(value)  # llhttp has checked the digits and duplicates
             ex.parts += (name, COLON, value, CRLF)
-        elif kind == head.TRANSFER_ENCODING:
+        elif kind == fields.TRANSFER_ENCODING:
             ex.te = value if ex.te is None else ex.te + b"," + value
             ex.chunked = True
-        elif kind == head.CONNECTION:
+        elif kind == fields.CONNECTION:
             ex.connection = value if ex.connection is None else ex.connection + b"," + value
-        elif kind == head.UPGRADE:
+        elif kind == fields.UPGRADE:
             ex.upgrade_value = value
-        elif kind == head.EXPECT:
+        elif kind == fields.EXPECT:
             ex.expect_continue = value.strip().lower() == b"100-continue"
-        elif kind == head.X_FORWARDED_FOR:
+        elif kind == fields.X_FORWARDED_FOR:
             ex.xff = value if ex.xff is None else ex.xff + b", " + value
-        elif kind == head.REQUEST_ID:
+        elif kind == fields.REQUEST_ID:
             ex.request_id = value
             ex.parts += (name, COLON, value, CRLF)
         # HOP and X_FORWARDED_SET fields are dropped
@@ -292,41 +291,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
                 self._next_exchange()
             return
         if ex.chunked:
-            self._body_piece(ex, head.CHUNK_END)
-
-    # -- after an Upgrade request -----------------------------------------------------------
-
-    def _upgrade_requested(self, rest: bytes) -> None:
-        """llhttp stopped at the end of an Upgrade request's head; ``rest`` follows it.
-
-        Nothing after the request is HTTP until the member says 101 (RFC 9110 §7.8): it is held
-        and reading stops until the member answers. llhttp leaves the request's own body
-        (Content-Length; a chunked one is refused by ``rules.reject_chunked_upgrade``) to us:
-        it is framed here and forwarded as any body.
-        """
-        self.stopped = True
-        self.held = []
-        ex = self.exchanges[-1] if self.exchanges else None
-        if ex is not None and ex.content_length and not ex.response_done:
-            ex.request_done = False
-            self.upgrade_body = ex.content_length
-        self._upgrade_data(rest)
-
-    def _upgrade_data(self, data: bytes) -> None:
-        left = self.upgrade_body
-        if left:
-            ex = self.exchanges[-1]
-            piece = data[:left]
-            data = data[left:]
-            self.upgrade_body = left = left - len(piece)
-            ex.body_received += len(piece)
-            self._body_piece(ex, piece)
-            if not left:
-                ex.request_done = True
-        if data:
-            self._hold(data)
-        if not left:
-            self._stop()
+            self._body_piece(ex, fields.CHUNK_END)
 
     # -- the request flow -------------------------------------------------------------------
 
@@ -346,32 +311,8 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ex.target = target
         if ex.expect_continue and ex.has_body and not ex.http10:
             # Answered here, Expect stripped (Envoy's default): the member sees a plain request.
-            self.transport.write(head.CONTINUE_100)
+            self.transport.write(fields.CONTINUE_100)
         self._try(ex)
-
-    def _body_piece(self, ex: Exchange, piece: bytes) -> None:
-        """A piece of request body, framed for the member: sent now or held until connected."""
-        if ex.target is not None:
-            self.deadline = self.loop.time() + ex.target.pool.read_timeout
-        if ex.replay_bytes <= REPLAY_LIMIT:
-            replay = ex.replay
-            if replay is None:
-                replay = ex.replay = []
-            replay.append(piece)
-            ex.replay_bytes += len(piece)
-            if ex.replay_bytes > REPLAY_LIMIT:
-                ex.replay = None  # too large to keep: no retry once sent
-        conn = ex.conn
-        if conn is not None and conn.transport is not None:
-            conn.transport.write(piece)
-            return
-        buffer = ex.buffer
-        if buffer is None:
-            buffer = ex.buffer = []
-        buffer.append(piece)
-        ex.buffered += len(piece)
-        if ex.buffered > BUFFER_LIMIT:
-            self._pause_reading(PAUSE_BUFFER)
 
     # -- ending an exchange ------------------------------------------------------------------
 

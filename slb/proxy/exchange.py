@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from slb.balancing.member import MemberState
     from slb.errors import ProxyError
-    from slb.member import MemberState
+    from slb.proxy.router import Target
     from slb.proxy.upstream import UpstreamConnection
-    from slb.router import Target
 
 
 class Exchange:

@@ -9,9 +9,14 @@ for named reasons (``PAUSE_*``, a bit set): it resumes only when every reason is
 and resuming are idempotent and independent.
 
 Timeouts are deadlines, not timers: each connection has one ``deadline`` and what it means
-(``deadline_kind``), and the sweeper (``slb.context.Sweeper``) calls ``on_deadline`` for the
+(``deadline_kind``), and the sweeper (``slb.proxy.context.Sweeper``) calls ``on_deadline`` for the
 ones past. Setting a float per request costs nothing; a ``call_later`` per request costs
 microseconds. Tests drive the clock through the loop's ``time``.
+
+After an Upgrade request, reading stops and what the client already sent is held (``held``)
+until the member answers: a 101 hands it to the tunnel, anything else drops it with the
+connection. The Upgrade request's own Content-Length body is framed here, since llhttp stops at
+the end of the head.
 
 Closing after an error answer lingers (RFC 9112 §9.6, nginx's lingering close): our side is
 shut, what the client still sends is read and dropped, and the close comes when the client
@@ -101,6 +106,40 @@ class FlowControl:
         if sum(map(len, held)) > BUFFER_LIMIT:
             self.held = None
             self.transport.close()
+
+    # -- after an Upgrade request ------------------------------------------------------------
+
+    def _upgrade_requested(self, rest: bytes) -> None:
+        """llhttp stopped at the end of an Upgrade request's head; ``rest`` follows it.
+
+        Nothing after the request is HTTP until the member says 101 (RFC 9110 §7.8): it is held
+        and reading stops until the member answers. llhttp leaves the request's own body
+        (Content-Length; a chunked one is refused by ``rules.reject_chunked_upgrade``) to us:
+        it is framed here and forwarded as any body.
+        """
+        self.stopped = True
+        self.held = []
+        ex = self.exchanges[-1] if self.exchanges else None
+        if ex is not None and ex.content_length and not ex.response_done:
+            ex.request_done = False
+            self.upgrade_body = ex.content_length
+        self._upgrade_data(rest)
+
+    def _upgrade_data(self, data: bytes) -> None:
+        left = self.upgrade_body
+        if left:
+            ex = self.exchanges[-1]
+            piece = data[:left]
+            data = data[left:]
+            self.upgrade_body = left = left - len(piece)
+            ex.body_received += len(piece)
+            self._body_piece(ex, piece)
+            if not left:
+                ex.request_done = True
+        if data:
+            self._hold(data)
+        if not left:
+            self._stop()
 
     # -- time --------------------------------------------------------------------------------
 

@@ -17,6 +17,10 @@ Trying again (RFC 9110 §9.2.2):
   allows any) and a body still held (``REPLAY_LIMIT``).
 - Once a response byte has reached the client, nothing is retried: the response is cut.
 
+Request body pieces (``_body_piece``, already framed for the member) go straight to the
+member connection, or are buffered until it is ready; up to ``REPLAY_LIMIT`` bytes are also
+kept so the request can be sent again.
+
 A connect in flight carries the exchange's ``generation``: a timeout or a retry bumps it, and a
 connect that completes for an older generation gives its connection to the idle pool instead.
 """
@@ -33,13 +37,13 @@ from slb.errors import (
     UpstreamConnectError,
     UpstreamProtocolError,
 )
-from slb.proxy.flow import EXCHANGE, PAUSE_BUFFER
-from slb.proxy.head import IDEMPOTENT
+from slb.proxy.fields import IDEMPOTENT
+from slb.proxy.flow import BUFFER_LIMIT, EXCHANGE, PAUSE_BUFFER
 from slb.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    from slb.member import MemberState
-    from slb.pool import Pool
+    from slb.balancing.member import MemberState
+    from slb.balancing.pool import Pool
     from slb.proxy.exchange import Exchange
 
 REPLAY_LIMIT = 64 * 1024  # body bytes kept so a request can be retried on another connection
@@ -128,6 +132,32 @@ class Forwarding:
             conn.send(self, ex.head, ex.method == b"HEAD", head_limit)
         if self.write_paused and conn.transport is not None:
             conn.transport.pause_reading()
+
+    # -- the request body --------------------------------------------------------------------
+
+    def _body_piece(self, ex: Exchange, piece: bytes) -> None:
+        """A piece of request body, framed for the member: sent now or held until connected."""
+        if ex.target is not None:
+            self.deadline = self.loop.time() + ex.target.pool.read_timeout
+        if ex.replay_bytes <= REPLAY_LIMIT:
+            replay = ex.replay
+            if replay is None:
+                replay = ex.replay = []
+            replay.append(piece)
+            ex.replay_bytes += len(piece)
+            if ex.replay_bytes > REPLAY_LIMIT:
+                ex.replay = None  # too large to keep: no retry once sent
+        conn = ex.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.write(piece)
+            return
+        buffer = ex.buffer
+        if buffer is None:
+            buffer = ex.buffer = []
+        buffer.append(piece)
+        ex.buffered += len(piece)
+        if ex.buffered > BUFFER_LIMIT:
+            self._pause_reading(PAUSE_BUFFER)
 
     # -- a try that failed -------------------------------------------------------------------
 

@@ -1,15 +1,11 @@
-"""Message heads: the field tables, the request head sent upstream, the proxy's own answers.
-
-Fields are classified once per field by lowercased name (``REQUEST_FIELDS``,
-``RESPONSE_FIELDS``): most are forwarded as received (``OTHER``), a few are the proxy's to
-handle (Host, framing, ``Connection`` and the hop-by-hop set of RFC 9110 §7.6.1, the
-X-Forwarded-* family, the request id).
+"""Message heads: the request head sent upstream, and the proxy's own answers.
 
 ``prepare_request_head`` turns a recorded request into the bytes sent to a member: the request
 line in origin-form, the forwarded fields, then the proxy's own (X-Forwarded-For appended to,
 X-Forwarded-Proto and -Host set, Host for HTTP/1.0 clients that sent none, a request id when the
-client sent none, chunked framing, the Upgrade pair). It applies the target, Host and Connection
-rules of ``rules.py`` on the way, since they decide what is forwarded.
+client sent none, chunked framing, the Upgrade pair). It applies the target, Host and
+Connection rules of ``rules.py`` on the way, since they decide what is forwarded. The field
+tables are ``fields.py``'s.
 
 ``CANNED`` holds every answer the proxy gives itself, rendered once at import.
 """
@@ -21,73 +17,13 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from slb.proxy import rules
+from slb.proxy.fields import CHUNKED, COLON, CONNECTION_KEYWORDS, CRLF
 
 if TYPE_CHECKING:
     from slb.proxy.exchange import Exchange
 
-# Field kinds, looked up once per field by lowercased name.
-OTHER = 0
-HOST = 1
-CONTENT_LENGTH = 2
-TRANSFER_ENCODING = 3
-CONNECTION = 4
-HOP = 5  # hop-by-hop: dropped
-UPGRADE = 6
-EXPECT = 7
-X_FORWARDED_FOR = 8
-X_FORWARDED_SET = 9  # X-Forwarded-Proto/-Host: the proxy sets them, the client's are dropped
-REQUEST_ID = 10
-
-# RFC 9110 §7.6.1: Connection and the fields it names, Keep-Alive, Proxy-Connection, TE,
-# Trailer, Transfer-Encoding (the proxy re-frames), Upgrade (except for tunnels); and the
-# proxy authentication pair, which is meant for this hop only (RFC 9110 §11.7.1, §11.7.2).
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
-})
-
-# Fields of either direction the proxy handles itself or drops (RFC 9110 §7.6.1).
-_MESSAGE_FIELDS: dict[bytes, int] = {
-    b"content-length": CONTENT_LENGTH,
-    b"transfer-encoding": TRANSFER_ENCODING,
-    b"connection": CONNECTION,
-    b"upgrade": UPGRADE,
-    **dict.fromkeys(HOP_BY_HOP - {b"content-length", b"transfer-encoding", b"connection",
-                                  b"upgrade"}, HOP),
-}
-
-REQUEST_FIELDS: dict[bytes, int] = {
-    **_MESSAGE_FIELDS,
-    b"host": HOST,
-    b"expect": EXPECT,
-    b"x-forwarded-for": X_FORWARDED_FOR,
-    b"x-forwarded-proto": X_FORWARDED_SET,
-    b"x-forwarded-host": X_FORWARDED_SET,
-}
-
-RESPONSE_FIELDS: dict[bytes, int] = dict(_MESSAGE_FIELDS)
-
-# RFC 9112 §6.3 (1): 1xx, 204 and 304 responses carry no body.
-NO_BODY_STATUS = frozenset({*range(100, 200), 204, 304})
-# RFC 9110 §9.2.2: methods that may be sent again after a connection died.
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-# Connection options that name no field.
-_CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
-
-COLON = b": "
-CRLF = b"\r\n"
-CHUNKED = b"Transfer-Encoding: chunked\r\n"
-CHUNK_END = b"0\r\n\r\n"
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HTTP11 = b" HTTP/1.1\r\n"
 _PROTO_HTTP = b"X-Forwarded-Proto: http\r\n"
-
-
-def request_fields(request_id_header: str) -> dict[bytes, int]:
-    """``REQUEST_FIELDS`` with the configured request id field."""
-    fields = dict(REQUEST_FIELDS)
-    fields[request_id_header.lower().encode()] = REQUEST_ID
-    return fields
 
 
 def prepare_request_head(ex: Exchange, peer: bytes, default_host: bytes, request_id_field: bytes,
@@ -141,7 +77,7 @@ def drop_connection_options(ex: Exchange, request_id_field: bytes) -> None:
     Never a framing or routing field (``rules.check_connection_options``: 400); a field the
     proxy sets itself loses the client's copy only, and the proxy's own is still sent.
     """
-    options = rules.connection_tokens(ex.connection or b"") - _CONNECTION_KEYWORDS
+    options = rules.connection_tokens(ex.connection or b"") - CONNECTION_KEYWORDS
     if not options:
         return
     rules.check_connection_options(options)
@@ -155,15 +91,6 @@ def drop_connection_options(ex: Exchange, request_id_field: bytes) -> None:
         ex.xff = None
     if request_id_field[:-2].lower() in options:  # (the field is "Name: ")
         ex.request_id = None
-
-
-def drop_named_fields(headers: list[tuple[bytes, bytes]], connection: bytes
-                      ) -> list[tuple[bytes, bytes]]:
-    """A response's fields less those its Connection field names (RFC 9110 §7.6.1)."""
-    options = rules.connection_tokens(connection) - _CONNECTION_KEYWORDS
-    if not options:
-        return headers
-    return [(n, v) for n, v in headers if n.lower() not in options]
 
 
 def status_line(status: int, reason: bytes) -> bytes:

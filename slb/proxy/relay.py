@@ -23,8 +23,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from slb.errors import UpstreamProtocolError
+from slb.proxy.fields import CHUNK_END, CHUNKED, COLON, CRLF
 from slb.proxy.flow import TUNNEL
-from slb.proxy.head import CHUNK_END, CHUNKED, COLON, CRLF, status_line
+from slb.proxy.head import status_line
 from slb.proxy.upstream import FRAMING_LENGTH, FRAMING_NONE
 
 if TYPE_CHECKING:

@@ -30,15 +30,24 @@ field, no call): 414 for the target (``max_uri_bytes``), 431 for the fields (``m
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from slb.errors import BodyTooLarge, ClientError, Unsupported, VersionNotSupported
 
-if TYPE_CHECKING:
-    from slb.proxy.exchange import Exchange
+
+class RequestHead(Protocol):
+    """What the rules read of a recorded request head (``slb.proxy.exchange.Exchange``)."""
+
+    method: bytes
+    host: bytes | None
+    http10: bool
+    te: bytes | None
+    chunked: bool
+    content_length: int
+    upgrade: bool
 
 
-def check_head(ex: Exchange, version: str, max_body: int) -> None:
+def check_head(ex: RequestHead, version: str, max_body: int) -> None:
     """The rules that need the whole head, in the order of the index."""
     reject_unknown_version(version)
     reject_connect(ex.method)

@@ -33,11 +33,11 @@ from httptools import (
     HttpResponseParser,
 )
 
-from slb.proxy import head, rules
+from slb.proxy import fields, rules
 
 if TYPE_CHECKING:
-    from slb.member import MemberState
-    from slb.pool import Pool
+    from slb.balancing.member import MemberState
+    from slb.balancing.pool import Pool
 
 
 class UpstreamOwner(Protocol):
@@ -249,17 +249,17 @@ class UpstreamConnection(asyncio.Protocol):
         self._field_bytes += len(name) + len(value) + 4
         if self._field_bytes > self.head_limit:
             raise _HeadTooLarge
-        kind = head.RESPONSE_FIELDS.get(name.lower(), 0)
-        if kind == head.OTHER:
+        kind = fields.RESPONSE_FIELDS.get(name.lower(), 0)
+        if kind == fields.OTHER:
             self.headers.append((name, value))
-        elif kind == head.CONTENT_LENGTH:
+        elif kind == fields.CONTENT_LENGTH:
             self.content_length = value
-        elif kind == head.CONNECTION:
+        elif kind == fields.CONNECTION:
             self.connection_options = value
-        elif kind == head.TRANSFER_ENCODING:
+        elif kind == fields.TRANSFER_ENCODING:
             te = self.transfer_encoding
             self.transfer_encoding = value if te is None else te + b"," + value
-        elif kind == head.UPGRADE:
+        elif kind == fields.UPGRADE:
             self.upgrade = value  # forwarded on a 101 only
 
     def on_headers_complete(self) -> None:
@@ -269,11 +269,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._heads_in_read += 1
         self.keep_alive = parser.should_keep_alive()
         if self.connection_options is not None:
-            self.headers = head.drop_named_fields(self.headers, self.connection_options)
+            self.headers = fields.drop_named_fields(self.headers, self.connection_options)
         if self.transfer_encoding is not None:
             self.codings, chunked = rules.response_codings(self.transfer_encoding)
             self.framing = FRAMING_CHUNKED if chunked else FRAMING_CLOSE
-        if status in head.NO_BODY_STATUS or self.head_only:
+        if status in fields.NO_BODY_STATUS or self.head_only:
             self.framing = FRAMING_NONE
         elif self.framing != FRAMING_CHUNKED and self.content_length is not None:
             self.framing = FRAMING_LENGTH

@@ -120,13 +120,13 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., WorkersNode]]:
 
 
 def is_running_worker(pid: int) -> bool:
-    """``pid`` is a live ``slb.worker`` process (not gone, not a zombie)."""
+    """``pid`` is a live ``slb.node.worker`` process (not gone, not a zombie)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"slb.worker" in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return b"slb.node.worker" in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def admin_local(state_dir: Path) -> dict[str, Any]:

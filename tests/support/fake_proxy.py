@@ -13,9 +13,9 @@ import re
 from collections.abc import Coroutine
 from typing import Any
 
-from slb.context import ProxyContext
 from slb.model import parse_config
 from slb.proxy.client import ClientProtocol
+from slb.proxy.context import ProxyContext
 from slb.proxy.upstream import UpstreamConnection
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from slb.model import parse_config
-from slb.node import LocalPlane, Node
-from slb.server import ProxyServer
+from slb.node.node import LocalPlane, Node
+from slb.node.server import ProxyServer
 from tests.support.backends import Backend
 
 

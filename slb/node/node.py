@@ -1,9 +1,11 @@
 """A proxy node: the control API in front of a data plane, and the node's life cycle.
 
 The data plane is either one in-process ``ProxyServer`` (``LocalPlane``, ``--workers 0``) or N
-worker processes sharing the listeners with SO_REUSEPORT (``slb.workers.ProcessPlane``). The node
-owns the applied configuration, its version and hash, the control API, persistence to
-``state_dir`` and the signals.
+worker processes sharing the listeners with SO_REUSEPORT (``slb.node.supervisor.ProcessPlane``).
+The node serves the applied configuration's version and hash, the control API, persistence to
+``state_dir`` and the signals. The applied configuration itself is held once, by the plane
+(``DataPlane.config``: the runtime's in process, the supervisor's with workers); the node reads
+it from there.
 
 Who manages a node: a file with ``virtual_servers`` makes a *file-managed* node (SIGHUP reloads
 it; PUT and PATCH answer 409). A file with only ``control`` and ``state_dir`` makes an
@@ -34,21 +36,33 @@ from urllib.parse import unquote
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from slb.configfile import load_config_file
-from slb.control import Request, Response, start_control_server
 from slb.errors import ConfigError
 from slb.gcpause import freeze
 from slb.metrics import Stats, StatsCollector
-from slb.model import Config, Group, split_host_port
-from slb.server import ProxyServer, describe
-from slb.snapshot import SnapshotRejected, apply_delta, copy_config, parse_delta, parse_snapshot
-from slb.statefile import load_snapshot, save_snapshot
+from slb.model import (
+    Config,
+    Group,
+    SnapshotRejected,
+    apply_delta,
+    copy_config,
+    parse_delta,
+    parse_snapshot,
+    split_host_port,
+)
+from slb.node.control import Request, Response, start_control_server
+from slb.node.files import load_config_file, load_snapshot, save_snapshot
+from slb.node.server import ProxyServer, describe
 
 log = logging.getLogger("slb.node")
 PERSIST_INTERVAL = 0.5  # seconds between writes of the snapshot after pool deltas
 
 
 class DataPlane(Protocol):
+    @property
+    def config(self) -> Config | None:
+        """The applied configuration; None before start."""
+        ...
+
     async def start(self, config: Config) -> None: ...
     async def apply(self, config: Config) -> None: ...
     async def apply_group(self, config: Config, group: Group) -> None: ...
@@ -63,6 +77,10 @@ class LocalPlane:
 
     def __init__(self) -> None:
         self.server: ProxyServer | None = None
+
+    @property
+    def config(self) -> Config | None:
+        return self.server.config if self.server is not None else None
 
     async def start(self, config: Config) -> None:
         self.server = ProxyServer(config)
@@ -104,7 +122,6 @@ class Node:
         self.file_managed = is_file_managed(local)
         self.plane = plane
         self.config_path = config_path
-        self.config = local
         self.applied_at = time.time()
         self.control: asyncio.Server | None = None
         self.draining = False
@@ -123,7 +140,6 @@ class Node:
                 config = self._localise(persisted)
                 log.info("serving the persisted snapshot, %s", describe(config))
         await self.plane.start(config)
-        self.config = config
         self.applied_at = time.time()
         host, port = split_host_port(self.local.control.listen)
         try:
@@ -134,6 +150,12 @@ class Node:
                                f"{exc.strerror or exc}"]) from None
         mode = "file-managed" if self.file_managed else "admin-managed"
         log.info("%s node, %s; control on %s", mode, describe(config), self.local.control.listen)
+
+    @property
+    def config(self) -> Config:
+        """The applied configuration (the local file's until the plane has started)."""
+        applied = self.plane.config
+        return applied if applied is not None else self.local
 
     @property
     def control_port(self) -> int:
@@ -173,7 +195,6 @@ class Node:
             await self.plane.apply(config)
         else:
             await self.plane.apply_group(config, group)
-        self.config = config
         if group is None:
             freeze()  # the collector need not walk a 100,000-member snapshot again
         self.applied_at = time.time()
@@ -354,7 +375,7 @@ class Node:
 async def run_node(config_path: str, workers: int) -> None:
     local = load_config_file(config_path)
     if workers > 0:
-        from slb.workers import ProcessPlane
+        from slb.node.supervisor import ProcessPlane
 
         plane: DataPlane = ProcessPlane(workers)
     else:

@@ -1,8 +1,8 @@
-"""A worker process: one ProxyServer driven by its supervisor (see ``slb.workers``).
+"""A worker process: one ProxyServer driven by its supervisor (see ``slb.node.supervisor``).
 
-Started as ``python -m slb.worker FD`` with FD one end of a socketpair. SIGTERM drains and exits;
-SIGINT and SIGHUP belong to the supervisor (a terminal's Ctrl-C reaches the whole process group,
-and the supervisor decides). If the supervisor goes away, the worker drains and exits too.
+Started as ``python -m slb.node.worker FD`` with FD one end of a socketpair. SIGTERM drains and
+exits; SIGINT and SIGHUP belong to the supervisor (a terminal's Ctrl-C reaches the whole process
+group, and the supervisor decides). If the supervisor goes away, the worker drains and exits too.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import uvloop
 
 from slb.errors import ConfigError
 from slb.model import Config, Group
-from slb.server import ProxyServer
-from slb.workers import encode, read_message, send_message
+from slb.node.ipc import encode, read_message, send_message
+from slb.node.server import ProxyServer
 
 log = logging.getLogger("slb.worker")
 PR_SET_PDEATHSIG = 1
@@ -29,7 +29,6 @@ PR_SET_PDEATHSIG = 1
 class Worker:
     def __init__(self) -> None:
         self.server: ProxyServer | None = None
-        self.config: Config | None = None
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message["op"]
@@ -46,24 +45,22 @@ class Worker:
     async def _apply(self, config: Config) -> dict[str, Any]:
         try:
             if self.server is None:
-                self.server = ProxyServer(config, reuse_port=True)
-                await self.server.start()
+                server = ProxyServer(config, reuse_port=True)
+                await server.start()  # a listener that will not bind: no server yet
+                self.server = server
             else:
                 await self.server.apply(config)
         except ConfigError as exc:
-            if self.server is not None and self.config is None:
-                self.server = None  # never started
             return {"ok": False, "errors": exc.lines}
-        self.config = config
         return {"ok": True, "version": config.version}
 
     def _apply_group(self, group: Group, version: int) -> dict[str, Any]:
-        assert self.server is not None and self.config is not None
-        position = self.config.group_position(group.name)
+        assert self.server is not None
+        config = self.server.config  # the applied config lives in the runtime, once
+        position = config.group_position(group.name)
         if position is None:
             return {"ok": False, "errors": [f"no group named {group.name!r}"]}
-        self.config = self.config.with_group(position, group, version)
-        self.server.apply_group(self.config, group)
+        self.server.apply_group(config.with_group(position, group, version), group)
         return {"ok": True, "version": version}
 
     async def drain(self) -> None:

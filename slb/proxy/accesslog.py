@@ -7,6 +7,9 @@ Lines are collected in memory and written by the sweeper a few times a second wi
 ``write`` per batch on a file opened with O_APPEND: worker processes sharing one file never
 interleave partial lines (a single append is atomic for regular files on Linux). ``flag`` uses
 Envoy's response-flag vocabulary (UF, UH, UT, UC, NR, DC, DPE).
+
+The log reads a finished request through ``LoggedExchange``, the few fields a line prints, so it
+depends on no module of the client protocol.
 """
 
 from __future__ import annotations
@@ -14,12 +17,46 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from slb.model import AccessLog as AccessLogSettings
 
-if TYPE_CHECKING:
-    from slb.proxy.exchange import Exchange
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _Routed(Protocol):
+    @property
+    def pool(self) -> _Named: ...
+
+
+class LoggedExchange(Protocol):
+    """What a line reads of a finished request (the client protocol's ``Exchange``)."""
+
+    @property
+    def method(self) -> bytes | None: ...
+    @property
+    def url(self) -> bytes: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def bytes_sent(self) -> int: ...
+    @property
+    def vhost_name(self) -> str | None: ...
+    @property
+    def target(self) -> _Routed | None: ...
+    @property
+    def member_address(self) -> str | None: ...
+    @property
+    def upstream_start(self) -> float: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def flag(self) -> str: ...
+    @property
+    def request_id(self) -> bytes | None: ...
 
 
 class AccessLog:
@@ -33,7 +70,7 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
 
-    def log(self, peer: bytes, ex: Exchange, now: float) -> None:
+    def log(self, peer: bytes, ex: LoggedExchange, now: float) -> None:
         wall = int(time.time())
         if wall != self._second:  # formatting a time costs more than a request's arithmetic
             self._second = wall

@@ -16,12 +16,13 @@ import asyncio
 import logging
 from typing import Any
 
-from slb.configfile import summary
-from slb.context import ProxyContext, Sweeper
+from slb.balancing.outlier import is_ejected
 from slb.errors import ConfigError
-from slb.listener import bind_socket, serve
 from slb.model import Config, Group
+from slb.node.files import summary
 from slb.proxy.client import ClientProtocol
+from slb.proxy.context import ProxyContext, Sweeper
+from slb.proxy.listener import bind_socket, serve
 
 log = logging.getLogger("slb")
 
@@ -81,7 +82,7 @@ class ProxyServer:
                 address: {
                     "weight": m.weight, "state": m.state, "active": m.active,
                     "requests": m.requests, "failures": m.failures,
-                    "ejected": m.ejected_until > now,
+                    "ejected": is_ejected(m, now),
                     "ejected_for": round(max(0.0, m.ejected_until - now), 3),
                     "ejections": m.ejections, "idle_connections": len(m.idle),
                 }
@@ -114,8 +115,7 @@ class ProxyServer:
             server.close()
         self.listeners.clear()
         for _, member in self.ctx.members():
-            while member.idle:
-                member.idle.pop().close()
+            member.close_idle()
         if self.ctx.access_log is not None:
             self.ctx.access_log.close()
         self.stopped.set()

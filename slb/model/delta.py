@@ -6,7 +6,8 @@ its own new ``version``; if the base is not the applied version the sender's vie
 date, and it answers with a full snapshot instead (409 ``base_mismatch``).
 
 ``apply_delta`` returns a new ``Config`` sharing every unchanged part with the old one: a delta
-on a node with 10,000 groups touches one group.
+on a node with 10,000 groups touches one group. ``SnapshotRejected`` is what the control API
+answers with when it refuses a change: its ``reason`` picks the status.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slb.gcpause import gc_paused
-from slb.model import Address, Config, ConfigErrors, Group, Member, parse_config
+from slb.model.parse import ConfigErrors, format_problem, parse_config, pydantic_problems
+from slb.model.schema import Address, Config, Group, Member
 
 Reason = Literal["stale", "invalid", "base_mismatch", "not_found", "file_managed"]
 
@@ -62,10 +64,7 @@ def parse_delta(data: Any) -> PoolDelta:
     try:
         delta = PoolDelta.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function"))
-            lines.append(f"{loc}: {error['msg']}")
+        lines = [format_problem(problem) for problem in pydantic_problems(exc)]
         raise SnapshotRejected("invalid", "invalid pool delta", lines) from None
     addresses = [m.address for m in delta.upsert]
     doubled = {a for a in addresses if addresses.count(a) > 1} | (set(addresses)
@@ -113,18 +112,15 @@ def apply_delta(config: Config, group_name: str, delta: PoolDelta) -> tuple[Conf
         del members[address]
     for member in delta.upsert:
         members[member.address] = member
+    # (the copy's digest is reset by the copy itself: slb.model.identity)
     new_group = group.model_copy(update={"members": list(members.values())})
-    new_group._digest = None  # its content changed
     return config.with_group(index, new_group, delta.version), new_group
 
 
 def copy_config(config: Config, **update: Any) -> Config:
-    """``config`` with fields replaced, without re-validating the unchanged rest."""
-    copied = config.model_copy(update=update)
-    copied._hash = None  # the content may have changed
-    if "groups" in update:
-        copied._groups_mix = None
-        copied._positions = None
-    if set(update) - {"groups", "version", "control", "state_dir"}:
-        copied._rest_hash = None
-    return copied
+    """``config`` with fields replaced, without re-validating the unchanged rest.
+
+    The caches the replaced fields invalidate are dropped by ``model_copy``
+    (``slb.model.identity``); the others are kept.
+    """
+    return config.model_copy(update=update)

@@ -1,4 +1,4 @@
-"""Load-balancing selection (slb.balancer): wrr, least_conn, random2."""
+"""Load-balancing selection (slb.balancing.balancer): wrr, least_conn, random2."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from slb.balancer import ALGORITHMS, Balancer, make_balancer
-from slb.member import STATE_DOWN, STATE_DRAIN, STATE_UP, MemberState
+from slb.balancing.balancer import ALGORITHMS, Balancer, make_balancer
+from slb.balancing.member import STATE_DOWN, STATE_DRAIN, STATE_UP, MemberState
 
 NOW = 1000.0
 NO_SKIP: tuple[MemberState, ...] = ()

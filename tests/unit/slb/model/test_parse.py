@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from slb.configfile import load_config_file
 from slb.errors import ConfigError
 from slb.model import Config, ConfigErrors, parse_config
+from slb.node.files import load_config_file
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 EXAMPLE = REPO / "config" / "slb.yaml"
 
 

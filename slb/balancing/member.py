@@ -5,22 +5,31 @@ same ``MemberState`` object for a surviving member, so smooth-WRR current weight
 idle connections and passive-health counters carry over a reload (nginx resets all of them on
 reload; Envoy keeps per-host state across EDS updates: we do as Envoy).
 
-Passive health follows Envoy's outlier detection: ``max_fails`` consecutive failures eject the
-member for ``base_ejection * ejections`` seconds, capped at ``max_ejection``. The multiplier is
-forgotten once the member has stayed healthy for ``max_ejection`` seconds.
+Idle keep-alive connections live here, on their member, so they survive reloads too. This package
+never imports the proxy: an idle connection is anything with the few members ``IdleConnection``
+names (the proxy's ``UpstreamConnection`` is one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from slb.proxy.upstream import UpstreamConnection
+from typing import Protocol
 
 STATE_UP = "up"
 STATE_DOWN = "down"
 STATE_DRAIN = "drain"
+
+
+class IdleConnection(Protocol):
+    """What the pool does with a parked upstream connection."""
+
+    requests: int  # requests served, against keepalive.max_requests
+    idle_since: float  # loop time it was parked
+    owner: object | None  # the exchange using it; None while parked
+
+    def usable(self, now: float, idle_timeout: float) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -34,7 +43,7 @@ class MemberState:
     current_weight: int = 0
     # requests in flight on this member (least_conn, random2, drain)
     active: int = 0
-    # passive health
+    # passive health (slb.balancing.outlier)
     consecutive_failures: int = 0
     ejections: int = 0
     ejected_until: float = 0.0
@@ -42,28 +51,16 @@ class MemberState:
     requests: int = 0
     failures: int = 0
     # idle keep-alive connections, most recently used last (LIFO keeps few warm connections)
-    idle: list[UpstreamConnection] = field(default_factory=list)
+    idle: list[IdleConnection] = field(default_factory=list)
 
     @property
     def takes_traffic(self) -> bool:
+        """Configured to take new requests: weight and state, whatever its health."""
         return self.weight > 0 and self.state == STATE_UP
 
-    def is_ejected(self, now: float) -> bool:
-        return self.ejected_until > now
-
     def record_success(self) -> None:
-        self.consecutive_failures = 0
+        self.consecutive_failures = 0  # outlier detection counts consecutive failures only
 
-    def record_failure(self, now: float, max_fails: int, base_ejection: float,
-                       max_ejection: float) -> bool:
-        """Count one failure; returns True when it ejects the member."""
-        self.failures += 1
-        self.consecutive_failures += 1
-        if max_fails <= 0 or self.consecutive_failures < max_fails or self.ejected_until > now:
-            return False
-        if self.ejections and now - self.ejected_until > max_ejection:
-            self.ejections = 0  # healthy long enough: the multiplier decays (Envoy)
-        self.ejections += 1
-        self.ejected_until = now + min(base_ejection * self.ejections, max_ejection)
-        self.consecutive_failures = 0
-        return True
+    def close_idle(self) -> None:
+        while self.idle:
+            self.idle.pop().close()

@@ -6,7 +6,7 @@ A balancer only *orders* candidates; the caller decides. As in Pingora, the requ
 ``pick(skip, now, panic)`` for one member, tries it, and on a retry asks again with the members it
 already tried in ``skip``. The balancer never connects, never counts in-flight requests (the caller
 increments and decrements ``MemberState.active``) and knows nothing about health beyond one
-eligibility rule. A member is eligible when
+eligibility rule, ``eligible``, which every algorithm uses. A member is eligible when
 
 * it is not in ``skip``,
 * it is not ejected by passive health (``ejected_until <= now``) or the pool is in panic mode
@@ -22,7 +22,7 @@ that member at once). All selection state lives in the ``MemberState`` objects
 (``current_weight``, ``active``), which outlive balancers: a balancer built over the same objects
 after a reload continues exactly where the previous one stopped.
 
-``wrr``: smooth weighted round-robin, as nginx's ``ngx_http_upstream_get_peer`` in
+``wrr``: smooth weighted round-robin (``smooth_wrr``), as nginx's ``ngx_http_upstream_get_peer`` in
 ``src/http/ngx_http_upstream_round_robin.c``. At every pick each eligible member's
 ``current_weight`` grows by its weight, the member with the highest ``current_weight`` wins (the
 first in configuration order on a tie) and the winner's ``current_weight`` drops by the total
@@ -34,9 +34,10 @@ handled by ejection, elsewhere.
 ``least_conn``: as ``ngx_http_upstream_get_least_conn_peer`` in
 ``src/http/modules/ngx_http_upstream_least_conn_module.c``. The member with the fewest in-flight
 requests per unit of weight wins; ratios are compared by cross-multiplication
-(``a.active * b.weight < b.active * a.weight``), exact in integers. When several members share the
-lowest ratio, smooth WRR runs over those members only: only they gain ``current_weight`` and the
-winner loses the sum of *their* weights. A sole winner's ``current_weight`` is left unchanged.
+(``a.active * b.weight < b.active * a.weight``), exact in integers. When several members share
+the lowest ratio, the same ``smooth_wrr`` runs over those members only: only they gain
+``current_weight`` and the winner loses the sum of *their* weights. A sole winner's
+``current_weight`` is left unchanged.
 
 ``random2``: the power of two random choices (Mitzenmacher, "The Power of Two Choices in
 Randomized Load Balancing", 2001), as Envoy's least-request balancer does when all weights are
@@ -54,8 +55,8 @@ long-run share of each member follows its weight; the most loaded member of the 
 chosen while two or more members are eligible.
 
 Cost per pick: ``wrr`` and ``least_conn`` make one pass over the members (``least_conn`` a second
-one on a tie); ``random2`` one pass of weight checks plus two ``bisect`` draws. No closure, list,
-regex or logging on the request path.
+one, over the eligible ones, on a tie); ``random2`` one pass of weight checks plus two ``bisect``
+draws. No closure, regex or logging on the request path; one short list of candidates.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Container, Iterable
 from typing import Protocol
 
-from slb.member import MemberState
+from slb.balancing.member import MemberState
 
 __all__ = [
     "ALGORITHMS",
@@ -73,7 +74,9 @@ __all__ = [
     "LeastConn",
     "Random2",
     "WeightedRoundRobin",
+    "eligible",
     "make_balancer",
+    "smooth_wrr",
 ]
 
 ALGORITHMS: frozenset[str] = frozenset({"wrr", "least_conn", "random2"})
@@ -92,6 +95,37 @@ class Balancer(Protocol):
         ...
 
 
+def eligible(m: MemberState, skip: Container[MemberState], limit: float) -> bool:
+    """The one eligibility test: a live positive weight, not ejected before ``limit`` (``now``,
+    or infinity in panic), not already tried by this request."""
+    return m.weight > 0 and m.ejected_until <= limit and not (skip and m in skip)
+
+
+def smooth_wrr(members: Iterable[MemberState], skip: Container[MemberState] = (),
+               limit: float = _INF) -> MemberState | None:
+    """nginx's smooth weighted round-robin step over the eligible ``members``.
+
+    Each eligible member gains its weight; the highest ``current_weight`` wins (the first on a
+    tie) and loses the eligible members' total weight.
+    """
+    best: MemberState | None = None
+    best_cw = 0
+    total = 0
+    for m in members:
+        if not eligible(m, skip, limit):
+            continue
+        w = m.weight
+        cw = m.current_weight + w
+        m.current_weight = cw
+        total += w
+        if best is None or cw > best_cw:
+            best = m
+            best_cw = cw
+    if best is not None:
+        best.current_weight = best_cw - total
+    return best
+
+
 class WeightedRoundRobin:
     """nginx smooth weighted round-robin."""
 
@@ -102,22 +136,7 @@ class WeightedRoundRobin:
 
     def pick(self, skip: Container[MemberState], now: float, panic: bool) -> MemberState | None:
         limit = _INF if panic else now
-        best: MemberState | None = None
-        best_cw = 0
-        total = 0
-        for m in self.members:
-            w = m.weight
-            if w <= 0 or m.ejected_until > limit or (skip and m in skip):
-                continue
-            cw = m.current_weight + w
-            m.current_weight = cw
-            total += w
-            if best is None or cw > best_cw:
-                best = m
-                best_cw = cw
-        if best is not None:
-            best.current_weight = best_cw - total
-        return best
+        return smooth_wrr(self.members, skip, limit)
 
 
 class LeastConn:
@@ -130,15 +149,14 @@ class LeastConn:
 
     def pick(self, skip: Container[MemberState], now: float, panic: bool) -> MemberState | None:
         limit = _INF if panic else now
+        candidates = [m for m in self.members if eligible(m, skip, limit)]
         best: MemberState | None = None
         best_active = 0
         best_weight = 1
         tied = False
-        for m in self.members:
-            w = m.weight
-            if w <= 0 or m.ejected_until > limit or (skip and m in skip):
-                continue
+        for m in candidates:
             a = m.active
+            w = m.weight
             if best is None:
                 best = m
                 best_active = a
@@ -155,26 +173,10 @@ class LeastConn:
                 tied = True
         if not tied:
             return best
-        # Smooth WRR among the members whose ratio equals the best one. Members before ``best`` in
-        # configuration order all have a strictly higher ratio, so a full pass is exact.
-        chosen: MemberState | None = None
-        chosen_cw = 0
-        total = 0
-        for m in self.members:
-            w = m.weight
-            if (w <= 0 or m.active * best_weight != best_active * w or m.ejected_until > limit
-                    or (skip and m in skip)):
-                continue
-            cw = m.current_weight + w
-            m.current_weight = cw
-            total += w
-            if chosen is None or cw > chosen_cw:
-                chosen = m
-                chosen_cw = cw
-        if chosen is None:  # unreachable: best is tied with itself
-            return best
-        chosen.current_weight = chosen_cw - total
-        return chosen
+        # Smooth WRR among the candidates whose ratio equals the best one (all eligible). Those
+        # before ``best`` in configuration order all have a strictly higher ratio: exact.
+        return smooth_wrr([m for m in candidates
+                           if m.active * best_weight == best_active * m.weight])
 
 
 class Random2:
@@ -211,8 +213,7 @@ class Random2:
         total = 0
         for m in self.members:
             w = m.weight
-            if (w > 0 and m is not exclude and m.ejected_until <= limit
-                    and not (skip and m in skip)):
+            if m is not exclude and eligible(m, skip, limit):
                 total += w
         if total == 0:
             return None
@@ -221,8 +222,7 @@ class Random2:
         last: MemberState | None = None
         for m in self.members:
             w = m.weight
-            if (w > 0 and m is not exclude and m.ejected_until <= limit
-                    and not (skip and m in skip)):
+            if m is not exclude and eligible(m, skip, limit):
                 acc += w
                 if x < acc:
                     return m
@@ -249,7 +249,7 @@ class Random2:
 
         for _ in _DRAWS:
             first = members[bisect_right(cum, rand() * total, 0, hi)]
-            if first.weight > 0 and first.ejected_until <= limit and not (skip and first in skip):
+            if eligible(first, skip, limit):
                 break
         else:
             scanned = self._scan(skip, limit, None)
@@ -259,8 +259,7 @@ class Random2:
 
         for _ in _DRAWS:
             second = members[bisect_right(cum, rand() * total, 0, hi)]
-            if (second is not first and second.weight > 0 and second.ejected_until <= limit
-                    and not (skip and second in skip)):
+            if second is not first and eligible(second, skip, limit):
                 break
         else:
             scanned = self._scan(skip, limit, first)

@@ -1,15 +1,11 @@
 """N worker processes behind one node: the supervisor's side (``ProcessPlane``).
 
-Each worker (``slb.worker``) runs one ``ProxyServer`` and opens the listeners itself with
+Each worker (``slb.node.worker``) runs one ``ProxyServer`` and opens the listeners itself with
 SO_REUSEPORT, so the kernel spreads connections across them (per 4-tuple: a keep-alive client
-stays on one worker). The supervisor talks to each worker over a socketpair: length-prefixed
-pickled messages, each request carrying an id that its reply echoes.
+stays on one worker). The supervisor talks to each worker over a socketpair (``slb.node.ipc``).
 
-    supervisor → worker          worker → supervisor
-    {op: apply, config}          {id, ok, version} or {id, ok: False, errors}
-    {op: group, group, version}  {id, ok, version}
-    {op: stats}                  {id, ok, stats, members}
-    {op: drain}                  (exits when drained)
+The supervisor process holds the applied config once, in ``ProcessPlane.config`` (the node
+reads it from there): it restarts a dead worker with it and rolls back to it.
 
 A full snapshot is pickled to each worker; a pool delta sends one group. A worker that dies is
 restarted with the current configuration. A change reaches the workers concurrently and counts
@@ -23,45 +19,18 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
-import pickle
 import socket
-import struct
 import sys
 from typing import Any
 
 from slb.errors import ConfigError
-from slb.gcpause import gc_paused
 from slb.metrics import Stats
 from slb.model import Config, Group
+from slb.node.ipc import encode, read_message, send_message
 
 log = logging.getLogger("slb.workers")
 
-HEADER = struct.Struct("!IQ")  # payload length, request id
 REPLY_TIMEOUT = 30.0  # a snapshot of 100,000 members takes seconds to compile on a busy box
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    """Pickled once, sent to every worker: a 10,000-group snapshot takes long to pickle."""
-    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-async def send_message(writer: asyncio.StreamWriter, request_id: int, payload: bytes) -> None:
-    writer.write(HEADER.pack(len(payload), request_id))
-    writer.write(payload)
-    await writer.drain()
-
-
-async def read_message(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]] | None:
-    try:
-        head = await reader.readexactly(HEADER.size)
-        size, request_id = HEADER.unpack(head)
-        data = await reader.readexactly(size)
-        with gc_paused():  # a full snapshot is a large unpickle
-            message: dict[str, Any] = pickle.loads(data)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
-    return request_id, message
 
 
 class WorkerHandle:
@@ -86,7 +55,7 @@ class WorkerHandle:
         parent, child = socket.socketpair()
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "slb.worker", str(child.fileno()),
+                sys.executable, "-m", "slb.node.worker", str(child.fileno()),
                 pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL)
         finally:
             child.close()
@@ -268,10 +237,3 @@ class ProcessPlane:
                     worker.process.kill()
                 await worker.process.wait()
             await worker.close_channel()
-
-    def pids(self) -> list[int]:
-        return [w.process.pid for w in self.workers if w.process is not None]
-
-
-def default_workers() -> int:
-    return os.cpu_count() or 1

@@ -1,13 +1,14 @@
 """Routing: Host header to virtual server, then path to route, compiled once per snapshot.
 
-Per listener, a ``RouteTable`` maps exact domains with one dict lookup, then wildcard domains
-(``*.example.com`` matches any name below it, the longest suffix winning, as nginx's
-``server_name``), then the listener's default virtual server: the one marked ``default``, else the
-first on that listener (nginx's rule for ``default_server``).
+The rules are ``slb.model.hosts``' (the admin's URL tool uses the same functions): exact domain,
+then the longest wildcard suffix, then the listener's default virtual server; inside it, routes
+in ``route_sort_key`` order. Here they are compiled into lookups for the request path: per
+listener a ``RouteTable`` with one dict for exact domains and the wildcards longest first, and
+per virtual server a ``VirtualHost`` whose routes are already sorted, regexes compiled.
 
-Inside a virtual server, routes are tried highest ``priority`` first, then longest path (so a
-longer prefix beats a shorter one of the same priority), regexes after plain paths of the same
-priority in configuration order. Matching is on the raw path without the query string.
+``RouteTable.virtual_host`` takes the Host header as sent: the first lookup is on it as is
+(the common case: a client sends the name as configured), then on ``bare_host`` of it, and the
+answer is cached per Host value (bounded: the header is client-controlled).
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from slb.model.hosts import bare_host, default_server, route_sort_key, wildcard_suffix
+
 if TYPE_CHECKING:
+    from slb.balancing.pool import Pool
     from slb.metrics import LatencyHistogram
-    from slb.pool import Pool
+    from slb.model import VirtualServer
 
 EXACT = 0
 PREFIX = 1
 REGEX = 2
 _KINDS = {"exact": EXACT, "prefix": PREFIX, "regex": REGEX}
+HOST_CACHE = 4096  # Host values remembered per listener
 
 
 @dataclass(slots=True, frozen=True)
@@ -66,20 +71,6 @@ class VirtualHost:
         return None
 
 
-def compile_route(kind: str, path: str, priority: int, order: int,
-                  target: Target) -> tuple[tuple[int, int, int, int], CompiledRoute]:
-    """A route and its sort key: priority desc, plain paths before regexes, longer first."""
-    code = _KINDS[kind]
-    matcher = re.compile(path).match if code == REGEX else None
-    key = (-priority, 1 if code == REGEX else 0, -len(path) if code != REGEX else 0, order)
-    return key, CompiledRoute(code, path, matcher, target)
-
-
-def make_virtual_host(name: str,
-                      routes: list[tuple[tuple[int, int, int, int], CompiledRoute]]) -> VirtualHost:
-    return VirtualHost(name, [route for _, route in sorted(routes, key=lambda item: item[0])])
-
-
 class RouteTable:
     """The virtual servers of one listener."""
 
@@ -101,9 +92,7 @@ class RouteTable:
         cached = self._cache.get(host, False)
         if cached is not False:
             return cached  # type: ignore[return-value]
-        name = host.lower()
-        bare = name if name.endswith("]") or ":" not in name else name.rpartition(":")[0]
-        bare = bare.rstrip(".")
+        bare = bare_host(host)
         found = self.exact.get(bare)
         if found is None:
             for suffix, vhost in self.wildcards:
@@ -112,6 +101,31 @@ class RouteTable:
                     break
             else:
                 found = self.default
-        if len(self._cache) < 4096:  # bounded: Host is client-controlled
+        if len(self._cache) < HOST_CACHE:
             self._cache[host] = found
         return found
+
+
+def compile_virtual_host(vs: VirtualServer, target: Callable[[int], Target]) -> VirtualHost:
+    """``vs``'s routes in the order they are tried; ``target(i)`` is route i's target."""
+    keyed = []
+    for order, route in enumerate(vs.routes):
+        kind = _KINDS[route.match]
+        matcher = re.compile(route.path).match if kind == REGEX else None
+        keyed.append((route_sort_key(route.match, route.path, route.priority, order),
+                      CompiledRoute(kind, route.path, matcher, target(order))))
+    return VirtualHost(vs.name, [route for _, route in sorted(keyed, key=lambda kv: kv[0])])
+
+
+def compile_table(servers: list[VirtualServer], vhosts: dict[str, VirtualHost]) -> RouteTable:
+    """The table of one listener from its virtual servers (``vhosts`` by name)."""
+    exact: dict[str, VirtualHost] = {}
+    wildcards: list[tuple[str, VirtualHost]] = []
+    for vs in servers:
+        for domain in vs.domains:
+            suffix = wildcard_suffix(domain)
+            if suffix is None:
+                exact[domain] = vhosts[vs.name]
+            else:
+                wildcards.append((suffix, vhosts[vs.name]))
+    return RouteTable(exact, wildcards, vhosts[default_server(servers).name])

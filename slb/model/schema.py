@@ -1,18 +1,16 @@
-"""The configuration schema: the one contract between the data plane and the admin.
+"""The configuration schema: the pydantic classes of the contract, used at load time only.
 
 A node's configuration is the same whether it comes from a YAML file (`config/slb.yaml`) or as a
 JSON snapshot pushed by the admin: the names below are the contract. Validation happens here, once,
-when a configuration is loaded; the compiled objects the proxy uses per request never see pydantic.
-
-Every error is reported with its location in the document (``groups[1].members[0].address``), so
-`slb check` can print all of them at once, like `nginx -t` but complete.
+when a configuration is loaded (``slb.model.parse``); the compiled objects the proxy uses per
+request never see pydantic. ``Group`` and ``Config`` carry caches (digest, content hash), all
+declared and reset in ``slb.model.identity``.
 
 Defaults cite their precedent (nginx, HAProxy, Envoy) beside them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import socket
 from typing import Annotated, Any, Literal
@@ -22,12 +20,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from slb.model.identity import Cached, content_hash, group_digest, group_position, with_group
 
 Algorithm = Literal["wrr", "least_conn", "random2"]
 MatchKind = Literal["exact", "prefix", "regex"]
@@ -173,9 +171,8 @@ class Member(_Strict):
     state: MemberStateName = "up"
 
 
-class Group(_Strict):
+class Group(Cached, _Strict):
     name: str = Field(min_length=1, max_length=200)
-    _digest: str | None = PrivateAttr(default=None)
     algorithm: Algorithm = "wrr"
     members: list[Member] = Field(default_factory=list)
     timeouts: Timeouts = Timeouts()
@@ -183,25 +180,8 @@ class Group(_Strict):
     retry: Retry = Retry()
     passive_health: PassiveHealth = PassiveHealth()
 
-    def __eq__(self, other: object) -> bool:
-        # fields only: pydantic would also compare the cached digest, and a group whose digest
-        # was computed would differ from its equal twin
-        if not isinstance(other, Group):
-            return NotImplemented
-        return self.__dict__ == other.__dict__
-
-    __hash__ = BaseModel.__hash__
-
     def digest(self) -> str:
-        # the private dict directly: pydantic's __getattr__ costs microseconds per read, and
-        # a snapshot's hash reads 10,000 of these
-        private = self.__pydantic_private__
-        assert private is not None
-        found: str | None = private.get("_digest")
-        if found is None:
-            found = private["_digest"] = hashlib.sha256(
-                self.model_dump_json().encode()).hexdigest()
-        return found
+        return group_digest(self)
 
     @model_validator(mode="after")
     def _unique_members(self) -> Group:
@@ -251,7 +231,7 @@ class VirtualServer(_Strict):
     routes: list[Route] = Field(default_factory=list)
 
 
-class Config(_Strict):
+class Config(Cached, _Strict):
     """A whole node configuration: a file's content or an admin snapshot."""
 
     # Monotonic version of a pushed snapshot; files may leave it at 0.
@@ -262,10 +242,6 @@ class Config(_Strict):
     access_log: AccessLog = AccessLog()
     virtual_servers: list[VirtualServer] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
-    _hash: str | None = PrivateAttr(default=None)
-    _rest_hash: str | None = PrivateAttr(default=None)
-    _groups_mix: int | None = PrivateAttr(default=None)
-    _positions: dict[str, int] | None = PrivateAttr(default=None)
 
     @field_validator("groups")
     @classmethod
@@ -282,64 +258,17 @@ class Config(_Strict):
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def __eq__(self, other: object) -> bool:
-        # fields only, not the cached hashes (see Group.__eq__)
-        if not isinstance(other, Config):
-            return NotImplemented
-        return self.__dict__ == other.__dict__
-
-    __hash__ = BaseModel.__hash__
-
     def content_hash(self) -> str:
-        """sha256 of the content: equal content, equal hash.
-
-        The version and the node-local parts (``control``, ``state_dir``) are left out, so the
-        admin and a node compute the same hash for the same snapshot. It combines a digest of
-        the rest with the XOR of one digest per group (group names are unique, and the order
-        of groups means nothing), each cached on its immutable object: a pool delta on a node
-        with 10,000 groups updates the combination in O(1) (``with_group``) instead of
-        re-hashing everything.
-        """
-        if self._hash is None:
-            if self._rest_hash is None:
-                rest = self.model_dump_json(exclude={"version", "control", "state_dir",
-                                                     "groups"})
-                self._rest_hash = hashlib.sha256(rest.encode()).hexdigest()
-            if self._groups_mix is None:
-                mix = 0
-                for group in self.groups:
-                    mix ^= int(group.digest(), 16)
-                self._groups_mix = mix
-            combined = f"{self._rest_hash}:{self._groups_mix:064x}:{len(self.groups)}"
-            self._hash = hashlib.sha256(combined.encode()).hexdigest()
-        return self._hash
+        """sha256 of the content: equal content, equal hash (see ``slb.model.identity``)."""
+        return content_hash(self)
 
     def group_position(self, name: str) -> int | None:
-        """Index of group ``name`` in ``groups``, from a map built once per groups list."""
-        private = self.__pydantic_private__
-        assert private is not None
-        positions: dict[str, int] | None = private.get("_positions")
-        if positions is None:
-            positions = private["_positions"] = {g.name: i for i, g in enumerate(self.groups)}
-        return positions.get(name)
+        """Index of group ``name`` in ``groups``."""
+        return group_position(self, name)
 
     def with_group(self, position: int, group: Group, version: int) -> Config:
-        """This config with ``groups[position]`` replaced (same name): a pool delta.
-
-        Cached facts that survive are carried over: the other groups' digests, the position
-        map, the digest of the rest, and the groups' XOR updated for the one that changed.
-        """
-        groups = list(self.groups)
-        old = groups[position]
-        groups[position] = group
-        copied = self.model_copy(update={"groups": groups, "version": version})
-        private, mine = copied.__pydantic_private__, self.__pydantic_private__
-        assert private is not None and mine is not None
-        private["_hash"] = None
-        mix = mine.get("_groups_mix")
-        private["_groups_mix"] = (None if mix is None
-                                  else mix ^ int(old.digest(), 16) ^ int(group.digest(), 16))
-        return copied
+        """This config with ``groups[position]`` replaced (same name): a pool delta."""
+        return with_group(self, position, group, version)
 
 
 def _reject_duplicates(kind: str, names: list[str]) -> None:
@@ -348,110 +277,3 @@ def _reject_duplicates(kind: str, names: list[str]) -> None:
         if name in seen:
             raise ValueError(f"{kind} name {name!r} is used twice")
         seen.add(name)
-
-
-class ConfigErrors(ValueError):
-    """Every problem found in one configuration, each with its location."""
-
-    def __init__(self, errors: list[tuple[tuple[str | int, ...], str]]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(f"{format_location(loc)}: {msg}" for loc, msg in errors))
-
-    def lines(self) -> list[str]:
-        return [f"{format_location(loc)}: {msg}" if loc else msg for loc, msg in self.errors]
-
-
-def format_location(loc: tuple[str | int, ...]) -> str:
-    """('groups', 1, 'members', 0, 'address') -> 'groups[1].members[0].address'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-def _pydantic_message(error: dict[str, Any]) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "required field is missing"
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-    return message
-
-
-def parse_config(data: Any) -> Config:
-    """Validate a decoded document; raises ConfigErrors listing every problem.
-
-    References between parts (a route's group, one default per listener, a domain on one
-    virtual server per listener) are checked on the document itself, so they are reported
-    together with the field errors rather than after those are fixed.
-    """
-    if not isinstance(data, dict):
-        raise ConfigErrors([((), "the configuration must be a mapping")])
-    errors = cross_reference_errors(data)
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(part for part in error["loc"] if not _is_pydantic_tag(part))
-            errors.append((loc, _pydantic_message(error)))
-    if errors:
-        raise ConfigErrors(sorted(errors, key=_location_order))
-    return config
-
-
-def _location_order(error: tuple[tuple[str | int, ...], str]) -> tuple[str, ...]:
-    return tuple(f"{p:08d}" if isinstance(p, int) else p for p in error[0])
-
-
-def cross_reference_errors(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    """What no single field can know: checked defensively on the raw document."""
-    errors: list[tuple[tuple[str | int, ...], str]] = []
-    groups = data.get("groups")
-    names = {g.get("name") for g in groups if isinstance(g, dict)} \
-        if isinstance(groups, list) else set()
-    servers = data.get("virtual_servers")
-    if not isinstance(servers, list):
-        return errors
-    control = data.get("control")
-    control_listen = control.get("listen") if isinstance(control, dict) else None
-    defaults: dict[str, str] = {}
-    domains: dict[tuple[str, str], str] = {}
-    for i, vs in enumerate(servers):
-        if not isinstance(vs, dict):
-            continue
-        listen, name = vs.get("listen"), vs.get("name")
-        if isinstance(listen, str) and listen == control_listen and not listen.endswith(":0"):
-            errors.append((("virtual_servers", i, "listen"),
-                           f"{listen} is already the control listener"))
-        if vs.get("default") is True and isinstance(listen, str):
-            if listen in defaults:
-                errors.append((("virtual_servers", i, "default"),
-                               f"{defaults[listen]!r} is already the default on {listen}"))
-            defaults.setdefault(listen, str(name))
-        for j, domain in enumerate(vs.get("domains") or []):
-            if not isinstance(domain, str) or not isinstance(listen, str):
-                continue
-            normal = domain.lower().rstrip(".")
-            owner = domains.setdefault((listen, normal), str(name))
-            if owner != str(name):
-                errors.append((("virtual_servers", i, "domains", j),
-                               f"{normal} on {listen} already belongs to {owner!r}"))
-        routes = vs.get("routes")
-        for j, route in enumerate(routes if isinstance(routes, list) else []):
-            group = route.get("group") if isinstance(route, dict) else None
-            if isinstance(group, str) and group not in names:
-                errors.append((("virtual_servers", i, "routes", j, "group"),
-                               f"unknown group {group!r}"))
-    return errors
-
-
-def _is_pydantic_tag(part: str | int) -> bool:
-    # pydantic inserts validator names such as 'function-after[...]' into locations
-    return isinstance(part, str) and ("[" in part or part.startswith("function-"))

@@ -1,0 +1,62 @@
+"""The contract between the data plane and the admin: the one slb package the admin imports.
+
+    schema.py    the pydantic classes of a node configuration (load time only)
+    parse.py     parse_config, cross-references, the one wording of validation errors
+    identity.py  group digests and the content hash: every cache of the model, and its reset
+    delta.py     changing an applied config: full snapshots, pool deltas, SnapshotRejected
+    hosts.py     which virtual server and route a host and path reach (proxy and admin alike)
+
+Nothing here knows about sockets, processes or the admin; the proxy compiles a ``Config`` into
+its own objects (``slb.proxy.compile``).
+"""
+
+from slb.model.delta import (
+    PoolDelta,
+    SnapshotRejected,
+    apply_delta,
+    copy_config,
+    parse_delta,
+    parse_snapshot,
+)
+from slb.model.hosts import Resolution, bare_host, resolve, route_order, route_sort_key
+from slb.model.parse import (
+    ConfigErrors,
+    Location,
+    Problem,
+    cross_reference_errors,
+    format_location,
+    format_problem,
+    parse_config,
+    pydantic_problems,
+)
+from slb.model.schema import (
+    AccessLog,
+    Address,
+    Algorithm,
+    Config,
+    Control,
+    Domain,
+    Group,
+    HttpSettings,
+    KeepAlive,
+    MatchKind,
+    Member,
+    MemberStateName,
+    PassiveHealth,
+    PositiveSeconds,
+    Retry,
+    Route,
+    Timeouts,
+    VirtualServer,
+    split_host_port,
+)
+
+__all__ = [
+    "AccessLog", "Address", "Algorithm", "Config", "ConfigErrors", "Control", "Domain", "Group",
+    "HttpSettings", "KeepAlive", "Location", "MatchKind", "Member", "MemberStateName",
+    "PassiveHealth", "PoolDelta", "PositiveSeconds", "Problem", "Resolution", "Retry", "Route",
+    "SnapshotRejected", "Timeouts", "VirtualServer", "apply_delta", "bare_host", "copy_config",
+    "cross_reference_errors", "format_location", "format_problem", "parse_config",
+    "parse_delta", "parse_snapshot", "pydantic_problems", "resolve", "route_order",
+    "route_sort_key", "split_host_port",
+]

@@ -1,0 +1,159 @@
+"""Identity of configuration objects: group digests, the content hash, and every model cache.
+
+Snapshot objects are immutable, so facts computed from them can be cached on them: a group's
+digest, a config's content hash (and the two halves it combines), a config's map from group name
+to position. Those caches are the only mutable state of the model, and they are all declared
+here, in ``DEPENDS``, with the fields each one is computed from.
+
+Objects are changed only by copying (``model_copy``; pydantic's frozen models allow nothing
+else). ``Cached.model_copy`` gives every copy its own cache holding exactly the entries whose
+fields the copy did not touch: a pool delta on a node with 10,000 groups keeps the other groups'
+digests and the digest of the rest, and ``with_group`` updates the groups' combination in O(1).
+A new cache is one more entry in ``DEPENDS``; nothing else can forget to reset it.
+
+The content hash leaves out the version and the node-local parts (``control``, ``state_dir``),
+so the admin and a node compute the same hash for the same snapshot. It combines a digest of the
+rest with the XOR of one digest per group (group names are unique and their order means
+nothing): XOR lets one group be swapped in and out of the combination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
+
+from pydantic import BaseModel, PrivateAttr
+
+# The fields of a Config that a node owns and the content hash leaves out.
+NODE_LOCAL = frozenset({"version", "control", "state_dir"})
+
+GROUP_DIGEST = "digest"  # Group: sha256 of all its fields
+CONTENT_HASH = "hash"  # Config: the content hash
+REST_HASH = "rest_hash"  # Config: sha256 of everything but the groups and NODE_LOCAL
+GROUPS_MIX = "groups_mix"  # Config: XOR of the group digests
+POSITIONS = "positions"  # Config: group name -> index in ``groups``
+
+
+@dataclass(frozen=True, slots=True)
+class Depends:
+    """The fields a cache is computed from: ``on`` these, or every field but ``all_but``."""
+
+    on: frozenset[str] = frozenset()
+    all_but: frozenset[str] | None = None
+
+    def touched_by(self, fields: Set[str]) -> bool:
+        if self.all_but is not None:
+            return bool(fields - self.all_but)
+        return bool(fields & self.on)
+
+
+# Every cache of the model, and what it depends on.
+DEPENDS: dict[str, Depends] = {
+    GROUP_DIGEST: Depends(all_but=frozenset()),
+    CONTENT_HASH: Depends(all_but=NODE_LOCAL),
+    REST_HASH: Depends(all_but=NODE_LOCAL | {"groups"}),
+    GROUPS_MIX: Depends(on=frozenset({"groups"})),
+    POSITIONS: Depends(on=frozenset({"groups"})),
+}
+
+
+def cache_of(model: BaseModel) -> dict[str, Any]:
+    # the private dict directly: pydantic's __getattr__ costs microseconds per read, and a
+    # snapshot's hash reads 10,000 of these
+    private = model.__pydantic_private__
+    assert private is not None
+    cache: dict[str, Any] = private["_cache"]
+    return cache
+
+
+class Cached(BaseModel):
+    """A snapshot object with caches: copies keep only what they did not change."""
+
+    _cache: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        changed = set(update or ())
+        private = copied.__pydantic_private__
+        assert private is not None
+        # a new dict: pydantic's copy would share this one with the original
+        private["_cache"] = {key: value for key, value in cache_of(self).items()
+                             if not DEPENDS[key].touched_by(changed)}
+        return copied
+
+    def __eq__(self, other: object) -> bool:
+        # fields only: pydantic would also compare the caches, and an object whose hash was
+        # computed would differ from its equal twin
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = BaseModel.__hash__
+
+
+C = TypeVar("C", bound=Cached)
+
+
+def group_digest(group: Cached) -> str:
+    cache = cache_of(group)
+    found: str | None = cache.get(GROUP_DIGEST)
+    if found is None:
+        found = cache[GROUP_DIGEST] = hashlib.sha256(group.model_dump_json().encode()).hexdigest()
+    return found
+
+
+def content_hash(config: Cached) -> str:
+    cache = cache_of(config)
+    found: str | None = cache.get(CONTENT_HASH)
+    if found is None:
+        rest = cache.get(REST_HASH)
+        if rest is None:
+            text = config.model_dump_json(exclude=set(NODE_LOCAL | {"groups"}))
+            rest = cache[REST_HASH] = hashlib.sha256(text.encode()).hexdigest()
+        groups = _groups(config)
+        mix = cache.get(GROUPS_MIX)
+        if mix is None:
+            mix = 0
+            for group in groups:
+                mix ^= int(group_digest(group), 16)
+            cache[GROUPS_MIX] = mix
+        combined = f"{rest}:{mix:064x}:{len(groups)}"
+        found = cache[CONTENT_HASH] = hashlib.sha256(combined.encode()).hexdigest()
+    return found
+
+
+def group_position(config: Cached, name: str) -> int | None:
+    """Index of group ``name``, from a map built once per groups list."""
+    cache = cache_of(config)
+    positions: dict[str, int] | None = cache.get(POSITIONS)
+    if positions is None:
+        positions = cache[POSITIONS] = {g.name: i for i, g in enumerate(_groups(config))}
+    return positions.get(name)
+
+
+def with_group(config: C, position: int, group: Cached, version: int) -> C:
+    """``config`` with ``groups[position]`` replaced by ``group`` (same name): a pool delta.
+
+    The copy keeps the digest of the rest (``model_copy``); the groups' XOR is updated for the
+    one that changed, and the position map still holds (same names, same order).
+    """
+    groups = list(_groups(config))
+    old = groups[position]
+    groups[position] = group
+    mine = cache_of(config)
+    copied = config.model_copy(update={"groups": groups, "version": version})
+    cache = cache_of(copied)
+    mix = mine.get(GROUPS_MIX)
+    if mix is not None:
+        cache[GROUPS_MIX] = mix ^ int(group_digest(old), 16) ^ int(group_digest(group), 16)
+    if POSITIONS in mine:
+        cache[POSITIONS] = mine[POSITIONS]
+    return copied
+
+
+def _groups(config: Cached) -> Sequence[Any]:
+    groups: Sequence[Any] = config.groups  # type: ignore[attr-defined]
+    return groups

@@ -1,0 +1,115 @@
+"""Compiling a ``Config`` into the ``Runtime`` the request path reads, carrying member state over.
+
+A ``Runtime`` holds everything derived from one config: the config itself (the only copy the
+process keeps), its client settings (the model's own ``HttpSettings`` object, frozen), the route
+tables and pools, and the lookups the client protocol needs per request (header names it
+reads, the head size limit, the request id header, the Host bytes per listener). The proxy
+context swaps one reference to it on apply, so no request sees a mix of two configs; requests
+in flight keep the ``Target`` and ``Pool`` objects they started with.
+
+``build_runtime`` is pure apart from reusing ``MemberState`` objects of the previous runtime: a
+member that survives (same group, same address) keeps its smooth-WRR weight, in-flight count,
+idle connections and passive-health counters; its weight and state take the new values at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from slb.balancing.member import STATE_UP, MemberState
+from slb.balancing.pool import Pool
+from slb.metrics import Stats
+from slb.model import Config, Group, HttpSettings, VirtualServer
+from slb.proxy.accesslog import AccessLog
+from slb.proxy.fields import request_fields
+from slb.proxy.router import RouteTable, Target, VirtualHost, compile_table, compile_virtual_host
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Runtime:
+    config: Config
+    settings: HttpSettings  # config.http itself (read per request: a field, not a property)
+    tables: dict[str, RouteTable]  # by listener address
+    pools: dict[str, Pool]  # by group name
+    # derived per request by the client protocol, computed here once
+    request_fields: dict[bytes, int]  # lowercased header name -> what the protocol does with it
+    request_id_field: bytes  # b"X-Request-Id: "
+    # a request line plus its header block: what may be buffered before a 414/431
+    head_limit: int
+    listen_hosts: dict[str, bytes]  # listener -> the Host sent when a request has none
+    access_log: AccessLog | None = None  # opened by the context: compiling opens no file
+    applied_at: float = field(default_factory=time.time)
+
+    @property
+    def listen_addresses(self) -> set[str]:
+        return set(self.tables)
+
+
+def build_runtime(config: Config, previous: Runtime | None, stats: Stats,
+                  idle_pools: set[Pool], access_log: AccessLog | None = None) -> Runtime:
+    pools: dict[str, Pool] = {}
+    for group in config.groups:
+        old_pool = previous.pools.get(group.name) if previous is not None else None
+        members = carry_members(group, old_pool.members if old_pool is not None else {})
+        pools[group.name] = Pool(group, members, stats, idle_pools)
+
+    by_listener: dict[str, list[VirtualServer]] = {}
+    vhosts: dict[str, VirtualHost] = {}
+    for vs in config.virtual_servers:
+        by_listener.setdefault(vs.listen, []).append(vs)
+        vhosts[vs.name] = compile_virtual_host(vs, _targets(vs, pools, stats))
+    tables = {listen: compile_table(servers, vhosts) for listen, servers in by_listener.items()}
+
+    http = config.http
+    return Runtime(config=config, settings=http, tables=tables, pools=pools,
+                   request_fields=request_fields(http.request_id_header),
+                   request_id_field=http.request_id_header.encode() + b": ",
+                   head_limit=http.max_header_bytes + http.max_uri_bytes,
+                   listen_hosts={listen: listen.encode() for listen in tables},
+                   access_log=access_log)
+
+
+def _targets(vs: VirtualServer, pools: dict[str, Pool], stats: Stats
+             ) -> Callable[[int], Target]:
+    def target(order: int) -> Target:
+        group = vs.routes[order].group
+        return Target(vs.name, order, pools[group], stats.histogram(vs.name, group))
+    return target
+
+
+def carry_members(group: Group, old: dict[str, MemberState]) -> dict[str, MemberState]:
+    """The member states of ``group``: surviving ones reused, with new weight and state."""
+    members: dict[str, MemberState] = {}
+    for member in group.members:
+        state = old.get(member.address)
+        if state is None:
+            # validated already: a plain split will do
+            host, _, port = member.address.rpartition(":")
+            state = MemberState(member.address, host.strip("[]"), int(port))
+        state.weight = member.weight
+        state.state = member.state
+        members[member.address] = state
+    return members
+
+
+def close_idle_of_leaving(old: dict[str, MemberState], new: dict[str, MemberState]) -> None:
+    """Members that left or stopped taking traffic lose their idle connections.
+
+    Requests in flight on them finish on the connection they have (drain).
+    """
+    for address, member in old.items():
+        if new.get(address) is member and member.state == STATE_UP:
+            continue
+        member.close_idle()
+
+
+def retire(previous: Runtime, current: Runtime) -> None:
+    for name, old_pool in previous.pools.items():
+        new_pool = current.pools.get(name)
+        close_idle_of_leaving(old_pool.members, new_pool.members if new_pool is not None else {})
+    if previous.access_log is not None and previous.access_log is not current.access_log:
+        previous.access_log.close()
+
+

@@ -1,0 +1,161 @@
+"""What every connection of one proxy process shares: the applied runtime, counters, clocks.
+
+One reference, ``ProxyContext.runtime``, holds everything derived from the applied config
+(``slb.proxy.compile.Runtime``, the config included); ``apply`` and ``apply_group`` replace it
+with one assignment, so a request never sees a mix of two configs. What is not derived from the
+config stays here: the loop, the counters, the open connections, the draining flag, the request
+id sequence. The names the client protocol reads (``settings``, ``request_fields``,
+``head_limit``, ``listen_hosts``, ``request_id_field``, ``access_log``) are read-through
+properties of the runtime.
+
+``Sweeper`` is the one periodic task: it fires connection deadlines, closes idle upstream
+connections past their idle timeout, and flushes the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
+
+from slb.balancing.member import MemberState
+from slb.gcpause import freeze, gc_paused
+from slb.metrics import Stats
+from slb.model import AccessLog as AccessLogSettings
+from slb.model import Config, Group, HttpSettings
+from slb.proxy.accesslog import AccessLog
+from slb.proxy.compile import Runtime, build_runtime, carry_members, close_idle_of_leaving, retire
+
+if TYPE_CHECKING:
+    from slb.balancing.pool import Pool
+
+SWEEP_INTERVAL = 0.1  # seconds: the resolution of every client-side timeout
+
+
+class Connection(Protocol):
+    """What the sweeper and a drain do with a client connection."""
+
+    deadline: float
+    transport: asyncio.BaseTransport
+
+    def on_deadline(self, now: float) -> None: ...
+
+    def close_if_idle(self) -> None: ...
+
+
+class ProxyContext:
+    def __init__(self, loop: asyncio.AbstractEventLoop, config: Config,
+                 stats: Stats | None = None) -> None:
+        self.loop = loop
+        self.stats = stats or Stats()
+        self.connections: set[Connection] = set()
+        self.idle_pools: set[Pool] = set()
+        self.draining = False
+        self._request_prefix = os.urandom(4).hex().encode() + b"-"
+        self._request_counter = 0
+        self.runtime: Runtime = None  # type: ignore[assignment]
+        self.apply(config)
+
+    def apply(self, config: Config) -> Runtime:
+        """Compile ``config`` and swap it in; returns the new runtime."""
+        previous = self.runtime
+        log = _access_log(config.access_log, previous.access_log if previous else None)
+        with gc_paused():
+            runtime = build_runtime(config, previous, self.stats, self.idle_pools, log)
+        self.runtime = runtime
+        if previous is not None:
+            retire(previous, runtime)
+        freeze()
+        return runtime
+
+    def apply_group(self, config: Config, group: Group) -> None:
+        """A pool delta: only ``group``'s members change; ``config`` is the whole new config."""
+        runtime = self.runtime
+        pool = runtime.pools[group.name]
+        old = pool.members
+        pool.set_members(carry_members(group, old))
+        self.runtime = replace(runtime, config=config, settings=config.http,
+                               applied_at=time.time())
+        close_idle_of_leaving(old, pool.members)
+
+    # -- read through to the runtime (the names the client protocol uses) --------------------
+
+    @property
+    def settings(self) -> HttpSettings:
+        return self.runtime.settings
+
+    @property
+    def head_limit(self) -> int:
+        return self.runtime.head_limit
+
+    @property
+    def request_fields(self) -> dict[bytes, int]:
+        return self.runtime.request_fields
+
+    @property
+    def request_id_field(self) -> bytes:
+        return self.runtime.request_id_field
+
+    @property
+    def listen_hosts(self) -> dict[str, bytes]:
+        return self.runtime.listen_hosts
+
+    @property
+    def access_log(self) -> AccessLog | None:
+        return self.runtime.access_log
+
+    def next_request_id(self) -> bytes:
+        self._request_counter += 1
+        return self._request_prefix + b"%x" % self._request_counter
+
+    def members(self) -> list[tuple[str, MemberState]]:
+        return [(pool.name, member) for pool in self.runtime.pools.values()
+                for member in pool.members.values()]
+
+
+def _access_log(settings: AccessLogSettings, current: AccessLog | None) -> AccessLog | None:
+    """The access log ``settings`` ask for: the current one if it writes the same file.
+
+    A log the new runtime does not keep is closed by ``retire`` once it is swapped out.
+    """
+    if not settings.enabled:
+        return None
+    if current is not None and current.path == settings.path:
+        return current
+    return AccessLog(settings)
+
+
+class Sweeper:
+    """Fires due connection deadlines and expires idle upstream connections."""
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self._handle: asyncio.TimerHandle | None = None
+        self._ticks = 0
+
+    def start(self) -> None:
+        self._handle = self.ctx.loop.call_later(SWEEP_INTERVAL, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        ctx = self.ctx
+        now = ctx.loop.time()
+        for conn in [c for c in ctx.connections if c.deadline <= now]:
+            conn.on_deadline(now)
+        self._expire_idle(now)
+        self._ticks += 1
+        log = ctx.access_log
+        if log is not None and self._ticks % 5 == 0:
+            log.flush()
+        self._handle = ctx.loop.call_later(SWEEP_INTERVAL, self._tick)
+
+    def _expire_idle(self, now: float) -> None:
+        pools = self.ctx.idle_pools
+        for pool in [p for p in pools if not p.expire_idle(now)]:
+            pools.discard(pool)

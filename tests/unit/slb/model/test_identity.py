@@ -1,0 +1,68 @@
+"""``slb.model.identity``: hashes follow content, and no copy keeps a stale cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slb.model import Config, Control, copy_config, parse_config
+from slb.model.identity import DEPENDS, cache_of
+
+
+def document(weights: tuple[int, ...] = (1, 2), groups: int = 3) -> dict[str, Any]:
+    return {"version": 1, "groups": [
+        {"name": f"g{i}", "members": [{"address": f"10.0.{i}.{n}:80", "weight": w}
+                                      for n, w in enumerate(weights)]}
+        for i in range(groups)]}
+
+
+def fresh_hash(config: Config) -> str:
+    return parse_config(config.to_json()).content_hash()
+
+
+def test_a_copy_that_changes_content_gets_a_new_hash() -> None:
+    config = parse_config(document())
+    config.content_hash()  # fill every cache
+    heavier = copy_config(config, http=config.http.model_copy(update={"max_headers": 50}))
+    assert heavier.content_hash() == fresh_hash(heavier) != config.content_hash()
+
+
+def test_node_local_fields_and_the_version_leave_the_hash_alone() -> None:
+    config = parse_config(document())
+    local = copy_config(config, version=9, control=Control(listen="127.0.0.1:1"),
+                        state_dir="/tmp/x")
+    assert local.content_hash() == config.content_hash() == fresh_hash(local)
+
+
+def test_with_group_updates_the_hash_as_a_full_recompute_would() -> None:
+    config = parse_config(document())
+    config.content_hash()
+    position = config.group_position("g1")
+    assert position == 1
+    group = config.groups[1].model_copy(update={"members": config.groups[1].members[:1]})
+    changed = config.with_group(position, group, version=2)
+    assert changed.version == 2
+    assert changed.content_hash() == fresh_hash(changed) != config.content_hash()
+    assert changed.groups[1].digest() != config.groups[1].digest()
+    assert changed.group_position("g2") == 2
+
+
+def test_a_copy_never_shares_its_cache_with_the_original() -> None:
+    config = parse_config(document())
+    copied = copy_config(config, version=5)
+    copied.content_hash()
+    assert cache_of(copied) is not cache_of(config)
+    assert cache_of(config) == {}
+
+
+def test_equal_content_compares_equal_whatever_was_cached() -> None:
+    one, two = parse_config(document()), parse_config(document())
+    one.content_hash()
+    assert one == two
+    assert one.groups[0] == two.groups[0]
+
+
+def test_every_cache_the_model_fills_is_declared() -> None:
+    config = parse_config(document())
+    config.content_hash()
+    config.group_position("g0")
+    assert set(cache_of(config)) | set(cache_of(config.groups[0])) <= set(DEPENDS)

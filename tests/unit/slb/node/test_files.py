@@ -1,0 +1,45 @@
+"""``slb.node.files``: the persisted snapshot survives restarts, and a bad one is ignored."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from slb.model import parse_config
+from slb.node.files import SNAPSHOT_FILE, load_snapshot, save_snapshot, summary
+
+
+def test_a_saved_snapshot_loads_back_equal(tmp_path: Path) -> None:
+    config = parse_config({"version": 4, "groups": [{"name": "web", "members": [
+        {"address": "10.0.0.1:80", "weight": 3}]}]})
+    target = save_snapshot(tmp_path / "state", config)
+    assert target.name == SNAPSHOT_FILE
+    assert load_snapshot(tmp_path / "state") == config
+    assert [p.name for p in (tmp_path / "state").iterdir()] == [SNAPSHOT_FILE]  # no temp left
+
+
+def test_no_snapshot_yet_is_none(tmp_path: Path) -> None:
+    assert load_snapshot(tmp_path) is None
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"{not json", "unreadable"),
+    (b'{"groups": [{"name": ""}]}', "invalid"),
+])
+def test_a_bad_snapshot_is_reported_and_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                content: bytes, why: str) -> None:
+    (tmp_path / SNAPSHOT_FILE).write_bytes(content)
+    with caplog.at_level(logging.ERROR, logger="slb.state"):
+        assert load_snapshot(tmp_path) is None
+    assert f"ignoring state file {tmp_path / SNAPSHOT_FILE}: {why}" in caplog.text
+
+
+def test_summary_counts_what_a_config_serves() -> None:
+    config = parse_config({
+        "groups": [{"name": "g", "members": [{"address": "10.0.0.1:80"}]}],
+        "virtual_servers": [{"name": n, "listen": "127.0.0.1:80",
+                             "routes": [{"path": "/", "group": "g"}]} for n in ("a", "b")]})
+    assert summary(config) == ("2 virtual servers on 1 listeners, 2 routes, 1 groups, "
+                               "1 members")

@@ -1,0 +1,95 @@
+"""``slb.node.node``: the control API's rules, over a fake data plane (no sockets)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from slb.metrics import Stats
+from slb.model import Config, Group, parse_config
+from slb.node.control import Request
+from slb.node.node import Node
+
+TOKEN = "secret"
+LOCAL = parse_config({"control": {"listen": "127.0.0.1:0", "token": TOKEN}})
+
+
+class FakePlane:
+    """Applies whatever it is given; the node reads the applied config from here."""
+
+    def __init__(self) -> None:
+        self.config: Config | None = None
+        self.applied: list[int] = []
+
+    async def start(self, config: Config) -> None:
+        self.config = config
+
+    async def apply(self, config: Config) -> None:
+        self.config = config
+        self.applied.append(config.version)
+
+    async def apply_group(self, config: Config, group: Group) -> None:
+        self.config = config
+        self.applied.append(config.version)
+
+    async def stats(self) -> Stats:
+        return Stats()
+
+    async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return {}
+
+    def applied_versions(self) -> dict[str, int]:
+        return {"main": self.config.version if self.config else 0}
+
+    async def drain(self) -> None:
+        pass
+
+
+def request(method: str, path: str, body: Any = None, token: str | None = TOKEN) -> Request:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    return Request(method, path, "", headers, json.dumps(body).encode() if body else b"")
+
+
+def snapshot(version: int) -> dict[str, Any]:
+    return {"version": version, "groups": [{"name": "web", "members": [
+        {"address": "10.0.0.1:80"}]}]}
+
+
+async def test_an_admin_managed_node_takes_snapshots_and_deltas_and_reports_them() -> None:
+    plane = FakePlane()
+    node = Node(LOCAL, plane)
+    assert node.config is LOCAL  # nothing applied yet: the local file
+    assert (await node.handle(request("GET", "/ready"))).status == 503
+    put = await node.handle(request("PUT", "/v1/config", snapshot(2)))
+    assert put.status == 200 and json.loads(put.body)["version"] == 2
+    assert node.config is plane.config and node.config.control == LOCAL.control
+    patch = await node.handle(request("PATCH", "/v1/groups/web", {
+        "base_version": 2, "version": 3, "remove": ["10.0.0.1:80"]}))
+    assert patch.status == 200 and plane.applied == [2, 3]
+    view = json.loads((await node.handle(request("GET", "/v1/config"))).body)
+    assert (view["version"], view["hash"]) == (3, plane.config.content_hash())
+    assert view["snapshot"]["groups"][0]["members"] == []
+    assert (await node.handle(request("GET", "/ready"))).status == 200
+
+
+async def test_changes_are_refused_with_the_reason() -> None:
+    node = Node(LOCAL, FakePlane())
+    await node.handle(request("PUT", "/v1/config", snapshot(2)))
+    stale = await node.handle(request("PUT", "/v1/config", snapshot(2)))
+    assert (stale.status, json.loads(stale.body)["error"]) == (409, "stale")
+    behind = await node.handle(request("PATCH", "/v1/groups/web", {"base_version": 1,
+                                                                    "version": 3}))
+    assert (behind.status, json.loads(behind.body)["error"]) == (409, "base_mismatch")
+    assert (await node.handle(request("PUT", "/v1/config", snapshot(3), token="no"))
+            ).status == 401
+    not_json = Request("PUT", "/v1/config", "", {"authorization": f"Bearer {TOKEN}"}, b"{")
+    assert (await node.handle(not_json)).status == 400
+    assert (await node.handle(request("DELETE", "/v1/config"))).status == 405
+
+
+async def test_a_file_managed_node_refuses_pushes() -> None:
+    local = parse_config({**LOCAL.to_json(), **snapshot(1), "virtual_servers": [
+        {"name": "vs", "listen": "127.0.0.1:0", "routes": [{"path": "/", "group": "web"}]}]})
+    node = Node(local, FakePlane(), "slb.yaml")
+    refused = await node.handle(request("PUT", "/v1/config", snapshot(5)))
+    assert (refused.status, json.loads(refused.body)["error"]) == (409, "file_managed")

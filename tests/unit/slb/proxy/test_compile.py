@@ -1,0 +1,52 @@
+"""``slb.proxy.compile``: a Config compiled into a Runtime, member state carried over."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slb.metrics import Stats
+from slb.model import Config, parse_config
+from slb.proxy.compile import build_runtime, retire
+
+
+def config(*members: tuple[str, str]) -> Config:
+    return parse_config({
+        "groups": [{"name": "web", "members": [{"address": a, "state": s} for a, s in members]}],
+        "virtual_servers": [{"name": "site", "listen": "127.0.0.1:8080", "domains": ["a.test"],
+                             "routes": [{"path": "/", "group": "web"}]}]})
+
+
+@dataclass(eq=False)
+class Conn:
+    requests: int = 0
+    idle_since: float = 0.0
+    owner: object | None = None
+    closed: bool = False
+
+    def usable(self, now: float, idle_timeout: float) -> bool:
+        return not self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_runtime_routes_to_the_pools_it_built() -> None:
+    runtime = build_runtime(config(("10.0.0.1:80", "up")), None, Stats(), set())
+    target = runtime.tables["127.0.0.1:8080"].virtual_host("a.test").match("/x")
+    assert target is not None and target.pool is runtime.pools["web"]
+    assert runtime.settings is runtime.config.http
+    assert runtime.listen_addresses == {"127.0.0.1:8080"}
+
+
+def test_members_that_leave_or_stop_taking_traffic_lose_their_idle_connections() -> None:
+    stats, idle = Stats(), set()
+    old = build_runtime(config(("10.0.0.1:80", "up"), ("10.0.0.2:80", "up"),
+                               ("10.0.0.3:80", "up")), None, stats, idle)
+    conns = {a: Conn() for a in old.pools["web"].members}
+    for address, conn in conns.items():
+        old.pools["web"].members[address].idle.append(conn)
+    new = build_runtime(config(("10.0.0.1:80", "up"), ("10.0.0.2:80", "drain")), old, stats,
+                        idle)
+    assert new.pools["web"].members["10.0.0.1:80"] is old.pools["web"].members["10.0.0.1:80"]
+    retire(old, new)
+    assert [conns[a].closed for a in sorted(conns)] == [False, True, True]

@@ -1,0 +1,33 @@
+"""``slb.cli``: ``slb check`` explains a bad file without a traceback; no admin command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slb.cli import main
+
+
+def test_check_accepts_a_valid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "slb.yaml"
+    path.write_text("groups: [{name: web}]\n")
+    assert main(["check", "-c", str(path)]) == 0
+    assert "configuration is valid: 0 virtual servers" in capsys.readouterr().out
+
+
+def test_check_lists_every_error_and_fails(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "slb.yaml"
+    path.write_text("groups: [{name: web, algorithm: nope}, {name: ''}]\n")
+    assert main(["check", "-c", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: groups[0].algorithm:" in err and f"{path}: groups[1].name:" in err
+    assert "configuration is invalid (2 errors)" in err and "Traceback" not in err
+
+
+def test_the_admin_is_not_a_command_of_the_data_plane(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["admin", "-c", "admin.yaml"])
+    assert exited.value.code == 2 and "invalid choice: 'admin'" in capsys.readouterr().err
