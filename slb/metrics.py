@@ -55,6 +55,8 @@ class Stats:
         self.ejections: dict[tuple[str, str], int] = {}
         self.client_errors: dict[str, int] = {}  # status -> requests refused by the rules
         self.internal_errors = 0  # bugs caught at the request path's edge
+        self.tls_handshakes: dict[str, int] = {}  # TLS version -> handshakes completed
+        self.tls_handshake_failures: dict[str, int] = {}  # reason -> handshakes that failed
 
     def histogram(self, virtual_server: str, group: str) -> LatencyHistogram:
         key = (virtual_server, group)
@@ -87,6 +89,12 @@ class Stats:
     def count_internal_error(self) -> None:
         self.internal_errors += 1
 
+    def count_handshake(self, version: str) -> None:
+        _bump(self.tls_handshakes, version)
+
+    def count_handshake_failure(self, reason: str) -> None:
+        _bump(self.tls_handshake_failures, reason)
+
     # -- across processes -------------------------------------------------------------------
 
     def export(self) -> dict[str, Any]:
@@ -102,6 +110,8 @@ class Stats:
             "ejections": [[*k, v] for k, v in self.ejections.items()],
             "client_errors": [[k, v] for k, v in self.client_errors.items()],
             "internal_errors": self.internal_errors,
+            "tls_handshakes": [[k, v] for k, v in self.tls_handshakes.items()],
+            "tls_handshake_failures": [[k, v] for k, v in self.tls_handshake_failures.items()],
         }
 
     def merge(self, exported: dict[str, Any]) -> None:
@@ -122,6 +132,9 @@ class Stats:
         for status, value in exported["client_errors"]:
             _bump(self.client_errors, status, value)
         self.internal_errors += exported.get("internal_errors", 0)
+        for name in ("tls_handshakes", "tls_handshake_failures"):
+            for key, value in exported.get(name, ()):
+                _bump(getattr(self, name), key, value)
 
 
 def _bump(table: dict[Any, int], key: Any, by: int = 1) -> None:
@@ -184,6 +197,12 @@ class StatsCollector:
                                        "Bugs caught on the request path (logged, answered 500)")
         internal.add_metric([], stats.internal_errors)
         yield internal
+        yield _by_label("slb_tls_handshakes", "TLS handshakes completed, by protocol version",
+                        "version", stats.tls_handshakes)
+        yield _by_label("slb_tls_handshake_failures",
+                        "TLS handshakes that failed, by reason (plain_http, protocol_version, "
+                        "malformed, timeout, closed, ...)", "reason",
+                        stats.tls_handshake_failures)
         if self._gauges is not None:
             yield from self._gauges()
 
@@ -193,6 +212,14 @@ def _per_member(name: str, documentation: str,
     family = CounterMetricFamily(name, documentation, labels=["group", "member"])
     for (group, member), value in sorted(table.items()):
         family.add_metric([group, member], value)
+    return family
+
+
+def _by_label(name: str, documentation: str, label: str,
+              table: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, value in sorted(table.items()):
+        family.add_metric([key], value)
     return family
 
 

@@ -4,12 +4,21 @@
     parse.py     parse_config, cross-references, the one wording of validation errors
     identity.py  group digests and the content hash: every cache of the model, and its reset
     delta.py     changing an applied config: full snapshots, pool deltas, SnapshotRejected
+    certs.py     certificates read, described and checked (cryptography; load time only)
     hosts.py     which virtual server and route a host and path reach (proxy and admin alike)
 
 Nothing here knows about sockets, processes or the admin; the proxy compiles a ``Config`` into
 its own objects (``slb.proxy.compile``).
 """
 
+from slb.model.certs import (
+    CertificateError,
+    CertificateInfo,
+    describe,
+    inspect_pair,
+    read_pair,
+    tls_problems,
+)
 from slb.model.delta import (
     PoolDelta,
     SnapshotRejected,
@@ -46,17 +55,60 @@ from slb.model.schema import (
     PositiveSeconds,
     Retry,
     Route,
+    ServerTls,
     Timeouts,
+    TlsSettings,
+    UpstreamTls,
     VirtualServer,
     split_host_port,
 )
 
 __all__ = [
-    "AccessLog", "Address", "Algorithm", "Config", "ConfigErrors", "Control", "Domain", "Group",
-    "HttpSettings", "KeepAlive", "Location", "MatchKind", "Member", "MemberStateName",
-    "PassiveHealth", "PoolDelta", "PositiveSeconds", "Problem", "Resolution", "Retry", "Route",
-    "SnapshotRejected", "Timeouts", "VirtualServer", "apply_delta", "bare_host", "copy_config",
-    "cross_reference_errors", "format_location", "format_problem", "parse_config",
-    "parse_delta", "parse_snapshot", "pydantic_problems", "resolve", "route_order",
-    "route_sort_key", "split_host_port",
+    "AccessLog",
+    "Address",
+    "Algorithm",
+    "CertificateError",
+    "CertificateInfo",
+    "Config",
+    "ConfigErrors",
+    "Control",
+    "Domain",
+    "Group",
+    "HttpSettings",
+    "KeepAlive",
+    "Location",
+    "MatchKind",
+    "Member",
+    "MemberStateName",
+    "PassiveHealth",
+    "PoolDelta",
+    "PositiveSeconds",
+    "Problem",
+    "Resolution",
+    "Retry",
+    "Route",
+    "ServerTls",
+    "SnapshotRejected",
+    "Timeouts",
+    "TlsSettings",
+    "UpstreamTls",
+    "VirtualServer",
+    "apply_delta",
+    "bare_host",
+    "copy_config",
+    "cross_reference_errors",
+    "describe",
+    "format_location",
+    "format_problem",
+    "inspect_pair",
+    "parse_config",
+    "parse_delta",
+    "parse_snapshot",
+    "pydantic_problems",
+    "read_pair",
+    "resolve",
+    "route_order",
+    "route_sort_key",
+    "split_host_port",
+    "tls_problems",
 ]

@@ -342,7 +342,7 @@ class Node:
         }
 
     def _config_view(self) -> dict[str, Any]:
-        return {**self._version_view(), "snapshot": self.config.to_json()}
+        return {**self._version_view(), "snapshot": self.config.public_json()}
 
     async def _change(self, request: Request, action: Any) -> Response:
         denied = self._authorize(request)

@@ -46,8 +46,10 @@ from httptools import (
 from slb.errors import (
     ClientError,
     HeadersTooLarge,
+    Misdirected,
     NoRoute,
     ProxyError,
+    RedirectToHttps,
     UriTooLong,
 )
 from slb.proxy import fields, head, rules
@@ -82,6 +84,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         "ctx", "deadline", "deadline_kind", "exchanges", "head_bytes", "held", "in_head",
         "lingering", "listen_key", "loop", "out", "parser", "parsing", "peer", "read_paused",
         "requests", "stopped", "transport", "tunnel", "upgrade_body", "write_paused",
+        "proto_field", "tls_served", "tls_version",
     )
 
     def __init__(self, ctx: ProxyContext, listen_key: str) -> None:
@@ -106,6 +109,10 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self.held: list[bytes] | None = None  # client bytes after an Upgrade request
         self.upgrade_body = 0  # body bytes of the Upgrade request still to come
         self.out: list[bytes] | None = None  # response bytes held for one write
+        # TLS, known once the handshake is done (the transport did it: slb.proxy.tls)
+        self.proto_field = head.PROTO_HTTP  # the X-Forwarded-Proto field sent upstream
+        self.tls_served: frozenset[str] | None = None  # virtual servers of its certificate
+        self.tls_version = "-"
 
     # -- asyncio.Protocol interface ---------------------------------------------------------
 
@@ -113,6 +120,11 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b"unknown"
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None:
+            self.proto_field = head.PROTO_HTTPS
+            self.tls_version = tls.version() or "-"
+            self.tls_served = getattr(tls.context, "served", frozenset())
         ctx = self.ctx
         ctx.connections.add(self)
         ctx.stats.client_connections += 1
@@ -259,7 +271,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         rules.check_head(ex, version, ctx.settings.max_body_bytes)
         ex.has_body = ex.chunked or ex.content_length > 0
         head.prepare_request_head(ex, self.peer, ctx.listen_hosts[self.listen_key],
-                                  ctx.request_id_field, ctx.next_request_id)
+                                  ctx.request_id_field, ctx.next_request_id, self.proto_field)
         ex.head_done = True
         if ex is self.exchanges[0]:
             self._dispatch(ex)
@@ -305,6 +317,13 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         target = vhost.match(ex.path) if vhost is not None else None
         if vhost is not None:
             ex.vhost_name = vhost.name
+            served = self.tls_served
+            if served is not None and vhost.name not in served:
+                self._reply(ex, Misdirected())  # the certificate does not speak for this host
+                return
+            if vhost.redirect_port is not None:
+                self._reply(ex, RedirectToHttps(head.https_location(ex, vhost.redirect_port)))
+                return
         if target is None:
             self._reply(ex, NoRoute())
             return
@@ -332,7 +351,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         close = error.close or not self._keep_alive_after(ex)
         if close:
             ex.keep_alive = False
-        self.transport.write(head.canned(ex, error.status, close))
+        self.transport.write(head.answer(ex, error, close))
         ex.response_started = True
         self._response_finished(ex)
 
@@ -386,7 +405,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         else:
             ctx.stats.count_request(ex.vhost_name, "", "", ex.status)  # (client errors: _fail)
         if ctx.access_log is not None:
-            ctx.access_log.log(self.peer, ex, now)
+            ctx.access_log.log(self.peer, ex, now, self.tls_version)
 
     def _fail(self, error: ProxyError) -> None:
         """The request stream is broken (a rule or a limit): answer it in its turn, close.

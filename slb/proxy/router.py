@@ -51,11 +51,13 @@ class CompiledRoute:
 
 
 class VirtualHost:
-    __slots__ = ("name", "routes")
+    __slots__ = ("name", "redirect_port", "routes")
 
-    def __init__(self, name: str, routes: list[CompiledRoute]) -> None:
+    def __init__(self, name: str, routes: list[CompiledRoute],
+                 redirect_port: int | None = None) -> None:
         self.name = name
         self.routes = tuple(routes)
+        self.redirect_port = redirect_port  # redirect_to_https: every request gets a 308
 
     def match(self, path: str) -> Target | None:
         for route in self.routes:
@@ -114,7 +116,8 @@ def compile_virtual_host(vs: VirtualServer, target: Callable[[int], Target]) -> 
         matcher = re.compile(route.path).match if kind == REGEX else None
         keyed.append((route_sort_key(route.match, route.path, route.priority, order),
                       CompiledRoute(kind, route.path, matcher, target(order))))
-    return VirtualHost(vs.name, [route for _, route in sorted(keyed, key=lambda kv: kv[0])])
+    return VirtualHost(vs.name, [route for _, route in sorted(keyed, key=lambda kv: kv[0])],
+                       vs.redirect_to_https)
 
 
 def compile_table(servers: list[VirtualServer], vhosts: dict[str, VirtualHost]) -> RouteTable:
