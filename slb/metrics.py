@@ -215,6 +215,16 @@ def _per_member(name: str, documentation: str,
     return family
 
 
+def certificate_expiry_family(expiry: list[tuple[str, str, float]]) -> GaugeMetricFamily:
+    """``(virtual_server, subject, not_after)`` rows as the expiry gauge operators alert on."""
+    family = GaugeMetricFamily("slb_tls_certificate_expiry_timestamp_seconds",
+                               "When the certificate a virtual server presents expires (Unix time)",
+                               labels=["virtual_server", "subject"])
+    for vs, subject, not_after in sorted(expiry):
+        family.add_metric([vs, subject], not_after)
+    return family
+
+
 def _by_label(name: str, documentation: str, label: str,
               table: dict[str, int]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, documentation, labels=[label])

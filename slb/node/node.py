@@ -38,7 +38,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from slb.errors import ConfigError
 from slb.gcpause import freeze
-from slb.metrics import Stats, StatsCollector
+from slb.metrics import Stats, StatsCollector, certificate_expiry_family
 from slb.model import (
     Config,
     Group,
@@ -52,6 +52,7 @@ from slb.model import (
 from slb.node.control import Request, Response, start_control_server
 from slb.node.files import load_config_file, load_snapshot, save_snapshot
 from slb.node.server import ProxyServer, describe
+from slb.proxy.tls import certificate_expiry
 
 log = logging.getLogger("slb.node")
 PERSIST_INTERVAL = 0.5  # seconds between writes of the snapshot after pool deltas
@@ -319,7 +320,8 @@ class Node:
         if path == "/metrics":
             stats = await self.plane.stats()
             registry = CollectorRegistry(auto_describe=True)
-            registry.register(StatsCollector(lambda: stats))
+            expiry = certificate_expiry_family(certificate_expiry(self.config))
+            registry.register(StatsCollector(lambda: stats, lambda: [expiry]))
             return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
         if path == "/v1/config":
             if query == "summary=1":  # version and hash only: cheap for a reconcile loop

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from slb.errors import ConfigError
-from slb.model import CertificateError, Config, TlsSettings, UpstreamTls, read_pair
+from slb.model import CertificateError, Config, TlsSettings, UpstreamTls, describe, read_pair
 
 if TYPE_CHECKING:
     from slb.proxy.router import RouteTable
@@ -201,6 +201,20 @@ def _handshake_class(count_failure: Callable[[str], None],
                 count_failure(TIMEOUT if elapsed >= timeout * 0.99 else CLOSED)
 
     return _Handshake
+
+
+def certificate_expiry(config: Config) -> list[tuple[str, str, float]]:
+    """``(virtual_server, subject, not_after)`` of every certificate ``config`` serves."""
+    rows = []
+    for vs in config.virtual_servers:
+        if vs.tls is None:
+            continue
+        try:
+            info = describe(read_pair(vs.tls)[0])
+        except CertificateError:
+            continue  # (checked at load: a file gone since then has nothing to report)
+        rows.append((vs.name, info.subject, info.not_after))
+    return rows
 
 
 def upstream_context(settings: UpstreamTls) -> ssl.SSLContext:

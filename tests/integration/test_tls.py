@@ -6,14 +6,17 @@ the access log and the metrics. Certificates are made by the test (``tests.suppo
 
 from __future__ import annotations
 
-import asyncio
 import copy
+import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from slb.model import parse_config
+from slb.model import describe, parse_config
+from slb.model.schema import KEY_WITHHELD
 from tests.support.backends import Backend
 from tests.support.client import Connection, request
 from tests.support.proxy import RunningProxy
@@ -174,9 +177,34 @@ async def test_access_log_and_metrics_carry_the_tls_version(
     assert proxy.stats.tls_handshakes == {"TLSv1.3": 1}
 
 
-async def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+async def test_metrics_show_expiry_and_handshakes_and_the_control_api_hides_keys(
+        pki: TestPki, backend_factory: Any, proxy_factory: Any) -> None:
+    backend = await backend_factory()
+    pair = pki.issue("shop.example.com", days=20)
+    proxy = await proxy_factory({
+        "control": {"listen": "127.0.0.1:0"},
+        "virtual_servers": [{"name": "shop", "listen": LISTEN, "domains": ["shop.example.com"],
+                             "tls": pair.inline(), "routes": [{"path": "/", "group": "g"}]}],
+        "groups": [{"name": "g", "members": [{"address": backend.address}]}]})
+    assert await served_once(proxy, pki) == 200
+    reply = await request(proxy.control_port, "GET", "/metrics", host="127.0.0.1")
+    families = {f.name: f for f in text_string_to_metric_families(reply.body.decode())}
+    [expiry] = families["slb_tls_certificate_expiry_timestamp_seconds"].samples
+    assert expiry.labels == {"virtual_server": "shop", "subject": describe(
+        Path(pair.certificate).read_bytes()).subject}
+    assert abs(expiry.value - (time.time() + 20 * 86400)) < 3 * 3600
+    [handshakes] = families["slb_tls_handshakes"].samples
+    assert (handshakes.labels, handshakes.value) == ({"version": "TLSv1.3"}, 1.0)
+    view = await request(proxy.control_port, "GET", "/v1/config", host="127.0.0.1")
+    assert view.status == 200
+    assert b"PRIVATE KEY" not in view.body
+    assert json.loads(view.body)["snapshot"]["virtual_servers"][0]["tls"]["key_pem"] \
+        == KEY_WITHHELD
+
+
+async def served_once(proxy: RunningProxy, pki: TestPki) -> int:
+    conn = await open_tls(proxy.port, pki.client_context(), "shop.example.com")
+    try:
+        return (await conn.request(host="shop.example.com")).status
+    finally:
+        await conn.close()
