@@ -117,9 +117,12 @@ def py_spy(bench: Bench, svc: Service, port: int) -> dict[str, Any]:
            "Python frames only: a function's own time includes the C it calls (transport.write "
            "= the send() syscall); Runner.run's own time is uvloop's loop itself (epoll, recv, "
            "callback dispatch)."))
+    # the event loop's own frames are in (nearly) every sample: they say nothing
+    below_loop = Counter({f: n for f, n in total.items() if n < 0.95 * samples})
     for title, counts in (("own time (the function itself)", own),
                           ("own time, by source line", lines),
-                          ("total time (the function and what it calls)", total)):
+                          ("total time (the function and what it calls; frames in 95% or "
+                           "more of the samples, the loop's, left out)", below_loop)):
         say("")
         say(f"top {a.top} by {title}:")
         say(f"{'%':>6}  {'samples':>7}  function")
