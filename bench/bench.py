@@ -285,8 +285,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true",
                     help="a 1-2 minute smoke run: 1 round x 3 s, 2,000 idle connections")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    ap.add_argument("--duration", type=float, default=6.0,
-                    help="seconds of wrk per run (default 6)")
+    ap.add_argument("--duration", type=float, default=8.0,
+                    help="seconds of wrk per run (default 8)")
     ap.add_argument("--ol-duration", type=float, default=8.0,
                     help="seconds of open-loop load per target (default 8)")
     ap.add_argument("--connections", type=int, default=50,

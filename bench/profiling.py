@@ -42,6 +42,7 @@ from targets import Targets
 
 STRACE_RATE = 1000.0  # requests/s: low enough that the traced proxy (ptrace stops) keeps up
 STRACE_CONNECTIONS = 10
+SETTLE_SECONDS = 6.0  # longer than the pool's idle timeout (timeouts.idle, 4 s)
 
 
 def busiest_process(bench: Bench, svc: Service, port: int, path: str) -> int:
@@ -180,7 +181,14 @@ def strace_count(bench: Bench, name: str, svc: Service, port: int) -> dict[str, 
     a = bench.args
     if shutil.which("strace") is None:
         raise BenchError("strace missing: run bench/profile.sh (it installs strace)")
-    pid = busiest_process(bench, svc, port, a.path)
+    # Settle first at the traced load: SLB closes pooled upstream connections idle for 4 s
+    # (config/slb.yaml), so after the py-spy run at c=50 it would close the extras under strace
+    # and count those closes as per-request work. The busiest process is found meanwhile.
+    pids = svc.refresh()
+    before = {pid: cpu_ticks([pid]) for pid in pids}
+    openloop.run(port, a.path, STRACE_RATE, STRACE_CONNECTIONS, SETTLE_SECONDS, 0,
+                 bench.load_cpu, bench.work / "openloop.txt")
+    pid = max(pids, key=lambda p: cpu_ticks([p]) - before[p])
     summary = bench.work / f"strace-{name}.txt"
     tracer = Service(f"strace-{name}", ["strace", "-c", "-f", "-p", str(pid), "-o", str(summary)],
                      bench.work / f"strace-{name}.log")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: SLB against the reference proxy and nginx (bench/bench.py) on 127.0.0.1.
 #
-#   bash bench/run.sh [--quick] [--rounds 3] [--duration 6] [--idle 10000] [--strict]
+#   bash bench/run.sh [--quick] [--rounds 3] [--duration 8] [--idle 10000] [--strict]
 #   bash bench/run.sh --apply [comparison options]   # then also the apply bench (defaults)
 #   bash bench/run.sh --apply-only [apply options]   # only the apply bench
 #
