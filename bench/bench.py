@@ -62,6 +62,7 @@ TARGET_NGINX_RATIO = 0.6        # SLB req/CPU-s >= 0.6 x nginx at its best
 TARGET_P99_MS = 2.0             # wrk, c=50
 TARGET_P999_MS = 3.0            # open loop at half of the peak rate
 TARGET_IDLE_MB_PER_10K = 40.0   # RSS for 10,000 idle keep-alive connections
+GENERATOR_LAG_MS = 0.5          # above this the open-loop generator, not the proxy, was late
 ROW = "{:>5}  {:<5}  {:<10}  {:>8}  {:>6}  {:>6}  {:>7}  {:>9}  {:>9}  {:>6}"
 
 
@@ -232,6 +233,16 @@ def print_summary(result: dict[str, Any]) -> None:
                        num(m["p99_ms"], ".2f"), num(m["p999_ms"], ".2f"),
                        pct(m["proxy_cpu_pct"]), num(m["req_per_cpu_s"]),
                        num(m["upstream_connects"]), m["errors"]))
+    others = [m["cpu1_busy_pct"] - m["proxy_cpu_pct"] for m in s["medians"].values()
+              if m["cpu1_busy_pct"] is not None and m["proxy_cpu_pct"] is not None]
+    if result["pinning"]["proxy"] == "1" and others and max(others) > 10:
+        say(f"note: something else kept CPU 1 up to {max(others):.0f}% busy beside the proxy "
+            "(other processes, or loopback work of wrk/backends): absolute figures and latencies "
+            "are noisy; the same-round ratios hold better")
+    lags = [r["send_lag_p99_ms"] for r in result.get("open_loop", {}).get("targets", {}).values()]
+    if lags and max(lags) > GENERATOR_LAG_MS:
+        say(f"note: the open-loop generator itself sent late (lag p99 up to {max(lags):.2f} ms): "
+            "CPU 0 was contended and the open-loop latencies are upper bounds")
     say("")
     say("Requests per proxy CPU-second, ratios (median of same-round ratios):")
     for case, rs in s["req_per_cpu_s_ratios"].items():
