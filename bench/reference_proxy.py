@@ -127,6 +127,7 @@ class Client(asyncio.Protocol):
         self.url = b""
         self.chunked = False
         self.keep_alive = True  # of the request being served
+        self.busy = False  # a request is out (its upstream may still be connecting)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -167,16 +168,18 @@ class Client(asyncio.Protocol):
         if self.chunked:
             self.parts.append(b"0\r\n\r\n")
         self.waiting.append((b"".join(self.parts), self.parser.should_keep_alive()))
-        if self.upstream is None:
+        if not self.busy:
             self.send_next()
 
     # -- the exchange
     def send_next(self) -> None:
         request, self.keep_alive = self.waiting.popleft()
+        self.busy = True
         self.pool.send(self, request)
 
     def response_done(self) -> None:
         self.upstream = None
+        self.busy = False
         if not self.keep_alive:
             self.fail(b"")
         elif self.waiting:

@@ -48,6 +48,8 @@ def make_handler(name: str) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
         def do_GET(self) -> None:
+            if self.path.startswith("/slow"):
+                time.sleep(0.3)  # an answer that a faster one could overtake
             if self.path == "/chunked":
                 self.reply(b"", chunked=True)
             else:
@@ -186,3 +188,18 @@ def test_openloop_refuses_bad_arguments(openloop: Path) -> None:
     done = subprocess.run([str(openloop), "127.0.0.1", "1", "/", "0", "4", "1"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "must be positive" in done.stderr
+
+
+def test_reference_proxy_answers_pipelined_requests_in_order(proxy: int) -> None:
+    with socket.create_connection(("127.0.0.1", proxy), timeout=10) as s:
+        # three requests in one segment, before any connection to a backend exists; the first
+        # one slow: answered out of order if the proxy sent them at once
+        paths = [b"/slow/0", b"/cl/1", b"/cl/2"]
+        s.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p for p in paths))
+        data = b""
+        deadline = time.monotonic() + 10
+        while data.count(b"HTTP/1.1 200") < 3 or not data.endswith(b"b1"):
+            assert time.monotonic() < deadline, data
+            data += s.recv(65536)
+    bodies = [part.rsplit(b"\r\n\r\n", 1)[-1] for part in data.split(b"HTTP/1.1 200 OK")[1:]]
+    assert bodies == [b"/slow/0 from b1", b"/cl/1 from b2", b"/cl/2 from b1"]
