@@ -83,7 +83,7 @@ class Forwarding:
     async def _connect(self, ex: Exchange, pool: Pool, member: MemberState,
                        generation: int) -> None:
         loop = self.loop
-        tls = self.ctx.runtime.upstream_tls.get(pool.name)
+        tls = self.rt.upstream_tls.get(pool.name)
         try:
             async with asyncio.timeout(pool.connect_timeout):  # (the TLS handshake included)
                 if tls is None:
@@ -129,7 +129,7 @@ class Forwarding:
         ex.conn = conn
         ex.reused = reused
         ex.upstream_start = self.loop.time()
-        head_limit = self.ctx.settings.max_response_header_bytes
+        head_limit = self.rt.settings.max_response_header_bytes
         buffer = ex.buffer
         if buffer:
             ex.buffer = None
