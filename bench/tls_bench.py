@@ -35,7 +35,7 @@ import trustme
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import (  # (bench/bench.py: the shared process helpers)
+from harness import (  # (bench/harness.py: the shared process helpers)
     BODY,
     HOST,
     NGINX_BACKEND,
