@@ -5,6 +5,8 @@
     identity.py  group digests and the content hash: every cache of the model, and its reset
     delta.py     changing an applied config: full snapshots, pool deltas, SnapshotRejected
     hosts.py     which virtual server and route a host and path reach (proxy and admin alike)
+    traffic.py   the schema of route conditions, splits and per-route rules (issue 13)
+    conditions.py route conditions compiled once, evaluated alike by proxy and admin
 
 Nothing here knows about sockets, processes or the admin; the proxy compiles a ``Config`` into
 its own objects (``slb.proxy.compile``).

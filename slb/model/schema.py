@@ -26,8 +26,19 @@ from pydantic import (
 )
 
 from slb.model.identity import Cached, content_hash, group_digest, group_position, with_group
+from slb.model.traffic import (
+    HeaderRules,
+    RateLimit,
+    Redirect,
+    Rewrite,
+    RouteTimeouts,
+    SplitShare,
+    When,
+    check_cidr,
+    check_hash_key,
+)
 
-Algorithm = Literal["wrr", "least_conn", "random2"]
+Algorithm = Literal["wrr", "least_conn", "random2", "hash", "ip_hash"]
 MatchKind = Literal["exact", "prefix", "regex"]
 MemberStateName = Literal["up", "down", "drain"]
 
@@ -179,6 +190,8 @@ class Group(Cached, _Strict):
     keepalive: KeepAlive = KeepAlive()
     retry: Retry = Retry()
     passive_health: PassiveHealth = PassiveHealth()
+    # `hash` (consistent hashing) only: what is hashed (slb.model.traffic.HASH_KEY)
+    hash_key: Annotated[str | None, AfterValidator(check_hash_key)] = None
 
     def digest(self) -> str:
         return group_digest(self)
@@ -192,12 +205,34 @@ class Group(Cached, _Strict):
             seen.add(member.address)
         return self
 
+    @model_validator(mode="after")
+    def _hash_key_with_hash(self) -> Group:
+        if self.algorithm == "hash" and self.hash_key is None:
+            raise ValueError("algorithm hash needs a hash_key (header:NAME, cookie:NAME, "
+                             "client_ip or path)")
+        if self.algorithm != "hash" and self.hash_key is not None:
+            raise ValueError(f"hash_key is used by algorithm hash only, not {self.algorithm}")
+        return self
+
 
 class Route(_Strict):
     match: MatchKind = "prefix"
     path: str = Field(min_length=1)
     priority: int = 0
-    group: str
+    group: str | None = None
+    # -- where traffic goes (slb.model.traffic): a route without these costs nothing more
+    when: When | None = None
+    split: list[SplitShare] | None = None
+    sticky_cookie: str | None = Field(None, min_length=1, max_length=100,
+                                      pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderRules | None = None
+    response_headers: HeaderRules | None = None
+    allow: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
+    deny: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
+    rate_limit: RateLimit | None = None
+    timeouts: RouteTimeouts | None = None
 
     @field_validator("path")
     @classmethod
@@ -210,6 +245,34 @@ class Route(_Strict):
         elif not path.startswith("/"):
             raise ValueError("must start with '/'")
         return path
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> Route:
+        given = [key for key in ("group", "split", "redirect") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError("a route needs exactly one of group, split, redirect"
+                             + (f" (it has {' and '.join(given)})" if given else ""))
+        if self.split is not None:
+            if not self.split:
+                raise ValueError("split needs at least one group")
+            if sum(share.weight for share in self.split) == 0:
+                raise ValueError("split weights sum to 0: no group would take traffic")
+            names = [share.group for share in self.split]
+            if len(set(names)) != len(names):
+                raise ValueError("a group appears twice in split")
+        elif self.sticky_cookie is not None:
+            raise ValueError("sticky_cookie is used with split only")
+        if self.redirect is not None and (self.rewrite or self.request_headers
+                                          or self.timeouts or self.response_headers):
+            raise ValueError("a redirect is answered by the proxy: rewrite, header rules and "
+                             "timeouts do not apply")
+        return self
+
+    def groups(self) -> list[str]:
+        """The groups this route sends traffic to (none for a redirect)."""
+        if self.split is not None:
+            return [share.group for share in self.split]
+        return [self.group] if self.group is not None else []
 
 
 def _check_domain(value: str) -> str:

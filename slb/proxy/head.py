@@ -118,6 +118,13 @@ CANNED_HEAD: dict[tuple[int, bool], bytes] = {
 }
 
 
-def canned(ex: Exchange, status: int, close: bool) -> bytes:
-    """The proxy's own answer ``status`` for ``ex``."""
+def canned(ex: Exchange, status: int, close: bool, extra: bytes = b"") -> bytes:
+    """The proxy's own answer ``status`` for ``ex``; ``extra`` fields make it a rendered one
+    (a route's redirect or refusal: rare, so not kept)."""
+    if extra:
+        answer = _canned(status, close)
+        split = answer.index(b"\r\n") + 2
+        answer = answer[:split] + extra + answer[split:]
+        return answer.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" if ex.method == b"HEAD" \
+            else answer
     return (CANNED_HEAD if ex.method == b"HEAD" else CANNED)[status, close]

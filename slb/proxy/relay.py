@@ -36,11 +36,19 @@ _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
 
-def _head_of(status: int, conn: UpstreamConnection) -> list[bytes]:
-    """The status line and the member's forwarded fields."""
+def _head_of(status: int, conn: UpstreamConnection, ex: Exchange | None = None) -> list[bytes]:
+    """The status line and the member's forwarded fields (with a route's response rules)."""
     head = [status_line(status, conn.reason)]
-    for name, value in conn.headers:
-        head += (name, COLON, value, CRLF)
+    drop = ex.response_drop if ex is not None else None
+    if drop is None:
+        for name, value in conn.headers:
+            head += (name, COLON, value, CRLF)
+    else:
+        for name, value in conn.headers:
+            if name.lower() not in drop:
+                head += (name, COLON, value, CRLF)
+    if ex is not None and ex.response_add:
+        head.append(ex.response_add)
     return head
 
 
@@ -65,7 +73,7 @@ class ResponseRelay:
             return
         ex.status = status
         ex.response_started = True
-        head = _head_of(status, conn)
+        head = _head_of(status, conn, ex)
         if framing == FRAMING_LENGTH or (framing == FRAMING_NONE and status != 204
                                          and conn.content_length is not None):
             head += (b"Content-Length: ", conn.content_length or b"0", CRLF)
@@ -112,7 +120,7 @@ class ResponseRelay:
             self.transport.write(data)
             return
         ex = self.exchanges[0]
-        self.deadline = self.loop.time() + ex.target.pool.read_timeout
+        self.deadline = self.loop.time() + ex.target.read_timeout
         ex.bytes_sent += len(data)
         out = self.out
         if out is None:
