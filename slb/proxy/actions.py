@@ -252,7 +252,7 @@ class RouteActions:
             for share in shares:
                 if share.name == wanted and share.weight > 0 and share.ejected_until == 0.0:
                     return share.target
-        share = smooth_wrr(shares)
+        share = smooth_wrr(shares, (), now)  # (ejected_until is 0 or infinity)
         if share is None:
             # no group has a usable member: the first one answers (503, or its panic mode)
             share = next(s for s in shares if s.weight > 0)

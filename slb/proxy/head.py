@@ -109,7 +109,7 @@ def _canned(status: int, close: bool) -> bytes:
 # Answers the proxy gives itself, rendered once: (status, close) -> bytes.
 CANNED: dict[tuple[int, bool], bytes] = {
     (status, close): _canned(status, close)
-    for status in (400, 404, 408, 413, 414, 431, 500, 501, 502, 503, 504, 505)
+    for status in (400, 403, 404, 408, 413, 414, 429, 431, 500, 501, 502, 503, 504, 505)
     for close in (False, True)
 }
 # The same to a HEAD request: the head only (RFC 9110 §9.3.2), Content-Length kept.
