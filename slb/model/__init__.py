@@ -39,6 +39,7 @@ from slb.model.schema import (
     Control,
     Domain,
     Group,
+    HealthCheck,
     HttpSettings,
     KeepAlive,
     MatchKind,
@@ -55,7 +56,8 @@ from slb.model.schema import (
 
 __all__ = [
     "AccessLog", "Address", "Algorithm", "Config", "ConfigErrors", "Control", "Domain", "Group",
-    "HttpSettings", "KeepAlive", "Location", "MatchKind", "Member", "MemberStateName",
+    "HealthCheck", "HttpSettings", "KeepAlive", "Location", "MatchKind", "Member",
+    "MemberStateName",
     "PassiveHealth", "PoolDelta", "PositiveSeconds", "Problem", "Resolution", "Retry", "Route",
     "SnapshotRejected", "Timeouts", "VirtualServer", "apply_delta", "bare_host", "copy_config",
     "cross_reference_errors", "format_location", "format_problem", "parse_config",

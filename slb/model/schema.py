@@ -28,6 +28,7 @@ from pydantic import (
 from slb.model.identity import Cached, content_hash, group_digest, group_position, with_group
 from slb.model.traffic import (
     HeaderRules,
+    HealthCheck,
     RateLimit,
     Redirect,
     Rewrite,
@@ -192,6 +193,9 @@ class Group(Cached, _Strict):
     passive_health: PassiveHealth = PassiveHealth()
     # `hash` (consistent hashing) only: what is hashed (slb.model.traffic.HASH_KEY)
     hash_key: Annotated[str | None, AfterValidator(check_hash_key)] = None
+    # active checks by the node itself; file-managed nodes only (the admin's health is the
+    # source for the others): slb.node.health
+    health_check: HealthCheck | None = None
 
     def digest(self) -> str:
         return group_digest(self)

@@ -166,6 +166,25 @@ class RouteTimeouts(_Strict):
     read: float | None = Field(None, gt=0, le=86400)
 
 
+class HealthCheck(_Strict):
+    """Active health checks of a group's members, made once per file-managed node."""
+
+    path: str = "/health"
+    interval: float = Field(2.0, gt=0, le=3600)  # seconds between checks of one member
+    timeout: float = Field(1.0, gt=0, le=3600)
+    rise: int = Field(2, ge=1, le=100)  # consecutive passes that bring a member back (HAProxy 2)
+    fall: int = Field(3, ge=1, le=100)  # consecutive failures that take it out (HAProxy 3)
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200], min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        if not path.startswith("/") or " " in path:
+            raise ValueError("must start with '/' and hold no space")
+        return check_field_value(path)
+
+
 def check_hash_key(key: str | None) -> str | None:
     if key is not None and not HASH_KEY.match(key):
         raise ValueError(f"invalid hash_key {key!r}: expected header:NAME, cookie:NAME, "
