@@ -37,6 +37,7 @@ from slb.model.traffic import (
     When,
     check_cidr,
     check_hash_key,
+    destination_problem,
 )
 
 Algorithm = Literal["wrr", "least_conn", "random2", "hash", "ip_hash"]
@@ -252,24 +253,9 @@ class Route(_Strict):
 
     @model_validator(mode="after")
     def _one_destination(self) -> Route:
-        given = [key for key in ("group", "split", "redirect") if getattr(self, key) is not None]
-        if len(given) != 1:
-            raise ValueError("a route needs exactly one of group, split, redirect"
-                             + (f" (it has {' and '.join(given)})" if given else ""))
-        if self.split is not None:
-            if not self.split:
-                raise ValueError("split needs at least one group")
-            if sum(share.weight for share in self.split) == 0:
-                raise ValueError("split weights sum to 0: no group would take traffic")
-            names = [share.group for share in self.split]
-            if len(set(names)) != len(names):
-                raise ValueError("a group appears twice in split")
-        elif self.sticky_cookie is not None:
-            raise ValueError("sticky_cookie is used with split only")
-        if self.redirect is not None and (self.rewrite or self.request_headers
-                                          or self.timeouts or self.response_headers):
-            raise ValueError("a redirect is answered by the proxy: rewrite, header rules and "
-                             "timeouts do not apply")
+        problem = destination_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     def groups(self) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -26,6 +26,10 @@ PROTECTED_FIELDS = frozenset({
 })
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.6.2
 _VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")  # no CR, LF or NUL (RFC 9110 §5.5)
+# the traffic keys of a route, as the admin's drafts carry them to a snapshot
+ROUTE_TRAFFIC_FIELDS = ("when", "split", "sticky_cookie", "redirect", "rewrite",
+                        "request_headers", "response_headers", "allow", "deny", "rate_limit",
+                        "timeouts")
 HASH_KEY = re.compile(r"^(client_ip|path|(header|cookie):[!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
 
 
@@ -190,3 +194,29 @@ def check_hash_key(key: str | None) -> str | None:
         raise ValueError(f"invalid hash_key {key!r}: expected header:NAME, cookie:NAME, "
                          "client_ip or path")
     return key
+
+
+def destination_problem(route: Any) -> str | None:
+    """What is wrong with where a route sends its requests, or None: the one check of a
+    route's ``group``/``split``/``redirect`` and the keys that go with them, shared by the
+    schema's ``Route`` and the admin's route drafts."""
+    given = [key for key in ("group", "split", "redirect") if getattr(route, key) is not None]
+    if len(given) != 1:
+        return ("a route needs exactly one of group, split, redirect"
+                + (f" (it has {' and '.join(given)})" if given else ""))
+    split: list[SplitShare] | None = route.split
+    if split is not None:
+        if not split:
+            return "split needs at least one group"
+        if sum(share.weight for share in split) == 0:
+            return "split weights sum to 0: no group would take traffic"
+        names = [share.group for share in split]
+        if len(set(names)) != len(names):
+            return "a group appears twice in split"
+    elif route.sticky_cookie is not None:
+        return "sticky_cookie is used with split only"
+    if route.redirect is not None and (route.rewrite or route.request_headers
+                                       or route.timeouts or route.response_headers):
+        return ("a redirect is answered by the proxy: rewrite, header rules and timeouts do "
+                "not apply")
+    return None
