@@ -1,8 +1,8 @@
 """The request-path cost of issue 13's features: requests per proxy CPU-second, by variant.
 
-The same set-up as ``bench.py`` (two nginx backends, the SLB proxy with one worker, wrk -t1 on
-127.0.0.1, CPU time of the proxy read from /proc), reused from it rather than copied; only the
-generated SLB configuration and wrk's request fields change between variants:
+The set-up of the other benchmarks (``harness.py``: two nginx backends, the SLB proxy with one
+worker, wrk -t1 on 127.0.0.1, CPU time of the proxy read from /proc), reused rather than copied;
+only the SLB configuration and wrk's request fields change between variants:
 
     plain   one route, group ``wrr``                         (the reference)
     when    the winning route has ``when`` (a header and a cookie that hold), a plain route of
@@ -32,9 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench as base  # bench/bench.py: the shared set-up
+import harness as base  # bench/harness.py: the shared set-up
 
 VARIANTS = ("plain", "when", "split", "hash")
 FIELDS = {  # what wrk sends with every request, per variant
@@ -45,34 +47,48 @@ FIELDS = {  # what wrk sends with every request, per variant
 }
 
 
+def slb_config(variant: str, listen: str, control: str, backends: list[str]
+               ) -> dict[str, Any]:
+    """One virtual server and one group of both backends, changed as ``variant`` says."""
+    group: dict[str, Any] = {
+        "name": "backends", "algorithm": "wrr", "members": [{"address": b} for b in backends],
+        # 64 idle connections per member: `hash` on one cookie sends every request to one
+        # member, and 50 wrk connections must not make it reconnect
+        "keepalive": {"max_idle": 64, "max_requests": 1000000}}
+    routes: list[dict[str, Any]] = [{"match": "prefix", "path": "/", "group": "backends"}]
+    groups = [group]
+    if variant == "when":
+        routes.append({"match": "prefix", "path": "/", "group": "backends",
+                       "when": {"headers": {"x-canary": "1"}, "cookies": {"canary": "*"}}})
+    elif variant == "split":
+        groups.append({**group, "name": "backends-b"})
+        routes = [{"match": "prefix", "path": "/", "sticky_cookie": "slb_split",
+                   "split": [{"group": "backends", "weight": 10},
+                             {"group": "backends-b", "weight": 90}]}]
+    elif variant == "hash":
+        group.update(algorithm="hash", hash_key="cookie:session")
+    return {
+        "control": {"listen": control},
+        "http": {"keepalive_requests": 1000000, "drain_timeout": 1},
+        "access_log": {"enabled": False},
+        "virtual_servers": [{"name": "bench", "listen": listen, "default": True,
+                             "routes": routes}],
+        "groups": groups,
+    }
+
+
 class TrafficBench(base.Bench):
     variant = "plain"
 
-    def slb_config(self) -> dict[str, Any]:
-        config = super().slb_config()
-        vs = config["virtual_servers"][0]
-        group = config["groups"][0]
-        if self.variant == "when":
-            vs["routes"] = [
-                {"match": "prefix", "path": "/", "group": "backends"},
-                {"match": "prefix", "path": "/", "group": "backends",
-                 "when": {"headers": {"x-canary": "1"}, "cookies": {"canary": "*"}}},
-            ]
-        elif self.variant == "split":
-            config["groups"].append({**group, "name": "backends-b"})
-            vs["routes"] = [{"match": "prefix", "path": "/", "sticky_cookie": "slb_split",
-                             "split": [{"group": "backends", "weight": 10},
-                                       {"group": "backends-b", "weight": 90}]}]
-        elif self.variant == "hash":
-            group.update(algorithm="hash", hash_key="cookie:session")
-        return config
-
-    def wrk(self, port: int, seconds: float, connections: int) -> dict[str, Any]:
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+    def wrk(self, port: int, seconds: float, connections: int, path: str = base.PATH,
+            cpu: str | bool | None = True) -> dict[str, Any]:
+        """The harness's wrk run, with the variant's request fields (wrk -H)."""
+        whole = max(1, round(seconds))
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{whole}s", "--latency",
                 "--timeout", "5s", "-s", str(self.wrk_script)]
-        for field in FIELDS[self.variant]:
-            argv += ["-H", field]
-        argv = base.pinned([*argv, f"http://{base.HOST}:{port}{base.PATH}"], self.load_cpu)
+        for line in FIELDS[self.variant]:
+            argv += ["-H", line]
+        argv = base.pinned([*argv, f"http://{base.HOST}:{port}{path}"], self.load_cpu)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30,
                               check=False)
         if done.returncode != 0:
@@ -85,10 +101,17 @@ class TrafficBench(base.Bench):
     def one(self, variant: str) -> dict[str, Any]:
         """Start SLB with ``variant``'s config, check it, measure it, stop it."""
         self.variant = variant
-        svc = self.start_slb()
+        port, control = base.free_ports(2)
+        backends = [f"{base.HOST}:{p}" for p in self.ports.backends]
+        path = self.work / f"{variant}.yaml"
+        path.write_text(yaml.safe_dump(slb_config(variant, f"{base.HOST}:{port}",
+                                                  f"{base.HOST}:{control}", backends)))
+        argv = [str(base.SLB_BIN), "proxy", "-c", str(path), "--log-level", "warning",
+                "--workers", "1"]
+        svc = self.launch(variant, argv, self.proxy_cpu, port)
         try:
-            base.check_target("slb", self.ports.slb, expect_spread=variant != "hash")
-            result = self.measure(variant, svc, self.ports.slb)
+            base.check_target(variant, port, expect_spread=variant != "hash")
+            result = self.measure(variant, svc, port)
         finally:
             svc.stop()
             self.services.remove(svc)
@@ -139,15 +162,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--micro", action="store_true",
                    help="only the in-process cost of each piece, microseconds per call")
-    args = p.parse_args(argv)
-    # what base.Bench reads, at bench.py's defaults
-    args.keepalive_requests = 1000000
-    # 64 idle connections per member (bench.py: 32): `hash` on one cookie sends every request
-    # to one member, and 50 wrk connections must not make it reconnect
-    args.upstream_idle = 64
-    args.upstream_requests = 1000000
-    args.slb_workers = 1
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
