@@ -110,3 +110,27 @@ async def test_a_sticky_cookie_keeps_a_client_on_its_side_while_that_side_is_usa
     reply = await request(port, "GET", "/", headers={"Cookie": "slb_split=gone"},
                           timeout=TIMEOUT)
     assert (reply.header("Set-Cookie") or "").startswith("slb_split=v")
+
+
+async def test_a_group_whose_members_are_ejected_leaves_the_split_until_they_recover(
+        backend_factory: Any, proxy_factory: Any) -> None:
+    backends = {"v1": await backend_factory(name="v1")}
+    proxy = await proxy_factory({
+        "control": {"listen": "127.0.0.1:0"},
+        "virtual_servers": [{"name": "shop", "listen": LISTEN, "routes": [
+            {"path": "/", "split": [{"group": "flaky", "weight": 1}, {"group": "v1",
+                                                                        "weight": 1}]}]}],
+        "groups": [*groups(backends),
+                   {"name": "flaky", "members": [{"address": f"127.0.0.1:{free_port()}"}],
+                    "passive_health": {"max_fails": 1, "base_ejection": 3600}}],
+    })
+    first = await request(proxy.port, "GET", "/", timeout=TIMEOUT)
+    assert first.status == 502  # flaky's turn: its only member refuses, and is ejected
+    for _ in range(10):
+        reply = await request(proxy.port, "GET", "/", timeout=TIMEOUT)
+        assert (reply.status, reply.header("X-Backend")) == (200, "v1")
+    member = next(iter(proxy.server.ctx.runtime.pools["flaky"].members.values()))
+    member.ejected_until = 0.0  # the ejection is over: flaky takes its turns again
+    statuses = [(await request(proxy.port, "GET", "/", timeout=TIMEOUT)).status
+                for _ in range(4)]
+    assert statuses.count(502) >= 1
