@@ -16,8 +16,9 @@ calls once per request in this order:
    cookie names while that group has a usable member, and is set when the split chooses;
 5. ``rewrite`` and ``request_headers``: the head already prepared for the member is edited
    (split into lines, fields dropped, set, joined): done for these routes only;
-6. ``response_headers`` and the sticky cookie: carried on the exchange to the response relay,
-   which drops the member's fields of those names and appends the route's.
+6. ``response_headers`` and the sticky cookie: carried on the exchange (``response_edit``, None
+   for a plain route) to the response relay, which drops the member's fields of those names
+   and appends the route's.
 
 ``ExchangeView`` is how conditions (``slb.model.conditions``) and hash keys read a request: a
 header is found by scanning the recorded fields, the cookie header is parsed once per view.
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 RATE_KEYS = 65536  # buckets kept per rate limit before the full ones are forgotten
 _CRLF = b"\r\n"
 _INF = float("inf")
+_NOTHING: frozenset[bytes] = frozenset()
 
 
 class ExchangeView:
@@ -229,8 +231,9 @@ class RouteActions:
         if self.rewrite is not None or self.request_set or self.request_drop:
             self._edit_head(ex)
         if self.response_drop is not None:
-            ex.response_drop = self.response_drop
-            ex.response_add += self.response_set
+            sticky = ex.response_edit  # (a sticky cookie the split set)
+            ex.response_edit = (self.response_drop,
+                                self.response_set + (sticky[1] if sticky else b""))
         return target
 
     def _location(self, ex: Exchange) -> bytes:
@@ -257,7 +260,8 @@ class RouteActions:
             # no group has a usable member: the first one answers (503, or its panic mode)
             share = next(s for s in shares if s.weight > 0)
         if self.sticky is not None:
-            ex.response_add += self.cookie_prefix + share.name.encode() + b"; Path=/; HttpOnly\r\n"
+            ex.response_edit = (_NOTHING, self.cookie_prefix + share.name.encode()
+                                + b"; Path=/; HttpOnly\r\n")
         return share.target
 
     def _edit_head(self, ex: Exchange) -> None:

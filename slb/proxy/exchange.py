@@ -33,8 +33,8 @@ class Exchange:
         "conn", "connection", "content_length", "discard", "error", "expect_continue", "flag",
         "generation", "has_body", "head", "head_done", "header_bytes", "header_count", "host",
         "http10", "keep_alive", "member", "member_address", "method", "parts", "path", "replay",
-        "replay_bytes", "request_done", "request_id", "response_add", "response_chunked",
-        "response_done", "response_drop",
+        "replay_bytes", "request_done", "request_id", "response_chunked", "response_done",
+        "response_edit",
         "response_started", "reused", "stale_retried", "start", "status", "target", "te", "tried",
         "upgrade", "upgrade_value", "upstream_start", "url", "vhost_name", "xff",
     )
@@ -94,5 +94,4 @@ class Exchange:
         self.flag = "-"
         self.bytes_sent = 0
         # a route's response rules (slb.proxy.actions): member fields dropped, fields added
-        self.response_drop: frozenset[bytes] | None = None
-        self.response_add = b""
+        self.response_edit: tuple[frozenset[bytes], bytes] | None = None

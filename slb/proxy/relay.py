@@ -36,19 +36,24 @@ _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
 
-def _head_of(status: int, conn: UpstreamConnection, ex: Exchange | None = None) -> list[bytes]:
-    """The status line and the member's forwarded fields (with a route's response rules)."""
+def _head_of(status: int, conn: UpstreamConnection) -> list[bytes]:
+    """The status line and the member's forwarded fields."""
     head = [status_line(status, conn.reason)]
-    drop = ex.response_drop if ex is not None else None
-    if drop is None:
-        for name, value in conn.headers:
+    for name, value in conn.headers:
+        head += (name, COLON, value, CRLF)
+    return head
+
+
+def _edited_head(status: int, conn: UpstreamConnection,
+                 edit: tuple[frozenset[bytes], bytes]) -> list[bytes]:
+    """``_head_of`` with a route's response rules (``Exchange.response_edit``): the member's
+    fields of the names in ``drop`` left out, the route's rendered fields added."""
+    drop, add = edit
+    head = [status_line(status, conn.reason)]
+    for name, value in conn.headers:
+        if name.lower() not in drop:
             head += (name, COLON, value, CRLF)
-    else:
-        for name, value in conn.headers:
-            if name.lower() not in drop:
-                head += (name, COLON, value, CRLF)
-    if ex is not None and ex.response_add:
-        head.append(ex.response_add)
+    head.append(add)
     return head
 
 
@@ -73,7 +78,8 @@ class ResponseRelay:
             return
         ex.status = status
         ex.response_started = True
-        head = _head_of(status, conn, ex)
+        edit = ex.response_edit
+        head = _head_of(status, conn) if edit is None else _edited_head(status, conn, edit)
         if framing == FRAMING_LENGTH or (framing == FRAMING_NONE and status != 204
                                          and conn.content_length is not None):
             head += (b"Content-Length: ", conn.content_length or b"0", CRLF)
