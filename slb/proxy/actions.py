@@ -117,12 +117,14 @@ def hash_key(ex: Exchange, peer: bytes, key: tuple[int, bytes]) -> bytes:
 class RateLimiter:
     """Token buckets by key: ``rate`` tokens a second up to ``burst``; a request takes one."""
 
-    __slots__ = ("_buckets", "burst", "key", "rate")
+    __slots__ = ("_buckets", "burst", "field", "key", "rate")
 
     def __init__(self, rate: float, burst: int, key: str) -> None:
         self.rate = rate
         self.burst = float(burst)
         self.key = key  # "client_ip" | "route" | "header:name"
+        # the header a "header:name" key reads, lowercased once
+        self.field = key.partition(":")[2].lower().encode()
         self._buckets: dict[bytes, tuple[float, float]] = {}  # key -> (tokens, at)
 
     def bucket_key(self, ex: Exchange, peer: bytes) -> bytes:
@@ -130,7 +132,7 @@ class RateLimiter:
             return peer
         if self.key == "route":
             return b""
-        return ExchangeView(ex, peer).header(self.key[7:].lower().encode()) or b""
+        return ExchangeView(ex, peer).header(self.field) or b""
 
     def take(self, key: bytes, now: float) -> float:
         """0 if a request may pass (its token taken), else the seconds until one may."""

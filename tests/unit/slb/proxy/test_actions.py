@@ -53,3 +53,10 @@ def test_a_token_bucket_lets_a_burst_through_then_one_request_per_token() -> Non
     assert limiter.take(b"a", 10.5) > 0.0
     assert limiter.take(b"a", 100.0) == 0.0  # refilled, never above the burst
     assert [limiter.take(b"a", 100.0) for _ in range(3)][-1] > 0.0
+
+
+def test_rate_limit_keys_are_the_client_a_header_or_the_whole_route() -> None:
+    ex = prepared(b"/", (b"Host", b"shop"), (b"X-Api-Key", b"k1"))
+    assert RateLimiter(1, 1, "client_ip").bucket_key(ex, b"10.0.0.1") == b"10.0.0.1"
+    assert RateLimiter(1, 1, "header:X-API-Key").bucket_key(ex, b"10.0.0.1") == b"k1"
+    assert RateLimiter(1, 1, "route").bucket_key(ex, b"10.0.0.1") == b""
