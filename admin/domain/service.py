@@ -70,11 +70,15 @@ class AdminService:
         self.last_contact: dict[str, float] = {}  # group -> last answer from its source
         # called after an activation or rollback, so sources follow the active groups
         self.on_content_change: Callable[[], None] = lambda: None
+        self.canary: Any = None  # the canary activation in progress or last (domain.canary)
 
     async def start(self) -> None:
         await self.publisher.start()
 
     async def close(self) -> None:
+        task = getattr(self.canary, "task", None)
+        if task is not None:
+            task.cancel()  # a canary still watching is left undecided: its nodes are resynced
         await self.publisher.close()
 
     # -- draft objects -----------------------------------------------------------------------

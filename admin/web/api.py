@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from admin.domain import traffic
+from admin.domain import canary, traffic
 from admin.domain.service import AdminService
 from admin.settings import ApiToken
 from admin.web.deps import (
@@ -163,7 +163,26 @@ async def delete_node(cluster: str, name: str, row_version: int | None = None,
 @router.post("/activate")
 async def activate(request: Request, token: ApiToken = Admin, service: AdminService = Service
                    ) -> dict[str, Any]:
-    return service.activate(token.name, reason_of(await json_body(request)))
+    """``{"reason": ...}``; with ``"canary": {"nodes": [...] | "percent": n, "watch_seconds",
+    "max_error_ratio"}`` the draft goes to the canary nodes first (admin.domain.canary)."""
+    body = await json_body(request)
+    if isinstance(body, dict) and "canary" in body:
+        return await canary.start(service, body["canary"], token.name, reason_of(body))
+    return service.activate(token.name, reason_of(body))
+
+
+@router.get("/canary")
+async def canary_status(token: ApiToken = Viewer, service: AdminService = Service
+                        ) -> dict[str, Any]:
+    return canary.status(service)
+
+
+@router.post("/canary/{action}")
+async def canary_decide(action: str, token: ApiToken = Admin,
+                        service: AdminService = Service) -> dict[str, Any]:
+    if action not in ("promote", "abort"):
+        raise ApiError(404, f"no canary action {action!r}: expected promote or abort")
+    return canary.decide(service, action, token.name)
 
 
 @router.get("/versions")
