@@ -6,6 +6,8 @@
     delta.py     changing an applied config: full snapshots, pool deltas, SnapshotRejected
     certs.py     certificates read, described and checked (cryptography; load time only)
     hosts.py     which virtual server and route a host and path reach (proxy and admin alike)
+    traffic.py   the schema of route conditions, splits and per-route rules (issue 13)
+    conditions.py route conditions compiled once, evaluated alike by proxy and admin
 
 Nothing here knows about sockets, processes or the admin; the proxy compiles a ``Config`` into
 its own objects (``slb.proxy.compile``).
@@ -19,6 +21,7 @@ from slb.model.certs import (
     read_pair,
     tls_problems,
 )
+from slb.model.conditions import FactsView
 from slb.model.delta import (
     PoolDelta,
     SnapshotRejected,
@@ -46,6 +49,7 @@ from slb.model.schema import (
     Control,
     Domain,
     Group,
+    HealthCheck,
     HttpSettings,
     KeepAlive,
     MatchKind,
@@ -62,8 +66,22 @@ from slb.model.schema import (
     VirtualServer,
     split_host_port,
 )
+from slb.model.traffic import (
+    ROUTE_TRAFFIC_FIELDS,
+    HeaderRules,
+    RateLimit,
+    Redirect,
+    Rewrite,
+    RouteTimeouts,
+    SplitShare,
+    When,
+    check_cidr,
+    check_hash_key,
+    destination_problem,
+)
 
 __all__ = [
+    "ROUTE_TRAFFIC_FIELDS",
     "AccessLog",
     "Address",
     "Algorithm",
@@ -73,7 +91,10 @@ __all__ = [
     "ConfigErrors",
     "Control",
     "Domain",
+    "FactsView",
     "Group",
+    "HeaderRules",
+    "HealthCheck",
     "HttpSettings",
     "KeepAlive",
     "Location",
@@ -84,20 +105,29 @@ __all__ = [
     "PoolDelta",
     "PositiveSeconds",
     "Problem",
+    "RateLimit",
+    "Redirect",
     "Resolution",
     "Retry",
+    "Rewrite",
     "Route",
+    "RouteTimeouts",
     "ServerTls",
     "SnapshotRejected",
+    "SplitShare",
     "Timeouts",
     "TlsSettings",
     "UpstreamTls",
     "VirtualServer",
+    "When",
     "apply_delta",
     "bare_host",
+    "check_cidr",
+    "check_hash_key",
     "copy_config",
     "cross_reference_errors",
     "describe",
+    "destination_problem",
     "format_location",
     "format_problem",
     "inspect_pair",

@@ -29,11 +29,13 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from slb.errors import ConfigError
@@ -51,6 +53,7 @@ from slb.model import (
 )
 from slb.node.control import Request, Response, start_control_server
 from slb.node.files import load_config_file, load_snapshot, save_snapshot
+from slb.node.health import ActiveHealth
 from slb.node.server import ProxyServer, describe
 from slb.proxy.tls import certificate_expiry
 
@@ -69,6 +72,7 @@ class DataPlane(Protocol):
     async def apply_group(self, config: Config, group: Group) -> None: ...
     async def stats(self) -> Stats: ...
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]: ...
+    async def set_health(self, changes: dict[tuple[str, str], bool]) -> None: ...
     def applied_versions(self) -> dict[str, int]: ...
     async def drain(self) -> None: ...
 
@@ -103,6 +107,10 @@ class LocalPlane:
         assert self.server is not None
         return self.server.member_status()
 
+    async def set_health(self, changes: dict[tuple[str, str], bool]) -> None:
+        assert self.server is not None
+        self.server.ctx.set_health(changes)
+
     def applied_versions(self) -> dict[str, int]:
         assert self.server is not None
         return {"main": self.server.config.version}
@@ -130,6 +138,8 @@ class Node:
         self._lock = asyncio.Lock()
         self._unsaved: Config | None = None
         self._persist_task: asyncio.Task[None] | None = None
+        # active health checks: file-managed nodes only (slb.node.health)
+        self.health = ActiveHealth(plane.set_health) if self.file_managed else None
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -142,6 +152,8 @@ class Node:
                 log.info("serving the persisted snapshot, %s", describe(config))
         await self.plane.start(config)
         self.applied_at = time.time()
+        if self.health is not None:
+            await self.health.update(config)
         host, port = split_host_port(self.local.control.listen)
         try:
             self.control = await start_control_server(self.handle, host, port)
@@ -178,6 +190,8 @@ class Node:
         await self.close()
 
     async def close(self) -> None:
+        if self.health is not None:
+            self.health.stop()
         if self._persist_task is not None:
             self._persist_task.cancel()
         self.flush_persistence()
@@ -199,6 +213,8 @@ class Node:
         if group is None:
             freeze()  # the collector need not walk a 100,000-member snapshot again
         self.applied_at = time.time()
+        if self.health is not None:
+            await self.health.update(config)
         what = f"group {group.name}" if group is not None else "snapshot"
         log.info("applied %s: version %d -> %d", what, old.version, config.version)
         if not self.local.state_dir:
@@ -321,16 +337,26 @@ class Node:
             stats = await self.plane.stats()
             registry = CollectorRegistry(auto_describe=True)
             expiry = certificate_expiry_family(certificate_expiry(self.config))
-            registry.register(StatsCollector(lambda: stats, lambda: [expiry]))
+            health = self.health
+
+            def gauges() -> Iterator[Metric]:
+                yield expiry
+                if health is not None:
+                    yield from health.metrics()
+
+            registry.register(StatsCollector(lambda: stats, gauges))
             return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
         if path == "/v1/config":
             if query == "summary=1":  # version and hash only: cheap for a reconcile loop
                 return Response.json(200, self._version_view())
             return Response.json(200, self._config_view())
-        return Response.json(200, {
-            **self._version_view(),
-            "groups": await self.plane.member_status(),
-        })
+        groups = await self.plane.member_status()
+        if self.health is not None:
+            for group, members in self.health.status().items():
+                for address, view in members.items():
+                    if address in groups.get(group, {}):
+                        groups[group][address]["health_check"] = view
+        return Response.json(200, {**self._version_view(), "groups": groups})
 
     def _version_view(self) -> dict[str, Any]:
         versions = self.plane.applied_versions()

@@ -50,6 +50,7 @@ from slb.errors import (
     NoRoute,
     ProxyError,
     RedirectToHttps,
+    RouteAnswer,
     UriTooLong,
 )
 from slb.proxy import fields, head, rules
@@ -65,6 +66,7 @@ from slb.proxy.flow import (
 )
 from slb.proxy.forward import Forwarding
 from slb.proxy.relay import ResponseRelay
+from slb.proxy.tls import established
 
 if TYPE_CHECKING:
     from slb.proxy.context import ProxyContext
@@ -112,7 +114,6 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self.held: list[bytes] | None = None  # client bytes after an Upgrade request
         self.upgrade_body = 0  # body bytes of the Upgrade request still to come
         self.out: list[bytes] | None = None  # response bytes held for one write
-        # TLS, known once the handshake is done (the transport did it: slb.proxy.tls)
         self.proto_field = head.PROTO_HTTP  # the X-Forwarded-Proto field sent upstream
         self.tls_served: frozenset[str] | None = None  # virtual servers of its certificate
         self.tls_version = "-"
@@ -124,10 +125,8 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b"unknown"
         tls = transport.get_extra_info("ssl_object")
-        if tls is not None:
-            self.proto_field = head.PROTO_HTTPS
-            self.tls_version = tls.version() or "-"
-            self.tls_served = getattr(tls.context, "served", frozenset())
+        if tls is not None:  # (the transport has done the handshake: slb.proxy.tls)
+            self.proto_field, self.tls_version, self.tls_served = established(tls)
         ctx = self.ctx
         ctx.connections.add(self)
         ctx.stats.client_connections += 1
@@ -317,7 +316,6 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         # (the host is always set by now, and virtual_host falls back to the default)
         vhost = table.virtual_host(ex.host.decode("latin-1")) if table is not None and ex.host \
             else None
-        target = vhost.match(ex.path) if vhost is not None else None
         if vhost is not None:
             ex.vhost_name = vhost.name
             served = self.tls_served
@@ -327,9 +325,19 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             if vhost.redirect_port is not None:
                 self._reply(ex, RedirectToHttps(head.https_location(ex, vhost.redirect_port)))
                 return
-        if target is None:
+        route = vhost.match(ex.path, ex, self.peer) if vhost is not None else None
+        if route is None:
             self._reply(ex, NoRoute())
             return
+        actions = route.actions
+        if actions is None:
+            target = route.target
+        else:  # a route with rules (issue 13): it may answer itself
+            try:
+                target = actions.apply(ex, self.peer, self.loop.time(), self.ctx.stats)
+            except RouteAnswer as answer:
+                self._reply(ex, answer)
+                return
         ex.target = target
         if ex.expect_continue and ex.has_body and not ex.http10:
             # Answered here, Expect stripped (Envoy's default): the member sees a plain request.
@@ -354,7 +362,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         close = error.close or not self._keep_alive_after(ex)
         if close:
             ex.keep_alive = False
-        self.transport.write(head.answer(ex, error, close))
+        self.transport.write(head.canned(ex, error.status, close, error.fields))
         ex.response_started = True
         self._response_finished(ex)
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from slb.errors import ConfigError
 from slb.model import CertificateError, Config, TlsSettings, UpstreamTls, describe, read_pair
+from slb.proxy.head import PROTO_HTTPS
 
 if TYPE_CHECKING:
     from slb.proxy.router import RouteTable
@@ -101,6 +102,13 @@ def _server_context(settings: TlsSettings, cls: type[ssl.SSLContext]) -> Any:
     context.set_alpn_protocols(ALPN)
     # no TLS session cache across workers: tickets keep resumption stateless (nginx default)
     return context
+
+
+def established(tls: ssl.SSLObject) -> tuple[bytes, str, frozenset[str]]:
+    """What a client connection keeps of its handshake: the X-Forwarded-Proto field, the
+    version for the access log, and the virtual servers its certificate speaks for (421)."""
+    return (PROTO_HTTPS, tls.version() or "-",
+            getattr(tls.context, "served", frozenset()))
 
 
 def load_certificates(config: Config) -> dict[str, dict[str, CertificateContext]]:
