@@ -12,13 +12,17 @@ it; PUT and PATCH answer 409). A file with only ``control`` and ``state_dir`` ma
 *admin-managed* node: it serves its persisted snapshot, or nothing, until the first push.
 ``control`` and ``state_dir`` always come from the local file, never from a pushed snapshot.
 
-Control API (JSON; changes need ``Authorization: Bearer <control.token>``):
+Control API (JSON; ``/v1/...`` needs ``Authorization: Bearer <control.token>`` when the node
+has a token; ``/healthz``, ``/ready`` and ``/metrics`` stay open for probes and scrapers):
 
-    GET   /v1/config           the applied snapshot with version and hash
+    GET   /v1/config           the applied snapshot with version and hash (never the token)
     PUT   /v1/config           apply a full snapshot (409 unless newer, 400 if invalid)
     PATCH /v1/groups/{name}    apply a pool delta (409 if base_version is not the applied one)
     GET   /v1/status           per group and member live figures, applied version and time
     GET   /healthz /ready /metrics
+
+Start order: the control API opens before the data plane serves traffic, so an admin (or a
+probe) can see a restarted node, and ``/ready`` says 503 until the plane is up.
 """
 
 from __future__ import annotations
@@ -125,6 +129,7 @@ class Node:
         self.applied_at = time.time()
         self.control: asyncio.Server | None = None
         self.draining = False
+        self.serving = False  # the data plane has started: /ready may answer 200
         self.stopped = asyncio.Event()
         self._lock = asyncio.Lock()
         self._unsaved: Config | None = None
@@ -139,15 +144,19 @@ class Node:
             if persisted is not None:
                 config = self._localise(persisted)
                 log.info("serving the persisted snapshot, %s", describe(config))
-        await self.plane.start(config)
-        self.applied_at = time.time()
         host, port = split_host_port(self.local.control.listen)
         try:
             self.control = await start_control_server(self.handle, host, port)
         except OSError as exc:
-            await self.plane.drain()
             raise ConfigError([f"cannot listen on {self.local.control.listen} (control): "
                                f"{exc.strerror or exc}"]) from None
+        try:
+            await self.plane.start(config)
+        except BaseException:
+            self.control.close()
+            raise
+        self.serving = True
+        self.applied_at = time.time()
         mode = "file-managed" if self.file_managed else "admin-managed"
         log.info("%s node, %s; control on %s", mode, describe(config), self.local.control.listen)
 
@@ -295,9 +304,14 @@ class Node:
 
     async def handle(self, request: Request) -> Response:
         method, path = request.method, request.path
-        if path in ("/healthz", "/ready", "/metrics", "/v1/config", "/v1/status") \
-                and method in ("GET", "HEAD"):
+        if path.startswith("/v1/") and not self.serving:
+            return Response.error(503, "the node is starting: its data plane is not up yet")
+        if path in ("/healthz", "/ready", "/metrics") and method in ("GET", "HEAD"):
             return await self._read(path, request.query)
+        if path in ("/v1/config", "/v1/status") and method in ("GET", "HEAD"):
+            # the snapshot and the status describe the whole topology: token holders only
+            return self._authorize(request, reading=True) or await self._read(path,
+                                                                             request.query)
         if path == "/v1/config" and method == "PUT":
             return await self._change(request, lambda data: self.put_config(data))
         if path.startswith("/v1/groups/") and method == "PATCH":
@@ -311,12 +325,16 @@ class Node:
         if path == "/healthz":
             return Response(200, b"ok\n", "text/plain")
         if path == "/ready":
+            if not self.serving:
+                return Response(503, b"starting\n", "text/plain")
             if self.draining:
                 return Response(503, b"draining\n", "text/plain")
             if not self.file_managed and self.config.version == 0:
                 return Response(503, b"no configuration yet\n", "text/plain")
             return Response(200, b"ready\n", "text/plain")
         if path == "/metrics":
+            if not self.serving:
+                return Response(503, b"starting\n", "text/plain")
             stats = await self.plane.stats()
             registry = CollectorRegistry(auto_describe=True)
             registry.register(StatsCollector(lambda: stats))
@@ -342,7 +360,11 @@ class Node:
         }
 
     def _config_view(self) -> dict[str, Any]:
-        return {**self._version_view(), "snapshot": self.config.to_json()}
+        snapshot = self.config.to_json()
+        # the token authorizes changes: no answer carries it, not even to a token holder
+        snapshot["control"] = {k: v for k, v in snapshot["control"].items()
+                               if k not in ("token", "token_file", "token_env")}
+        return {**self._version_view(), "snapshot": snapshot}
 
     async def _change(self, request: Request, action: Any) -> Response:
         denied = self._authorize(request)
@@ -358,9 +380,13 @@ class Node:
             return Response.json(exc.status, exc.to_json())
         return Response.json(200, {"version": config.version, "hash": config.content_hash()})
 
-    def _authorize(self, request: Request) -> Response | None:
+    def _authorize(self, request: Request, reading: bool = False) -> Response | None:
+        """None when the caller may go on; else the refusal. With no token set the node is
+        read-only: reads are open (there is no secret to guard), changes are refused."""
         token = self.local.control.token
         if token is None:
+            if reading:
+                return None
             return Response.error(403, "control.token is not set: the control API is read-only")
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")

@@ -64,7 +64,7 @@ def record_changes(proxy: RunningProxy) -> list[tuple[Any, ...]]:
 
 
 async def node_view(proxy: RunningProxy) -> tuple[int, str]:
-    view = await ControlClient(proxy.control_port).config()
+    view = await ControlClient(proxy.control_port, TOKEN).config()
     return view["version"], view["hash"]
 
 
