@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from admin.domain import objects
-from admin.domain.errors import Conflict, Invalid, NotFound, require_reason
+from admin.domain.errors import Conflict, Invalid, NotFound, bounded_reason, require_reason
 from admin.domain.members import (
     Discovered,
     MemberView,
@@ -41,7 +41,7 @@ from admin.domain.members import (
 )
 from admin.domain.publisher import Publisher
 from admin.domain.snapshots import Content, content_hash, diff, validate_content
-from admin.domain.store import Store
+from admin.domain.store import Row, Store
 from admin.domain.urls import RouteAnswer, parse_url, resolve_url
 from admin.push.pusher import Pusher
 
@@ -53,7 +53,23 @@ MEMBER_OPS: dict[str, tuple[str, bool]] = {
     "up": ("ops", True), "down": ("ops", False),
 }
 STATES = ("up", "drain", "down")
+LIST_MAX = 1000  # addresses of one weight edit, operations of one batch
 HEALTHS = ("all up", "some down", "none up", "no members")
+
+
+def bounded_list(field: str, items: list[Any]) -> None:
+    if len(items) > LIST_MAX:
+        raise Invalid(f"too many {field}", [f"{field}: at most {LIST_MAX} items "
+                                            f"({len(items)} given)"])
+
+
+def shown(row: Row) -> dict[str, Any]:
+    """A stored object as every answer shows it: secrets are write-only, for every role; a
+    node says only whether it has a token."""
+    body = row.to_json()
+    if row.kind == "node":
+        body["token_set"] = body.pop("token", None) is not None
+    return body
 
 
 class AdminService:
@@ -80,39 +96,45 @@ class AdminService:
     # -- draft objects -----------------------------------------------------------------------
 
     def objects(self, kind: str) -> list[dict[str, Any]]:
-        return [r.to_json() for r in self.store.objects(kind)]
+        return [shown(r) for r in self.store.objects(kind)]
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        return self.store.get(kind, name).to_json()
+        return shown(self.store.get(kind, name))
 
     def nodes_of(self, cluster: str) -> list[dict[str, Any]]:
         self.store.get("cluster", cluster)  # NotFound for an unknown cluster
-        return [r.to_json() for r in self.store.objects("node") if r.body["cluster"] == cluster]
+        return [shown(r) for r in self.store.objects("node") if r.body["cluster"] == cluster]
 
     def create(self, kind: str, body: Any, who: str, reason: str) -> dict[str, Any]:
+        reason = bounded_reason(reason)
         obj = self._validate(kind, body)
         self._check_references(kind, obj.model_dump())
         name = obj.name  # type: ignore[attr-defined]
         row = self.store.create(kind, name, obj.model_dump(mode="json"), who, reason)
         self._after_infrastructure_change(kind)
-        return row.to_json()
+        return shown(row)
 
     def update(self, kind: str, name: str, body: Any, row_version: int | None, who: str,
                reason: str) -> dict[str, Any]:
+        reason = bounded_reason(reason)
         if row_version is None:
             raise Invalid("row_version is required to update", [
                 "row_version: required (the version your edit was made from)"])
         if isinstance(body, dict) and body.get("name", name) != name:
             raise Invalid("renaming is not supported", ["name: must stay " + repr(name)])
+        if kind == "node" and isinstance(body, dict) and "token" not in body:
+            # write-only: an edit that leaves the token out keeps it ("token": null clears it)
+            body = {**body, "token": self.store.get(kind, name).body.get("token")}
         obj = self._validate(kind, {**body, "name": name} if isinstance(body, dict) else body)
         self._check_references(kind, obj.model_dump())
         row = self.store.update(kind, name, obj.model_dump(mode="json"), row_version, who,
                                 reason)
         self._after_infrastructure_change(kind)
-        return row.to_json()
+        return shown(row)
 
     def delete(self, kind: str, name: str, row_version: int | None, who: str,
                reason: str) -> None:
+        reason = bounded_reason(reason)
         users = self._users_of(kind, name)
         if users:
             raise Conflict(f"{kind.replace('_', ' ')} {name!r} is still used by "
@@ -278,6 +300,7 @@ class AdminService:
     def batch(self, operations: list[dict[str, Any]], who: str, reason: str) -> dict[str, Any]:
         """Several member/server operations; each is validated before any is applied."""
         reason = require_reason(reason)
+        bounded_list("operations", operations)
         plan: list[tuple[str, Any]] = []
         errors = []
         for i, op in enumerate(operations):
@@ -336,6 +359,7 @@ class AdminService:
         """Set the weight of static members in the draft group, from the row version the edit
         was made from. It takes effect when a new version is activated."""
         reason = require_reason(reason)
+        bounded_list("addresses", addresses)
         try:
             value = int(str(weight).strip())
         except ValueError:

@@ -56,6 +56,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_who ON audit (who);
     CREATE INDEX audit_at ON audit (at);
     """,
+    # 2: web UI sessions (issue 10), so a restart logs nobody out and a logout ends the session
+    # for every admin sharing the store. Only a hash of the session id is kept.
+    """
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, csrf TEXT NOT NULL,
+        created REAL NOT NULL, seen REAL NOT NULL);
+    """,
 )
 
 
@@ -86,6 +93,20 @@ class Flag:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+SECRET_KEYS = frozenset({"token"})  # a node's control token: written, never shown
+
+
+def without_secrets(value: Any) -> Any:
+    """``value`` with every secret field replaced by ``"(set)"``: what the audit log keeps
+    (it is read by every role; a changed secret still shows as a change)."""
+    if isinstance(value, dict):
+        return {k: ("(set)" if v is not None else None) if k in SECRET_KEYS
+                else without_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_secrets(v) for v in value]
+    return value
 
 
 class Store:
@@ -363,8 +384,8 @@ class Store:
         db.execute("INSERT INTO audit (at, who, action, target, reason, before, after, result)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (time.time(), who, action, target, reason,
-                    None if before is None else _dumps(before),
-                    None if after is None else _dumps(after), result))
+                    None if before is None else _dumps(without_secrets(before)),
+                    None if after is None else _dumps(without_secrets(after)), result))
 
     def record(self, who: str, action: str, target: str, reason: str, before: Any = None,
                after: Any = None, result: str = "ok") -> None:
@@ -396,3 +417,41 @@ class Store:
                  "before": json.loads(r["before"]) if r["before"] else None,
                  "after": json.loads(r["after"]) if r["after"] else None,
                  "result": r["result"]} for r in self._db.execute(query, args)]
+
+    # -- web UI sessions (issue 10: one block; becomes its own migration with Alembic) ---------
+
+    def session_put(self, record: SessionRecord) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                       (record.id_hash, record.name, record.role, record.csrf, record.created,
+                        record.seen))
+
+    def session_get(self, id_hash: str) -> SessionRecord | None:
+        found = self._db.execute("SELECT * FROM sessions WHERE id_hash = ?", (id_hash,))
+        row = found.fetchone()
+        return None if row is None else SessionRecord(*row)
+
+    def session_seen(self, id_hash: str, seen: float) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE sessions SET seen = ? WHERE id_hash = ?", (seen, id_hash))
+
+    def session_delete(self, id_hash: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))
+
+    def sessions_expire(self, seen_before: float, created_before: float) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM sessions WHERE seen < ? OR created < ?",
+                       (seen_before, created_before))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A web UI session as stored: ``id_hash`` is sha256 of the cookie's value."""
+
+    id_hash: str
+    name: str
+    role: str
+    csrf: str
+    created: float
+    seen: float

@@ -95,7 +95,8 @@ class Pages:
                status: int = 200, **context: Any) -> HTMLResponse:
         flashes = []
         if session is not None:
-            flashes, session.flashes = session.flashes, []
+            flashes = list(session.flashes)
+            session.flashes.clear()
         reply = self.templates.TemplateResponse(request, template, {
             "session": session, "flashes": flashes,
             "can_operate": session is not None and session.may("operator"),
