@@ -27,7 +27,7 @@ from admin.domain.store import Store
 from admin.settings import AdminConfig
 from admin.web import api
 from admin.web.deps import ApiError, LoginRequired, session_of
-from admin.web.guards import BodyLimit, LoginLimiter, PageHeaders
+from admin.web.guards import BodyLimit, LoginLimiter
 from admin.web.live import LiveStatus
 from admin.web.sessions import Sessions
 from admin.web.ui import PAGES
@@ -61,9 +61,7 @@ def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None
     app.state.live = LiveStatus(service)
     app.state.pages = pages = Pages()
     app.state.login_limiter = LoginLimiter()
-    # outermost first: the UI's headers go on every answer, even a 413
     app.add_middleware(BodyLimit)
-    app.add_middleware(PageHeaders, prefix=PREFIX)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -114,6 +114,15 @@ class Publisher:
             if pusher is not None:
                 pusher.publish(snapshot, changed)
 
+    def clusters_serving(self, groups: set[str] | None) -> set[str]:
+        """The clusters a publish of ``groups`` (None: every group) goes to."""
+        content = self._active_content()
+        if content is None:
+            return set()
+        return {c["name"] for c in content.get("cluster", [])
+                if groups is None
+                or groups & {g["name"] for g in cluster_content(content, c["name"])[2]}}
+
     def nodes(self) -> list[dict[str, Any]]:
         """Every node's push status, with its cluster."""
         return [{"cluster": cluster, **status}

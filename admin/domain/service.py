@@ -23,22 +23,22 @@ Clusters and nodes are infrastructure, not configuration: they take effect at on
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from admin.domain import objects
+from admin.domain.delivery import Delivery, Ticket, confirm, ticket
 from admin.domain.errors import Conflict, Invalid, NotFound, bounded_reason, require_reason
 from admin.domain.members import (
     Discovered,
     MemberView,
     effective_members,
-    member_ip,
     rollup,
     static_members,
 )
+from admin.domain.operations import MemberOperations, bounded_list
 from admin.domain.publisher import Publisher
 from admin.domain.snapshots import Content, content_hash, diff, validate_content
 from admin.domain.store import Row, Store
@@ -48,19 +48,8 @@ from admin.push.pusher import Pusher
 log = logging.getLogger("admin")
 
 VERSIONED = ("cluster", "virtual_server", "route", "group")
-MEMBER_OPS: dict[str, tuple[str, bool]] = {
-    "pull-in": ("pull", True), "pull-out": ("pull", False),
-    "up": ("ops", True), "down": ("ops", False),
-}
 STATES = ("up", "drain", "down")
-LIST_MAX = 1000  # addresses of one weight edit, operations of one batch
 HEALTHS = ("all up", "some down", "none up", "no members")
-
-
-def bounded_list(field: str, items: list[Any]) -> None:
-    if len(items) > LIST_MAX:
-        raise Invalid(f"too many {field}", [f"{field}: at most {LIST_MAX} items "
-                                            f"({len(items)} given)"])
 
 
 def shown(row: Row) -> dict[str, Any]:
@@ -72,7 +61,7 @@ def shown(row: Row) -> dict[str, Any]:
     return body
 
 
-class AdminService:
+class AdminService(MemberOperations):
     def __init__(self, store: Store, pusher_factory: Callable[[], Pusher] | None = None) -> None:
         self.store = store
         self.publisher = Publisher(store, self.active_content, self.members_for,
@@ -250,6 +239,16 @@ class AdminService:
             return self.draft_content()
         return self.store.version(int(ref))["content"]
 
+    # -- confirmed delivery (admin.domain.delivery) -------------------------------------------
+
+    def ticket(self) -> Ticket:
+        """Taken before a change, so ``confirm`` can tell which node applied it."""
+        return ticket(self.store)
+
+    async def confirm(self, taken: Ticket, groups: set[str] | None, wait: float) -> Delivery:
+        """What every node serving ``groups`` (None: all) did, after up to ``wait`` s."""
+        return await confirm(self.publisher, taken, groups, wait)
+
     # -- members -----------------------------------------------------------------------------
 
     def members_for(self, content: dict[str, list[dict[str, Any]]]
@@ -267,71 +266,6 @@ class AdminService:
         if group.get("consul"):
             return self.discovered.get(group["name"], [])
         return static_members(group, self.checked.get(group["name"], {}))
-
-    def member_op(self, group: str, addresses: list[str], op: str, who: str,
-                  reason: str) -> dict[str, Any]:
-        if op not in MEMBER_OPS:
-            raise NotFound(f"no member operation {op!r}: expected one of {sorted(MEMBER_OPS)}")
-        reason = require_reason(reason)
-        known = {m.address for m in self.group_members(group)}
-        missing = [a for a in addresses if a not in known]
-        if missing:
-            raise NotFound(f"group {group!r} has no member " + ", ".join(missing))
-        flag, value = MEMBER_OPS[op]
-        done = self.store.set_member_flags([(group, a, flag, value) for a in addresses], who,
-                                           reason, f"member {op}")
-        self.publisher.schedule({group})
-        return {"changed": done}
-
-    def server_op(self, ip: str, up: bool, who: str, reason: str) -> dict[str, Any]:
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            raise Invalid(f"{ip!r} is not an IP address", ["ip: expected an IPv4 or IPv6 "
-                                                            "address"]) from None
-        reason = require_reason(reason)
-        self.store.set_server_flag(ip, up, who, reason)
-        content = self.active_content() or self.draft_content()
-        touched = {g["name"] for g in content.get("group", [])
-                   if any(member_ip(m.address) == ip for m in self.sources(g))}
-        self.publisher.schedule(touched)
-        return {"ip": ip, "up": up, "groups": sorted(touched)}
-
-    def batch(self, operations: list[dict[str, Any]], who: str, reason: str) -> dict[str, Any]:
-        """Several member/server operations; each is validated before any is applied."""
-        reason = require_reason(reason)
-        bounded_list("operations", operations)
-        plan: list[tuple[str, Any]] = []
-        errors = []
-        for i, op in enumerate(operations):
-            if not isinstance(op, dict):
-                errors.append(f"operations[{i}]: expected an object")
-            elif "server" in op:
-                if op.get("op") not in ("up", "down"):
-                    errors.append(f"operations[{i}].op: expected up or down")
-                plan.append(("server", op))
-            elif op.get("op") not in MEMBER_OPS:
-                errors.append(f"operations[{i}].op: expected one of {sorted(MEMBER_OPS)}")
-            else:
-                try:
-                    known = {m.address for m in self.group_members(str(op.get("group")))}
-                except NotFound as exc:
-                    errors.append(f"operations[{i}].group: {exc}")
-                    continue
-                for address in op.get("addresses") or [op.get("address")]:
-                    if address not in known:
-                        errors.append(f"operations[{i}].address: {address!r} is not a member")
-                plan.append(("member", op))
-        if errors:
-            raise Invalid("the batch was not applied", errors)
-        results = []
-        for kind, op in plan:
-            if kind == "server":
-                results.append(self.server_op(op["server"], op["op"] == "up", who, reason))
-            else:
-                results.append(self.member_op(op["group"], op.get("addresses")
-                                              or [op["address"]], op["op"], who, reason))
-        return {"results": results}
 
     def group_members(self, name: str) -> list[MemberView]:
         content = self.active_content() or self.draft_content()

@@ -363,6 +363,11 @@ class Store:
         row = found.fetchone()
         return int(row["value"]) if row else None
 
+    def push_version(self) -> int:
+        """The last snapshot version handed out (0 before the first)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'push_version'").fetchone()
+        return int(row["value"]) if row else 0
+
     def next_push_version(self, count: int = 1) -> int:
         """The next snapshot version sent to nodes: monotonic across restarts.
 

@@ -368,6 +368,16 @@ class _NodePusher:
             "checks": self.checks,
         }
 
+    def delivery(self, version: int) -> dict[str, Any]:
+        """What this node did about a change published as ``version`` or later."""
+        applied = self.reached(version)
+        answer: dict[str, Any] = {"node": self.target.name, "applied": applied,
+                                  "version": self.applied_version}
+        if not applied:
+            answer["error"] = self.last_error or (
+                "not applied yet" if self.applied_version is not None else "no answer yet")
+        return answer
+
     def reached(self, version: int) -> bool:
         """Applied ``version`` or later, and not a version the admin never published."""
         if self.applied_version is None or self.applied_version < version:
@@ -477,6 +487,9 @@ class Pusher:
 
     def status(self) -> list[dict[str, Any]]:
         return [node.status() for node in self._nodes.values()]
+
+    def deliveries(self, version: int) -> list[dict[str, Any]]:
+        return [node.delivery(version) for node in self._nodes.values()]
 
     async def wait_in_sync(self, version: int, timeout: float) -> bool:
         """True once every node applied ``version`` or later; False after ``timeout``."""

@@ -13,12 +13,14 @@ before ``collections`` (``/{plural}``), so ``/groups/{name}`` and ``/health`` wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from admin.domain.delivery import parse_wait
 from admin.domain.service import AdminService
 from admin.settings import ApiToken
 from admin.web.deps import (
@@ -56,6 +58,30 @@ def reason_of(body: Any) -> str:
     return str(body.get("reason", "")) if isinstance(body, dict) else ""
 
 
+def force_of(body: Any) -> bool:
+    """``"force": true`` lets an operation take a group's last member out."""
+    force = body.get("force", False) if isinstance(body, dict) else False
+    if not isinstance(force, bool):
+        raise ApiError(400, "force must be true or false", ["force: expected a boolean"])
+    return force
+
+
+async def delivered(request: Request, service: AdminService,
+                    change: Callable[[], dict[str, Any]],
+                    groups: Callable[[dict[str, Any]], set[str] | None]) -> JSONResponse:
+    """Do ``change``, then wait up to ``?wait=`` seconds for every node serving the groups it
+    touched: 200 when each applied it, 202 with the same per-node body when some did not in
+    time (the change is stored and keeps being pushed). See ``admin.domain.delivery``."""
+    try:
+        wait = parse_wait(request.query_params.get("wait"))
+    except ValueError as exc:
+        raise ApiError(400, str(exc), [str(exc)]) from None
+    taken = service.ticket()
+    result = change()
+    delivery = await service.confirm(taken, groups(result), wait)
+    return JSONResponse({**result, **delivery.to_json()}, delivery.status)
+
+
 def kind_of(plural: str) -> str:
     kind = KIND_PATHS.get(plural)
     if kind is None:
@@ -87,28 +113,37 @@ async def set_weight(name: str, request: Request, token: ApiToken = Admin,
 @router.post("/groups/{name}/members/{address}/{op}")
 async def member_op(name: str, address: str, op: str, request: Request,
                     token: ApiToken = Operator, service: AdminService = Service
-                    ) -> dict[str, Any]:
+                    ) -> JSONResponse:
     body = await json_body(request)
-    return service.member_op(name, [address], op, token.name, reason_of(body))
+    return await delivered(request, service, lambda: service.member_op(
+        name, [address], op, token.name, reason_of(body), force_of(body)), lambda _: {name})
 
 
 @router.post("/servers/{ip}/{op}")
 async def server_op(ip: str, op: str, request: Request, token: ApiToken = Operator,
-                    service: AdminService = Service) -> dict[str, Any]:
+                    service: AdminService = Service) -> JSONResponse:
     if op not in ("up", "down"):
         raise ApiError(404, f"no server operation {op!r}: expected up or down")
     body = await json_body(request)
-    return service.server_op(ip, op == "up", token.name, reason_of(body))
+    return await delivered(request, service, lambda: service.server_op(
+        ip, op == "up", token.name, reason_of(body), force_of(body)),
+        lambda result: set(result["groups"]))
 
 
 @router.post("/batch")
 async def batch(request: Request, token: ApiToken = Operator,
-                service: AdminService = Service) -> dict[str, Any]:
+                service: AdminService = Service) -> JSONResponse:
     body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("operations"), list):
         raise ApiError(400, "expected {\"reason\": ..., \"operations\": [...]}",
                        ["operations: required list"])
-    return service.batch(body["operations"], token.name, reason_of(body))
+
+    def touched(result: dict[str, Any]) -> set[str]:
+        return {group for one in result["results"]
+                for group in one.get("groups", [one.get("group")]) if group}
+
+    return await delivered(request, service, lambda: service.batch(
+        body["operations"], token.name, reason_of(body), force_of(body)), touched)
 
 
 # -- nodes (under their cluster) ----------------------------------------------------------------
@@ -148,8 +183,10 @@ async def delete_node(cluster: str, name: str, row_version: int | None = None,
 
 @router.post("/activate")
 async def activate(request: Request, token: ApiToken = Admin, service: AdminService = Service
-                   ) -> dict[str, Any]:
-    return service.activate(token.name, reason_of(await json_body(request)))
+                   ) -> JSONResponse:
+    reason = reason_of(await json_body(request))
+    return await delivered(request, service, lambda: service.activate(token.name, reason),
+                           lambda _: None)
 
 
 @router.get("/versions")
@@ -166,8 +203,11 @@ async def version_diff(a: str, b: str, token: ApiToken = Viewer,
 
 @router.post("/versions/{number}/rollback")
 async def rollback(number: int, request: Request, token: ApiToken = Admin,
-                   service: AdminService = Service) -> dict[str, Any]:
-    return service.rollback(number, token.name, reason_of(await json_body(request)))
+                   service: AdminService = Service) -> JSONResponse:
+    reason = reason_of(await json_body(request))
+    return await delivered(request, service, lambda: service.rollback(number, token.name,
+                                                                      reason),
+                           lambda _: None)
 
 
 @router.get("/draft")

@@ -5,10 +5,8 @@
   members, is a few hundred KiB; without a cap one request could fill the store and every page
   that shows it. A declared ``Content-Length`` over the cap is refused unread; a chunked body is
   read only up to the cap.
-- ``PageHeaders`` (ASGI middleware): every web UI answer says ``Cache-Control: no-store`` (pages
-  show state and CSRF tokens: no cache may keep them), ``X-Frame-Options: DENY`` and a
-  ``Content-Security-Policy`` allowing only this origin's scripts and styles (the UI has no
-  inline script or style), so an injected tag does nothing and no site can frame the UI.
+- The UI's pages carry CSP, ``X-Frame-Options: DENY`` and ``no-store`` from
+  ``admin.web.ui.pages.harden``, which every page and redirect goes through.
 - ``LoginLimiter``: failed logins are counted per client address; after ``LOGIN_FAILURES`` in
   ``LOGIN_WINDOW`` seconds that client gets 429 until the oldest failure leaves the window,
   which turns guessing a token into years of work without locking the real user out for long.
@@ -26,12 +24,6 @@ MAX_BODY = 1024 * 1024
 LOGIN_FAILURES = 5
 LOGIN_WINDOW = 60.0  # seconds
 TRACKED_CLIENTS = 10000  # failed-login histories kept; the oldest go first
-
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-PAGE_HEADERS = [(b"cache-control", b"no-store"), (b"x-frame-options", b"DENY"),
-                (b"content-security-policy", CSP.encode()),
-                (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -96,30 +88,6 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None  # the server refuses a malformed length before we get here
     return None
-
-
-class PageHeaders:
-    """The UI's safety headers on every answer under ``/ui`` (pages, redirects, errors)."""
-
-    def __init__(self, app: App, prefix: str) -> None:
-        self.app = app
-        self.prefix = prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path != self.prefix and not path.startswith(f"{self.prefix}/"):
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                names = {name.lower() for name, _ in message.get("headers", ())}
-                message = {**message, "headers": [
-                    *message.get("headers", ()),
-                    *((k, v) for k, v in PAGE_HEADERS if k not in names)]}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
 
 
 class LoginLimiter:

@@ -14,7 +14,8 @@ from fastapi.responses import Response
 
 from admin.domain.errors import AdminError, Invalid
 from admin.domain.members import member_ip
-from admin.domain.service import MEMBER_OPS, AdminService
+from admin.domain.operations import MEMBER_OPS
+from admin.domain.service import AdminService
 from admin.web.deps import PageSession, ServiceDep
 from admin.web.sessions import Session
 from admin.web.ui.groups import group_context
