@@ -1,0 +1,159 @@
+"""Operations say what really happened (issue 10): per-node delivery, no silent no-ops, and
+nothing secret in any answer. A real admin over HTTP, real admin-managed nodes, real backends.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from tests.support.admin import (
+    NODE_TOKEN,
+    AdminFactory,
+    NodeFactory,
+    NodeSite,
+    admin_factory,
+    converge,
+    node_factory,
+    site_seed,
+)
+from tests.support.backends import Backend
+
+__all__ = ["admin_factory", "node_factory"]
+
+BackendFactory = Callable[..., Awaitable[Backend]]
+
+
+async def start(backend_factory: BackendFactory, node_factory: NodeFactory,
+                admin_factory: AdminFactory, dead_node: bool = False) -> NodeSite:
+    """Group ``web`` (a, b) on node ``n1``; with ``dead_node`` also ``n2``, whose control port
+    nobody listens on."""
+    a, b = await backend_factory(name="a"), await backend_factory(name="b")
+    node = await node_factory("n1")
+    seed = site_seed({"n1": node}, {"web": [a.address, b.address]})
+    if dead_node:
+        with socket.socket() as probe:  # a port that was free a moment ago: refused
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        seed["nodes"].append({"name": "n2", "cluster": "c1", "token": NODE_TOKEN,
+                              "control_url": f"http://127.0.0.1:{port}"})
+    admin = await admin_factory(seed=seed)
+    site = NodeSite(admin, node, a, b)
+    if not dead_node:
+        await converge(admin, node, after=0)
+    return site
+
+
+async def test_an_operation_answers_once_every_node_applied_it(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory) -> None:
+    site = await start(backend_factory, node_factory, admin_factory)
+    reply = await site.operator.post(f"/api/v1/groups/web/members/{site.a.address}/pull-out",
+                                     json={"reason": "release"})
+    assert reply.status_code == 200, reply.text
+    [n1] = reply.json()["nodes"]
+    assert (n1["node"], n1["cluster"], n1["applied"]) == ("n1", "c1", True)
+    # the answer comes after the node applied it: its data plane already holds the change
+    assert site.node.node.config.version == n1["version"]
+    member = next(m for g in site.node.node.config.groups for m in g.members
+                  if m.address == site.a.address)
+    assert member.state == "drain"
+
+
+async def test_a_node_that_does_not_apply_in_time_makes_the_answer_202_naming_it(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory) -> None:
+    site = await start(backend_factory, node_factory, admin_factory, dead_node=True)
+    reply = await site.operator.post(
+        f"/api/v1/groups/web/members/{site.a.address}/pull-out?wait=1",
+        json={"reason": "release"})
+    assert reply.status_code == 202, reply.text
+    nodes = {n["node"]: n for n in reply.json()["nodes"]}
+    assert nodes["n1"]["applied"] is True
+    assert nodes["n2"]["applied"] is False and nodes["n2"]["error"]
+    assert reply.json()["complete"] is False
+    # stored all the same: the group shows the pull-out
+    assert (await site.member("web", site.a.address))["state"] == "drain"
+    bad = await site.operator.post(
+        f"/api/v1/groups/web/members/{site.a.address}/pull-in?wait=soon",
+        json={"reason": "release"})
+    assert bad.status_code == 400 and bad.json()["errors"][0].startswith("wait:")
+
+
+async def test_no_silent_no_ops(backend_factory: BackendFactory, node_factory: NodeFactory,
+                                admin_factory: AdminFactory) -> None:
+    site = await start(backend_factory, node_factory, admin_factory)
+    reason = {"reason": "release"}
+    unknown_ip = await site.operator.post("/api/v1/servers/10.9.9.9/down", json=reason)
+    assert unknown_ip.status_code == 404
+    assert "10.9.9.9" in unknown_ip.json()["message"]
+    assert (await site.operator.post("/api/v1/groups/nope/members/1.2.3.4:80/down",
+                                     json=reason)).status_code == 404
+    first = await site.operator.post(f"/api/v1/groups/web/members/{site.a.address}/pull-out",
+                                     json=reason)
+    assert first.status_code == 200
+    last = await site.operator.post(f"/api/v1/groups/web/members/{site.b.address}/pull-out",
+                                    json=reason)
+    assert last.status_code == 409
+    assert "web" in last.json()["message"] and "503" in last.json()["message"]
+    assert (await site.member("web", site.b.address))["state"] == "up"  # nothing changed
+    forced = await site.operator.post(f"/api/v1/groups/web/members/{site.b.address}/pull-out",
+                                      json={**reason, "force": True})
+    assert forced.status_code == 200
+    assert (await site.member("web", site.b.address))["state"] == "drain"
+
+
+async def test_no_answer_shows_a_node_token_to_any_role(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory) -> None:
+    site = await start(backend_factory, node_factory, admin_factory)
+    edit = await site.ada.put("/api/v1/clusters/c1/nodes/n1", json={
+        "control_url": f"http://127.0.0.1:{site.node.control_port}", "row_version": 1,
+        "reason": "same node, token left out: kept"})
+    assert edit.status_code == 200, edit.text
+    assert edit.json()["token_set"] is True
+    for client in (site.viewer, site.operator, site.ada):
+        for path in ("/api/v1/nodes", "/api/v1/clusters/c1/nodes", "/api/v1/audit"):
+            reply = await client.get(path)
+            assert reply.status_code == 200, (path, reply.status_code)
+            assert NODE_TOKEN not in reply.text, path
+    # the token was kept: the node still takes pushes
+    reply = await site.operator.post(f"/api/v1/groups/web/members/{site.a.address}/pull-out",
+                                     json={"reason": "still pushing"})
+    assert reply.status_code == 200 and reply.json()["complete"] is True
+
+
+async def test_oversized_bodies_and_fields_are_refused_and_nothing_is_stored(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory) -> None:
+    site = await start(backend_factory, node_factory, admin_factory)
+    path = f"/api/v1/groups/web/members/{site.a.address}/pull-out"
+    huge = await site.operator.post(path, content=json.dumps({"reason": "x" * (2 << 20)}),
+                                    headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["error"] == "too_large"
+    long = await site.operator.post(path, json={"reason": "x" * 1001})
+    assert long.status_code == 400
+    assert long.json()["errors"] == ["reason: at most 1000 characters (1001 given)"]
+    name = await site.ada.post("/api/v1/clusters", json={"name": "c" * 254, "reason": "x"})
+    assert name.status_code == 400 and name.json()["errors"][0].startswith("name:")
+    many = await site.ada.post("/api/v1/groups/web/weight", json={
+        "addresses": ["10.0.0.1:80"] * 1001, "weight": 1, "row_version": 1, "reason": "x"})
+    assert many.status_code == 400
+    assert many.json()["errors"] == ["addresses: at most 1000 items (1001 given)"]
+    audit = (await site.viewer.get("/api/v1/audit")).json()["items"]
+    assert [e for e in audit if e["action"] != "create" and e["who"] != "seed"] == []
+
+
+async def test_the_ui_sends_its_safety_headers(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory) -> None:
+    site = await start(backend_factory, node_factory, admin_factory)
+    async with httpx.AsyncClient(base_url=site.admin.url) as browser:
+        page = await browser.get("/ui/login")
+    assert page.status_code == 200
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
