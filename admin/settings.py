@@ -91,6 +91,9 @@ class AdminConfig(Strict):
     consul: ConsulSettings = ConsulSettings()
     tokens: list[ApiToken] = Field(default_factory=list)
     seed: Seed | None = None
+    # a node running another admin store's snapshot: wait for an operator's take-over
+    # (manual), or take it over at once (automatic); a node ahead of this store always waits
+    take_over: Literal["manual", "automatic"] = "manual"
     push_timeout: float = Field(5.0, gt=0)
     reconcile_interval: float = Field(10.0, gt=0)
 

@@ -364,6 +364,24 @@ class AdminService(MemberOperations):
                  **status.get((row.body["cluster"], row.name), {})}
                 for row in self.store.objects("node")]
 
+    def take_over(self, cluster: str, node: str, who: str, reason: str) -> dict[str, Any]:
+        """Make ``node`` apply this admin's full snapshot, whatever it runs now: another
+        store's snapshot, or a version of this store above ours (``admin.push.report``). The
+        version counter is raised above the node's first, so versions still only grow."""
+        reason = require_reason(reason)
+        row = self.store.get("node", node)
+        pusher = self.publisher.pushers.get(cluster)
+        if row.body["cluster"] != cluster or pusher is None:
+            raise NotFound(f"cluster {cluster!r} has no node named {node!r}")
+        self.store.raise_push_version(pusher.applied_version(node) or 0)
+        was = pusher.take_over(node)
+        self.store.record(who, "take over", f"node/{node}", reason, before=was,
+                          after={"store": self.store.identity})
+        log.warning("node %s of %s taken over by %s (it ran %s): %s", node, cluster, who, was,
+                    reason)
+        self.publisher.publish_now(None)
+        return {"cluster": cluster, "node": node, "was": was}
+
     def nodes(self) -> list[dict[str, Any]]:
         return self.publisher.nodes()
 

@@ -19,6 +19,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,6 +123,7 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._lock = threading.RLock()
         self._migrate()
+        self.identity = self._identity()
 
     def close(self) -> None:
         self._db.close()
@@ -362,6 +364,23 @@ class Store:
         found = self._db.execute("SELECT value FROM meta WHERE key = 'active_version'")
         row = found.fetchone()
         return int(row["value"]) if row else None
+
+    def _identity(self) -> str:
+        """This store's identity, made once (at creation, or the first open that lacks it)
+        and carried by every snapshot: a node tells this store's versions from another's."""
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)",
+                       (uuid.uuid4().hex,))
+            return str(db.execute("SELECT value FROM meta WHERE key = 'store_id'"
+                                  ).fetchone()["value"])
+
+    def raise_push_version(self, floor: int) -> None:
+        """The next snapshot version will be above ``floor`` (a node taken over runs it)."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO meta VALUES ('push_version', ?) ON CONFLICT (key) DO "
+                       "UPDATE SET value = max(CAST(value AS INTEGER), "
+                       "CAST(excluded.value AS INTEGER))",
+                       (str(floor),))
 
     def push_version(self) -> int:
         """The last snapshot version handed out (0 before the first)."""

@@ -170,6 +170,16 @@ async def update_node(cluster: str, name: str, request: Request, token: ApiToken
                           token.name, reason)
 
 
+@router.post("/clusters/{cluster}/nodes/{name}/take-over")
+async def take_over(cluster: str, name: str, request: Request, token: ApiToken = Admin,
+                    service: AdminService = Service) -> JSONResponse:
+    """The node applies this admin's full snapshot whatever it runs (another store's, or a
+    version ahead of ours): ``{"reason": ...}``, audited; answered like every push."""
+    reason = reason_of(await json_body(request))
+    return await delivered(request, service, lambda: service.take_over(
+        cluster, name, token.name, reason), lambda _: None)
+
+
 @router.delete("/clusters/{cluster}/nodes/{name}", status_code=204)
 async def delete_node(cluster: str, name: str, row_version: int | None = None,
                       reason: str = "", token: ApiToken = Admin,

@@ -249,6 +249,9 @@ class Config(Cached, _Strict):
 
     # Monotonic version of a pushed snapshot; files may leave it at 0.
     version: int = Field(0, ge=0)
+    # The identity of the admin store that made this snapshot (None: a file). Versions only
+    # compare within one store: a node refuses another store's snapshot unless taken over.
+    store: str | None = Field(None, max_length=64)
     control: Control = Control()
     state_dir: str | None = None
     http: HttpSettings = HttpSettings()

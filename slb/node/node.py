@@ -16,7 +16,8 @@ Control API (JSON; ``/v1/...`` needs ``Authorization: Bearer <control.token>`` w
 has a token; ``/healthz``, ``/ready`` and ``/metrics`` stay open for probes and scrapers):
 
     GET   /v1/config           the applied snapshot with version and hash (never the token)
-    PUT   /v1/config           apply a full snapshot (409 unless newer, 400 if invalid)
+    PUT   /v1/config           apply a full snapshot (409 unless newer or from another store
+                               without ``?take_over=1``; 400 if invalid)
     PATCH /v1/groups/{name}    apply a pool delta (409 if base_version is not the applied one)
     GET   /v1/status           per group and member live figures, applied version and time
     GET   /healthz /ready /metrics
@@ -257,10 +258,13 @@ class Node:
             raise SnapshotRejected("file_managed", "this node is managed by its file "
                                    f"{self.config_path}: edit it and send SIGHUP")
 
-    async def put_config(self, data: Any) -> Config:
+    async def put_config(self, data: Any, take_over: bool = False) -> Config:
         async with self._lock:
             self._refuse_if_file_managed()
-            config = self._localise(parse_snapshot(data, self.config))
+            config = self._localise(parse_snapshot(data, self.config, take_over))
+            if take_over:
+                log.warning("taken over by admin store %s (was %s, version %d)",
+                            config.store, self.config.store, self.config.version)
             try:
                 await self._install(config)
             except ConfigError as exc:
@@ -313,7 +317,8 @@ class Node:
             return self._authorize(request, reading=True) or await self._read(path,
                                                                              request.query)
         if path == "/v1/config" and method == "PUT":
-            return await self._change(request, lambda data: self.put_config(data))
+            take_over = "take_over=1" in request.query.split("&")
+            return await self._change(request, lambda data: self.put_config(data, take_over))
         if path.startswith("/v1/groups/") and method == "PATCH":
             name = unquote(path[len("/v1/groups/"):])
             return await self._change(request, lambda data: self.patch_group(name, data))
@@ -352,6 +357,7 @@ class Node:
         versions = self.plane.applied_versions()
         return {
             "version": self.config.version,
+            "store": self.config.store,
             "hash": self.config.content_hash(),
             "applied_at": self.applied_at,
             "applied": all(v == self.config.version for v in versions.values()),

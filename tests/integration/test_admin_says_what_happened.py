@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -15,12 +17,16 @@ from tests.support.admin import (
     AdminFactory,
     NodeFactory,
     NodeSite,
+    RunningAdmin,
     admin_factory,
     converge,
     node_factory,
+    nodes_in_sync,
     site_seed,
+    wait_until,
 )
 from tests.support.backends import Backend
+from tests.support.control import ControlClient
 
 __all__ = ["admin_factory", "node_factory"]
 
@@ -157,3 +163,89 @@ async def test_the_ui_sends_its_safety_headers(
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["cache-control"] == "no-store"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+# -- nodes taken back ---------------------------------------------------------------------------
+
+
+async def recreated_admin(site: NodeSite, admin_factory: AdminFactory, tmp_path: Path,
+                          **settings: Any) -> RunningAdmin:
+    """The admin's database lost: a new admin with a new store, the node keeps its state."""
+    await site.admin.close()
+    seed = site_seed({"n1": site.node}, {"web": [site.a.address]})
+    return await admin_factory(seed=seed, store=str(tmp_path / "new.db"), **settings)
+
+
+async def node_status(admin: RunningAdmin) -> dict[str, Any]:
+    items = (await admin.client("viewer").get("/api/v1/nodes")).json()["items"]
+    return next((dict(i) for i in items if i["name"] == "n1"), {"needs_take_over": None,
+                                                                "in_sync": False})
+
+
+async def test_a_node_of_another_store_is_shown_as_such_and_taken_over_on_request(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory, tmp_path: Path) -> None:
+    site = await start(backend_factory, node_factory, admin_factory)
+    old_store = site.node.node.config.store
+    assert old_store is not None
+    admin = await recreated_admin(site, admin_factory, tmp_path)
+    await wait_until(async_true(lambda: node_status(admin),
+                                lambda s: s["needs_take_over"] is not None),
+                     what="the node shown as another store's")
+    status = await node_status(admin)
+    assert status["needs_take_over"]["kind"] == "other_store"
+    assert status["needs_take_over"]["store"] == old_store
+    assert "another admin store" in status["last_error"] and not status["in_sync"]
+    assert site.node.node.config.store == old_store  # nothing pushed behind anyone's back
+
+    ada = admin.client("admin")
+    assert (await admin.client("operator").post("/api/v1/clusters/c1/nodes/n1/take-over",
+                                                json={"reason": "x"})).status_code == 403
+    assert (await ada.post("/api/v1/clusters/c1/nodes/n1/take-over",
+                           json={})).status_code == 400  # a reason is required
+    taken = await ada.post("/api/v1/clusters/c1/nodes/n1/take-over",
+                           json={"reason": "admin database recreated"})
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["was"]["kind"] == "other_store"
+    assert [n["applied"] for n in taken.json()["nodes"]] == [True]
+    assert site.node.node.config.store != old_store
+    assert [m.address for m in site.node.node.config.groups[0].members] == [site.a.address]
+    audit = (await ada.get("/api/v1/audit", params={"target": "node/n1"})).json()["items"]
+    [entry] = [e for e in audit if e["action"] == "take over"]
+    assert (entry["who"], entry["reason"]) == ("ada", "admin database recreated")
+
+
+async def test_take_over_automatic_replaces_another_stores_snapshot_without_asking(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory, tmp_path: Path) -> None:
+    site = await start(backend_factory, node_factory, admin_factory)
+    old_store = site.node.node.config.store
+    admin = await recreated_admin(site, admin_factory, tmp_path, take_over="automatic")
+    await wait_until(lambda: site.node.node.config.store not in (None, old_store),
+                     what="the node taken over")
+    await wait_until(lambda: nodes_in_sync(admin.client("viewer")), what="nodes in sync")
+
+
+async def test_a_node_ahead_of_this_store_is_taken_over_above_its_version(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory) -> None:
+    site = await start(backend_factory, node_factory, admin_factory)
+    applied = site.node.node.config
+    by_hand = {**applied.to_json(), "version": applied.version + 100, "groups": [],
+               "virtual_servers": []}
+    control = ControlClient(site.node.control_port, NODE_TOKEN)
+    assert (await control.push(by_hand)).status == 200
+    ada = site.ada
+    await ada.post("/api/v1/clusters/c1/nodes/n1/take-over", json={"reason": "warm-up"})
+    await wait_until(async_true(lambda: node_status(site.admin),
+                                lambda s: s["needs_take_over"] is None and s["in_sync"]),
+                     what="the node back in sync")
+    assert site.node.node.config.version > applied.version + 100
+    assert [g.name for g in site.node.node.config.groups] == ["web"]
+
+
+def async_true(get: Callable[[], Awaitable[Any]], test: Callable[[Any], bool]
+               ) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return test(await get())
+    return check
