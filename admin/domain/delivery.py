@@ -52,17 +52,18 @@ class Delivery:
         return {"nodes": self.nodes, "complete": self.complete}
 
 
-def parse_wait(value: str | None) -> float:
-    """``?wait=`` as seconds (absent: the default); ValueError with the reason otherwise."""
+def parse_wait(value: str | None, default: float = WAIT_DEFAULT, most: float = WAIT_MAX,
+               name: str = "wait") -> float:
+    """A query's seconds (absent: ``default``); ValueError naming ``name`` otherwise."""
     if value is None or value == "":
-        return WAIT_DEFAULT
+        return default
+    problem = f"{name}: expected seconds (0-{most:g}), got {value[:40]!r}"
     try:
         seconds = float(value)
     except ValueError:
-        raise ValueError(f"wait: expected seconds (0-{WAIT_MAX:g}), got {value[:40]!r}") \
-            from None
-    if not 0 <= seconds <= WAIT_MAX:
-        raise ValueError(f"wait: expected seconds (0-{WAIT_MAX:g}), got {value[:40]!r}")
+        raise ValueError(problem) from None
+    if not 0 <= seconds <= most:  # NaN fails this too
+        raise ValueError(problem)
     return seconds
 
 

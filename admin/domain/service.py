@@ -43,6 +43,7 @@ from admin.domain.publisher import Publisher
 from admin.domain.snapshots import Content, content_hash, diff, validate_content
 from admin.domain.store import Row, Store
 from admin.domain.urls import RouteAnswer, parse_url, resolve_url
+from admin.push.drain import wait_drained
 from admin.push.pusher import Pusher
 
 log = logging.getLogger("admin")
@@ -248,6 +249,15 @@ class AdminService(MemberOperations):
     async def confirm(self, taken: Ticket, groups: set[str] | None, wait: float) -> Delivery:
         """What every node serving ``groups`` (None: all) did, after up to ``wait`` s."""
         return await confirm(self.publisher, taken, groups, wait)
+
+    async def wait_drained(self, members: dict[str, set[str]], timeout: float
+                           ) -> tuple[bool, list[dict[str, Any]]]:
+        """Until no node serving these groups has a request in flight or an idle connection
+        to ``members`` (group -> addresses), or ``timeout``: ``admin.push.drain``."""
+        pushers = self.publisher.pushers
+        nodes = [target for cluster in sorted(self.publisher.clusters_serving(set(members)))
+                 if cluster in pushers for target in pushers[cluster].targets()]
+        return await wait_drained(nodes, members, timeout)
 
     # -- members -----------------------------------------------------------------------------
 

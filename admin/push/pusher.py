@@ -473,6 +473,9 @@ class Pusher:
         node.wake.set()
         return node.holder()
 
+    def targets(self) -> list[NodeTarget]:
+        return [node.target for node in self._nodes.values()]
+
     def applied_version(self, name: str) -> int | None:
         return self._nodes[name].applied_version
 

@@ -13,6 +13,7 @@ before ``collections`` (``/{plural}``), so ``/groups/{name}`` and ``/health`` wi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +21,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from admin.domain.delivery import parse_wait
+from admin.domain.delivery import WAIT_DEFAULT, WAIT_MAX, parse_wait
 from admin.domain.service import AdminService
+from admin.push.drain import DRAIN_TIMEOUT, TIMEOUT_MAX
 from admin.settings import ApiToken
 from admin.web.deps import (
     ApiError,
@@ -68,18 +70,36 @@ def force_of(body: Any) -> bool:
 
 async def delivered(request: Request, service: AdminService,
                     change: Callable[[], dict[str, Any]],
-                    groups: Callable[[dict[str, Any]], set[str] | None]) -> JSONResponse:
+                    groups: Callable[[dict[str, Any]], set[str] | None],
+                    drains: Callable[[dict[str, Any]], dict[str, set[str]]] | None = None
+                    ) -> JSONResponse:
     """Do ``change``, then wait up to ``?wait=`` seconds for every node serving the groups it
     touched: 200 when each applied it, 202 with the same per-node body when some did not in
-    time (the change is stored and keeps being pushed). See ``admin.domain.delivery``."""
+    time (the change is stored and keeps being pushed). See ``admin.domain.delivery``.
+
+    ``?wait=drained`` (operations that take members out: ``drains`` names them) waits up to
+    ``?timeout=`` seconds (default 60) for the nodes to apply it *and* to have no request in
+    flight and no idle connection to those members (``admin.push.drain``); the answer adds
+    ``"drain": {"drained", "nodes": [per-node counts]}``, and is 202 unless all drained."""
+    query = request.query_params
+    drain = query.get("wait") == "drained" and drains is not None
     try:
-        wait = parse_wait(request.query_params.get("wait"))
+        wait = parse_wait(query.get("timeout") if drain else query.get("wait"),
+                          DRAIN_TIMEOUT if drain else WAIT_DEFAULT,
+                          TIMEOUT_MAX if drain else WAIT_MAX, "timeout" if drain else "wait")
     except ValueError as exc:
         raise ApiError(400, str(exc), [str(exc)]) from None
+    started = time.monotonic()
     taken = service.ticket()
     result = change()
     delivery = await service.confirm(taken, groups(result), wait)
-    return JSONResponse({**result, **delivery.to_json()}, delivery.status)
+    body, status = {**result, **delivery.to_json()}, delivery.status
+    if drain and drains is not None:
+        left = max(0.0, wait - (time.monotonic() - started))
+        drained, nodes = await service.wait_drained(drains(result), left)
+        body["drain"] = {"drained": drained, "nodes": nodes}
+        status = 200 if drained and delivery.complete else 202
+    return JSONResponse(body, status)
 
 
 def kind_of(plural: str) -> str:
@@ -116,7 +136,8 @@ async def member_op(name: str, address: str, op: str, request: Request,
                     ) -> JSONResponse:
     body = await json_body(request)
     return await delivered(request, service, lambda: service.member_op(
-        name, [address], op, token.name, reason_of(body), force_of(body)), lambda _: {name})
+        name, [address], op, token.name, reason_of(body), force_of(body)), lambda _: {name},
+        lambda _: {name: {address}} if op in ("pull-out", "down") else {})
 
 
 @router.post("/servers/{ip}/{op}")
@@ -127,7 +148,8 @@ async def server_op(ip: str, op: str, request: Request, token: ApiToken = Operat
     body = await json_body(request)
     return await delivered(request, service, lambda: service.server_op(
         ip, op == "up", token.name, reason_of(body), force_of(body)),
-        lambda result: set(result["groups"]))
+        lambda result: set(result["groups"]),
+        lambda _: service.members_with_ip(ip) if op == "down" else {})
 
 
 @router.post("/batch")

@@ -4,6 +4,7 @@ nothing secret in any answer. A real admin over HTTP, real admin-managed nodes, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,8 @@ from typing import Any
 import httpx
 
 from tests.support.admin import (
+    HOST,
+    LISTEN,
     NODE_TOKEN,
     AdminFactory,
     NodeFactory,
@@ -25,7 +28,8 @@ from tests.support.admin import (
     site_seed,
     wait_until,
 )
-from tests.support.backends import Backend
+from tests.support.backends import Backend, ReceivedRequest, response
+from tests.support.client import request
 from tests.support.control import ControlClient
 
 __all__ = ["admin_factory", "node_factory"]
@@ -249,3 +253,47 @@ def async_true(get: Callable[[], Awaitable[Any]], test: Callable[[Any], bool]
     async def check() -> bool:
         return test(await get())
     return check
+
+
+# -- drain and wait -----------------------------------------------------------------------------
+
+
+async def test_pull_out_wait_drained_answers_when_the_request_in_flight_finished(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: ReceivedRequest, writer: asyncio.StreamWriter,
+                   backend: Backend) -> None:
+        arrived.set()
+        await release.wait()
+        writer.write(response(200, b"a slow\n"))
+
+    a = await backend_factory(name="a", handler=slow)
+    b = await backend_factory(name="b")
+    node = await node_factory("n1")
+    admin = await admin_factory(seed=site_seed({"n1": node}, {"web": [a.address, b.address]}))
+    await converge(admin, node, after=0)
+    site = NodeSite(admin, node, a, b)
+    base = f"/api/v1/groups/web/members/{b.address}"
+    assert (await site.operator.post(f"{base}/pull-out", json={"reason": "b first"})
+            ).status_code == 200
+    in_flight = asyncio.create_task(request(node.port_of(LISTEN), "GET", "/", host=HOST))
+    await asyncio.wait_for(arrived.wait(), 5)
+
+    pull_a = f"/api/v1/groups/web/members/{a.address}/pull-out?wait=drained"
+    body = {"reason": "deploy a", "force": True}
+    early = await site.operator.post(pull_a + "&timeout=0.3", json=body)
+    assert early.status_code == 202, early.text  # applied, not drained: the counts say why
+    assert early.json()["complete"] is True
+    [seen] = early.json()["drain"]["nodes"]
+    assert seen["drained"] is False and seen["members"][f"web/{a.address}"]["active"] == 1
+
+    waiting = asyncio.create_task(site.operator.post(pull_a + "&timeout=10", json=body))
+    release.set()
+    assert (await in_flight).status == 200  # the request in flight finished normally
+    done = await waiting
+    assert done.status_code == 200, done.text
+    assert done.json()["drain"]["drained"] is True
+    assert (await site.operator.post(pull_a.replace("drained", "later"), json=body)
+            ).status_code == 400
