@@ -5,6 +5,7 @@ nothing secret in any answer. A real admin over HTTP, real admin-managed nodes, 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socket
 from collections.abc import Awaitable, Callable
@@ -12,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from admin import ctl
 from tests.support.admin import (
     HOST,
     LISTEN,
     NODE_TOKEN,
+    TOKENS,
     AdminFactory,
     NodeFactory,
     NodeSite,
@@ -297,3 +301,31 @@ async def test_pull_out_wait_drained_answers_when_the_request_in_flight_finished
     assert done.json()["drain"]["drained"] is True
     assert (await site.operator.post(pull_a.replace("drained", "later"), json=body)
             ).status_code == 400
+
+
+async def test_the_ctl_client_exits_0_only_when_done_everywhere(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = await start(backend_factory, node_factory, admin_factory)
+    monkeypatch.setenv("SLB_ADMIN_TOKEN", TOKENS["operator"])
+
+    async def ctl_run(*argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        code = await asyncio.to_thread(ctl.main, ["--admin", site.admin.url, *argv], out)
+        return code, out.getvalue()
+
+    a, b = site.a.address, site.b.address
+    code, text = await ctl_run("pull-out", "web", a, "--reason", "deploy a", "--wait")
+    assert code == 0, text
+    assert "n1: applied" in text and "n1: drained" in text
+    assert site.node.node.config.groups[0].members[0].state == "drain"
+    code, _ = await ctl_run("pull-out", "web", b, "--reason", "deploy b", "--wait")
+    assert code == 1  # the last member: refused without --force
+    code, text = await ctl_run("status", "web")
+    assert code == 0 and f"{a}  drain" in text and "node n1 (c1): in sync" in text
+    code, _ = await ctl_run("pull-in", "web", a, "--reason", "a is back", "--wait")
+    assert code == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    assert await asyncio.to_thread(ctl.main, ["--admin", nobody, "status", "web"]) == 3
