@@ -114,7 +114,7 @@ class Publisher:
                 continue
             pusher = self.pushers.get(name)
             if pusher is not None:
-                pusher.publish(snapshot, changed)
+                pusher.publish(snapshot, changed, self.store.active_version())
 
     def publish_above(self, version: int) -> None:
         """Publish everything again with versions above ``version`` (a node taken over runs

@@ -90,6 +90,7 @@ class _Published:
     seq: int
     config: Config
     changed: frozenset[str] | None  # None: anything may have changed since seq - 1
+    configuration: int | None = None  # the configuration version it was built from
 
 
 class _NodePusher(NodeReport):
@@ -138,6 +139,18 @@ class _NodePusher(NodeReport):
     def desired_config(self) -> Config | None:
         desired = self.owner._desired
         return desired.config if desired is not None else None
+
+    def running_configuration(self) -> int | None:
+        """The configuration version the node runs: known when it runs a snapshot this admin
+        published (the desired one or the one it is known to have applied)."""
+        for published in (self.owner._desired, self.known):
+            if published is not None and self.applied_hash == published.config.content_hash():
+                return published.configuration
+        return None
+
+    def desired_configuration(self) -> int | None:
+        desired = self.owner._desired
+        return desired.configuration if desired is not None else None
 
     def reset_state(self) -> None:
         self.known = None
@@ -427,10 +440,13 @@ class Pusher:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    def publish(self, config: Config, changed_groups: set[str] | None = None) -> None:
+    def publish(self, config: Config, changed_groups: set[str] | None = None,
+                configuration: int | None = None) -> None:
+        """``configuration``: the configuration version (the one an operator activates) the
+        snapshot was built from; reported as what a node runs once it applied it."""
         self._seq += 1
         changed = frozenset(changed_groups) if changed_groups is not None else None
-        self._desired = _Published(self._seq, config, changed)
+        self._desired = _Published(self._seq, config, changed, configuration)
         self._history.append((self._seq, changed))
         for node in self._nodes.values():
             node.wake.set()

@@ -41,6 +41,8 @@ class NodeReport:
         checks: int
 
         def desired_config(self) -> Config | None: ...
+        def running_configuration(self) -> int | None: ...
+        def desired_configuration(self) -> int | None: ...
 
     def holder(self) -> dict[str, Any] | None:
         """Why this node needs a take-over before it takes our snapshots; None if it does
@@ -85,6 +87,10 @@ class NodeReport:
         return {
             "name": self.target.name,
             "control_url": self.target.control_url,
+            # the operator's vocabulary: the configuration version it runs, and the one wanted
+            "configuration_version": self.running_configuration(),
+            "desired_configuration_version": self.desired_configuration(),
+            # the snapshot counter (grows with every change, members included): internal
             "desired_version": desired_version,
             "desired_hash": desired_hash,
             "applied_version": self.applied_version,
@@ -107,6 +113,7 @@ class NodeReport:
         """What this node did about a change published as ``version`` or later."""
         applied = self.reached(version)
         answer: dict[str, Any] = {"node": self.target.name, "applied": applied,
+                                  "configuration_version": self.running_configuration(),
                                   "version": self.applied_version}
         if not applied:
             answer["error"] = self.last_error or (

@@ -213,6 +213,10 @@ async def test_operator_pulls_a_selection_of_members_out_in_one_go(site: Site) -
     assert "Applied by every node: n1" in await browser.text("main")
     for address in (a, b):
         assert await browser.text(f'{row(address)} [data-live="state"]') == "drain"
+        # beside the desired state, what the node applies (from its status, polled live)
+        await browser.wait_for(lambda d, address=address: d.find_element(
+            By.CSS_SELECTOR, f'{row(address)} [data-live="applied"]').text
+            == "drain on all 1", what="the node's state")
     assert "none up" in await browser.text("h1")
     entries = await site.audit(target="member/web/")
     assert sorted(e["target"] for e in entries) == sorted([f"member/web/{a}", f"member/web/{b}"])

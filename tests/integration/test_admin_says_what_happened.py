@@ -70,6 +70,13 @@ async def test_an_operation_answers_once_every_node_applied_it(
     assert reply.status_code == 200, reply.text
     [n1] = reply.json()["nodes"]
     assert (n1["node"], n1["cluster"], n1["applied"]) == ("n1", "c1", True)
+    # one vocabulary: the node runs the configuration version the operator activated (the
+    # snapshot counter is the internal "version")
+    active = (await site.viewer.get("/api/v1/versions")).json()["active"]
+    assert n1["configuration_version"] == active
+    [status] = (await site.viewer.get("/api/v1/nodes")).json()["items"]
+    assert (status["configuration_version"], status["desired_configuration_version"]) == (
+        active, active)
     # the answer comes after the node applied it: its data plane already holds the change
     assert site.node.node.config.version == n1["version"]
     member = next(m for g in site.node.node.config.groups for m in g.members
