@@ -62,7 +62,10 @@ class LiveStatus:
         content = self.service.active_content() or {}
         clusters = {c["name"] for c in content.get("cluster", [])
                     if any(g["name"] == group for g in cluster_content(content, c["name"])[2])}
-        return [node for node in self.service.objects("node") if node["cluster"] in clusters]
+        # the store's bodies, not ``service.objects``: answers never carry a node's token,
+        # but asking the node for its status needs it
+        return [row.body for row in self.service.store.objects("node")
+                if row.body["cluster"] in clusters]
 
     async def group(self, group: str, addresses: list[str]) -> LiveFigures:
         nodes = self.nodes_serving(group)
