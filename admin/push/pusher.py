@@ -136,22 +136,6 @@ class _NodePusher(NodeReport):
             self.task = None
         await self.client.aclose()
 
-    def desired_config(self) -> Config | None:
-        desired = self.owner._desired
-        return desired.config if desired is not None else None
-
-    def running_configuration(self) -> int | None:
-        """The configuration version the node runs: known when it runs a snapshot this admin
-        published (the desired one or the one it is known to have applied)."""
-        for published in (self.owner._desired, self.known):
-            if published is not None and self.applied_hash == published.config.content_hash():
-                return published.configuration
-        return None
-
-    def desired_configuration(self) -> int | None:
-        desired = self.owner._desired
-        return desired.configuration if desired is not None else None
-
     def reset_state(self) -> None:
         self.known = None
         self.applied_version = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from admin.push.pusher import NodeTarget
+    from admin.push.pusher import NodeTarget, Pusher, _Published
     from slb.model import Config
 
 
@@ -27,6 +27,8 @@ class NodeReport:
     """Mixed into the pusher of one node: reads its fields, changes nothing."""
 
     if TYPE_CHECKING:  # the node pusher's fields
+        owner: Pusher
+        known: _Published | None
         target: NodeTarget
         applied_version: int | None
         applied_hash: str | None
@@ -40,9 +42,21 @@ class NodeReport:
         failures: int
         checks: int
 
-        def desired_config(self) -> Config | None: ...
-        def running_configuration(self) -> int | None: ...
-        def desired_configuration(self) -> int | None: ...
+    def desired_config(self) -> Config | None:
+        desired = self.owner._desired
+        return desired.config if desired is not None else None
+
+    def running_configuration(self) -> int | None:
+        """The configuration version the node runs: known when it runs a snapshot this admin
+        published (the desired one or the one it is known to have applied)."""
+        for published in (self.owner._desired, self.known):
+            if published is not None and self.applied_hash == published.config.content_hash():
+                return published.configuration
+        return None
+
+    def desired_configuration(self) -> int | None:
+        desired = self.owner._desired
+        return desired.configuration if desired is not None else None
 
     def holder(self) -> dict[str, Any] | None:
         """Why this node needs a take-over before it takes our snapshots; None if it does

@@ -23,7 +23,8 @@ has a token; ``/healthz``, ``/ready`` and ``/metrics`` stay open for probes and 
     GET   /healthz /ready /metrics
 
 Start order: the control API opens before the data plane serves traffic, so an admin (or a
-probe) can see a restarted node, and ``/ready`` says 503 until the plane is up.
+probe) can see a restarted node; ``/healthz``, ``/ready`` and ``/v1/...`` say 503 until the
+plane is up.
 """
 
 from __future__ import annotations
@@ -328,6 +329,8 @@ class Node:
 
     async def _read(self, path: str, query: str = "") -> Response:
         if path == "/healthz":
+            if not self.serving:  # up means both planes: probes wait for this, not the port
+                return Response(503, b"starting\n", "text/plain")
             return Response(200, b"ok\n", "text/plain")
         if path == "/ready":
             if not self.serving:

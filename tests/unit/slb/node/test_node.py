@@ -118,18 +118,19 @@ async def test_the_snapshot_and_status_need_the_token_and_never_show_it() -> Non
 
 
 async def test_a_node_answers_its_control_api_before_it_serves_traffic() -> None:
-    """The control listener opens first; until the plane is up /ready and /v1 say 503."""
+    """The control listener opens first; until the plane is up it says 503."""
     seen: list[int] = []
 
     class SlowPlane(FakePlane):
         async def start(self, config: Config) -> None:
-            seen.append((await node.handle(request("GET", "/ready"))).status)
-            seen.append((await node.handle(request("GET", "/v1/status"))).status)
+            for path in ("/healthz", "/ready", "/v1/status"):
+                seen.append((await node.handle(request("GET", path))).status)
             await super().start(config)
 
     node = Node(LOCAL, SlowPlane())
     await node.start()
     assert node.control is not None
     node.control.close()
-    assert seen == [503, 503]
+    assert seen == [503, 503, 503]
     assert (await node.handle(request("GET", "/v1/status"))).status == 200
+    assert (await node.handle(request("GET", "/healthz"))).status == 200
