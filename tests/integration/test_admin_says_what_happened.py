@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -336,3 +337,42 @@ async def test_the_ctl_client_exits_0_only_when_done_everywhere(
         probe.bind(("127.0.0.1", 0))
         nobody = f"http://127.0.0.1:{probe.getsockname()[1]}"
     assert await asyncio.to_thread(ctl.main, ["--admin", nobody, "status", "web"]) == 3
+
+
+async def ui_login(client: httpx.AsyncClient, token: str) -> str:
+    """A web UI session cookie (sent by hand: it is Secure, and this is http on loopback)."""
+    form = await client.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    cookie = re.search(r"slb_login=([^;]+)", form.headers["set-cookie"])
+    assert csrf is not None and cookie is not None
+    reply = await client.post("/ui/login", data={"csrf": csrf.group(1), "token": token},
+                              headers={"Cookie": f"slb_login={cookie.group(1)}"})
+    session = re.search(r"slb_session=([^;]+)", reply.headers["set-cookie"])
+    assert reply.status_code == 303 and session is not None
+    return f"slb_session={session.group(1)}"
+
+
+async def test_the_overview_offers_the_take_over_and_the_form_does_it(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        admin_factory: AdminFactory, tmp_path: Path) -> None:
+    site = await start(backend_factory, node_factory, admin_factory)
+    old_store = site.node.node.config.store
+    admin = await recreated_admin(site, admin_factory, tmp_path)
+    await wait_until(async_true(lambda: node_status(admin),
+                                lambda s: s["needs_take_over"] is not None),
+                     what="the node shown as another store's")
+    async with httpx.AsyncClient(base_url=admin.url) as browser:
+        cookie = {"Cookie": await ui_login(browser, TOKENS["admin"])}
+        overview = await browser.get("/ui/", headers=cookie)
+        assert "needs take-over (another admin store)" in overview.text
+        assert "/ui/nodes/c1/n1/take-over" in overview.text
+        form = await browser.get("/ui/nodes/c1/n1/take-over", headers=cookie)
+        assert old_store is not None and old_store in form.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        done = await browser.post("/ui/nodes/c1/n1/take-over", headers=cookie,
+                                  data={"csrf": csrf.group(1), "reason": "database recreated"})
+        assert done.status_code == 303
+        page = await browser.get("/ui/", headers=cookie)
+    assert "Applied by every node: n1" in page.text
+    assert site.node.node.config.store not in (None, old_store)
