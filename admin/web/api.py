@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from admin.domain import canary, traffic
 from admin.domain.delivery import WAIT_DEFAULT, WAIT_MAX, parse_wait
 from admin.domain.service import AdminService
 from admin.push.drain import DRAIN_TIMEOUT, TIMEOUT_MAX
@@ -168,6 +169,19 @@ async def batch(request: Request, token: ApiToken = Operator,
         body["operations"], token.name, reason_of(body), force_of(body)), touched)
 
 
+@router.post("/routes/{name}/split")
+async def set_split(name: str, request: Request, token: ApiToken = Admin,
+                    service: AdminService = Service) -> dict[str, Any]:
+    """``{"weights": {"api-v2": 20, "api-v1": 80}, "row_version": 3, "reason": ...}``: the
+    split's weights changed and activated in one audited step (a canary rollout step)."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, 'expected {"weights": {...}, "row_version": ..., "reason": ...}',
+                       ["body: expected an object"])
+    return traffic.set_split(service, name, body.get("weights"), body.get("row_version"),
+                             token.name, reason_of(body))
+
+
 # -- nodes (under their cluster) ----------------------------------------------------------------
 
 
@@ -213,12 +227,32 @@ async def delete_node(cluster: str, name: str, row_version: int | None = None,
 # -- versions -----------------------------------------------------------------------------------
 
 
-@router.post("/activate")
+@router.post("/activate", response_model=None)
 async def activate(request: Request, token: ApiToken = Admin, service: AdminService = Service
-                   ) -> JSONResponse:
-    reason = reason_of(await json_body(request))
-    return await delivered(request, service, lambda: service.activate(token.name, reason),
+                   ) -> dict[str, Any] | JSONResponse:
+    """``{"reason": ...}``: activated and pushed, answered with what each node did (``?wait=``,
+    ``delivered``); with ``"canary": {"nodes": [...] | "percent": n, "watch_seconds",
+    "max_error_ratio"}`` the draft goes to the canary nodes first (admin.domain.canary)."""
+    body = await json_body(request)
+    if isinstance(body, dict) and "canary" in body:
+        return await canary.start(service, body["canary"], token.name, reason_of(body))
+    return await delivered(request, service, lambda: service.activate(token.name,
+                                                                      reason_of(body)),
                            lambda _: None)
+
+
+@router.get("/canary")
+async def canary_status(token: ApiToken = Viewer, service: AdminService = Service
+                        ) -> dict[str, Any]:
+    return canary.status(service)
+
+
+@router.post("/canary/{action}")
+async def canary_decide(action: str, token: ApiToken = Admin,
+                        service: AdminService = Service) -> dict[str, Any]:
+    if action not in ("promote", "abort"):
+        raise ApiError(404, f"no canary action {action!r}: expected promote or abort")
+    return canary.decide(service, action, token.name)
 
 
 @router.get("/versions")
@@ -259,10 +293,13 @@ async def health(token: ApiToken = Viewer, service: AdminService = Service) -> d
 
 
 @router.get("/resolve")
-async def resolve(url: str, token: ApiToken = Viewer, service: AdminService = Service
-                  ) -> dict[str, Any]:
-    """Which group serves ``url``, per listener of every cluster."""
-    answers, notes = service.resolve(url)
+async def resolve(url: str, token: ApiToken = Viewer, service: AdminService = Service,
+                  header: Annotated[list[str] | None, Query()] = None,
+                  cookie: Annotated[list[str] | None, Query()] = None,
+                  client_ip: str = "") -> dict[str, Any]:
+    """Which group serves ``url``, per listener of every cluster; ``header`` ("name: value"),
+    ``cookie`` ("name=value") and ``client_ip`` decide routes with conditions."""
+    answers, notes = service.resolve(url, header, cookie, client_ip)
     return {"url": url, "answers": [a.to_json() for a in answers], "notes": notes}
 
 
