@@ -25,7 +25,7 @@ from admin.domain.errors import AdminError
 from admin.domain.service import AdminService
 from admin.domain.store import Store
 from admin.settings import AdminConfig
-from admin.web import api
+from admin.web import api, certificates_api
 from admin.web.deps import ApiError, LoginRequired, session_of
 from admin.web.guards import BodyLimit, LoginLimiter
 from admin.web.live import LiveStatus
@@ -100,7 +100,7 @@ def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None
         return pages.error_page(request, session_of(request), 400, "Bad request",
                                 "This address is not valid.", errors)
 
-    for router in (api.router, api.collections, api.system, *PAGES):
+    for router in (api.router, certificates_api.router, api.collections, api.system, *PAGES):
         app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(STATIC)), name="ui-static")
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from admin.domain.certificates import material
 from admin.domain.errors import Conflict, Invalid, NotFound, require_reason
 from admin.domain.snapshots import build_snapshot, content_hash, validate_content
 
@@ -118,7 +119,7 @@ async def start(service: AdminService, spec: Any, who: str, reason: str) -> dict
     if current is not None and current.state == "watching":
         raise Conflict("a canary is in progress: promote or abort it first")
     content = service.draft_content()
-    errors = validate_content(content, service.members_for(content))
+    errors = validate_content(content, service.members_for(content), material(service.store))
     if errors:
         service.store.record(who, "activate", "version/canary", reason,
                              result="invalid: " + "; ".join(errors)[:2000])
@@ -160,7 +161,7 @@ async def _push_draft(service: AdminService, canary: Canary) -> None:
     for node in canary.nodes:
         version = service.store.next_push_version(1)
         snapshot = build_snapshot(canary.content, node["cluster"], version, members,
-                                  service.store.identity)
+                                  service.store.identity, material(service.store))
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
             reply = await client.put(f"{node['control_url']}/v1/config",
                                      json=snapshot.to_json(), headers=_auth(node))

@@ -84,6 +84,7 @@ class VirtualServerDraft(Strict):
     listen: Address
     domains: list[Domain] = Field(default_factory=list, max_length=DOMAINS_MAX)
     default: bool = False
+    certificate: Name | None = None  # serve TLS with this certificate (domain.certificates)
 
 
 class RouteDraft(Strict):
@@ -163,7 +164,7 @@ MODELS: dict[str, type[Strict]] = {
 # name a missing object, a delete may not leave a dangling name) and by activation
 REFERENCES: dict[str, tuple[tuple[str, str], ...]] = {
     "node": (("cluster", "cluster"),),
-    "virtual_server": (("cluster", "cluster"),),
+    "virtual_server": (("cluster", "cluster"), ("certificate", "certificate")),
     "route": (("virtual_server", "virtual_server"), ("group", "group")),
 }
 

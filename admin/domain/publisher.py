@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from admin.domain.certificates import material
 from admin.domain.members import MemberView
 from admin.domain.snapshots import Content, build_snapshot, cluster_content
 from admin.domain.store import Store
@@ -111,7 +112,7 @@ class Publisher:
             version = self.store.next_push_version(len(changed) if changed else 1)
             try:
                 snapshot = build_snapshot(content, name, version, members,
-                                          self.store.identity)
+                                          self.store.identity, material(self.store))
             except ConfigErrors as exc:
                 log.error("cluster %s: snapshot %d is invalid, not pushed: %s", name, version,
                           "; ".join(exc.lines()))

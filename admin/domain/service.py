@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from admin.domain import objects
+from admin.domain import certificates, objects
 from admin.domain.delivery import Delivery, Ticket, confirm, ticket
 from admin.domain.errors import Conflict, Invalid, NotFound, bounded_reason, require_reason
 from admin.domain.members import (
@@ -48,7 +48,7 @@ from admin.push.pusher import Pusher
 
 log = logging.getLogger("admin")
 
-VERSIONED = ("cluster", "virtual_server", "route", "group")
+VERSIONED = ("cluster", "virtual_server", "route", "group", "certificate")
 STATES = ("up", "drain", "down")
 HEALTHS = ("all up", "some down", "none up", "no members")
 
@@ -196,7 +196,8 @@ class AdminService(MemberOperations):
     def activate(self, who: str, reason: str) -> dict[str, Any]:
         reason = require_reason(reason)
         content = self.draft_content()
-        errors = validate_content(content, self.members_for(content))
+        errors = validate_content(content, self.members_for(content),
+                                  certificates.material(self.store))
         if errors:
             self.store.record(who, "activate", "version/new", reason, result="invalid: "
                               + "; ".join(errors)[:2000])
@@ -210,7 +211,7 @@ class AdminService(MemberOperations):
     def rollback(self, number: int, who: str, reason: str) -> dict[str, Any]:
         reason = require_reason(reason)
         old = self.store.version(number)["content"]
-        errors = validate_content(old, self.members_for(old))
+        errors = validate_content(old, self.members_for(old), certificates.material(self.store))
         if errors:
             raise Invalid(f"version {number} is no longer valid", errors)
         # Nodes are infrastructure, not versioned: they stay, with the clusters they are in.
@@ -220,8 +221,11 @@ class AdminService(MemberOperations):
             self.store.get("cluster", name).body
             for name in sorted({n["cluster"] for n in nodes} - kept)]
         restored = {**old, "cluster": clusters}
-        version = self.store.rollback(old, {**restored, "node": nodes}, content_hash(old),
-                                      number, who, reason)
+        # Certificate material is not versioned either: every version may still need its own.
+        keys = self.store.draft().get(certificates.MATERIAL_KIND, [])
+        version = self.store.rollback(old, {**restored, "node": nodes,
+                                            certificates.MATERIAL_KIND: keys},
+                                      content_hash(old), number, who, reason)
         log.info("version %d re-activates version %d (%s)", version, number, who)
         self.publisher.sync_nodes()
         self.publisher.publish_now(None)

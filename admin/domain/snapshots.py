@@ -14,6 +14,7 @@ import hashlib
 import json
 from typing import Any
 
+from admin.domain.certificates import Material, server_tls
 from admin.domain.members import MemberView
 from admin.domain.objects import REFERENCES, references, route_groups
 from slb.model import ROUTE_TRAFFIC_FIELDS, Config, ConfigErrors, parse_config
@@ -37,9 +38,11 @@ PROXY_GROUP_FIELDS = ("name", "algorithm", "hash_key", "timeouts", "keepalive", 
 
 
 def build_snapshot(content: Content, cluster: str, version: int,
-                   members: dict[str, list[MemberView]], store: str | None = None) -> Config:
+                   members: dict[str, list[MemberView]], store: str | None = None,
+                   certificates: Material | None = None) -> Config:
     """One cluster's snapshot, naming the ``store`` that made it; raises ConfigErrors (with
-    locations) if it is not valid."""
+    locations) if it is not valid. A virtual server bound to a certificate carries its chain
+    and key inline, read through ``certificates`` (without it, no TLS: URL resolution)."""
     servers, routes, groups = cluster_content(content, cluster)
     document = {
         "version": version,
@@ -47,7 +50,8 @@ def build_snapshot(content: Content, cluster: str, version: int,
         "virtual_servers": [
             {"name": v["name"], "listen": v["listen"], "domains": v.get("domains", []),
              "default": v.get("default", False),
-             "routes": [proxy_route(r) for r in routes if r["virtual_server"] == v["name"]]}
+             "routes": [proxy_route(r) for r in routes if r["virtual_server"] == v["name"]],
+             **with_tls(server_tls(content, v, certificates))}
             for v in servers],
         "groups": [
             {**{k: g[k] for k in PROXY_GROUP_FIELDS if k in g},
@@ -56,6 +60,10 @@ def build_snapshot(content: Content, cluster: str, version: int,
             for g in groups],
     }
     return parse_config(document)
+
+
+def with_tls(tls: dict[str, str] | None) -> dict[str, Any]:
+    return {} if tls is None else {"tls": tls}
 
 
 def proxy_route(route: dict[str, Any]) -> dict[str, Any]:
@@ -83,15 +91,16 @@ def check_references(content: Content) -> list[str]:
     return errors
 
 
-def validate_content(content: Content,
-                     members: dict[str, list[MemberView]]) -> list[str]:
-    """Every error of a whole configuration, as activation sees it."""
+def validate_content(content: Content, members: dict[str, list[MemberView]],
+                     certificates: Material | None = None) -> list[str]:
+    """Every error of a whole configuration, as activation sees it (its TLS too, given
+    ``certificates``)."""
     errors = check_references(content)
     if errors:
         return errors
     for cluster in content.get("cluster", []):
         try:
-            build_snapshot(content, cluster["name"], 1, members)
+            build_snapshot(content, cluster["name"], 1, members, certificates=certificates)
         except ConfigErrors as exc:
             errors += [f"cluster/{cluster['name']}: {line}" for line in exc.lines()]
     return errors
