@@ -7,7 +7,9 @@ A custom collector reads the live objects at scrape time (no counters to keep in
 - ``slb_admin_node_in_sync{cluster,node}``: 1 when the node's applied hash is the desired one;
 - ``slb_admin_consul_watch_errors_total{group}``;
 - ``slb_admin_consul_last_contact_seconds{group}``: seconds since Consul last answered for it;
-- ``slb_admin_group_stale{group}``: 1 while the group's members are last-known, not current.
+- ``slb_admin_group_stale{group}``: 1 while the group's members are last-known, not current;
+- ``slb_admin_certificate_expiry_timestamp_seconds{certificate,subject}``: the not-after of
+  each certificate the admin holds (alert on ``... - time() < 30 * 86400``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+
+from admin.domain import certificates
 
 if TYPE_CHECKING:
     from admin.domain.service import AdminService
@@ -76,6 +80,16 @@ class AdminCollector:
         for group in sorted(service.last_contact.keys() | service.stale.keys()):
             stale.add_metric([group], 1.0 if group in service.stale else 0.0)
         yield stale
+        yield certificate_expiry(service)
+
+
+def certificate_expiry(service: AdminService) -> Metric:
+    expiry = GaugeMetricFamily("slb_admin_certificate_expiry_timestamp_seconds",
+                               "When each certificate of the admin expires (Unix time)",
+                               labels=["certificate", "subject"])
+    for row in service.store.objects(certificates.KIND):
+        expiry.add_metric([row.name, row.body["subject"]], row.body["not_after"])
+    return expiry
 
 
 class AdminMetrics:

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.admin import (
     HOST,
@@ -132,6 +133,14 @@ async def test_upload_bind_activate_renew_and_the_key_is_never_shown(
     assert len(renewal) == 1 and renewal[0]["reason"] == "renewal before expiry"
     assert shown["fingerprint"] in str(renewal[0]["before"])
     assert renewed["fingerprint"] in str(renewal[0]["after"])
+
+    # the expiry metric follows the renewed certificate
+    metrics = await vera.get("/metrics")
+    answers.append(metrics.text)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+    expiry = families["slb_admin_certificate_expiry_timestamp_seconds"]
+    assert [(s.labels, s.value) for s in expiry.samples] == [
+        ({"certificate": "site-cert", "subject": renewed["subject"]}, renewed["not_after"])]
 
     for path in ("/api/v1/certificates", "/api/v1/certificates/site-cert", "/api/v1/audit",
                  "/api/v1/versions", "/api/v1/versions/1/diff/3",
