@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.test_admin_says_what_happened import ui_login
 from tests.support.admin import (
     HOST,
     LISTEN,
+    TOKENS,
     AdminFactory,
     NodeFactory,
     admin_factory,
@@ -177,3 +180,59 @@ async def test_invalid_uploads_are_refused_with_the_field_at_fault(
         never_shows(reply.text, good)
         never_shows(reply.text, other)
     assert (await ada.get("/api/v1/certificates")).json()["items"] == []
+
+
+async def test_the_pages_upload_renew_and_warn_of_expiry_without_showing_the_key(
+        node_factory: NodeFactory, admin_factory: AdminFactory, tmp_path: Path) -> None:
+    pki = TestPki(tmp_path)
+    soon, later, renewal = pki.issue("soon.test", days=20), pki.issue("later.test"), \
+        pki.issue("soon.test", days=90)
+    admin = await admin_factory(seed={"clusters": [{"name": "c1"}]})
+    pages: list[str] = []
+    async with httpx.AsyncClient(base_url=admin.url) as browser:
+        cookie = {"Cookie": await ui_login(browser, TOKENS["admin"])}
+
+        async def page(path: str) -> str:
+            reply = await browser.get(path, headers=cookie)
+            assert reply.status_code == 200, path
+            pages.append(reply.text)
+            return reply.text
+
+        async def post(path: str, data: dict[str, str]) -> httpx.Response:
+            # what a browser sends: the form's hidden fields (csrf, row_version), then ours
+            hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
+                                     pages[-1]))
+            assert "csrf" in hidden
+            reply = await browser.post(path, headers=cookie, data={**hidden, **data})
+            pages.append(reply.text)
+            return reply
+
+        await page("/ui/certificates")
+        for name, pair in (("soon", soon), ("later", later)):
+            done = await post("/ui/certificates", {"name": name, **pair.inline(),
+                                                   "reason": "upload"})
+            assert done.status_code == 303
+            await page("/ui/certificates")
+        assert "soon.test" in pages[-1] and "later.test" in pages[-1]
+
+        # a key of another certificate: the form again, with the problem, without the key
+        refused = await post("/ui/certificates", {
+            "name": "bad", "certificate_pem": soon.inline()["certificate_pem"],
+            "key_pem": later.inline()["key_pem"], "reason": "oops"})
+        assert refused.status_code == 400
+        assert "the key does not match the certificate" in refused.text
+
+        overview = await page("/ui/")
+        expiring = overview.split("Certificates expiring within 30 days", 1)[1]
+        assert ">soon</a>" in expiring and ">later</a>" not in expiring
+
+        await page("/ui/certificates/soon/renew")
+        done = await post("/ui/certificates/soon/renew", {**renewal.inline(),
+                                                          "reason": "renewal"})
+        assert done.status_code == 303
+        overview = await page("/ui/")
+        assert ">soon</a>" not in overview.split("Certificates expiring within 30 days", 1)[1]
+        await page("/ui/audit")
+    for pair in (soon, later, renewal):
+        for text in pages:
+            never_shows(text, pair)

@@ -1,5 +1,5 @@
 """The overview page: clusters and their nodes (push status, polled live), group and member
-counts, stale groups, the latest audit rows."""
+counts, stale groups, certificates expiring within 30 days, the latest audit rows."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from admin.domain import certificates
 from admin.web.deps import JsonSession, PageSession, ServiceDep
 from admin.web.ui.pages import PagesDep
 from admin.web.ui.text import DASH, PREFIX, audit_change, fmt_ago, target_link
@@ -60,6 +61,7 @@ async def overview(request: Request, session: PageSession, service: ServiceDep,
                         audit=service.audit(limit=10), audit_change=audit_change,
                         target_link=target_link,
                         active_version=service.versions()["active"],
+                        expiring=certificates.expiring(service.store),
                         live_url=f"{PREFIX}/api/nodes")
 
 
