@@ -47,7 +47,8 @@ from slb.model.certs import CertificateError, describe, expiry_text, inspect_pai
 KIND = "certificate"
 MATERIAL_KIND = "certificate_key"
 SECRET_FIELD = "token"  # the store withholds this field from the audit log
-assert SECRET_FIELD in SECRET_KEYS, "the store no longer withholds the key from its audit"
+if SECRET_FIELD not in SECRET_KEYS:  # fail at start, never write a key into the audit log
+    raise RuntimeError(f"the store no longer withholds {SECRET_FIELD!r} from its audit log")
 PEM_MAX = 64 * 1024  # a chain of a few certificates is far below this
 EXPIRING_SOON = 30 * 86400  # seconds: what the overview warns about
 
@@ -124,8 +125,22 @@ def renew(store: Store, name: str, body: Any, row_version: int | None, who: str,
     store.get(KIND, name)  # NotFound before any material is kept
     parsed = _parse({**body, "name": name} if isinstance(body, dict) else body)
     record = _checked(parsed, time.time() if now is None else now)
+    uncovered = _uncovered(store, name, parsed)
+    if uncovered:
+        raise Invalid("the new certificate does not cover every domain that uses it",
+                      uncovered)
     _keep_material(store, parsed, record["fingerprint"], who, reason)
     return shown(store, store.update(KIND, name, record, row_version, who, reason))
+
+
+def _uncovered(store: Store, name: str, upload: Upload) -> list[str]:
+    """The domains of the draft virtual servers binding ``name`` that ``upload`` leaves out
+    (activation would refuse them: said at once, before anything is stored)."""
+    info = describe(upload.certificate_pem.encode())
+    return [f"virtual_server/{r.name}.domains: {domain} is not covered by the new "
+            f"certificate (it names {', '.join(info.names) or 'nothing'})"
+            for r in store.objects("virtual_server") if r.body.get("certificate") == name
+            for domain in r.body.get("domains", []) if not info.covers(domain)]
 
 
 def material(store: Store) -> Material:

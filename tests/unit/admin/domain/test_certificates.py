@@ -157,3 +157,19 @@ def test_a_binding_to_missing_material_is_refused_not_served_plain(
     certificates.upload(store, body("shop", pki.issue("shop.test")), "ada", "x")
     errors = validate_content(content_with(store, ["shop.test"]), {}, lambda fp: None)
     assert errors and "tls" in errors[0]
+
+
+def test_renewal_must_cover_the_domains_of_the_virtual_servers_binding_it(
+        store: Store, pki: TestPki) -> None:
+    certificates.upload(store, body("shop", pki.issue("shop.test")), "ada", "x")
+    store.create("cluster", "c1", {"name": "c1"}, "ada", "x")
+    store.create("virtual_server", "vs", {"name": "vs", "cluster": "c1",
+                                          "listen": "127.0.0.1:8443", "domains": ["shop.test"],
+                                          "certificate": "shop"}, "ada", "x")
+    with pytest.raises(Invalid) as caught:
+        certificates.renew(store, "shop", pki.issue("blog.test").inline(), 1, "ada", "renew")
+    assert caught.value.errors == [
+        "virtual_server/vs.domains: shop.test is not covered by the new certificate "
+        "(it names blog.test)"]
+    assert store.get("certificate", "shop").row_version == 1
+    assert certificates.users(store, "shop") == ["vs"]
