@@ -8,9 +8,11 @@ the audit log and the admin's log lines are searched for its PEM body.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,20 @@ async def presented(port: int, pki: TestPki) -> tuple[str, int]:
         await conn.close()
 
 
+async def curl_result(port: int, pki: TestPki) -> str:
+    """curl's view, with ``--resolve``: status, HTTP version and verification (0: verified
+    against the test CA for HOST)."""
+    process = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--cacert", pki.ca_file, "--resolve", f"{HOST}:{port}:127.0.0.1",
+        "-o", "/dev/null", "-w", "%{http_code} %{http_version} %{ssl_verify_result}",
+        f"https://{HOST}:{port}/", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(20):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err
+    return out.decode()
+
+
 async def activate(admin_client: httpx.AsyncClient, node: Any, admin: Any, reason: str) -> None:
     before = applied_version(node)
     reply = await admin_client.post("/api/v1/activate", json={"reason": reason})
@@ -107,6 +123,8 @@ async def test_upload_bind_activate_renew_and_the_key_is_never_shown(
 
     port = node.port_of(LISTEN)
     assert await presented(port, pki) == (shown["fingerprint"], 200)
+    if shutil.which("curl") is not None:  # installed by make system-deps
+        assert await curl_result(port, pki) == "200 1.1 0"
     listed = (await vera.get("/api/v1/certificates")).json()["items"]
     assert [(c["name"], c["virtual_servers"]) for c in listed] == [("site-cert", ["site"])]
 
