@@ -163,6 +163,14 @@ async def test_upload_bind_activate_renew_and_the_key_is_never_shown(
     assert [(s.labels, s.value) for s in expiry.samples] == [
         ({"certificate": "site-cert", "subject": renewed["subject"]}, renewed["not_after"])]
 
+    # a rollback to the version before the renewal serves the old certificate again: the
+    # material of every fingerprint survives it
+    before = applied_version(node)
+    reply = await ada.post("/api/v1/versions/2/rollback", json={"reason": "renewal broke it"})
+    assert reply.status_code == 200, reply.text
+    await converge(admin, node, after=before)
+    assert await presented(port, pki) == (shown["fingerprint"], 200)
+
     for path in ("/api/v1/certificates", "/api/v1/certificates/site-cert", "/api/v1/audit",
                  "/api/v1/versions", "/api/v1/versions/1/diff/3",
                  "/api/v1/versions/2/diff/3", "/api/v1/virtual-servers/site"):
