@@ -69,7 +69,7 @@ class Admin:
 
     def __init__(self, config: AdminConfig) -> None:
         self.config = config
-        self.store = Store(config.store)
+        self.store = Store(config.store.url)
         self.service = AdminService(self.store, lambda: Pusher(
             timeout=config.push_timeout, reconcile_interval=config.reconcile_interval))
         self.checker = HttpChecker(self.service)
@@ -110,7 +110,7 @@ class Admin:
                 raise OSError(f"the admin could not listen on {self.config.listen}")
             await asyncio.sleep(0.01)
         log.info("admin listening on %s (store %s, consul %s)", self.config.listen,
-                 self.config.store, address or "none")
+                 self.config.store.url, address or "none")
 
     @property
     def port(self) -> int:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from admin.domain.errors import validation_errors
+from admin.domain.migrate import check_url
 from admin.domain.objects import Strict
 from slb.errors import ConfigError
 from slb.model import Address
@@ -50,6 +51,27 @@ class ConsulSettings(Strict):
     watchdog: float = Field(120.0, ge=5)
 
 
+class StoreSettings(Strict):
+    """Where the admin keeps its state: an SQLite file (the default, one admin) or PostgreSQL
+    (several admins sharing one store). ``store: path`` is short for ``store: {url: path}``."""
+
+    # a database URL (sqlite:///path, postgresql://user:pass@host/db) or an SQLite file path
+    url: str = Field("var/admin.db", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_shorthand(cls, data: Any) -> Any:
+        return {"url": data} if isinstance(data, str) else data
+
+    @field_validator("url")
+    @classmethod
+    def _known_engine(cls, url: str) -> str:
+        problem = check_url(url)
+        if problem:
+            raise ValueError(problem)
+        return url
+
+
 class Seed(Strict):
     clusters: list[dict[str, Any]] = Field(default_factory=list)
     nodes: list[dict[str, Any]] = Field(default_factory=list)
@@ -60,7 +82,7 @@ class Seed(Strict):
 
 class AdminConfig(Strict):
     listen: Address = "127.0.0.1:9800"
-    store: str = "var/admin.db"
+    store: StoreSettings = StoreSettings()
     consul: ConsulSettings = ConsulSettings()
     tokens: list[ApiToken] = Field(default_factory=list)
     seed: Seed | None = None

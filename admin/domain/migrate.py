@@ -54,7 +54,7 @@ def store_url(target: str) -> str:
 def check_url(target: str) -> str | None:
     """Why ``target`` cannot name a store, or None: for ``slb check``-style validation."""
     try:
-        url = make_url(store_url(target) if "://" in target else f"sqlite:///{target}")
+        url = make_url(target if "://" in target else f"sqlite:///{target}")
     except ArgumentError as exc:
         return f"not a database URL: {exc}"
     if url.get_backend_name() not in ("sqlite", "postgresql"):
