@@ -71,8 +71,9 @@ class AdminService:
         # called after an activation or rollback, so sources follow the active groups
         self.on_content_change: Callable[[], None] = lambda: None
 
-    async def start(self) -> None:
-        await self.publisher.start()
+    async def start(self, term: int | None = None) -> None:
+        """Start publishing (this admin leads, under ``term``: ``admin.ha``)."""
+        await self.publisher.start(term)
 
     async def close(self) -> None:
         await self.publisher.close()

@@ -89,6 +89,8 @@ class Store:
         # one writer per process at a time: SQLite allows one anyway, and it keeps the
         # PostgreSQL pool from growing under a burst of writes from the event loop's threads
         self._lock = threading.RLock()
+        # generations this process wrote, not yet seen by ``foreign_changes``
+        self._own_generations: set[int] = set()
         try:
             with self._errors():
                 migrate(self.engine)
@@ -404,6 +406,35 @@ class Store:
         """How many changes the store has had: a leader re-reads the store when it grows."""
         return int(self._meta("generation") or 0)
 
+    def foreign_changes(self, seen: int) -> tuple[int, bool]:
+        """(the generation now, whether another process changed the store since ``seen``).
+
+        The leader asks this on a short period: its own changes it has published already;
+        another admin's it must publish (``admin.ha``)."""
+        now = self.generation()
+        new = set(range(seen + 1, now + 1))
+        foreign = bool(new - self._own_generations)
+        self._own_generations -= {g for g in self._own_generations if g <= now}
+        return now, foreign
+
+    # -- leadership (admin.ha) ---------------------------------------------------------------
+
+    def take_leadership(self, admin: str, address: str) -> dict[str, Any]:
+        """Record that ``admin`` leads from now, under a new term (one more than any before);
+        the term fences its pushes (a node refuses an older term)."""
+        with self._transaction() as conn:
+            term = int(self._meta_for_update(conn, "term") or 0) + 1
+            self._set_meta(conn, "term", str(term))
+            leader = {"admin": admin, "address": address, "since": time.time(), "term": term}
+            # not an audit row: no one changed the configuration (the log says it)
+            self._set_meta(conn, "leader", _dumps(leader))
+        return leader
+
+    def leader(self) -> dict[str, Any] | None:
+        """The last admin that took the lead: admin, address, since, term."""
+        value = self._meta("leader")
+        return json.loads(value) if value else None
+
     # -- audit -------------------------------------------------------------------------------
 
     def _audit(self, conn: Connection, who: str, action: str, target: str, reason: str,
@@ -414,8 +445,9 @@ class Store:
             after=None if after is None else _dumps(after), result=result))
         if change:
             # the generation row is locked until commit: changes are counted one by one
-            self._set_meta(conn, "generation",
-                           str(int(self._meta_for_update(conn, "generation") or 0) + 1))
+            generation = int(self._meta_for_update(conn, "generation") or 0) + 1
+            self._set_meta(conn, "generation", str(generation))
+            self._own_generations.add(generation)  # kept even on rollback: then never seen
 
     def record(self, who: str, action: str, target: str, reason: str, before: Any = None,
                after: Any = None, result: str = "ok") -> None:
