@@ -183,10 +183,10 @@ class Election:
                     return
 
 
-def leader_view(store: Store, election: Election | None, name: str) -> dict[str, Any]:
-    """``GET /api/v1/leader``: who leads, since when, under which term, and this admin's part."""
-    leader = store.leader()
-    leading = election.leading if election is not None else True
-    return {"leader": leader, "this_admin": name, "leading": leading,
-            "election": "consul" if election is not None else "none (one admin, no Consul)"}
+def leader_view(store: Store, election: Election | None, name: str, leading: bool
+                ) -> dict[str, Any]:
+    """``GET /api/v1/leader``: who leads, since when, under which term (the store's record of
+    the last admin that took the lead), and this admin's name and part."""
+    return {"leader": store.leader(), "this_admin": name, "leading": leading,
+            "election": "consul" if election is not None else "none"}
 

@@ -23,7 +23,7 @@ from admin.app import create_app
 from admin.domain.errors import Conflict, StoreUnavailable
 from admin.domain.service import AdminService
 from admin.domain.store import Store
-from admin.ha import Election
+from admin.ha import Election, leader_view
 from admin.push.pusher import Pusher
 from admin.settings import AdminConfig
 from admin.sources import MemberSource
@@ -103,6 +103,8 @@ class Admin:
                 scheme=self.config.consul.scheme, wait=self.config.consul.wait,
                 watchdog=self.config.consul.watchdog)
         self.service.on_content_change = self._sync_sources
+        self.service.leader_status = lambda: leader_view(self.store, self.election, self.name,
+                                                         self.leading)
         metrics = AdminMetrics(self.service, self.watcher.error_counts if self.watcher else None)
         app = create_app(self.config, self.service, metrics)
         host, port = split_host_port(self.config.listen)

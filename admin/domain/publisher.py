@@ -76,9 +76,9 @@ class Publisher:
             pusher = self.pushers.get(cluster)
             if pusher is None:
                 pusher = self.pushers[cluster] = self._pusher_factory()
-                pusher.term = self.term
                 if self._running:
                     asyncio.get_running_loop().create_task(pusher.start())
+            pusher.term = self.term  # made before start(term) perhaps (a seed adds nodes)
             pusher.set_nodes(targets)
 
     def schedule(self, groups: set[str] | None) -> None:
