@@ -83,6 +83,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "(comma-separated: sqlite, postgresql)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "store_engines(*names): run only on these store "
+                                       "engines (a test of one engine's behaviour)")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "store_engine" in metafunc.fixturenames:
         engines = [e.strip() for e in metafunc.config.getoption("store_engines").split(",")
@@ -91,6 +96,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if unknown or not engines:
             raise pytest.UsageError(f"--store-engines: unknown engine(s) {sorted(unknown)}; "
                                     "use sqlite and/or postgresql")
+        only = metafunc.definition.get_closest_marker("store_engines")
+        if only is not None:
+            engines = [e for e in engines if e in only.args]
         metafunc.parametrize("store_engine", engines)
 
 

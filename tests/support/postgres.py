@@ -8,8 +8,8 @@ creates. Durability is switched off (``fsync``, ``synchronous_commit``): the ser
 away at the end of the session, and the tests must not wait on a busy disk.
 
 ``database()`` makes a new, empty database and returns its URL: each test gets its own store.
-``restart()`` stops the server (fast shutdown, which cuts every client connection, as a
-restarted server would) and starts it again on the same data.
+``halt()`` stops the server (fast shutdown, which cuts every client connection, as a restarted
+server would) and ``resume()`` starts it again on the same data.
 """
 
 from __future__ import annotations
@@ -94,8 +94,11 @@ class PostgresServer:
             args += ["-m", "fast"]
         self._run("pg_ctl", action, *args)
 
-    def restart(self) -> None:
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: every client connection is cut)."""
         self._pg_ctl("stop")
+
+    def resume(self) -> None:
         self._pg_ctl("start")
 
     def database(self) -> str:

@@ -85,8 +85,10 @@ def test_store_migrated_by_a_newer_admin_is_refused_with_a_clear_error(db_path: 
     assert f"up to {code_revision()!r}" in refused.value.lines[0]
 
 
-def test_sqlite_store_from_before_alembic_is_adopted_with_its_data(tmp_path: Path) -> None:
-    path = str(tmp_path / "old.db")
+@pytest.mark.store_engines("sqlite")
+def test_sqlite_store_from_before_alembic_is_adopted_with_its_data(db_path: str) -> None:
+    path = db_path
+    Path(path).parent.mkdir(parents=True)
     # the schema the admin made with PRAGMA user_version before it used Alembic
     old = sqlite3.connect(path)
     old.executescript("""
