@@ -109,18 +109,20 @@ class Election:
         self._lost.clear()
         renewer = asyncio.get_running_loop().create_task(self._renew())
         try:
-            index = 0
+            index, held = 0, False
             while not self._lost.is_set():
-                if await self._acquire():
+                if not held and await self._acquire():
                     leader = self.store.take_leadership(self.name, self.address)
                     self.leading, self.term = True, int(leader["term"])
                     log.info("leading (term %d)", self.term)
                     await self._on_lead(self.term)
                     await self._lost.wait()
                     break
-                index, held = await self._watch(index)
+                # block while another admin holds the key; while it is free but refused
+                # (lock-delay), look again every ACQUIRE_RETRY instead
+                index, held = await self._watch(index if held else 0)
                 if not held:
-                    await asyncio.sleep(ACQUIRE_RETRY)  # lock-delay may still refuse us
+                    await asyncio.sleep(ACQUIRE_RETRY)
             raise _Lost("the session was lost: stepping down")
         finally:
             renewer.cancel()
