@@ -41,8 +41,7 @@ from typing import Any
 
 import httpx
 import yaml
-
-from bench import OUT_DIR, ROOT, free_ports, say
+from harness import OUT_DIR, ROOT, free_ports, say
 
 NODE_TOKEN = "ha-figures-node-token"
 ADMIN_TOKEN = "ha-figures-admin-token-0123"
