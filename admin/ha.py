@@ -45,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from admin.domain.errors import StoreUnavailable
 from admin.domain.store import Store
 
 log = logging.getLogger("admin.ha")
@@ -89,17 +90,24 @@ class Election:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._step_down()
-        if self.session is not None:
-            with contextlib.suppress(httpx.HTTPError):
-                await self._http.put(f"/v1/kv/{self.key}", params={"release": self.session})
-                await self._http.put(f"/v1/session/destroy/{self.session}")
+        await self._destroy_session()
         await self._http.aclose()
+
+    async def _destroy_session(self) -> None:
+        """Best effort: destroying the session releases the lock at once (a session that
+        cannot be reached expires by itself)."""
+        session, self.session = self.session, None
+        if session is not None:
+            with contextlib.suppress(httpx.HTTPError):
+                await self._http.put(f"/v1/session/destroy/{session}", timeout=2.0)
 
     async def _run(self) -> None:
         while True:
             try:
                 await self._campaign()
-            except (httpx.HTTPError, _Lost, ValueError) as exc:
+            except (httpx.HTTPError, _Lost, ValueError, StoreUnavailable) as exc:
+                # ValueError: an answer that is not Consul's JSON; StoreUnavailable: the term
+                # could not be taken, so this admin must not lead
                 log.warning("leader election: %s", exc or type(exc).__name__)
             await self._step_down()
             await asyncio.sleep(RETRY)
@@ -128,6 +136,7 @@ class Election:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            await self._destroy_session()
 
     async def _step_down(self) -> None:
         if self.leading:

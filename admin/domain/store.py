@@ -46,6 +46,9 @@ from admin.domain import tables as t
 from admin.domain.errors import Conflict, NotFound, StoreUnavailable
 from admin.domain.migrate import migrate, open_engine
 
+# own changes remembered for the leader's poll (admin.ha); far more than one poll period sees
+OWN_GENERATIONS = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -448,6 +451,8 @@ class Store:
             generation = int(self._meta_for_update(conn, "generation") or 0) + 1
             self._set_meta(conn, "generation", str(generation))
             self._own_generations.add(generation)  # kept even on rollback: then never seen
+            if len(self._own_generations) > OWN_GENERATIONS:  # a follower never prunes
+                self._own_generations.discard(min(self._own_generations))
 
     def record(self, who: str, action: str, target: str, reason: str, before: Any = None,
                after: Any = None, result: str = "ok") -> None:

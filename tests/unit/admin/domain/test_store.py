@@ -335,3 +335,37 @@ def test_audit_target_filter_matches_names_literally(store: Store) -> None:
         store.create("group", name, {"name": name}, "ada", name)
     assert [e["target"] for e in store.audit(target="group/shop_api")] == ["group/shop_api"]
     assert [e["target"] for e in store.audit(target="group/Shop")] == ["group/Shop_api"]
+
+
+# -- several admins on one store -----------------------------------------------------------------
+
+
+def test_leader_tells_changes_made_by_other_admins_from_its_own(db_path: str) -> None:
+    leader, follower = Store(db_path), Store(db_path)
+    try:
+        seen = leader.generation()
+        leader.create("group", "web", GROUP, "ada", "own")
+        seen, foreign = leader.foreign_changes(seen)
+        assert (seen, foreign) == (1, False)
+        follower.set_member_flags([("web", "10.0.0.1:80", "pull", False)], "otto", "deploy",
+                                  "member pull-out")
+        leader.record("vera", "activate", "version/new", "refused: not a change")
+        assert leader.foreign_changes(seen) == (2, True)  # the refusal is no change
+        assert leader.foreign_changes(2) == (2, False)
+    finally:
+        leader.close()
+        follower.close()
+
+
+def test_each_leadership_takes_a_higher_term_seen_by_every_admin(db_path: str) -> None:
+    first, second = Store(db_path), Store(db_path)
+    try:
+        assert first.leader() is None
+        one = first.take_leadership("admin-1", "http://127.0.0.1:1")
+        two = second.take_leadership("admin-2", "http://127.0.0.1:2")
+        assert (one["term"], two["term"]) == (1, 2)
+        assert first.leader() == two
+        assert first.audit() == []  # leadership is no configuration change
+    finally:
+        first.close()
+        second.close()
