@@ -136,6 +136,7 @@ class Election:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            await self._step_down()  # stop pushing before the lock can pass on
             await self._destroy_session()
 
     async def _step_down(self) -> None:
