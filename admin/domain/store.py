@@ -48,6 +48,7 @@ from admin.domain.migrate import migrate, open_engine
 
 # own changes remembered for the leader's poll (admin.ha); far more than one poll period sees
 OWN_GENERATIONS = 4096
+CACHED_VERSIONS = 2  # the active version and one other (a diff, a rollback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class Store:
         self._lock = threading.RLock()
         # generations this process wrote, not yet seen by ``foreign_changes``
         self._own_generations: set[int] = set()
+        self._versions: dict[int, dict[str, Any]] = {}  # parsed versions, by number
         try:
             with self._errors():
                 migrate(self.engine)
@@ -377,14 +379,24 @@ class Store:
                                           .order_by(v.version.desc()))]
 
     def version(self, number: int) -> dict[str, Any]:
+        """Version ``number``. Its ``content`` is shared with other callers: read, never
+        change it (a version never changes once written, so it is parsed once: at 10,000
+        groups the active version is megabytes of JSON, read by every group view)."""
+        cached = self._versions.get(number)
+        if cached is not None:
+            return dict(cached)
         with self._read() as conn:
             found = conn.execute(select(t.versions).where(t.versions.c.version == number)
                                  ).first()
         if found is None:
             raise NotFound(f"no version {number}")
-        return {"version": number, "content": json.loads(found.content), "hash": found.hash,
-                "created_at": found.created_at, "who": found.who, "reason": found.reason,
-                "source_version": found.source_version}
+        version = {"version": number, "content": json.loads(found.content), "hash": found.hash,
+                   "created_at": found.created_at, "who": found.who, "reason": found.reason,
+                   "source_version": found.source_version}
+        self._versions[number] = version
+        while len(self._versions) > CACHED_VERSIONS:  # the first parsed goes first
+            del self._versions[next(iter(self._versions))]
+        return dict(version)
 
     def active_version(self) -> int | None:
         value = self._meta("active_version")
