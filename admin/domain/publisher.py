@@ -48,6 +48,8 @@ class Publisher:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._running = False
         self.term: int | None = None
+        # nodes a canary activation drives itself (admin.domain.canary): no pusher for them
+        self.held: set[str] = set()
 
     async def start(self, term: int | None = None) -> None:
         self._running, self.term = True, term
@@ -70,6 +72,8 @@ class Publisher:
         """One pusher per cluster, pushing to exactly the cluster's nodes in the store."""
         nodes: dict[str, list[NodeTarget]] = {c.name: [] for c in self.store.objects("cluster")}
         for row in self.store.objects("node"):
+            if row.name in self.held:
+                continue
             nodes.setdefault(row.body["cluster"], []).append(
                 NodeTarget(row.name, row.body["control_url"], row.body.get("token")))
         for cluster, targets in nodes.items():
