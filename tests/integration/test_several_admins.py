@@ -168,3 +168,12 @@ async def test_leader_api_needs_a_token(cluster: Cluster) -> None:
     reply = await cluster.admins["admin-1"].client("none").get("/api/v1/leader")
     assert reply.status_code == 401
     assert TOKENS  # the roles' tokens are the ones the admins were started with
+
+
+async def test_a_canary_is_refused_on_a_follower_and_names_the_leader(cluster: Cluster) -> None:
+    leader = await cluster.one_leader()
+    follower = next(n for n in cluster.admins if n != leader)
+    reply = await cluster.admins[follower].client("admin").post("/api/v1/activate", json={
+        "reason": "canary", "canary": {"nodes": ["n1"], "watch_seconds": 60}})
+    assert reply.status_code == 409, reply.text
+    assert f"start the canary on {cluster.admins[leader].url}" in reply.json()["message"]
