@@ -23,16 +23,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from admin.domain.errors import AdminError
 from admin.domain.service import AdminService
+from admin.domain.store import Store
 from admin.settings import AdminConfig
 from admin.web import api
 from admin.web.deps import ApiError, LoginRequired, session_of
+from admin.web.guards import BodyLimit, LoginLimiter
 from admin.web.live import LiveStatus
 from admin.web.sessions import Sessions
 from admin.web.ui import PAGES
 from admin.web.ui.pages import PREFIX, STATIC, Pages
 
 ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               409: "conflict", 422: "invalid"}
+               409: "conflict", 413: "too_large", 422: "invalid", 429: "too_many_requests"}
 
 
 def error_body(status: int, message: str, errors: list[str]) -> dict[str, Any]:
@@ -53,9 +55,13 @@ def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.sessions = Sessions(list(settings.tokens))
+    # a service without a store (a test's fake) keeps its sessions in a private memory store
+    app.state.sessions = Sessions(list(settings.tokens),
+                                  getattr(service, "store", None) or Store(":memory:"))
     app.state.live = LiveStatus(service)
     app.state.pages = pages = Pages()
+    app.state.login_limiter = LoginLimiter()
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""Command line of the control plane: ``slb-admin -c config/admin.yaml [run|migrate]``.
+"""Command line of the control plane: ``slb-admin -c config/admin.yaml [run|migrate]``, and
+``slb-admin ctl ...`` (``admin.ctl``), the client deploy scripts call.
 
 ``run`` (the default) runs the admin (REST API, web UI, Consul watches, pushes to nodes) in the
 foreground until SIGTERM or SIGINT. ``migrate`` upgrades the configured store's schema in place
@@ -29,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:  # the client for deploy scripts: ``admin.ctl``
+        from admin import ctl
+
+        return ctl.main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -57,8 +57,21 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[str]:
             for loc, message in pydantic_problems(exc)]
 
 
+REASON_MAX = 1000  # characters: a sentence or a ticket link, never a file (every page shows it)
+
+
+def bounded_reason(reason: str) -> str:
+    """The reason, stripped; Invalid when longer than ``REASON_MAX``."""
+    reason = (reason or "").strip()
+    if len(reason) > REASON_MAX:
+        raise Invalid("the reason is too long",
+                      [f"reason: at most {REASON_MAX} characters ({len(reason)} given)"])
+    return reason
+
+
 def require_reason(reason: str) -> str:
     """Every change the audit log records says why; the reason, stripped."""
-    if not reason or not reason.strip():
+    reason = bounded_reason(reason)
+    if not reason:
         raise Invalid("a reason is required", ["reason: must not be empty"])
-    return reason.strip()
+    return reason

@@ -16,7 +16,7 @@ one transaction; on PostgreSQL it first takes a transaction-scoped advisory lock
 admins started at once migrate one after the other (the second finds nothing to do). A store
 whose revision this code does not know was migrated by a newer admin: it is refused with
 ``StoreTooNew``, never opened and half understood. An SQLite store from before Alembic
-(``PRAGMA user_version`` 1) is stamped at the first revision, its tables kept.
+(``PRAGMA user_version`` 1 or 2) is stamped at the matching revision, its tables kept.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from slb.errors import ConfigError
 
 SCRIPTS = str(Path(__file__).resolve().parent.parent / "migrations")
 MIGRATION_LOCK = 0x51B_AD317  # the advisory lock id two migrating admins serialise on
+# the revision that matches each schema of the SQLite store before Alembic (user_version)
+PRE_ALEMBIC = {1: "0001", 2: "0002"}
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's write
 
 
@@ -120,18 +122,20 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK})
         before = check_revision(conn)
-        if before is None and conn.dialect.name == "sqlite" and _pre_alembic(conn):
-            _run(conn, "stamp", "0001")
-            before = "0001"
+        if before is None and conn.dialect.name == "sqlite":
+            before = PRE_ALEMBIC.get(_pre_alembic(conn))
+            if before is not None:
+                _run(conn, "stamp", before)
         head = code_revision()
         if before != head:
             _run(conn, "upgrade", "head")
         return before, head
 
 
-def _pre_alembic(conn: Connection) -> bool:
-    version = conn.exec_driver_sql("PRAGMA user_version").scalar()
-    return bool(version) and inspect(conn).has_table("objects")
+def _pre_alembic(conn: Connection) -> int:
+    """The ``PRAGMA user_version`` of an SQLite store made before Alembic (0: none)."""
+    version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+    return version if inspect(conn).has_table("objects") else 0
 
 
 def _run(conn: Connection, command_name: str, revision: str) -> None:

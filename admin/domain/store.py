@@ -32,9 +32,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,35 +45,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from admin.domain import tables as t
 from admin.domain.errors import Conflict, NotFound, StoreUnavailable
 from admin.domain.migrate import migrate, open_engine
+from admin.domain.rows import Flag as Flag
+from admin.domain.rows import Row, without_secrets
+from admin.domain.store_sessions import SessionRecord as SessionRecord
+from admin.domain.store_sessions import SessionStore
 
 # own changes remembered for the leader's poll (admin.ha); far more than one poll period sees
 OWN_GENERATIONS = 4096
 CACHED_VERSIONS = 2  # the active version and one other (a diff, a rollback)
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    kind: str
-    name: str
-    body: dict[str, Any]
-    row_version: int
-    updated_at: float
-    updated_by: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.body, "row_version": self.row_version, "updated_at": self.updated_at,
-                "updated_by": self.updated_by}
-
-
-@dataclass(frozen=True, slots=True)
-class Flag:
-    value: bool
-    who: str
-    at: float
-    why: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"value": self.value, "who": self.who, "at": self.at, "why": self.why}
 
 
 def _dumps(value: Any) -> str:
@@ -84,7 +63,7 @@ def _kind(kind: str) -> str:
     return kind.replace("_", " ")
 
 
-class Store:
+class Store(SessionStore):
     def __init__(self, target: str | Path) -> None:
         """``target``: a database URL, or an SQLite file path (created with its directory)."""
         self.path = str(target)
@@ -99,6 +78,7 @@ class Store:
         try:
             with self._errors():
                 migrate(self.engine)
+            self.identity = self._identity()
         except BaseException:
             self.engine.dispose()  # a refused store leaves no connection behind
             raise
@@ -406,6 +386,26 @@ class Store:
         with self._read() as conn:
             return conn.execute(select(t.meta.c.value).where(t.meta.c.key == key)).scalar()
 
+    def _identity(self) -> str:
+        """This store's identity, made once (at creation, or the first open that lacks it)
+        and carried by every snapshot: a node tells this store's versions from another's."""
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        with self._transaction() as conn:
+            conn.execute(dialect.insert(t.meta).values(key="store_id", value=uuid.uuid4().hex)
+                         .on_conflict_do_nothing(index_elements=["key"]))
+            return str(conn.execute(select(t.meta.c.value).where(t.meta.c.key == "store_id")
+                                    ).scalar_one())
+
+    def raise_push_version(self, floor: int) -> None:
+        """The next snapshot version will be above ``floor`` (a node taken over runs it)."""
+        with self._transaction() as conn:
+            current = int(self._meta_for_update(conn, "push_version") or 0)
+            self._set_meta(conn, "push_version", str(max(current, floor)))
+
+    def push_version(self) -> int:
+        """The last snapshot version handed out (0 before the first)."""
+        return int(self._meta("push_version") or 0)
+
     def next_push_version(self, count: int = 1) -> int:
         """The next snapshot version sent to nodes: monotonic across restarts.
 
@@ -456,8 +456,8 @@ class Store:
                before: Any, after: Any, result: str, change: bool = True) -> None:
         conn.execute(insert(t.audit).values(
             at=time.time(), who=who, action=action, target=target, reason=reason,
-            before=None if before is None else _dumps(before),
-            after=None if after is None else _dumps(after), result=result))
+            before=None if before is None else _dumps(without_secrets(before)),
+            after=None if after is None else _dumps(without_secrets(after)), result=result))
         if change:
             # the generation row is locked until commit: changes are counted one by one
             generation = int(self._meta_for_update(conn, "generation") or 0) + 1

@@ -88,3 +88,14 @@ audit = Table(
     # SQLite: ids never reused, even after the newest row is deleted (as before Alembic)
     sqlite_autoincrement=True,
 )
+
+# web UI sessions (issue 10): only a hash of the session id is kept
+sessions = Table(
+    "sessions", metadata,
+    Column("id_hash", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("role", String, nullable=False),
+    Column("csrf", String, nullable=False),
+    Column("created", Float, nullable=False),
+    Column("seen", Float, nullable=False),
+)

@@ -14,7 +14,8 @@ from fastapi.responses import Response
 
 from admin.domain.errors import AdminError, Invalid
 from admin.domain.members import member_ip
-from admin.domain.service import MEMBER_OPS, AdminService
+from admin.domain.operations import MEMBER_OPS
+from admin.domain.service import AdminService
 from admin.web.deps import PageSession, ServiceDep
 from admin.web.sessions import Session
 from admin.web.ui.groups import group_context
@@ -74,8 +75,19 @@ async def act(request: Request, name: str, service: ServiceDep, pages: PagesDep)
     def failed(post: Posted, exc: AdminError) -> Response:
         return pages.form_again(request, "act.html", "groups", post, exc, post.context)
 
+    def touches(post: Posted) -> set[str]:
+        """The groups whose nodes the action reaches (a weight edit is a draft: none)."""
+        op = post.context["op"]
+        if op in MEMBER_OPS:
+            return {name}
+        if op in ("server-up", "server-down"):
+            return {group for ip in post.context["ips"]
+                    for group in service.members_with_ip(ip)}
+        return set()
+
     return await pages.change(request, "operator", f"{PREFIX}/groups/{name}",
-                              lambda post: perform(service, name, post), failed, prepare)
+                              lambda post: perform(service, name, post), failed, prepare,
+                              touches)
 
 
 def perform(service: AdminService, name: str, post: Posted) -> str:
@@ -83,13 +95,14 @@ def perform(service: AdminService, name: str, post: Posted) -> str:
     op, who, reason = post.context["op"], post.session.name, post.reason
     addresses = posted_addresses(post.form)
     count = f"{len(addresses)} member{'s' if len(addresses) != 1 else ''}"
+    force = post.form.get("force") == "1"
     if op in MEMBER_OPS:
-        service.member_op(name, addresses, op, who, reason)
+        service.member_op(name, addresses, op, who, reason, force)
         return f"{ACTIONS[op][0]}: {count} of {name} ({', '.join(addresses)})."
     if op in ("server-up", "server-down"):
         ips = sorted({member_ip(a) for a in addresses})
         service.batch([{"server": ip, "op": op.removeprefix("server-")} for ip in ips],
-                      who, reason)
+                      who, reason, force)
         return f"{ACTIONS[op][0]}: {', '.join(ips)} (every group with these servers)."
     service.set_weight(name, addresses, post.context["weight"],
                        post.form.get("row_version") or "", who, reason)

@@ -56,7 +56,7 @@ GROUP = {"name": "web", "members": [{"address": "10.0.0.1:80"}]}
 def test_new_store_has_every_table_at_the_code_revision(db_path: str) -> None:
     Store(db_path).close()
     assert {"objects", "member_flags", "server_flags", "discovered", "versions", "meta",
-            "audit"} <= tables(db_path)
+            "audit", "sessions"} <= tables(db_path)
     assert revision(db_path) == code_revision()
 
 
