@@ -35,7 +35,7 @@ async def test_postgresql_restart_refuses_whole_operations_then_the_admin_reconn
     node = await node_factory("n1")
     running = await admin_factory(seed=site_seed({"n1": node}, {"web": [a.address, b.address]}))
     operator = running.client("operator")
-    batch = {"reason": "deploy", "operations": [
+    batch = {"reason": "deploy", "force": True, "operations": [
         {"group": "web", "address": a.address, "op": "pull-out"},
         {"group": "web", "address": b.address, "op": "pull-out"}]}
     before = (await running.client("viewer").get("/api/v1/audit")).json()
