@@ -13,7 +13,7 @@ import os
 import sys
 
 from slb.errors import ConfigError
-from slb.node.files import load_config_file, summary
+from slb.node.files import certificate_warnings, load_config_file, summary
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +53,8 @@ def check(path: str) -> int:
         print(f"{path}: configuration is invalid ({count} error{'s' if count > 1 else ''})",
               file=sys.stderr)
         return 1
+    for line in certificate_warnings(config):
+        print(f"{path}: warning: {line}", file=sys.stderr)
     print(f"{path}: configuration is valid: {summary(config)}")
     return 0
 

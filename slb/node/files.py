@@ -22,7 +22,22 @@ from pathlib import Path
 import yaml
 
 from slb.errors import ConfigError
-from slb.model import Config, ConfigErrors, Control, copy_config, parse_config
+from slb.model import (
+    Config,
+    ConfigErrors,
+    Control,
+    copy_config,
+    format_problem,
+    parse_config,
+    tls_problems,
+)
+
+log = logging.getLogger("slb.state")
+
+
+def certificate_warnings(config: Config) -> list[str]:
+    """What does not stop a load but will: certificates expiring within 14 days."""
+    return [format_problem(problem) for problem in tls_problems(config)[1]]
 
 
 def load_config_file(path: str | Path) -> Config:
@@ -47,6 +62,8 @@ def load_config_file(path: str | Path) -> Config:
         config = parse_config(data)
     except ConfigErrors as exc:
         raise ConfigError([f"{path}: {line}" for line in exc.lines()]) from None
+    for line in certificate_warnings(config):
+        log.warning("%s: %s", path, line)
     return with_control_token(config, path)
 
 
@@ -87,7 +104,6 @@ def summary(config: Config) -> str:
             f"{routes} routes, {len(config.groups)} groups, {members} members")
 
 
-log = logging.getLogger("slb.state")
 SNAPSHOT_FILE = "snapshot.json"
 
 

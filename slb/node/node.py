@@ -41,16 +41,18 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from slb.errors import ConfigError
 from slb.gcpause import freeze
-from slb.metrics import Stats, StatsCollector
+from slb.metrics import Stats, StatsCollector, certificate_expiry_family
 from slb.model import (
     Config,
     Group,
@@ -65,6 +67,7 @@ from slb.node.control import Request, Response, start_control_server
 from slb.node.files import load_config_file, load_snapshot, save_snapshot
 from slb.node.health import ActiveHealth
 from slb.node.server import ProxyServer, describe
+from slb.proxy.tls import certificate_expiry
 
 log = logging.getLogger("slb.node")
 PERSIST_INTERVAL = 0.5  # seconds between writes of the snapshot after pool deltas
@@ -388,8 +391,15 @@ class Node:
                 return Response(503, b"starting\n", "text/plain")
             stats = await self.plane.stats()
             registry = CollectorRegistry(auto_describe=True)
-            registry.register(StatsCollector(
-                lambda: stats, self.health.metrics if self.health is not None else None))
+            expiry = certificate_expiry_family(certificate_expiry(self.config))
+            health = self.health
+
+            def gauges() -> Iterator[Metric]:
+                yield expiry
+                if health is not None:
+                    yield from health.metrics()
+
+            registry.register(StatsCollector(lambda: stats, gauges))
             return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
         if path == "/v1/config":
             if query == "summary=1":  # version and hash only: cheap for a reconcile loop
@@ -416,7 +426,7 @@ class Node:
         }
 
     def _config_view(self) -> dict[str, Any]:
-        snapshot = self.config.to_json()
+        snapshot = self.config.public_json()
         # the token authorizes changes: no answer carries it, not even to a token holder
         snapshot["control"] = {k: v for k, v in snapshot["control"].items()
                                if k not in ("token", "token_file", "token_env")}

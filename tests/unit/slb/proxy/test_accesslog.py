@@ -46,6 +46,6 @@ def test_a_line_names_the_request_its_route_and_its_timings(tmp_path: Path) -> N
     first, second = path.read_text().splitlines()
     assert re.fullmatch(r'\S+Z 127\.0\.0\.1 "GET /api/x\?y=1" 200 1234 vs=shop group=api '
                         r'member=10\.0\.0\.5:80 upstream_time=0\.0020 total_time=0\.0030 '
-                        r'flag=- id=9f2c01aa-1b', first)
+                        r'flag=- id=9f2c01aa-1b tls=-', first)
     assert second.endswith('"- /api/x?y=1" 404 1234 vs=shop group=- member=- upstream_time=- '
-                           'total_time=0.0010 flag=NR id=-')
+                           'total_time=0.0010 flag=NR id=- tls=-')
