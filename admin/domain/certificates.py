@@ -6,7 +6,7 @@ Two kinds of store object hold a certificate, so that its private key is write-o
   not_after}``. It is what the draft, the versions, their diffs and the audit log carry, and
   all they ever show of a certificate. A virtual server binds one by name (``certificate:``).
 - ``certificate_key`` (not versioned), named by the leaf's sha256 fingerprint: the PEM chain
-  and key, under the store's one write-only field (``store.SECRET_KEYS``: the audit row keeps
+  and key, under the store's one write-only field (``rows.SECRET_KEYS``: the audit row keeps
   ``"(set)"``). Content-addressed, so a version keeps meaning what it meant: an old version
   names an old fingerprint, and its material stays in the store for a rollback.
 
@@ -41,7 +41,8 @@ from admin.domain.errors import (
     require_reason,
     validation_errors,
 )
-from admin.domain.store import SECRET_KEYS, Row, Store
+from admin.domain.rows import SECRET_KEYS, Row
+from admin.domain.store import Store
 from slb.model.certs import CertificateError, describe, expiry_text, inspect_pair
 
 KIND = "certificate"

@@ -62,6 +62,7 @@ async def overview(request: Request, session: PageSession, service: ServiceDep,
                         target_link=target_link,
                         active_version=service.versions()["active"],
                         expiring=certificates.expiring(service.store),
+                        leadership=service.leader_status(),
                         live_url=f"{PREFIX}/api/nodes")
 
 
