@@ -329,6 +329,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             return
         ex.status = error.status
         ex.flag = error.flag
+        self.ctx.answers.answered(self.peer, ex, error)
         close = error.close or not self._keep_alive_after(ex)
         if close:
             ex.keep_alive = False
@@ -424,6 +425,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             return
         ex.status = error.status
         ex.flag = error.flag
+        self.ctx.answers.answered(self.peer, ex, error)
         ex.response_started = ex.response_done = True
         ex.generation += 1  # a connect still in flight is abandoned
         self._detach_upstream(ex)
