@@ -39,6 +39,7 @@ from slb.model.schema import (
     Group,
     HttpSettings,
     KeepAlive,
+    LogSettings,
     MatchKind,
     Member,
     MemberStateName,
@@ -53,8 +54,9 @@ from slb.model.schema import (
 
 __all__ = [
     "AccessLog", "Address", "Algorithm", "Config", "ConfigErrors", "Control", "Domain", "Group",
-    "HttpSettings", "KeepAlive", "Location", "MatchKind", "Member", "MemberStateName",
-    "PassiveHealth", "PoolDelta", "PositiveSeconds", "Problem", "Resolution", "Retry", "Route",
+    "HttpSettings", "KeepAlive", "Location", "LogSettings", "MatchKind", "Member",
+    "MemberStateName", "PassiveHealth", "PoolDelta", "PositiveSeconds", "Problem", "Resolution",
+    "Retry", "Route",
     "SnapshotRejected", "Timeouts", "VirtualServer", "apply_delta", "bare_host", "copy_config",
     "cross_reference_errors", "format_location", "format_problem", "parse_config",
     "parse_delta", "parse_snapshot", "pydantic_problems", "resolve", "route_order",

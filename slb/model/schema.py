@@ -91,6 +91,14 @@ class AccessLog(_Strict):
     path: str = "-"  # "-" is stderr
 
 
+class LogSettings(_Strict):
+    """The node's own log (not the access log): read from the node's file only, like
+    ``control``; ``slb.node.logs`` renders it."""
+
+    format: Literal["text", "json"] = "text"  # text: one key=value line per event
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class HttpSettings(_Strict):
     """Client-side HTTP limits and timeouts, shared by every virtual server of the node."""
 
@@ -240,6 +248,7 @@ class Config(Cached, _Strict):
     state_dir: str | None = None
     http: HttpSettings = HttpSettings()
     access_log: AccessLog = AccessLog()
+    log: LogSettings = LogSettings()
     virtual_servers: list[VirtualServer] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
 

@@ -20,6 +20,7 @@ import uvloop
 from slb.errors import ConfigError
 from slb.model import Config, Group
 from slb.node.ipc import encode, read_message, send_message
+from slb.node.logs import setup_from_environment
 from slb.node.server import ProxyServer
 
 log = logging.getLogger("slb.worker")
@@ -112,8 +113,7 @@ async def serve(fd: int) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_from_environment()  # the supervisor's format and level
     uvloop.run(serve(int(sys.argv[1])))
 
 
