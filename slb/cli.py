@@ -12,7 +12,7 @@ import os
 import sys
 
 from slb.errors import ConfigError
-from slb.node.files import load_config_file, summary
+from slb.node.files import ignored_keys, load_config_file, summary
 from slb.node.logs import LEVELS, setup_logging
 
 
@@ -51,6 +51,9 @@ def check(path: str) -> int:
         print(f"{path}: configuration is invalid ({count} error{'s' if count > 1 else ''})",
               file=sys.stderr)
         return 1
+    for key in ignored_keys(config):
+        print(f"{path}: {key}: warning: ignored: without virtual_servers this node is managed by "
+              f"the admin, whose snapshot sets {key}", file=sys.stderr)
     print(f"{path}: configuration is valid: {summary(config)}")
     return 0
 

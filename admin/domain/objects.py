@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from admin.domain.errors import Invalid, validation_errors
 from slb.model import (
+    AccessLog,
     Address,
     Algorithm,
     Domain,
@@ -52,6 +53,9 @@ class Strict(BaseModel):
 class Cluster(Strict):
     name: Name
     description: str = ""
+    # The access log of every node of the cluster (on/off, path, text|json): it reaches the
+    # nodes in their snapshot; a file-managed node keeps its own file's.
+    access_log: AccessLog = AccessLog()
 
 
 class Node(Strict):

@@ -41,6 +41,7 @@ def build_snapshot(content: Content, cluster: str, version: int,
     servers, routes, groups = cluster_content(content, cluster)
     document = {
         "version": version,
+        **cluster_settings(content, cluster),
         "virtual_servers": [
             {"name": v["name"], "listen": v["listen"], "domains": v.get("domains", []),
              "default": v.get("default", False),
@@ -55,6 +56,17 @@ def build_snapshot(content: Content, cluster: str, version: int,
             for g in groups],
     }
     return parse_config(document)
+
+
+CLUSTER_NODE_FIELDS = ("access_log",)  # what a cluster sets on each of its nodes
+
+
+def cluster_settings(content: Content, cluster: str) -> dict[str, Any]:
+    """The node-wide settings ``cluster`` carries into its snapshot (absent: the defaults)."""
+    for obj in content.get("cluster", []):
+        if obj["name"] == cluster:
+            return {k: obj[k] for k in CLUSTER_NODE_FIELDS if k in obj}
+    return {}
 
 
 def check_references(content: Content) -> list[str]:

@@ -89,6 +89,7 @@ class Control(_Strict):
 class AccessLog(_Strict):
     enabled: bool = False  # off by default, as Envoy; nginx logs by default
     path: str = "-"  # "-" is stderr
+    format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers
 
 
 class LogSettings(_Strict):

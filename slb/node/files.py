@@ -3,7 +3,9 @@
 The configuration file is YAML (or JSON, a subset), read into a validated ``Config``. Every
 failure becomes a ``ConfigError`` whose lines name the file and the place: a YAML syntax error
 with its line and column, a schema error with its path in the document. Nothing is half loaded:
-the caller gets a whole ``Config`` or an error.
+the caller gets a whole ``Config`` or an error. A file without ``virtual_servers`` makes an
+admin-managed node, which reads only ``LOCAL_KEYS`` from it; ``ignored_keys`` names the rest, so
+``slb check`` can warn instead of letting them pass in silence.
 
 The snapshot (``state_dir/snapshot.json``) lets a node restarted without its admin still serve.
 It is written atomically: a temporary file in the same directory, fsync, rename over the old one,
@@ -47,6 +49,22 @@ def load_config_file(path: str | Path) -> Config:
         return parse_config(data)
     except ConfigErrors as exc:
         raise ConfigError([f"{path}: {line}" for line in exc.lines()]) from None
+
+
+# What an admin-managed node takes from its own file; everything else comes from its snapshot.
+LOCAL_KEYS = frozenset({"control", "state_dir", "log"})
+
+
+def is_file_managed(config: Config) -> bool:
+    """A file with virtual servers manages its node; one without leaves it to the admin."""
+    return bool(config.virtual_servers)
+
+
+def ignored_keys(config: Config) -> list[str]:
+    """Keys a file sets that its node will ignore, because the admin's snapshot sets them."""
+    if is_file_managed(config):
+        return []
+    return sorted(set(config.model_fields_set) - LOCAL_KEYS)
 
 
 def summary(config: Config) -> str:

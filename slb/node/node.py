@@ -50,7 +50,7 @@ from slb.model import (
     split_host_port,
 )
 from slb.node.control import Request, Response, start_control_server
-from slb.node.files import load_config_file, load_snapshot, save_snapshot
+from slb.node.files import is_file_managed, load_config_file, load_snapshot, save_snapshot
 from slb.node.server import ProxyServer, describe
 
 log = logging.getLogger("slb.node")
@@ -109,10 +109,6 @@ class LocalPlane:
     async def drain(self) -> None:
         if self.server is not None:
             await self.server.drain()
-
-
-def is_file_managed(config: Config) -> bool:
-    return bool(config.virtual_servers)
 
 
 class Node:

@@ -126,6 +126,7 @@ def _access_log(settings: AccessLogSettings, current: AccessLog | None) -> Acces
     if not settings.enabled:
         return None
     if current is not None and current.path == settings.path:
+        current.format = settings.format  # (a line is formatted when logged: no reopen needed)
         return current
     return AccessLog(settings)
 
