@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: the health checks' probes and the pushes would be most
+    # of the log. The checker logs each result itself at DEBUG, and changes at INFO.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
     # imported here: ``--help`` and argument errors answer without loading the web stack
     import uvloop
 
