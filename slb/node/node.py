@@ -38,7 +38,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from slb.errors import ConfigError
 from slb.gcpause import freeze
-from slb.metrics import Stats, StatsCollector
+from slb.metrics import Stats, StatsCollector, member_gauges
 from slb.model import (
     Config,
     Group,
@@ -314,8 +314,9 @@ class Node:
             return Response(200, b"ready\n", "text/plain")
         if path == "/metrics":
             stats = await self.plane.stats()
+            status = await self.plane.member_status()
             registry = CollectorRegistry(auto_describe=True)
-            registry.register(StatsCollector(lambda: stats))
+            registry.register(StatsCollector(lambda: stats, lambda: member_gauges(status)))
             return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
         if path == "/v1/config":
             if query == "summary=1":  # version and hash only: cheap for a reconcile loop
