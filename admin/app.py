@@ -24,7 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from admin.domain.errors import AdminError
 from admin.domain.service import AdminService
 from admin.settings import AdminConfig
-from admin.web import api
+from admin.traffic import TrafficWindow
+from admin.web import api, stats
 from admin.web.deps import ApiError, LoginRequired, session_of
 from admin.web.live import LiveStatus
 from admin.web.sessions import Sessions
@@ -48,9 +49,12 @@ def is_page(request: Request) -> bool:
     return path.startswith(f"{PREFIX}/") and not path.startswith(f"{PREFIX}/api/")
 
 
-def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None) -> FastAPI:
+def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None,
+               traffic: TrafficWindow | None = None) -> FastAPI:
     app = FastAPI(title="SLB admin", version="1", docs_url="/docs")
     app.state.service = service
+    # the sampled traffic (admin.traffic); an app without a sampler answers empty series
+    app.state.traffic = traffic or TrafficWindow(settings.stats.interval, settings.stats.window)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.sessions = Sessions(list(settings.tokens))
@@ -94,7 +98,7 @@ def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None
         return pages.error_page(request, session_of(request), 400, "Bad request",
                                 "This address is not valid.", errors)
 
-    for router in (api.router, api.collections, api.system, *PAGES):
+    for router in (api.router, stats.router, api.collections, api.system, *PAGES):
         app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(STATIC)), name="ui-static")
 

@@ -1,8 +1,9 @@
-"""Running the admin: store, service, sources, pushers, the HTTP server.
+"""Running the admin: store, service, sources, pushers, the traffic sampler, the HTTP server.
 
 ``slb-admin -c config/admin.yaml`` (``admin.cli``) serves the REST API (and the web UI) with
-uvicorn on uvloop and httptools. A store with no objects is filled from the file's ``seed`` and
-activated, so a fresh admin pushes a working configuration at once.
+uvicorn on uvloop and httptools, and samples every node's traffic (``admin.traffic``). A store
+with no objects is filled from the file's ``seed`` and activated, so a fresh admin pushes a
+working configuration at once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import signal
 import socket
+from typing import Any
 
 import uvicorn
 
@@ -21,6 +23,7 @@ from admin.push.pusher import Pusher
 from admin.settings import AdminConfig
 from admin.sources import MemberSource
 from admin.sources.http_check import HttpChecker
+from admin.traffic import Sampler, TrafficWindow
 from admin.web.metrics import AdminMetrics
 from slb.errors import ConfigError
 from slb.model import split_host_port
@@ -76,6 +79,7 @@ class Admin:
         self.watcher: MemberSource | None = None
         self.server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
+        self.sampler: Sampler | None = None
 
     async def start(self) -> None:
         seed_store(self.service, self.config)
@@ -91,7 +95,10 @@ class Admin:
         self.service.on_content_change = self._sync_sources
         self._sync_sources()
         metrics = AdminMetrics(self.service, self.watcher.error_counts if self.watcher else None)
-        app = create_app(self.config, self.service, metrics)
+        self.traffic = TrafficWindow(self.config.stats.interval, self.config.stats.window)
+        self.sampler = Sampler(self.traffic, self._nodes)
+        self.sampler.start()
+        app = create_app(self.config, self.service, metrics, self.traffic)
         host, port = split_host_port(self.config.listen)
         self.server = uvicorn.Server(uvicorn.Config(
             app, host=host, port=port, loop="none", http="httptools", lifespan="off",
@@ -117,6 +124,9 @@ class Admin:
         assert self.server is not None
         return int(self.server.servers[0].sockets[0].getsockname()[1])
 
+    def _nodes(self) -> list[dict[str, Any]]:
+        return [row.body for row in self.store.objects("node")]
+
     def _sync_sources(self) -> None:
         content = self.service.active_content() or {}
         for source in self.sources():
@@ -130,6 +140,8 @@ class Admin:
             self.server.should_exit = True
         if self._serve_task is not None:
             await self._serve_task
+        if self.sampler is not None:
+            await self.sampler.close()
         for source in self.sources():
             await source.close()
         await self.service.close()

@@ -50,6 +50,14 @@ class ConsulSettings(Strict):
     watchdog: float = Field(120.0, ge=5)
 
 
+class StatsSettings(Strict):
+    """The traffic window (``admin.traffic``): one sample of every node per ``interval``, kept
+    for ``window`` seconds; memory is fixed by the two (about 52 KB per scope at 5 s / 1 h)."""
+
+    interval: float = Field(5.0, ge=1, le=60)
+    window: float = Field(3600.0, ge=60, le=86400)
+
+
 class Seed(Strict):
     clusters: list[dict[str, Any]] = Field(default_factory=list)
     nodes: list[dict[str, Any]] = Field(default_factory=list)
@@ -66,6 +74,7 @@ class AdminConfig(Strict):
     seed: Seed | None = None
     push_timeout: float = Field(5.0, gt=0)
     reconcile_interval: float = Field(10.0, gt=0)
+    stats: StatsSettings = StatsSettings()
 
     def consul_address(self) -> str | None:
         return self.consul.address or os.environ.get("CONSUL_HTTP_ADDR") or None
