@@ -153,7 +153,7 @@ async def test_crud_of_every_kind_with_201_200_and_204(admin_factory: AdminFacto
     assert created.status_code == 201
     assert created.json() | {"updated_at": 0} == {
         "name": "c1", "description": "east", "row_version": 1, "updated_at": 0,
-        "updated_by": "ada"}
+        "updated_by": "ada", "access_log": {"enabled": False, "path": "-", "format": "text"}}
     reply = await ada.post("/api/v1/clusters/c1/nodes",
                            json={**node_body("n1", node), "reason": "rack 4"})
     assert reply.status_code == 201
