@@ -1,8 +1,9 @@
 """A node's files: its configuration file, and the last applied snapshot kept on disk.
 
 The configuration file is YAML (or JSON, a subset), read into a validated ``Config``. Every
-failure becomes a ``ConfigError`` whose lines name the file and the place: a YAML syntax error
-with its line and column, a schema error with its path in the document. Nothing is half loaded:
+failure becomes a ``ConfigError`` whose lines name the file and the place: ``file:line:column``
+(for a YAML syntax error and a schema error alike) and, for a schema error, its path in the
+document. Nothing is half loaded:
 the caller gets a whole ``Config`` or an error. A file without ``virtual_servers`` makes an
 admin-managed node, which reads only ``LOCAL_KEYS`` from it; ``ignored_keys`` names the rest, so
 ``slb check`` can warn instead of letting them pass in silence.
@@ -19,12 +20,13 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from slb.errors import ConfigError
-from slb.model import Config, ConfigErrors, parse_config
+from slb.model import Config, ConfigErrors, Location, format_problem, parse_config
 
 
 def load_config_file(path: str | Path) -> Config:
@@ -48,7 +50,47 @@ def load_config_file(path: str | Path) -> Config:
     try:
         return parse_config(data)
     except ConfigErrors as exc:
-        raise ConfigError([f"{path}: {line}" for line in exc.lines()]) from None
+        where = _locator(text)
+        raise ConfigError([f"{path}{where(loc)}: {format_problem((loc, message))}"
+                           for loc, message in exc.errors]) from None
+
+
+def _locator(text: str) -> Callable[[Location], str]:
+    """Maps a problem's location to ``:line:column`` in the file ("" where it cannot tell).
+
+    The document is composed again (the node tree keeps every position) and walked along the
+    location; a location that goes past what the file has (a missing field) points at the
+    deepest part that exists, which is where the field belongs.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        root = None
+
+    def where(loc: Location) -> str:
+        node = root
+        if node is None:
+            return ""
+        for part in loc:
+            child = _child(node, part)
+            if child is None:
+                break
+            node = child
+        mark = node.start_mark
+        return f":{mark.line + 1}:{mark.column + 1}"
+
+    return where
+
+
+def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == part:
+                return value  # type: ignore[no-any-return]
+    elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+            and 0 <= part < len(node.value):
+        return node.value[part]  # type: ignore[no-any-return]
+    return None
 
 
 # What an admin-managed node takes from its own file; everything else comes from its snapshot.

@@ -22,7 +22,7 @@ def test_check_lists_every_error_and_fails(tmp_path: Path,
     path.write_text("groups: [{name: web, algorithm: nope}, {name: ''}]\n")
     assert main(["check", "-c", str(path)]) == 1
     err = capsys.readouterr().err
-    assert f"{path}: groups[0].algorithm:" in err and f"{path}: groups[1].name:" in err
+    assert f"{path}:1:33: groups[0].algorithm:" in err and f"{path}:1:47: groups[1].name:" in err
     assert "configuration is invalid (2 errors)" in err and "Traceback" not in err
 
 
