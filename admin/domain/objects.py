@@ -17,7 +17,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from admin.domain.errors import Invalid, validation_errors
 from slb.model import (
@@ -30,6 +37,7 @@ from slb.model import (
     PassiveHealth,
     Retry,
     Timeouts,
+    parse_duration,
     split_host_port,
 )
 
@@ -96,8 +104,8 @@ class HttpCheck(Strict):
     """The admin's own health check of static members (Consul-backed ones use Consul's)."""
 
     path: str = Field("/", pattern=r"^/")
-    interval: float = Field(5.0, gt=0, le=3600)
-    timeout: float = Field(2.0, gt=0, le=60)
+    interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=3600)] = 5.0
+    timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=60)] = 2.0
     fails: int = Field(3, ge=1, le=100)  # consecutive failures to mark a member down
     passes: int = Field(1, ge=1, le=100)  # consecutive passes to bring it back
 

@@ -49,6 +49,7 @@ from slb.model.schema import (
     Route,
     Timeouts,
     VirtualServer,
+    parse_duration,
     split_host_port,
 )
 
@@ -59,6 +60,6 @@ __all__ = [
     "Retry", "Route",
     "SnapshotRejected", "Timeouts", "VirtualServer", "apply_delta", "bare_host", "copy_config",
     "cross_reference_errors", "format_location", "format_problem", "parse_config",
-    "parse_delta", "parse_snapshot", "pydantic_problems", "resolve", "route_order",
-    "route_sort_key", "split_host_port",
+    "parse_delta", "parse_duration", "parse_snapshot", "pydantic_problems", "resolve",
+    "route_order", "route_sort_key", "split_host_port",
 ]
