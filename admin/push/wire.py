@@ -33,7 +33,7 @@ def http_error(method: str, path: str, response: httpx.Response) -> str:
         text += f" {reason}"
     if message:
         text += f": {message}"
-    errors = body.get("errors")
-    if isinstance(errors, list) and errors:
-        text += " (" + "; ".join(str(e) for e in errors[:10]) + ")"
+    details = body.get("details")
+    if isinstance(details, list) and details:
+        text += " (" + "; ".join(str(e) for e in details[:10]) + ")"
     return text

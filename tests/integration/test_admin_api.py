@@ -75,7 +75,7 @@ async def site(backend_factory: BackendFactory, node_factory: NodeFactory,
 
 def errors_of(reply: httpx.Response) -> list[str]:
     body = reply.json()
-    return list(body.get("errors", []))
+    return list(body.get("details", []))
 
 
 async def audit(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:

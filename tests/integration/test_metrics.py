@@ -231,8 +231,8 @@ async def test_health_ready_and_unknown_control_paths(backend_factory, proxy_fac
     assert missing.status == 404
     assert missing.header("content-type") == "application/json"
     body = json.loads(missing.body)
-    assert body["error"] == "Not Found"
-    assert "/nothing-here" in body["message"]
+    assert body["error"] == "not_found"  # the error shape shared with the admin's API
+    assert "/nothing-here" in body["message"] and body["details"] == []
 
 
 # -- access log ----------------------------------------------------------------------------
