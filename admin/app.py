@@ -28,6 +28,7 @@ from admin.traffic import TrafficWindow
 from admin.web import api, stats
 from admin.web.deps import ApiError, LoginRequired, session_of
 from admin.web.live import LiveStatus
+from admin.web.openapi import install_docs
 from admin.web.sessions import Sessions
 from admin.web.ui import PAGES
 from admin.web.ui.pages import PREFIX, STATIC, Pages
@@ -49,7 +50,11 @@ def is_page(request: Request) -> bool:
 
 def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None,
                traffic: TrafficWindow | None = None) -> FastAPI:
-    app = FastAPI(title="SLB admin", version="1", docs_url="/docs")
+    app = FastAPI(title="SLB admin", version="1", docs_url=None, redoc_url=None,
+                  description="The SLB control plane: configuration drafts, versions, member "
+                              "operations, health and traffic. Errors: {error, message, "
+                              "details}.")
+    install_docs(app)  # the completed OpenAPI document; /docs and /redoc served offline
     app.state.service = service
     # the sampled traffic (admin.traffic); an app without a sampler answers empty series
     app.state.traffic = traffic or TrafficWindow(settings.stats.interval, settings.stats.window)
