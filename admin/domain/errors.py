@@ -4,6 +4,7 @@
       Invalid (400)         breaks validation; ``errors`` lists every problem with its path
       NotFound (404)        no such object, version, member or operation
       Conflict (409)        a concurrent edit, a name taken, an object still in use
+        LastMember (409)    would take out a group's last usable member: needs ``force``
 
 The REST API and the web UI render these the same way and with the same status: the rule
 lives here, not in the edges. A malformed request is 400 whether the body is not JSON or an
@@ -36,6 +37,11 @@ class NotFound(AdminError):
 
 class Conflict(AdminError):
     status = 409
+
+
+class LastMember(Conflict):
+    """Taking these members out leaves their group none to send requests to (503s): the
+    operator must say so explicitly (``force``)."""
 
 
 def validation_errors(exc: ValidationError, prefix: str = "") -> list[str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from admin.domain.errors import LastMember
 from admin.domain.store import Flag
 
 OPERATOR_FLAGS = ("ops", "pull", "server")
@@ -126,6 +127,23 @@ def static_members(group: dict[str, Any], health: dict[str, Discovered]) -> list
             known.health if known else "passing",
             known.health_detail if known else "", source="check" if known else "static"))
     return out
+
+
+def check_last_member(group: str, members: list[MemberView], leaving: list[str],
+                      routes: list[str]) -> None:
+    """LastMember if ``leaving`` are the last usable (up) members of ``group``.
+
+    A group that has no usable member already is not made worse, so is not asked about.
+    ``routes`` name what will answer 503 (``virtual server path``).
+    """
+    usable = [m.address for m in members if m.state == "up"]
+    if not usable or any(a not in leaving for a in usable):
+        return
+    where = ", ".join(routes) if routes else "no route uses it now"
+    raise LastMember(
+        f"this takes out the last usable member of group {group!r}: requests routed to it "
+        f"({where}) will be answered 503 until a member is back",
+        ["force: confirm to take the last usable member out anyway"])
 
 
 def rollup(states: list[str]) -> str:

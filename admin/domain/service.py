@@ -30,11 +30,12 @@ from collections.abc import Callable
 from typing import Any
 
 from admin.domain import objects
-from admin.domain.errors import Conflict, Invalid, NotFound, require_reason
+from admin.domain.errors import Conflict, Invalid, LastMember, NotFound, require_reason
 from admin.domain.health import HealthHistory
 from admin.domain.members import (
     Discovered,
     MemberView,
+    check_last_member,
     effective_members,
     member_ip,
     rollup,
@@ -255,19 +256,28 @@ class AdminService:
         return static_members(group, self.checked.get(group["name"], {}))
 
     def member_op(self, group: str, addresses: list[str], op: str, who: str,
-                  reason: str) -> dict[str, Any]:
+                  reason: str, force: bool = False) -> dict[str, Any]:
         if op not in MEMBER_OPS:
             raise NotFound(f"no member operation {op!r}: expected one of {sorted(MEMBER_OPS)}")
         reason = require_reason(reason)
-        known = {m.address for m in self.group_members(group)}
+        members = self.group_members(group)
+        known = {m.address for m in members}
         missing = [a for a in addresses if a not in known]
         if missing:
             raise NotFound(f"group {group!r} has no member " + ", ".join(missing))
         flag, value = MEMBER_OPS[op]
+        if not value and not force:  # taking out: never the last usable member by accident
+            check_last_member(group, members, addresses, self.routes_of(group))
         done = self.store.set_member_flags([(group, a, flag, value) for a in addresses], who,
                                            reason, f"member {op}")
         self.publisher.schedule({group})
         return {"changed": done}
+
+    def routes_of(self, group: str) -> list[str]:
+        """The active routes sending requests to ``group``, as ``virtual_server path``."""
+        content = self.active_content() or {}
+        return [f"{r['virtual_server']} {r['path']}" for r in content.get("route", [])
+                if r["group"] == group]
 
     def server_op(self, ip: str, up: bool, who: str, reason: str) -> dict[str, Any]:
         try:
@@ -283,11 +293,15 @@ class AdminService:
         self.publisher.schedule(touched)
         return {"ip": ip, "up": up, "groups": sorted(touched)}
 
-    def batch(self, operations: list[dict[str, Any]], who: str, reason: str) -> dict[str, Any]:
-        """Several member/server operations; each is validated before any is applied."""
+    def batch(self, operations: list[dict[str, Any]], who: str, reason: str,
+              force: bool = False) -> dict[str, Any]:
+        """Several member/server operations; each is validated before any is applied. A group
+        the batch only takes members out of must keep a usable one (``force``: anyway)."""
         reason = require_reason(reason)
         plan: list[tuple[str, Any]] = []
         errors = []
+        leaving: dict[str, tuple[list[MemberView], set[str]]] = {}  # group -> members, out
+        returning: set[str] = set()  # groups the batch also brings members back to
         for i, op in enumerate(operations):
             if not isinstance(op, dict):
                 errors.append(f"operations[{i}]: expected an object")
@@ -299,14 +313,27 @@ class AdminService:
                 errors.append(f"operations[{i}].op: expected one of {sorted(MEMBER_OPS)}")
             else:
                 try:
-                    known = {m.address for m in self.group_members(str(op.get("group")))}
+                    members = self.group_members(str(op.get("group")))
                 except NotFound as exc:
                     errors.append(f"operations[{i}].group: {exc}")
                     continue
-                for address in op.get("addresses") or [op.get("address")]:
+                known = {m.address for m in members}
+                addresses = op.get("addresses") or [op.get("address")]
+                for address in addresses:
                     if address not in known:
                         errors.append(f"operations[{i}].address: {address!r} is not a member")
+                if MEMBER_OPS[op["op"]][1]:
+                    returning.add(op["group"])
+                else:
+                    leaving.setdefault(op["group"], (members, set()))[1].update(addresses)
                 plan.append(("member", op))
+        for group, (members, out) in leaving.items():
+            if force or group in returning:
+                continue
+            try:
+                check_last_member(group, members, sorted(out), self.routes_of(group))
+            except LastMember as exc:
+                errors.append(f"group {group}: {exc} (force: true to confirm)")
         if errors:
             raise Invalid("the batch was not applied", errors)
         results = []
@@ -315,7 +342,8 @@ class AdminService:
                 results.append(self.server_op(op["server"], op["op"] == "up", who, reason))
             else:
                 results.append(self.member_op(op["group"], op.get("addresses")
-                                              or [op["address"]], op["op"], who, reason))
+                                              or [op["address"]], op["op"], who, reason,
+                                              force=True))  # (checked above)
         return {"results": results}
 
     def group_members(self, name: str) -> list[MemberView]:

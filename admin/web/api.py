@@ -57,6 +57,11 @@ def reason_of(body: Any) -> str:
     return str(body.get("reason", "")) if isinstance(body, dict) else ""
 
 
+def force_of(body: Any) -> bool:
+    """``"force": true``: take out a group's last usable member anyway (a 409 otherwise)."""
+    return isinstance(body, dict) and body.get("force") is True
+
+
 def kind_of(plural: str) -> str:
     kind = KIND_PATHS.get(plural)
     if kind is None:
@@ -90,7 +95,8 @@ async def member_op(name: str, address: str, op: str, request: Request,
                     token: ApiToken = Operator, service: AdminService = Service
                     ) -> dict[str, Any]:
     body = await json_body(request)
-    return service.member_op(name, [address], op, token.name, reason_of(body))
+    return service.member_op(name, [address], op, token.name, reason_of(body),
+                             force=force_of(body))
 
 
 @router.post("/servers/{ip}/{op}")
@@ -109,7 +115,7 @@ async def batch(request: Request, token: ApiToken = Operator,
     if not isinstance(body, dict) or not isinstance(body.get("operations"), list):
         raise ApiError(400, "expected {\"reason\": ..., \"operations\": [...]}",
                        ["operations: required list"])
-    return service.batch(body["operations"], token.name, reason_of(body))
+    return service.batch(body["operations"], token.name, reason_of(body), force=force_of(body))
 
 
 # -- nodes (under their cluster) ----------------------------------------------------------------

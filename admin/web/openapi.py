@@ -131,6 +131,9 @@ def _operations(names: dict[str, str], components: dict[str, Any]
     """(method, path) -> request body and 2xx response of every operation."""
     ops: dict[tuple[str, str], dict[str, Any]] = {}
     reason_only = _obj({"reason": REASON}, ["reason"])
+    force = {"type": "boolean", "default": False,
+             "description": "take out a group's last usable member anyway (409 otherwise)"}
+    member_body = _obj({"reason": REASON, "force": force}, ["reason"])
     items = {kind: _obj({"items": {"type": "array", "items": _ref(f"Stored{name}")}}, ["items"])
              for kind, name in names.items()}
     for plural, kind in KIND_PATHS.items():
@@ -176,13 +179,14 @@ def _operations(names: dict[str, str], components: dict[str, Any]
         "response": _obj({}, description="the group's draft after the edit")}
     for path in (f"{API}/groups/{{name}}/members/{{address}}/{{op}}",
                  f"{API}/servers/{{ip}}/{{op}}"):
-        ops[("post", path)] = {"body": reason_only, "example": {"reason": "release 42"},
+        ops[("post", path)] = {"body": member_body, "example": {"reason": "release 42"},
                                "response": _obj({}, description="what changed")}
     ops[("post", f"{API}/batch")] = {
-        "body": _obj({"reason": REASON, "operations": {"type": "array", "items": _obj({
-            "group": {"type": "string"}, "address": {"type": "string"},
-            "addresses": {"type": "array", "items": {"type": "string"}},
-            "server": {"type": "string"}, "op": {"type": "string"}}, ["op"])}},
+        "body": _obj({"reason": REASON, "force": force, "operations": {
+            "type": "array", "items": _obj({
+                "group": {"type": "string"}, "address": {"type": "string"},
+                "addresses": {"type": "array", "items": {"type": "string"}},
+                "server": {"type": "string"}, "op": {"type": "string"}}, ["op"])}},
             ["reason", "operations"]),
         "example": {"reason": "release 42", "operations": [
             {"group": "api", "addresses": ["10.0.0.11:8080"], "op": "pull-out"},

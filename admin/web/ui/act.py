@@ -3,6 +3,8 @@
 ``GET /ui/groups/{name}/act?op=...&address=...`` shows what the action will do to the selected
 members and asks for a reason; the POST does it through the service (which requires the reason
 and decides what the action changes) and goes back to the group page with a flash message.
+Taking out a group's last usable member is refused by the service (``LastMember``): the page
+comes back naming the consequence, with a button that confirms it (``force``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from admin.domain.errors import AdminError, Invalid
+from admin.domain.errors import AdminError, Invalid, LastMember
 from admin.domain.members import member_ip
 from admin.domain.service import MEMBER_OPS, AdminService
 from admin.web.deps import PageSession, ServiceDep
@@ -72,7 +74,9 @@ async def act(request: Request, name: str, service: ServiceDep, pages: PagesDep)
         return {**context, "weight": str(form.get("weight") or "").strip()}
 
     def failed(post: Posted, exc: AdminError) -> Response:
-        return pages.form_again(request, "act.html", "groups", post, exc, post.context)
+        # the last usable member: the same form again, asking to confirm the consequence
+        context = {**post.context, "confirm_last": isinstance(exc, LastMember)}
+        return pages.form_again(request, "act.html", "groups", post, exc, context)
 
     return await pages.change(request, "operator", f"{PREFIX}/groups/{name}",
                               lambda post: perform(service, name, post), failed, prepare)
@@ -84,12 +88,12 @@ def perform(service: AdminService, name: str, post: Posted) -> str:
     addresses = posted_addresses(post.form)
     count = f"{len(addresses)} member{'s' if len(addresses) != 1 else ''}"
     if op in MEMBER_OPS:
-        service.member_op(name, addresses, op, who, reason)
+        service.member_op(name, addresses, op, who, reason, force=post.form.get("force") == "1")
         return f"{ACTIONS[op][0]}: {count} of {name} ({', '.join(addresses)})."
     if op in ("server-up", "server-down"):
         ips = sorted({member_ip(a) for a in addresses})
         service.batch([{"server": ip, "op": op.removeprefix("server-")} for ip in ips],
-                      who, reason)
+                      who, reason, force=post.form.get("force") == "1")
         return f"{ACTIONS[op][0]}: {', '.join(ips)} (every group with these servers)."
     service.set_weight(name, addresses, post.context["weight"],
                        post.form.get("row_version") or "", who, reason)
