@@ -24,6 +24,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 
 from admin.domain.errors import Invalid, validation_errors
@@ -36,6 +38,7 @@ from slb.model import (
     MatchKind,
     PassiveHealth,
     Retry,
+    Route,
     Timeouts,
     parse_duration,
     split_host_port,
@@ -88,6 +91,18 @@ class RouteDraft(Strict):
     path: str = Field(min_length=1)
     priority: int = 0
     group: Name
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, path: str, info: ValidationInfo) -> str:
+        """The data plane's own rule (``slb.model.Route``): a draft is refused what its
+        activation would be, when it is saved and next to its field."""
+        try:
+            Route.model_validate({"match": info.data.get("match", "prefix"), "path": path,
+                                  "group": "-"})
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return path
 
 
 class StaticMember(Strict):

@@ -201,6 +201,10 @@ async def test_operator_pulls_a_selection_of_members_out_in_one_go(site: Site) -
     assert "2 members of web" in await browser.text("h1")
     await browser.fill("#reason", "whole group to maintenance")
     await browser.click("#confirm")
+    # the whole group: the page asks to confirm that the site will answer 503
+    await browser.wait_for(lambda d: d.find_elements(By.ID, "confirm-last"),
+                           what="the last-member confirmation")
+    await browser.click("#confirm-last")
     await browser.wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, ".flash-ok"),
                            what="the confirmation")
     for address in (a, b):
@@ -418,10 +422,11 @@ async def test_audit_log_filters_by_user_target_and_time(site: Site) -> None:
     start = time.time()
     assert (await operator.post(f"/api/v1/groups/web/members/{b}/pull-out",
                                 json={"reason": "release 7"})).status_code == 200
+    # (each takes out its group's last usable member: forced)
     assert (await ada.post(f"/api/v1/groups/api/members/{b}/down",
-                           json={"reason": "disk full"})).status_code == 200
+                           json={"reason": "disk full", "force": True})).status_code == 200
     assert (await ada.post(f"/api/v1/groups/web/members/{a}/down",
-                           json={"reason": "kernel update"})).status_code == 200
+                           json={"reason": "kernel update", "force": True})).status_code == 200
     await site.login("viewer")
     await site.open("/ui/audit")
     everything = await browser.texts("#audit tbody tr")

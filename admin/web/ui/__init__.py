@@ -4,7 +4,8 @@ One module per page, each with a module-level router: ``login`` (and logout), ``
 (clusters, nodes, counts, stale groups, recent audit), ``virtual_servers``, ``groups`` (the
 searchable list with health roll-ups, one group's members with every flag), ``act`` (member
 actions), ``versions`` (diff, activate, rollback), ``audit``, ``route`` ("which group serves
-this URL"). ``pages`` holds what they share, ``text`` how values are shown.
+this URL"), ``edit`` (virtual servers, routes and groups as drafts). ``pages`` holds what
+they share, ``text`` how values are shown.
 
 A page parses the request, gets the caller's session from a dependency (``admin.web.deps``:
 no valid session, the browser goes to the login page), calls the service and renders. The
@@ -22,6 +23,7 @@ from fastapi import APIRouter
 from admin.web.ui import (
     act,
     audit,
+    edit,
     groups,
     login,
     overview,
@@ -31,4 +33,4 @@ from admin.web.ui import (
 )
 
 PAGES: tuple[APIRouter, ...] = tuple(m.router for m in (
-    login, overview, virtual_servers, groups, act, versions, audit, route))
+    login, overview, virtual_servers, groups, act, versions, audit, route, edit))
