@@ -56,8 +56,10 @@ lint: $(STAMP)
 check: $(STAMP)
 	$(BIN)/slb check -c config/slb.yaml
 
+# The comparison (SLB, reference proxy, nginx; ~7 min), then the apply and health benches.
+# `make bench BENCH_ARGS=--quick` runs a 1-2 minute smoke comparison instead.
 bench: $(STAMP)
-	bash bench/run.sh --apply
+	bash bench/run.sh $(BENCH_ARGS) --apply
 	$(BIN)/python bench/health_bench.py
 
 loadtest: $(STAMP)

@@ -40,8 +40,7 @@ import time
 from typing import Any
 
 import yaml
-
-from bench import (
+from harness import (
     HOST,
     OUT_DIR,
     ROOT,

@@ -54,8 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-
-from bench import (
+from harness import (
     OUT_DIR,
     ROOT,
     BenchError,

@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# Where does the SLB proxy spend its time per request? Runs the proxy under `py-spy record`
-# while wrk drives it (default 10 s, 50 connections, ~100-byte responses), saves
-# bench/out/profile-<time>.speedscope.json (open in https://www.speedscope.app) and
-# bench/out/profile-<time>.collapsed.txt (flamegraph.pl), and prints the top functions by own
-# and by total time.
+# Where does a proxy spend its time per request? Two figures (bench/profiling.py):
 #
-#   bash bench/profile.sh [--duration 10] [--connections 50] [--rate 250] [--native] [--top 15]
+# 1. py-spy: SLB (every feature of config/slb.yaml; `--target ref` for the reference proxy)
+#    under wrk -c50 for --duration s; bench/out/profile-<time>.speedscope.json (open in
+#    https://www.speedscope.app) and .collapsed.txt (flamegraph.pl), and the top functions by
+#    own time, per line and by total time. `--native` adds the C frames (uvloop, httptools,
+#    the syscalls).
+# 2. strace -c -f on SLB's worker and on the reference proxy over exactly --strace-requests
+#    requests (openloop at 1,000/s): system calls per request, side by side.
 #
-# py-spy goes into the venv only (not a project dependency).
+#   bash bench/profile.sh [--native] [--target slb|ref] [--path /small|/16k] [--duration 10]
+#                         [--rate 250] [--top 15] [--strace-requests 5000 (0 = skip)]
+#
+# Installs what it needs: wrk, nginx, strace and gcc with apt-get, py-spy into .venv only
+# (not a project dependency).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-for tool in wrk nginx; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "bench: installing wrk and nginx (apt-get)" >&2
-    apt-get update -qq && apt-get install -y -qq wrk nginx >/dev/null
-    break
-  fi
+missing=()
+for tool in wrk nginx strace gcc; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+if ((${#missing[@]})); then
+  echo "bench: installing ${missing[*]} (apt-get)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [[ ! -x .venv/bin/python || ! -x .venv/bin/slb ]]; then
+  echo "bench: .venv is missing; run 'make bench' (it creates the venv first)" >&2
+  exit 2
+fi
 if [[ ! -x .venv/bin/py-spy ]]; then
   echo "bench: installing py-spy into .venv" >&2
   .venv/bin/pip install -q py-spy

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# `make bench`: the SLB proxy against nginx (1 worker, upstream keep-alive) on 127.0.0.1.
+# `make bench`: SLB against the reference proxy and nginx (bench/bench.py) on 127.0.0.1.
 #
-#   bash bench/run.sh [--rounds 3] [--duration 10] [--connections 50] [--direct] [--strict]
+#   bash bench/run.sh [--quick] [--rounds 3] [--duration 8] [--idle 10000] [--strict]
 #   bash bench/run.sh --apply [comparison options]   # then also the apply bench (defaults)
 #   bash bench/run.sh --apply-only [apply options]   # only the apply bench
 #
-# Installs Debian's wrk and nginx if they are missing, then runs bench/bench.py with the
+# Installs Debian's wrk, nginx and gcc if they are missing, then runs bench/bench.py with the
 # project's venv. Results: a table on stdout and bench/out/bench-<time>.json (and
 # bench-latest.json). `bash bench/run.sh --help` lists every option.
 #
@@ -17,12 +17,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 missing=()
-for tool in wrk nginx; do
+for tool in wrk nginx gcc; do  # gcc builds bench/openloop.c, the open-loop generator
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
   echo "bench: installing ${missing[*]} (apt-get)" >&2
-  apt-get update -qq && apt-get install -y -qq wrk nginx >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # nginx from the package may have started a system instance on :80; ours use their own ports.
 

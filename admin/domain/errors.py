@@ -10,13 +10,15 @@ The REST API and the web UI render these the same way and with the same status: 
 lives here, not in the edges. A malformed request is 400 whether the body is not JSON or an
 object breaks the schema, so a client has one status to handle for "fix your input".
 
-``validation_errors`` is the admin's one formatter of pydantic errors (the data plane has its
-own in ``slb.model``; they print the same ``path: message`` lines).
+``validation_errors`` formats pydantic errors from the data plane's problem list
+(``slb.model.pydantic_problems``), in the admin API's path notation.
 """
 
 from __future__ import annotations
 
 from pydantic import ValidationError
+
+from slb.model import pydantic_problems
 
 
 class AdminError(Exception):
@@ -45,14 +47,13 @@ class LastMember(Conflict):
 
 
 def validation_errors(exc: ValidationError, prefix: str = "") -> list[str]:
-    """``path: message`` per error, ``prefix`` before each (a file name)."""
-    out = []
-    for error in exc.errors():
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        out.append(prefix + ".".join(str(p) for p in error["loc"]) + f": {message}")
-    return out
+    """``path: message`` per error, ``prefix`` before each (a file name).
+
+    The problems are the data plane's (``slb.model.pydantic_problems``: one place decides the
+    messages); the path keeps the admin API's documented notation, ``members.0.address``.
+    """
+    return [f"{prefix}{'.'.join(map(str, loc))}: {message}" if loc else prefix + message
+            for loc, message in pydantic_problems(exc)]
 
 
 def require_reason(reason: str) -> str:

@@ -221,6 +221,10 @@ class AdminService:
     def versions(self) -> dict[str, Any]:
         return {"active": self.store.active_version(), "versions": self.store.versions()}
 
+    def version(self, number: int) -> dict[str, Any]:
+        """One stored version (NotFound for an unknown number)."""
+        return self.store.version(number)
+
     def diff(self, a: int | str, b: int | str) -> dict[str, Any]:
         """Changes from ``a`` to ``b``: version numbers or ``"draft"``."""
         for ref in (a, b):

@@ -60,8 +60,7 @@ class LiveStatus:
         content = self.service.active_content() or {}
         clusters = {c["name"] for c in content.get("cluster", [])
                     if any(g["name"] == group for g in cluster_content(content, c["name"])[2])}
-        return [row.body for row in self.service.store.objects("node")
-                if row.body["cluster"] in clusters]
+        return [node for node in self.service.objects("node") if node["cluster"] in clusters]
 
     async def group(self, group: str, addresses: list[str]) -> LiveFigures:
         nodes = self.nodes_serving(group)

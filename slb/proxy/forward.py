@@ -121,7 +121,7 @@ class Forwarding:
         ex.conn = conn
         ex.reused = reused
         ex.upstream_start = self.loop.time()
-        head_limit = self.ctx.settings.max_response_header_bytes
+        head_limit = self.rt.settings.max_response_header_bytes
         buffer = ex.buffer
         if buffer:
             ex.buffer = None

@@ -121,8 +121,52 @@ class UpstreamConnection(asyncio.Protocol):
         self.stats.upstream_connections += 1
 
     def data_received(self, data: bytes) -> None:
+        # (the edge's try is inline, not a wrapper call: a call per read costs ~0.1 us)
         try:
-            self._received(data)
+            owner = self.owner
+            if owner is None:
+                # A pooled connection got bytes nobody asked for: it cannot be trusted any more.
+                self.close()
+                return
+            self.bytes_received += len(data)
+            if self.tunnel:
+                owner.upstream_body(data)
+                return
+            if not self._head_seen:
+                if self.head_bytes > self.head_limit:
+                    self._fail(owner, "response head too large")
+                    return
+                self.head_bytes += len(data)
+            self._heads_in_read = 0
+            try:
+                self.parser.feed_data(data)
+            except HttpParserUpgrade as upgrade:
+                self.tunnel = True
+                owner.upstream_tunnel(self, data[upgrade.args[0]:])
+                return
+            except HttpParserCallbackError as exc:
+                reason = exc.__context__
+                if isinstance(reason, _StopAtHead):
+                    self._stopped_at_head(data)
+                elif isinstance(reason, _Surplus):
+                    self.keep_alive = False  # surplus: dropped with the connection
+                elif isinstance(reason, _HeadTooLarge):
+                    self._fail(owner, "response head too large")
+                    return
+                else:
+                    raise (reason or exc) from None
+            except HttpParserError as exc:
+                if not self.complete:
+                    self._fail(owner, f"malformed response: {exc}")
+                    return
+                self.keep_alive = False  # garbage after a complete response
+            if self.head_only and not self._head_seen:
+                self._carry = data[-3:]
+            if self.complete:
+                self.complete = False
+                self.upstream_done()
+            elif self.owner is not None:
+                owner.upstream_flush()
         except Exception as exc:  # a bug: the owner's edge handles it (slb.proxy.client)
             self._bug(exc)
 
@@ -133,52 +177,6 @@ class UpstreamConnection(asyncio.Protocol):
             owner.internal_error(exc)
         else:
             raise exc
-
-    def _received(self, data: bytes) -> None:
-        owner = self.owner
-        if owner is None:
-            # A pooled connection got bytes nobody asked for: it cannot be trusted any more.
-            self.close()
-            return
-        self.bytes_received += len(data)
-        if self.tunnel:
-            owner.upstream_body(data)
-            return
-        if not self._head_seen:
-            if self.head_bytes > self.head_limit:
-                self._fail(owner, "response head too large")
-                return
-            self.head_bytes += len(data)
-        self._heads_in_read = 0
-        try:
-            self.parser.feed_data(data)
-        except HttpParserUpgrade as upgrade:
-            self.tunnel = True
-            owner.upstream_tunnel(self, data[upgrade.args[0]:])
-            return
-        except HttpParserCallbackError as exc:
-            reason = exc.__context__
-            if isinstance(reason, _StopAtHead):
-                self._stopped_at_head(data)
-            elif isinstance(reason, _Surplus):
-                self.keep_alive = False  # bytes beyond the response: dropped with the connection
-            elif isinstance(reason, _HeadTooLarge):
-                self._fail(owner, "response head too large")
-                return
-            else:
-                raise (reason or exc) from None
-        except HttpParserError as exc:
-            if not self.complete:
-                self._fail(owner, f"malformed response: {exc}")
-                return
-            self.keep_alive = False  # garbage after a complete response
-        if self.head_only and not self._head_seen:
-            self._carry = data[-3:]
-        if self.complete:
-            self.complete = False
-            self.upstream_done()
-        elif self.owner is not None:
-            owner.upstream_flush()
 
     def _stopped_at_head(self, data: bytes) -> None:
         """llhttp was stopped at the end of a bodiless head: anything after it is surplus."""

@@ -66,7 +66,7 @@ async def activate(request: Request, service: ServiceDep, pages: PagesDep) -> Re
 
 
 def rollback_context(service: AdminService, number: int) -> dict[str, Any]:
-    version = service.store.version(number)
+    version = service.version(number)
     active = service.versions()["active"]
     changes = with_lines(service.diff(active, number)["changes"]) if active is not None else []
     return {"version": version, "active": active, "changes": changes}
