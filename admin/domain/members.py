@@ -20,6 +20,7 @@ A group's health roll-up (``rollup``) is read by the API, the UI and the overvie
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +145,19 @@ def check_last_member(group: str, members: list[MemberView], leaving: list[str],
         f"this takes out the last usable member of group {group!r}: requests routed to it "
         f"({where}) will be answered 503 until a member is back",
         ["force: confirm to take the last usable member out anyway"])
+
+
+def last_member_errors(leaving: dict[str, tuple[list[MemberView], set[str]]],
+                       routes_of: Callable[[str], list[str]]) -> list[str]:
+    """``check_last_member`` for each group -> (its members, the addresses taken out), as
+    error lines (a batch lists every problem before applying anything)."""
+    errors = []
+    for group, (members, out) in leaving.items():
+        try:
+            check_last_member(group, members, sorted(out), routes_of(group))
+        except LastMember as exc:
+            errors.append(f"group {group}: {exc} (force: true to confirm)")
+    return errors
 
 
 def rollup(states: list[str]) -> str:

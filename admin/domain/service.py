@@ -30,13 +30,14 @@ from collections.abc import Callable
 from typing import Any
 
 from admin.domain import objects
-from admin.domain.errors import Conflict, Invalid, LastMember, NotFound, require_reason
+from admin.domain.errors import Conflict, Invalid, NotFound, require_reason
 from admin.domain.health import HealthHistory
 from admin.domain.members import (
     Discovered,
     MemberView,
     check_last_member,
     effective_members,
+    last_member_errors,
     member_ip,
     rollup,
     static_members,
@@ -331,13 +332,9 @@ class AdminService:
                 else:
                     leaving.setdefault(op["group"], (members, set()))[1].update(addresses)
                 plan.append(("member", op))
-        for group, (members, out) in leaving.items():
-            if force or group in returning:
-                continue
-            try:
-                check_last_member(group, members, sorted(out), self.routes_of(group))
-            except LastMember as exc:
-                errors.append(f"group {group}: {exc} (force: true to confirm)")
+        if not force:
+            errors += last_member_errors(
+                {g: v for g, v in leaving.items() if g not in returning}, self.routes_of)
         if errors:
             raise Invalid("the batch was not applied", errors)
         results = []
