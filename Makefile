@@ -61,6 +61,8 @@ check: $(STAMP)
 bench: $(STAMP)
 	bash bench/run.sh $(BENCH_ARGS) --apply
 	$(BIN)/python bench/health_bench.py
+	$(BIN)/python bench/traffic_bench.py --micro
+	$(BIN)/python bench/traffic_bench.py
 
 loadtest: $(STAMP)
 	$(BIN)/pip install -q -e '.[load]'

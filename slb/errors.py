@@ -51,6 +51,7 @@ class ProxyError(Exception):
     status = 500
     flag = "-"
     close = False  # close the client connection after the answer
+    fields = b""  # extra header fields of the answer ("Retry-After: 1\r\n"), rendered
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail)
@@ -96,6 +97,19 @@ class NoRoute(ProxyError):
 class NoHealthyMember(ProxyError):
     status = 503
     flag = "UH"
+
+
+class RouteAnswer(ProxyError):
+    """A route's own answer (issue 13): a redirect, a refusal by allow/deny or a rate limit.
+
+    Not a failure of anyone; the status and fields come from the route's rules.
+    """
+
+    def __init__(self, status: int, flag: str, fields: bytes = b"") -> None:
+        super().__init__(flag)
+        self.status = status
+        self.flag = flag
+        self.fields = fields
 
 
 class UpstreamConnectError(ProxyError):

@@ -55,6 +55,9 @@ class Stats:
         self.ejections: dict[tuple[str, str], int] = {}
         self.client_errors: dict[str, int] = {}  # status -> requests refused by the rules
         self.internal_errors = 0  # bugs caught at the request path's edge
+        # (virtual_server, route index, reason "rate_limit" | "deny") -> requests a route's
+        # rules refused
+        self.route_refusals: dict[tuple[str, str, str], int] = {}
 
     def histogram(self, virtual_server: str, group: str) -> LatencyHistogram:
         key = (virtual_server, group)
@@ -87,6 +90,9 @@ class Stats:
     def count_internal_error(self) -> None:
         self.internal_errors += 1
 
+    def count_route_refusal(self, virtual_server: str, route: str, reason: str) -> None:
+        _bump(self.route_refusals, (virtual_server, route, reason))
+
     # -- across processes -------------------------------------------------------------------
 
     def export(self) -> dict[str, Any]:
@@ -102,6 +108,7 @@ class Stats:
             "ejections": [[*k, v] for k, v in self.ejections.items()],
             "client_errors": [[k, v] for k, v in self.client_errors.items()],
             "internal_errors": self.internal_errors,
+            "route_refusals": [[*k, v] for k, v in self.route_refusals.items()],
         }
 
     def merge(self, exported: dict[str, Any]) -> None:
@@ -122,6 +129,8 @@ class Stats:
         for status, value in exported["client_errors"]:
             _bump(self.client_errors, status, value)
         self.internal_errors += exported.get("internal_errors", 0)
+        for vs, route, reason, value in exported.get("route_refusals", ()):
+            _bump(self.route_refusals, (vs, route, reason), value)
 
 
 def _bump(table: dict[Any, int], key: Any, by: int = 1) -> None:
@@ -184,6 +193,12 @@ class StatsCollector:
                                        "Bugs caught on the request path (logged, answered 500)")
         internal.add_metric([], stats.internal_errors)
         yield internal
+        refusals = CounterMetricFamily(
+            "slb_route_refusals", "Requests refused by a route's rules (rate_limit, deny)",
+            labels=["virtual_server", "route", "reason"])
+        for (vs, route, reason), value in sorted(stats.route_refusals.items()):
+            refusals.add_metric([vs, route, reason], value)
+        yield refusals
         if self._gauges is not None:
             yield from self._gauges()
 

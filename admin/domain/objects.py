@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from admin.domain.errors import Invalid, validation_errors
@@ -34,12 +35,22 @@ from slb.model import (
     Address,
     Algorithm,
     Domain,
+    HeaderRules,
     KeepAlive,
     MatchKind,
     PassiveHealth,
+    RateLimit,
+    Redirect,
     Retry,
+    Rewrite,
     Route,
+    RouteTimeouts,
+    SplitShare,
     Timeouts,
+    When,
+    check_cidr,
+    check_hash_key,
+    destination_problem,
     parse_duration,
     split_host_port,
 )
@@ -90,7 +101,27 @@ class RouteDraft(Strict):
     match: MatchKind = "prefix"
     path: str = Field(min_length=1)
     priority: int = 0
-    group: Name
+    group: Name | None = None
+    # where traffic goes (issue 13): the data plane's own classes, so the same checks apply
+    when: When | None = None
+    split: list[SplitShare] | None = None
+    sticky_cookie: str | None = Field(None, min_length=1, max_length=100,
+                                      pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderRules | None = None
+    response_headers: HeaderRules | None = None
+    allow: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
+    deny: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
+    rate_limit: RateLimit | None = None
+    timeouts: RouteTimeouts | None = None
+
+    @model_validator(mode="after")
+    def _destination(self) -> RouteDraft:
+        problem = destination_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
     @field_validator("path")
     @classmethod
@@ -128,6 +159,7 @@ class HttpCheck(Strict):
 class GroupDraft(Strict):
     name: Name
     algorithm: Algorithm = "wrr"
+    hash_key: Annotated[str | None, AfterValidator(check_hash_key)] = None  # algorithm hash
     timeouts: Timeouts = Timeouts()
     keepalive: KeepAlive = KeepAlive()
     retry: Retry = Retry()
@@ -155,6 +187,22 @@ REFERENCES: dict[str, tuple[tuple[str, str], ...]] = {
     "virtual_server": (("cluster", "cluster"),),
     "route": (("virtual_server", "virtual_server"), ("group", "group")),
 }
+
+
+def references(kind: str, body: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The names ``body`` (an object of ``kind``) refers to: (field path, kind, name). A
+    route's group, or each group of its split; a redirect refers to none."""
+    out = [(field, target, body[field]) for field, target in REFERENCES.get(kind, ())
+           if body.get(field) is not None]
+    if kind == "route":
+        out += [(f"split[{i}].group", "group", share["group"])
+                for i, share in enumerate(body.get("split") or [])]
+    return out
+
+
+def route_groups(route: dict[str, Any]) -> list[str]:
+    """The groups a route (draft shape) sends traffic to."""
+    return [name for _, kind, name in references("route", route) if kind == "group"]
 
 
 def validate(kind: str, body: Any) -> Strict:

@@ -43,6 +43,8 @@ class Publisher:
         self._pending_full = False
         self._flush_handle: asyncio.TimerHandle | None = None
         self._running = False
+        # nodes a canary activation drives itself (admin.domain.canary): no pusher for them
+        self.held: set[str] = set()
 
     async def start(self) -> None:
         self._running = True
@@ -61,6 +63,8 @@ class Publisher:
         """One pusher per cluster, pushing to exactly the cluster's nodes in the store."""
         nodes: dict[str, list[NodeTarget]] = {c.name: [] for c in self.store.objects("cluster")}
         for row in self.store.objects("node"):
+            if row.name in self.held:
+                continue
             nodes.setdefault(row.body["cluster"], []).append(
                 NodeTarget(row.name, row.body["control_url"], row.body.get("token")))
         for cluster, targets in nodes.items():

@@ -45,7 +45,7 @@ from admin.domain.members import (
 from admin.domain.publisher import Publisher
 from admin.domain.snapshots import Content, content_hash, diff, validate_content
 from admin.domain.store import Store
-from admin.domain.urls import RouteAnswer, parse_url, resolve_url
+from admin.domain.urls import RouteAnswer, parse_facts, parse_url, resolve_url
 from admin.push.pusher import Pusher
 
 log = logging.getLogger("admin")
@@ -76,11 +76,15 @@ class AdminService:
         self.last_contact: dict[str, float] = {}  # group -> last answer from its source
         # called after an activation or rollback, so sources follow the active groups
         self.on_content_change: Callable[[], None] = lambda: None
+        self.canary: Any = None  # the canary activation in progress or last (domain.canary)
 
     async def start(self) -> None:
         await self.publisher.start()
 
     async def close(self) -> None:
+        task = getattr(self.canary, "task", None)
+        if task is not None:
+            task.cancel()  # a canary still watching is left undecided: its nodes are resynced
         await self.publisher.close()
 
     # -- draft objects -----------------------------------------------------------------------
@@ -134,19 +138,18 @@ class AdminService:
                                        if k not in ("row_version", "updated_at", "updated_by")})
 
     def _check_references(self, kind: str, body: dict[str, Any]) -> None:
-        errors = [f"{field}: no {target.replace('_', ' ')} named {body[field]!r}"
-                  for field, target in objects.REFERENCES.get(kind, ())
-                  if self.store.find(target, body[field]) is None]
+        errors = [f"{field}: no {target.replace('_', ' ')} named {name!r}"
+                  for field, target, name in objects.references(kind, body)
+                  if self.store.find(target, name) is None]
         if errors:
             raise Invalid(f"invalid {kind.replace('_', ' ')}", errors)
 
     def _users_of(self, kind: str, name: str) -> list[str]:
         users = []
-        for other, refs in objects.REFERENCES.items():
-            for field, target in refs:
-                if target == kind:
-                    users += [f"{other}/{r.name}" for r in self.store.objects(other)
-                              if r.body[field] == name]
+        for other in objects.REFERENCES:
+            users += [f"{other}/{r.name}" for r in self.store.objects(other)
+                      if (kind, name) in {(t, n) for _, t, n in objects.references(other,
+                                                                                  r.body)}]
         return users
 
     def _after_infrastructure_change(self, kind: str) -> None:
@@ -410,7 +413,8 @@ class AdminService:
         members = self.members_for({"group": groups})
         used: dict[str, list[dict[str, Any]]] = {}
         for route in content.get("route", []):
-            used.setdefault(route["group"], []).append(route)
+            for name in objects.route_groups(route):
+                used.setdefault(name, []).append(route)
         out = []
         for group in sorted(groups, key=lambda g: g["name"]):
             views = members.get(group["name"], [])
@@ -446,15 +450,19 @@ class AdminService:
     def nodes(self) -> list[dict[str, Any]]:
         return self.publisher.nodes()
 
-    def resolve(self, url: str) -> tuple[list[RouteAnswer], list[str]]:
-        """Which group serves ``url``, per listener of every cluster; and notes (a cluster
-        that does not compile, no listener on the URL's port)."""
+    def resolve(self, url: str, headers: list[str] | None = None,
+                cookies: list[str] | None = None, client_ip: str = ""
+                ) -> tuple[list[RouteAnswer], list[str]]:
+        """Which group serves ``url`` (with these request facts, for routes with conditions),
+        per listener of every cluster; and notes (a cluster that does not compile, no
+        listener on the URL's port)."""
         target = parse_url(url)
+        facts = parse_facts(headers or [], cookies or [], client_ip, target.query)
         content, _ = self.served_content()
         answers: list[RouteAnswer] = []
         notes: list[str] = []
         for cluster in content.get("cluster", []):
-            found = resolve_url(content, cluster["name"], target)
+            found = resolve_url(content, cluster["name"], target, facts)
             if found is None:
                 notes.append(f"cluster {cluster['name']}: its configuration does not compile")
             else:

@@ -15,8 +15,8 @@ import json
 from typing import Any
 
 from admin.domain.members import MemberView
-from admin.domain.objects import REFERENCES
-from slb.model import Config, ConfigErrors, parse_config
+from admin.domain.objects import REFERENCES, references, route_groups
+from slb.model import ROUTE_TRAFFIC_FIELDS, Config, ConfigErrors, parse_config
 
 Content = dict[str, list[dict[str, Any]]]
 
@@ -27,12 +27,13 @@ def cluster_content(content: Content, cluster: str
     servers = [v for v in content.get("virtual_server", []) if v["cluster"] == cluster]
     names = {v["name"] for v in servers}
     routes = [r for r in content.get("route", []) if r["virtual_server"] in names]
-    used = {r["group"] for r in routes}
+    used = {name for r in routes for name in route_groups(r)}
     groups = [g for g in content.get("group", []) if g["name"] in used]
     return servers, routes, groups
 
 
-PROXY_GROUP_FIELDS = ("name", "algorithm", "timeouts", "keepalive", "retry", "passive_health")
+PROXY_GROUP_FIELDS = ("name", "algorithm", "hash_key", "timeouts", "keepalive", "retry",
+                      "passive_health")
 
 
 def build_snapshot(content: Content, cluster: str, version: int,
@@ -45,9 +46,7 @@ def build_snapshot(content: Content, cluster: str, version: int,
         "virtual_servers": [
             {"name": v["name"], "listen": v["listen"], "domains": v.get("domains", []),
              "default": v.get("default", False),
-             "routes": [{"match": r.get("match", "prefix"), "path": r["path"],
-                         "priority": r.get("priority", 0), "group": r["group"]}
-                        for r in routes if r["virtual_server"] == v["name"]]}
+             "routes": [proxy_route(r) for r in routes if r["virtual_server"] == v["name"]]}
             for v in servers],
         "groups": [
             {**{k: g[k] for k in PROXY_GROUP_FIELDS if k in g},
@@ -69,16 +68,28 @@ def cluster_settings(content: Content, cluster: str) -> dict[str, Any]:
     return {}
 
 
+def proxy_route(route: dict[str, Any]) -> dict[str, Any]:
+    """A route draft as the data plane's route: its name and virtual server left out, the
+    traffic keys (slb.model.ROUTE_TRAFFIC_FIELDS) carried when set."""
+    out = {"match": route.get("match", "prefix"), "path": route["path"],
+           "priority": route.get("priority", 0)}
+    if route.get("group") is not None:
+        out["group"] = route["group"]
+    out.update({k: route[k] for k in ROUTE_TRAFFIC_FIELDS if route.get(k) is not None})
+    return out
+
+
 def check_references(content: Content) -> list[str]:
     """What the per-object validation cannot see: names that refer to missing objects."""
     names = {kind: {o["name"] for o in objects} for kind, objects in content.items()}
     errors = []
     for kind, refs in REFERENCES.items():
-        for field_name, target in refs:
+        for _, wanted in refs:  # (all of one target kind together, in REFERENCES' order)
             for obj in content.get(kind, []):
-                if obj[field_name] not in names.get(target, set()):
-                    errors.append(f"{kind}/{obj['name']}.{field_name}: no "
-                                  f"{target.replace('_', ' ')} named {obj[field_name]!r}")
+                for field_name, target, name in references(kind, obj):
+                    if target == wanted and name not in names.get(target, set()):
+                        errors.append(f"{kind}/{obj['name']}.{field_name}: no "
+                                      f"{target.replace('_', ' ')} named {name!r}")
     return errors
 
 

@@ -2,8 +2,11 @@
 
 An operator pastes a URL; the admin says, per listener of each cluster, which virtual server
 the host picks (and why: an exact domain, a wildcard, the listener's default), which route the
-path takes and so which group serves it. A second answer, the order in which a virtual server
-tries its routes, is shown on the virtual server's page.
+path takes and so which group serves it. Routes with conditions (``when``) are decided by the
+request facts the operator adds (headers, cookies, client address: ``parse_facts``); a route
+whose path matched but whose conditions did not hold is listed with the reason. A second
+answer, the order in which a virtual server tries its routes, is shown on the virtual server's
+page.
 
 The answer must be the proxy's, not a re-implementation that can drift from it: both come from
 ``slb.model.hosts`` (``resolve`` and ``route_order``), which the proxy's router is compiled
@@ -13,13 +16,14 @@ hash, cluster): a page that asks about ten routes builds each cluster once.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from admin.domain.errors import Invalid
 from admin.domain.snapshots import Content, build_snapshot, cluster_content, content_hash
-from slb.model import Config, ConfigErrors, resolve, route_order, split_host_port
+from slb.model import Config, ConfigErrors, FactsView, resolve, route_order, split_host_port
 
 CACHE_SIZE = 32  # compiled clusters kept; one admin rarely shows more at once
 
@@ -31,6 +35,7 @@ class Url:
     host: str
     path: str
     port: int
+    query: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +46,14 @@ class RouteAnswer:
     matched_by: str  # "domain x" | "wildcard *.x" | "default virtual server of the listener"
     route: dict[str, Any] | None  # the route object (draft shape), None: no route matches
     group: str | None
+    groups: tuple[str, ...] = ()  # every group the route sends to (a split's)
+    passed_over: tuple[str, ...] = ()  # routes whose path matched but conditions did not
 
     def to_json(self) -> dict[str, Any]:
         return {"cluster": self.cluster, "listen": self.listen,
                 "virtual_server": self.virtual_server, "matched_by": self.matched_by,
-                "route": self.route, "group": self.group}
+                "route": self.route, "group": self.group, "groups": list(self.groups),
+                "passed_over": list(self.passed_over)}
 
 
 def parse_url(text: str) -> Url:
@@ -67,10 +75,38 @@ def parse_url(text: str) -> Url:
     except ValueError as exc:
         raise Invalid("not a URL", [f"url: {exc}: expected e.g. "
                                     "http://shop.example.com/api/cart"]) from None
-    return Url(host, parts.path or "/", port)
+    return Url(host, parts.path or "/", port, parts.query)
 
 
-def resolve_url(content: Content, cluster: str, url: Url) -> list[RouteAnswer] | None:
+def parse_facts(headers: list[str], cookies: list[str], client_ip: str = "",
+                query: str = "") -> FactsView:
+    """What the operator says of the request: ``name: value`` headers, ``name=value``
+    cookies, a client address; Invalid with every malformed one."""
+    errors: list[str] = []
+    parsed_headers: dict[str, str] = {}
+    for i, text in enumerate(h for h in headers if h.strip()):
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip():
+            errors.append(f"header[{i}]: expected 'name: value', got {text!r}")
+        parsed_headers[name.strip().lower()] = value.strip()
+    parsed_cookies: dict[str, str] = {}
+    for i, text in enumerate(c for c in cookies if c.strip()):
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            errors.append(f"cookie[{i}]: expected 'name=value', got {text!r}")
+        parsed_cookies[name.strip()] = value.strip()
+    if client_ip.strip():
+        try:
+            ipaddress.ip_address(client_ip.strip())
+        except ValueError:
+            errors.append(f"client_ip: {client_ip!r} is not an IP address")
+    if errors:
+        raise Invalid("invalid request facts", errors)
+    return FactsView(parsed_headers, parsed_cookies, query, client_ip.strip())
+
+
+def resolve_url(content: Content, cluster: str, url: Url, facts: FactsView | None = None
+                ) -> list[RouteAnswer] | None:
     """One answer per listener of ``cluster`` on the URL's port (every listener when none is
     on it); None when the cluster's content does not compile."""
     config = _config(content, cluster)
@@ -81,7 +117,7 @@ def resolve_url(content: Content, cluster: str, url: Url) -> list[RouteAnswer] |
     _, routes, _ = cluster_content(content, cluster)
     answers = []
     for listen in listeners:
-        found = resolve(config, url.host, url.path, listen)
+        found = resolve(config, url.host, url.path, listen, facts)
         if found is None or found.virtual_server is None:
             answers.append(RouteAnswer(cluster, listen, None, "", None, None))
             continue
@@ -91,7 +127,8 @@ def resolve_url(content: Content, cluster: str, url: Url) -> list[RouteAnswer] |
             route = [r for r in routes
                      if r["virtual_server"] == found.virtual_server][found.route_index]
         answers.append(RouteAnswer(cluster, listen, found.virtual_server, found.matched_by,
-                                   route, route["group"] if route else None))
+                                   route, route.get("group") if route else None,
+                                   found.groups, found.passed_over))
     return answers
 
 

@@ -14,12 +14,13 @@ before ``collections`` (``/{plural}``), so ``/groups/{name}`` and ``/health`` wi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from admin.domain import canary, traffic
 from admin.domain.service import AdminService
 from admin.settings import ApiToken
 from admin.web.deps import (
@@ -118,6 +119,19 @@ async def batch(request: Request, token: ApiToken = Operator,
     return service.batch(body["operations"], token.name, reason_of(body), force=force_of(body))
 
 
+@router.post("/routes/{name}/split")
+async def set_split(name: str, request: Request, token: ApiToken = Admin,
+                    service: AdminService = Service) -> dict[str, Any]:
+    """``{"weights": {"api-v2": 20, "api-v1": 80}, "row_version": 3, "reason": ...}``: the
+    split's weights changed and activated in one audited step (a canary rollout step)."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, 'expected {"weights": {...}, "row_version": ..., "reason": ...}',
+                       ["body: expected an object"])
+    return traffic.set_split(service, name, body.get("weights"), body.get("row_version"),
+                             token.name, reason_of(body))
+
+
 # -- nodes (under their cluster) ----------------------------------------------------------------
 
 
@@ -156,7 +170,26 @@ async def delete_node(cluster: str, name: str, row_version: int | None = None,
 @router.post("/activate")
 async def activate(request: Request, token: ApiToken = Admin, service: AdminService = Service
                    ) -> dict[str, Any]:
-    return service.activate(token.name, reason_of(await json_body(request)))
+    """``{"reason": ...}``; with ``"canary": {"nodes": [...] | "percent": n, "watch_seconds",
+    "max_error_ratio"}`` the draft goes to the canary nodes first (admin.domain.canary)."""
+    body = await json_body(request)
+    if isinstance(body, dict) and "canary" in body:
+        return await canary.start(service, body["canary"], token.name, reason_of(body))
+    return service.activate(token.name, reason_of(body))
+
+
+@router.get("/canary")
+async def canary_status(token: ApiToken = Viewer, service: AdminService = Service
+                        ) -> dict[str, Any]:
+    return canary.status(service)
+
+
+@router.post("/canary/{action}")
+async def canary_decide(action: str, token: ApiToken = Admin,
+                        service: AdminService = Service) -> dict[str, Any]:
+    if action not in ("promote", "abort"):
+        raise ApiError(404, f"no canary action {action!r}: expected promote or abort")
+    return canary.decide(service, action, token.name)
 
 
 @router.get("/versions")
@@ -194,10 +227,13 @@ async def health(token: ApiToken = Viewer, service: AdminService = Service) -> d
 
 
 @router.get("/resolve")
-async def resolve(url: str, token: ApiToken = Viewer, service: AdminService = Service
-                  ) -> dict[str, Any]:
-    """Which group serves ``url``, per listener of every cluster."""
-    answers, notes = service.resolve(url)
+async def resolve(url: str, token: ApiToken = Viewer, service: AdminService = Service,
+                  header: Annotated[list[str] | None, Query()] = None,
+                  cookie: Annotated[list[str] | None, Query()] = None,
+                  client_ip: str = "") -> dict[str, Any]:
+    """Which group serves ``url``, per listener of every cluster; ``header`` ("name: value"),
+    ``cookie`` ("name=value") and ``client_ip`` decide routes with conditions."""
+    answers, notes = service.resolve(url, header, cookie, client_ip)
     return {"url": url, "answers": [a.to_json() for a in answers], "notes": notes}
 
 

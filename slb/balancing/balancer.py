@@ -64,7 +64,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_right
 from collections.abc import Callable, Container, Iterable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from slb.balancing.member import MemberState
 
@@ -95,20 +95,31 @@ class Balancer(Protocol):
         ...
 
 
-def eligible(m: MemberState, skip: Container[MemberState], limit: float) -> bool:
+class Weighted(Protocol):
+    """What smooth WRR needs of what it picks: a member, or a group of a route's split."""
+
+    weight: int
+    current_weight: int
+    ejected_until: float
+
+
+W = TypeVar("W", bound=Weighted)
+
+
+def eligible(m: Weighted, skip: Container[Weighted], limit: float) -> bool:
     """The one eligibility test: a live positive weight, not ejected before ``limit`` (``now``,
     or infinity in panic), not already tried by this request."""
     return m.weight > 0 and m.ejected_until <= limit and not (skip and m in skip)
 
 
-def smooth_wrr(members: Iterable[MemberState], skip: Container[MemberState] = (),
-               limit: float = _INF) -> MemberState | None:
+def smooth_wrr(members: Iterable[W], skip: Container[W] = (),
+               limit: float = _INF) -> W | None:
     """nginx's smooth weighted round-robin step over the eligible ``members``.
 
     Each eligible member gains its weight; the highest ``current_weight`` wins (the first on a
     tie) and loses the eligible members' total weight.
     """
-    best: MemberState | None = None
+    best: W | None = None
     best_cw = 0
     total = 0
     for m in members:

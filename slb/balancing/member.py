@@ -47,6 +47,8 @@ class MemberState:
     consecutive_failures: int = 0
     ejections: int = 0
     ejected_until: float = 0.0
+    # active health (slb.node.health): out of the balancer while its checks fail
+    checked_down: bool = False
     # totals, for /v1/status and metrics
     requests: int = 0
     failures: int = 0
@@ -55,8 +57,9 @@ class MemberState:
 
     @property
     def takes_traffic(self) -> bool:
-        """Configured to take new requests: weight and state, whatever its health."""
-        return self.weight > 0 and self.state == STATE_UP
+        """Takes new requests: weight and state, and not taken out by active health checks
+        (passive health is the balancer's: ejection is checked per pick)."""
+        return self.weight > 0 and self.state == STATE_UP and not self.checked_down
 
     def record_success(self) -> None:
         self.consecutive_failures = 0  # outlier detection counts consecutive failures only

@@ -5,6 +5,9 @@ a new one over the same ``MemberState`` objects for members that survive, so cou
 connections carry over. A pool delta replaces members and balancer in one step
 (``set_members``). ``pick`` folds passive health into selection (``slb.balancing.outlier``):
 ejected members are skipped unless the pool is in panic, in which case all of them are tried.
+A ``hash`` or ``ip_hash`` group has a ``ConsistentHash`` (``slb.balancing.hashing``) and a
+``hash_key`` saying what of the request is hashed; the proxy extracts it and calls
+``pick_hashed``.
 
 Idle keep-alive connections are parked on their member (``MemberState.idle``, LIFO) and expired
 by the proxy's sweeper through ``expire_idle``; the pool registers itself in ``idle_pools`` when
@@ -16,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Container
 from typing import TYPE_CHECKING
 
-from slb.balancing.balancer import make_balancer
+from slb.balancing.balancer import Balancer, make_balancer
+from slb.balancing.hashing import ConsistentHash
 from slb.balancing.member import STATE_UP, IdleConnection, MemberState
 from slb.balancing.outlier import ejection_horizon, in_panic, record_failure
 
@@ -27,7 +31,7 @@ if TYPE_CHECKING:
 
 class Pool:
     __slots__ = (
-        "algorithm", "balancer", "connect_timeout", "ejected_horizon", "idle_pools",
+        "algorithm", "balancer", "connect_timeout", "ejected_horizon", "hash_key", "idle_pools",
         "idle_timeout", "max_idle", "max_requests", "members", "name", "passive_health",
         "read_timeout", "retry_non_idempotent", "stats", "tries", "tunnel_idle",
     )
@@ -48,11 +52,17 @@ class Pool:
         self.tries = group.retry.tries
         self.retry_non_idempotent = group.retry.non_idempotent
         self.passive_health = group.passive_health  # read on failures only
+        self.hash_key = hash_key_of(group)
         self.set_members(members)
 
     def set_members(self, members: dict[str, MemberState]) -> None:
         """New members and balancer in one step (a pool delta), settings unchanged."""
-        self.balancer = make_balancer(self.algorithm, members.values())
+        self.balancer: Balancer
+        if self.hash_key is not None:
+            self.balancer = ConsistentHash(tuple(m for m in members.values()
+                                                 if m.takes_traffic))
+        else:
+            self.balancer = make_balancer(self.algorithm, members.values())
         self.members = members
         self.ejected_horizon = ejection_horizon(members.values())
 
@@ -60,6 +70,15 @@ class Pool:
         panic = self.ejected_horizon > now and in_panic(
             self.balancer.members, now, self.passive_health.panic_threshold)
         return self.balancer.pick(skip, now, panic)
+
+    def pick_hashed(self, key: bytes, skip: Container[MemberState], now: float
+                    ) -> MemberState | None:
+        """``pick`` for a hash group: ``key`` is what ``hash_key`` names, from the request."""
+        panic = self.ejected_horizon > now and in_panic(
+            self.balancer.members, now, self.passive_health.panic_threshold)
+        balancer = self.balancer
+        assert isinstance(balancer, ConsistentHash)
+        return balancer.pick_key(key, skip, now, panic)
 
     def record_failure(self, member: MemberState, now: float, connect: bool = False) -> None:
         """A failed try on ``member``: counted, and held against it by passive health."""
@@ -108,3 +127,22 @@ class Pool:
                 idle.pop(0).close()
             remaining = remaining or bool(idle)
         return remaining
+
+
+# What a hash group hashes, as (kind, name): the proxy reads it per request, so it is parsed here.
+KEY_CLIENT_IP = 0  # the client address (hash_key: client_ip)
+KEY_PATH = 1
+KEY_HEADER = 2  # name: the lowercased field name
+KEY_COOKIE = 3
+KEY_CLIENT_NET = 4  # ip_hash: the first three octets of an IPv4 client address
+
+
+def hash_key_of(group: Group) -> tuple[int, bytes] | None:
+    if group.algorithm == "ip_hash":
+        return (KEY_CLIENT_NET, b"")
+    if group.algorithm != "hash" or group.hash_key is None:
+        return None
+    kind, _, name = group.hash_key.partition(":")
+    kinds = {"client_ip": KEY_CLIENT_IP, "path": KEY_PATH, "header": KEY_HEADER,
+             "cookie": KEY_COOKIE}
+    return (kinds[kind], name.lower().encode() if kind == "header" else name.encode())

@@ -5,11 +5,14 @@
     identity.py  group digests and the content hash: every cache of the model, and its reset
     delta.py     changing an applied config: full snapshots, pool deltas, SnapshotRejected
     hosts.py     which virtual server and route a host and path reach (proxy and admin alike)
+    traffic.py   the schema of route conditions, splits and per-route rules (issue 13)
+    conditions.py route conditions compiled once, evaluated alike by proxy and admin
 
 Nothing here knows about sockets, processes or the admin; the proxy compiles a ``Config`` into
 its own objects (``slb.proxy.compile``).
 """
 
+from slb.model.conditions import FactsView
 from slb.model.delta import (
     PoolDelta,
     SnapshotRejected,
@@ -37,6 +40,7 @@ from slb.model.schema import (
     Control,
     Domain,
     Group,
+    HealthCheck,
     HttpSettings,
     KeepAlive,
     LogSettings,
@@ -52,14 +56,29 @@ from slb.model.schema import (
     parse_duration,
     split_host_port,
 )
+from slb.model.traffic import (
+    ROUTE_TRAFFIC_FIELDS,
+    HeaderRules,
+    RateLimit,
+    Redirect,
+    Rewrite,
+    RouteTimeouts,
+    SplitShare,
+    When,
+    check_cidr,
+    check_hash_key,
+    destination_problem,
+)
 
 __all__ = [
-    "AccessLog", "Address", "Algorithm", "Config", "ConfigErrors", "Control", "Domain", "Group",
-    "HttpSettings", "KeepAlive", "Location", "LogSettings", "MatchKind", "Member",
-    "MemberStateName", "PassiveHealth", "PoolDelta", "PositiveSeconds", "Problem", "Resolution",
-    "Retry", "Route",
-    "SnapshotRejected", "Timeouts", "VirtualServer", "apply_delta", "bare_host", "copy_config",
-    "cross_reference_errors", "format_location", "format_problem", "parse_config",
-    "parse_delta", "parse_duration", "parse_snapshot", "pydantic_problems", "resolve",
-    "route_order", "route_sort_key", "split_host_port",
+    "ROUTE_TRAFFIC_FIELDS", "AccessLog", "Address", "Algorithm", "Config", "ConfigErrors",
+    "Control", "Domain", "FactsView", "Group", "HeaderRules", "HealthCheck", "HttpSettings",
+    "KeepAlive", "Location", "LogSettings", "MatchKind", "Member", "MemberStateName",
+    "PassiveHealth", "PoolDelta", "PositiveSeconds", "Problem", "RateLimit", "Redirect",
+    "Resolution", "Retry", "Rewrite", "Route", "RouteTimeouts", "SnapshotRejected", "SplitShare",
+    "Timeouts", "VirtualServer", "When", "apply_delta", "bare_host", "check_cidr",
+    "check_hash_key", "copy_config", "cross_reference_errors", "destination_problem",
+    "format_location", "format_problem", "parse_config", "parse_delta", "parse_duration",
+    "parse_snapshot", "pydantic_problems", "resolve", "route_order", "route_sort_key",
+    "split_host_port",
 ]

@@ -11,8 +11,12 @@ marked ``default``, else the first on that listener (nginx's rule for ``default_
 
 Path: inside a virtual server, routes are tried highest ``priority`` first, then plain paths
 before regexes, then longest path (so a longer prefix beats a shorter one of the same priority),
-then configuration order (``route_sort_key``). ``exact`` compares the whole path, ``prefix`` its
-start, ``regex`` matches at its start (``re.match``). Matching is on the path without the query.
+then a route with conditions (``when``) before one without, then configuration order
+(``route_sort_key``). ``exact`` compares the whole path, ``prefix`` its start, ``regex`` matches
+at its start (``re.match``). Matching is on the path without the query. A route whose path
+matches but whose conditions do not hold (``slb.model.conditions``) is passed over: the next
+one in order is tried, so a canary route with ``when`` falls through to the plain route of the
+same path. ``resolve`` says why each route passed over was passed over.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from slb.model.conditions import RequestView, compile_when
 from slb.model.schema import Config, Route, VirtualServer, split_host_port
 
 DEFAULT_MATCH = "default virtual server of the listener"
@@ -34,7 +39,11 @@ class Resolution:
     virtual_server: str | None
     matched_by: str  # "domain a.example" | "wildcard *.example" | DEFAULT_MATCH
     route_index: int | None  # index into that virtual server's routes
-    group: str | None
+    group: str | None  # the route's group (None for a split or a redirect)
+    # the groups the route sends traffic to (a split's, in its order), and why routes whose
+    # path matched were passed over: "routes[2]: header x-canary is not '1'"
+    groups: tuple[str, ...] = ()
+    passed_over: tuple[str, ...] = ()
 
 
 def bare_host(host: str) -> str:
@@ -50,17 +59,18 @@ def wildcard_suffix(domain: str) -> str | None:
     return domain[1:] if domain.startswith("*.") else None
 
 
-def route_sort_key(match: str, path: str, priority: int, order: int
-                   ) -> tuple[int, int, int, int]:
+def route_sort_key(match: str, path: str, priority: int, order: int,
+                   conditional: bool = False) -> tuple[int, int, int, int, int]:
     """Routes sorted by this key are tried in order: see the module docstring."""
     regex = match == "regex"
-    return (-priority, 1 if regex else 0, 0 if regex else -len(path), order)
+    return (-priority, 1 if regex else 0, 0 if regex else -len(path), 0 if conditional else 1,
+            order)
 
 
 def route_order(routes: Sequence[Route]) -> list[int]:
     """Indexes of ``routes`` in the order they are tried."""
     return sorted(range(len(routes)), key=lambda i: route_sort_key(
-        routes[i].match, routes[i].path, routes[i].priority, i))
+        routes[i].match, routes[i].path, routes[i].priority, i, routes[i].when is not None))
 
 
 def default_server(servers: Sequence[VirtualServer]) -> VirtualServer:
@@ -76,12 +86,13 @@ def path_matches(match: str, pattern: str, path: str) -> bool:
     return re.match(pattern, path) is not None
 
 
-def resolve(config: Config, host: str, path: str, listen: str | None = None
-            ) -> Resolution | None:
+def resolve(config: Config, host: str, path: str, listen: str | None = None,
+            request: RequestView | None = None) -> Resolution | None:
     """Where ``host`` (a Host header) and ``path`` go on ``listen``.
 
     Without ``listen``, the first listener (in configuration order) on the Host's port, 80 if
-    it names none. None when no virtual server listens there.
+    it names none. None when no virtual server listens there. ``request`` gives the headers,
+    cookies, query and client address route conditions test; without it, no condition holds.
     """
     if listen is None:
         listen = _listener_for(config, host)
@@ -91,11 +102,20 @@ def resolve(config: Config, host: str, path: str, listen: str | None = None
     if not servers:
         return None
     vs, matched_by = _virtual_server(servers, bare_host(host))
+    passed_over: list[str] = []
     for index in route_order(vs.routes):
         route = vs.routes[index]
-        if path_matches(route.match, route.path, path):
-            return Resolution(listen, vs.name, matched_by, index, route.group)
-    return Resolution(listen, vs.name, matched_by, None, None)
+        if not path_matches(route.match, route.path, path):
+            continue
+        conditions = compile_when(route.when)
+        if conditions is not None:
+            why = conditions.failed(request) if request is not None else "no request facts given"
+            if why is not None:
+                passed_over.append(f"routes[{index}]: {why}")
+                continue
+        return Resolution(listen, vs.name, matched_by, index, route.group,
+                          tuple(route.groups()), tuple(passed_over))
+    return Resolution(listen, vs.name, matched_by, None, None, (), tuple(passed_over))
 
 
 def _virtual_server(servers: list[VirtualServer], bare: str) -> tuple[VirtualServer, str]:

@@ -133,4 +133,16 @@ def cross_reference_errors(data: dict[str, Any]) -> list[Problem]:
             if isinstance(group, str) and group not in names:
                 errors.append((("virtual_servers", i, "routes", j, "group"),
                                f"unknown group {group!r}"))
+            errors += split_reference_errors(route, ("virtual_servers", i, "routes", j), names)
+    return errors
+
+
+def split_reference_errors(route: Any, loc: Location, names: set[Any]) -> list[Problem]:
+    """Each group a route's ``split`` names must exist."""
+    split = route.get("split") if isinstance(route, dict) else None
+    errors: list[Problem] = []
+    for k, share in enumerate(split if isinstance(split, list) else []):
+        group = share.get("group") if isinstance(share, dict) else None
+        if isinstance(group, str) and group not in names:
+            errors.append(((*loc, "split", k, "group"), f"unknown group {group!r}"))
     return errors

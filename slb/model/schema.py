@@ -27,8 +27,21 @@ from pydantic import (
 )
 
 from slb.model.identity import Cached, content_hash, group_digest, group_position, with_group
+from slb.model.traffic import (
+    HeaderRules,
+    HealthCheck,
+    RateLimit,
+    Redirect,
+    Rewrite,
+    RouteTimeouts,
+    SplitShare,
+    When,
+    check_cidr,
+    check_hash_key,
+    destination_problem,
+)
 
-Algorithm = Literal["wrr", "least_conn", "random2"]
+Algorithm = Literal["wrr", "least_conn", "random2", "hash", "ip_hash"]
 MatchKind = Literal["exact", "prefix", "regex"]
 MemberStateName = Literal["up", "down", "drain"]
 
@@ -212,6 +225,11 @@ class Group(Cached, _Strict):
     keepalive: KeepAlive = KeepAlive()
     retry: Retry = Retry()
     passive_health: PassiveHealth = PassiveHealth()
+    # `hash` (consistent hashing) only: what is hashed (slb.model.traffic.HASH_KEY)
+    hash_key: Annotated[str | None, AfterValidator(check_hash_key)] = None
+    # active checks by the node itself; file-managed nodes only (the admin's health is the
+    # source for the others): slb.node.health
+    health_check: HealthCheck | None = None
 
     def digest(self) -> str:
         return group_digest(self)
@@ -225,12 +243,34 @@ class Group(Cached, _Strict):
             seen.add(member.address)
         return self
 
+    @model_validator(mode="after")
+    def _hash_key_with_hash(self) -> Group:
+        if self.algorithm == "hash" and self.hash_key is None:
+            raise ValueError("algorithm hash needs a hash_key (header:NAME, cookie:NAME, "
+                             "client_ip or path)")
+        if self.algorithm != "hash" and self.hash_key is not None:
+            raise ValueError(f"hash_key is used by algorithm hash only, not {self.algorithm}")
+        return self
+
 
 class Route(_Strict):
     match: MatchKind = "prefix"
     path: str = Field(min_length=1)
     priority: int = 0
-    group: str
+    group: str | None = None
+    # -- where traffic goes (slb.model.traffic): a route without these costs nothing more
+    when: When | None = None
+    split: list[SplitShare] | None = None
+    sticky_cookie: str | None = Field(None, min_length=1, max_length=100,
+                                      pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderRules | None = None
+    response_headers: HeaderRules | None = None
+    allow: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
+    deny: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
+    rate_limit: RateLimit | None = None
+    timeouts: RouteTimeouts | None = None
 
     @field_validator("path")
     @classmethod
@@ -243,6 +283,19 @@ class Route(_Strict):
         elif not path.startswith("/"):
             raise ValueError("must start with '/'")
         return path
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> Route:
+        problem = destination_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    def groups(self) -> list[str]:
+        """The groups this route sends traffic to (none for a redirect)."""
+        if self.split is not None:
+            return [share.group for share in self.split]
+        return [self.group] if self.group is not None else []
 
 
 def _check_domain(value: str) -> str:

@@ -6,6 +6,7 @@ that its reply echoes, so the supervisor can have several requests in flight per
     supervisor -> worker          worker -> supervisor
     {op: apply, config}           {id, ok, version} or {id, ok: False, errors}
     {op: group, group, version}   {id, ok, version}
+    {op: health, down}            {id, ok}  (active health: {(group, address): down})
     {op: stats}                   {id, ok, stats, members}
     {op: drain}                   (exits when drained)
 

@@ -29,6 +29,7 @@ import json
 import logging
 import signal
 import time
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -51,6 +52,7 @@ from slb.model import (
 )
 from slb.node.control import Request, Response, start_control_server
 from slb.node.files import is_file_managed, load_config_file, load_snapshot, save_snapshot
+from slb.node.health import ActiveHealth
 from slb.node.server import ProxyServer, describe
 
 log = logging.getLogger("slb.node")
@@ -68,6 +70,7 @@ class DataPlane(Protocol):
     async def apply_group(self, config: Config, group: Group) -> None: ...
     async def stats(self) -> Stats: ...
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]: ...
+    async def set_health(self, changes: dict[tuple[str, str], bool]) -> None: ...
     def applied_versions(self) -> dict[str, int]: ...
     async def drain(self) -> None: ...
 
@@ -102,6 +105,10 @@ class LocalPlane:
         assert self.server is not None
         return self.server.member_status()
 
+    async def set_health(self, changes: dict[tuple[str, str], bool]) -> None:
+        assert self.server is not None
+        self.server.ctx.set_health(changes)
+
     def applied_versions(self) -> dict[str, int]:
         assert self.server is not None
         return {"main": self.server.config.version}
@@ -125,6 +132,8 @@ class Node:
         self._lock = asyncio.Lock()
         self._unsaved: Config | None = None
         self._persist_task: asyncio.Task[None] | None = None
+        # active health checks: file-managed nodes only (slb.node.health)
+        self.health = ActiveHealth(plane.set_health) if self.file_managed else None
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -137,6 +146,8 @@ class Node:
                 log.info("serving the persisted snapshot, %s", describe(config))
         await self.plane.start(config)
         self.applied_at = time.time()
+        if self.health is not None:
+            await self.health.update(config)
         host, port = split_host_port(self.local.control.listen)
         try:
             self.control = await start_control_server(self.handle, host, port)
@@ -173,6 +184,8 @@ class Node:
         await self.close()
 
     async def close(self) -> None:
+        if self.health is not None:
+            self.health.stop()
         if self._persist_task is not None:
             self._persist_task.cancel()
         self.flush_persistence()
@@ -194,6 +207,8 @@ class Node:
         if group is None:
             freeze()  # the collector need not walk a 100,000-member snapshot again
         self.applied_at = time.time()
+        if self.health is not None:
+            await self.health.update(config)
         what = f"group {group.name}" if group is not None else "snapshot"
         log.info("applied %s: version %d -> %d", what, old.version, config.version)
         if not self.local.state_dir:
@@ -316,16 +331,21 @@ class Node:
             stats = await self.plane.stats()
             status = await self.plane.member_status()
             registry = CollectorRegistry(auto_describe=True)
-            registry.register(StatsCollector(lambda: stats, lambda: member_gauges(status)))
+            health = self.health
+            registry.register(StatsCollector(lambda: stats, lambda: chain(
+                member_gauges(status), health.metrics() if health is not None else ())))
             return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
         if path == "/v1/config":
             if query == "summary=1":  # version and hash only: cheap for a reconcile loop
                 return Response.json(200, self._version_view())
             return Response.json(200, self._config_view())
-        return Response.json(200, {
-            **self._version_view(),
-            "groups": await self.plane.member_status(),
-        })
+        groups = await self.plane.member_status()
+        if self.health is not None:
+            for group, members in self.health.status().items():
+                for address, view in members.items():
+                    if address in groups.get(group, {}):
+                        groups[group][address]["health_check"] = view
+        return Response.json(200, {**self._version_view(), "groups": groups})
 
     def _version_view(self) -> dict[str, Any]:
         versions = self.plane.applied_versions()

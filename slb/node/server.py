@@ -85,6 +85,7 @@ class ProxyServer:
                     "ejected": is_ejected(m, now),
                     "ejected_for": round(max(0.0, m.ejected_until - now), 3),
                     "ejections": m.ejections, "idle_connections": len(m.idle),
+                    "checked_down": m.checked_down,
                 }
                 for address, m in pool.members.items()
             }

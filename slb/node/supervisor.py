@@ -105,6 +105,9 @@ class ProcessPlane:
         self.config: Config | None = None
         self.draining = False
         self._monitors: list[asyncio.Task[None]] = []
+        # active health results (slb.node.health), checked here once for every worker; a
+        # restarted worker is told them all
+        self.health: dict[tuple[str, str], bool] = {}
 
     async def start(self, config: Config) -> None:
         self.config = config
@@ -128,6 +131,8 @@ class ProcessPlane:
         if not reply.get("ok"):
             raise ConfigError(reply.get("errors") or [f"{worker.name} could not start"])
         worker.version = reply["version"]
+        if self.health:
+            await worker.call({"op": "health", "down": dict(self.health)})
 
     async def _monitor(self, worker: WorkerHandle) -> None:
         """Restart a worker that dies, with the current configuration."""
@@ -177,6 +182,13 @@ class ProcessPlane:
             elif reply.get("ok"):
                 worker.version = reply["version"]
 
+    async def set_health(self, changes: dict[tuple[str, str], bool]) -> None:
+        self.health.update(changes)
+        for reply, worker in zip(await self._call_all({"op": "health", "down": changes}),
+                                 self.workers, strict=True):
+            if isinstance(reply, BaseException):
+                log.error("%s did not take the health results: %s", worker.name, reply)
+
     async def _gather(self) -> list[dict[str, Any]]:
         replies = await self._call_all({"op": "stats"})
         return [r for r in replies if not isinstance(r, BaseException) and r.get("ok")]
@@ -201,6 +213,7 @@ class ProcessPlane:
                                 "idle_connections"):
                         total[key] += figures[key]
                     total["ejected"] = total["ejected"] or figures["ejected"]
+                    total["checked_down"] = total["checked_down"] or figures["checked_down"]
                     total["ejected_for"] = max(total["ejected_for"], figures["ejected_for"])
         return merged
 

@@ -37,6 +37,10 @@ class Worker:
             return await self._apply(message["config"])
         if op == "group":
             return self._apply_group(message["group"], message["version"])
+        if op == "health":
+            assert self.server is not None
+            self.server.ctx.set_health(message["down"])
+            return {"ok": True}
         if op == "stats":
             assert self.server is not None
             return {"ok": True, "stats": self.server.ctx.stats.export(),

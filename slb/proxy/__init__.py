@@ -9,7 +9,10 @@
     upstream.py  UpstreamConnection: one member connection, where a response ends
     relay.py     the response framed for the client
     flow.py      pause/resume both ways, deadlines, lingering close
-    router.py    Host and path to a target, compiled from slb.model.hosts' rules
+    router.py    Host, path and conditions to a route, compiled from slb.model.hosts' rules
+    target.py    Target: the group a request goes to, with its timeouts
+    actions.py   a route's own rules: splits, redirects, rewrites, header rules, allow/deny,
+                 rate limits; how conditions and hash keys read a request
     compile.py   Config -> Runtime: everything derived from a config, built once per apply
     context.py   ProxyContext: the ONE runtime reference swapped on apply; the sweeper
     accesslog.py one line per request, written in batches

@@ -48,6 +48,7 @@ from slb.errors import (
     HeadersTooLarge,
     NoRoute,
     ProxyError,
+    RouteAnswer,
     UriTooLong,
 )
 from slb.proxy import fields, head, rules
@@ -305,12 +306,21 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         # (the host is always set by now, and virtual_host falls back to the default)
         vhost = table.virtual_host(ex.host.decode("latin-1")) if table is not None and ex.host \
             else None
-        target = vhost.match(ex.path) if vhost is not None else None
+        route = vhost.match(ex.path, ex, self.peer) if vhost is not None else None
         if vhost is not None:
             ex.vhost_name = vhost.name
-        if target is None:
+        if route is None:
             self._reply(ex, NoRoute())
             return
+        actions = route.actions
+        if actions is None:
+            target = route.target
+        else:  # a route with rules (issue 13): it may answer itself
+            try:
+                target = actions.apply(ex, self.peer, self.loop.time(), self.ctx.stats)
+            except RouteAnswer as answer:
+                self._reply(ex, answer)
+                return
         ex.target = target
         if ex.expect_continue and ex.has_body and not ex.http10:
             # Answered here, Expect stripped (Envoy's default): the member sees a plain request.
@@ -336,7 +346,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         close = error.close or not self._keep_alive_after(ex)
         if close:
             ex.keep_alive = False
-        self.transport.write(head.canned(ex, error.status, close))
+        self.transport.write(head.canned(ex, error.status, close, error.fields))
         ex.response_started = True
         self._response_finished(ex)
 

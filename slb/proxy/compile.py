@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from slb.balancing.member import STATE_UP, MemberState
 from slb.balancing.pool import Pool
 from slb.metrics import Stats
-from slb.model import Config, Group, HttpSettings, VirtualServer
+from slb.model import Config, Group, HttpSettings, Route, VirtualServer
 from slb.proxy.accesslog import AccessLog
+from slb.proxy.actions import RouteActions, Share
 from slb.proxy.fields import request_fields
 from slb.proxy.router import RouteTable, Target, VirtualHost, compile_table, compile_virtual_host
 
@@ -72,11 +73,32 @@ def build_runtime(config: Config, previous: Runtime | None, stats: Stats,
 
 
 def _targets(vs: VirtualServer, pools: dict[str, Pool], stats: Stats
-             ) -> Callable[[int], Target]:
-    def target(order: int) -> Target:
-        group = vs.routes[order].group
-        return Target(vs.name, order, pools[group], stats.histogram(vs.name, group))
-    return target
+             ) -> Callable[[int], tuple[Target | None, RouteActions | None]]:
+    def compile_route(order: int) -> tuple[Target | None, RouteActions | None]:
+        route = vs.routes[order]
+        timeouts = route.timeouts
+
+        def target(group: str) -> Target:
+            pool = pools[group]
+            return Target(vs.name, order, pool, stats.histogram(vs.name, group),
+                          timeouts.connect or pool.connect_timeout if timeouts is not None
+                          else pool.connect_timeout,
+                          timeouts.read or pool.read_timeout if timeouts is not None
+                          else pool.read_timeout)
+
+        plain = target(route.group) if route.group is not None else None
+        if not has_actions(route):
+            return plain, None
+        shares = [Share(s.group, s.weight, target(s.group)) for s in route.split or ()]
+        return plain, RouteActions(vs.name, order, route, plain, shares)
+    return compile_route
+
+
+def has_actions(route: Route) -> bool:
+    """A route that needs ``RouteActions``; any other costs nothing more per request."""
+    return any(value is not None for value in (
+        route.split, route.redirect, route.rewrite, route.request_headers,
+        route.response_headers, route.allow, route.deny, route.rate_limit))
 
 
 def carry_members(group: Group, old: dict[str, MemberState]) -> dict[str, MemberState]:

@@ -83,6 +83,20 @@ class ProxyContext:
                                applied_at=time.time())
         close_idle_of_leaving(old, pool.members)
 
+    def set_health(self, changes: dict[tuple[str, str], bool]) -> None:
+        """Active health results, ``(group, address) -> down``: a member taken out or brought
+        back leaves or rejoins its pool's balancer (rebuilt here, not checked per request)."""
+        pools = self.runtime.pools
+        touched = set()
+        for (group, address), down in changes.items():
+            pool = pools.get(group)
+            member = pool.members.get(address) if pool is not None else None
+            if pool is not None and member is not None and member.checked_down != down:
+                member.checked_down = down
+                touched.add(pool)
+        for pool in touched:
+            pool.set_members(pool.members)
+
     # -- read through to the runtime (the names the client protocol uses) --------------------
 
     @property

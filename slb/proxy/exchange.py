@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from slb.balancing.member import MemberState
     from slb.errors import ProxyError
-    from slb.proxy.router import Target
+    from slb.proxy.target import Target
     from slb.proxy.upstream import UpstreamConnection
 
 
@@ -34,6 +34,7 @@ class Exchange:
         "generation", "has_body", "head", "head_done", "header_bytes", "header_count", "host",
         "http10", "keep_alive", "member", "member_address", "method", "parts", "path", "replay",
         "replay_bytes", "request_done", "request_id", "response_chunked", "response_done",
+        "response_edit",
         "response_started", "reused", "stale_retried", "start", "status", "target", "te", "tried",
         "upgrade", "upgrade_value", "upstream_start", "url", "vhost_name", "xff",
     )
@@ -92,3 +93,5 @@ class Exchange:
         self.status = 0
         self.flag = "-"
         self.bytes_sent = 0
+        # a route's response rules (slb.proxy.actions): member fields dropped, fields added
+        self.response_edit: tuple[frozenset[bytes], bytes] | None = None

@@ -37,6 +37,7 @@ from slb.errors import (
     UpstreamConnectError,
     UpstreamProtocolError,
 )
+from slb.proxy.actions import hash_key
 from slb.proxy.fields import IDEMPOTENT
 from slb.proxy.flow import BUFFER_LIMIT, EXCHANGE, PAUSE_BUFFER
 from slb.proxy.upstream import UpstreamConnection
@@ -55,9 +56,14 @@ class Forwarding:
     __slots__ = ()
 
     def _try(self, ex: Exchange) -> None:
-        pool = ex.target.pool
+        target = ex.target
+        pool = target.pool
         now = self.loop.time()
-        member = pool.pick(ex.tried or (), now)
+        if pool.hash_key is None:
+            member = pool.pick(ex.tried or (), now)
+        else:
+            member = pool.pick_hashed(hash_key(ex, self.peer, pool.hash_key), ex.tried or (),
+                                      now)
         if member is None:
             self._reply(ex, UpstreamConnectError("every try failed") if ex.attempts
                         else NoHealthyMember(f"no member of {pool.name} is available"))
@@ -67,7 +73,7 @@ class Forwarding:
         ex.member_address = member.address
         member.active += 1
         member.requests += 1
-        self.deadline = now + pool.read_timeout
+        self.deadline = now + target.read_timeout
         self.deadline_kind = EXCHANGE
         conn = pool.take_idle(member, now)
         if conn is not None:
@@ -84,7 +90,7 @@ class Forwarding:
                        generation: int) -> None:
         loop = self.loop
         try:
-            async with asyncio.timeout(pool.connect_timeout):
+            async with asyncio.timeout(ex.target.connect_timeout):
                 _, conn = await loop.create_connection(
                     partial(UpstreamConnection, pool, member), member.host, member.port)
         except (OSError, TimeoutError) as exc:
@@ -138,7 +144,7 @@ class Forwarding:
     def _body_piece(self, ex: Exchange, piece: bytes) -> None:
         """A piece of request body, framed for the member: sent now or held until connected."""
         if ex.target is not None:
-            self.deadline = self.loop.time() + ex.target.pool.read_timeout
+            self.deadline = self.loop.time() + ex.target.read_timeout
         if ex.replay_bytes <= REPLAY_LIMIT:
             replay = ex.replay
             if replay is None:

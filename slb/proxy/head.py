@@ -109,7 +109,7 @@ def _canned(status: int, close: bool) -> bytes:
 # Answers the proxy gives itself, rendered once: (status, close) -> bytes.
 CANNED: dict[tuple[int, bool], bytes] = {
     (status, close): _canned(status, close)
-    for status in (400, 404, 408, 413, 414, 431, 500, 501, 502, 503, 504, 505)
+    for status in (400, 403, 404, 408, 413, 414, 429, 431, 500, 501, 502, 503, 504, 505)
     for close in (False, True)
 }
 # The same to a HEAD request: the head only (RFC 9110 §9.3.2), Content-Length kept.
@@ -118,6 +118,13 @@ CANNED_HEAD: dict[tuple[int, bool], bytes] = {
 }
 
 
-def canned(ex: Exchange, status: int, close: bool) -> bytes:
-    """The proxy's own answer ``status`` for ``ex``."""
+def canned(ex: Exchange, status: int, close: bool, extra: bytes = b"") -> bytes:
+    """The proxy's own answer ``status`` for ``ex``; ``extra`` fields make it a rendered one
+    (a route's redirect or refusal: rare, so not kept)."""
+    if extra:
+        answer = _canned(status, close)
+        split = answer.index(b"\r\n") + 2
+        answer = answer[:split] + extra + answer[split:]
+        return answer.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" if ex.method == b"HEAD" \
+            else answer
     return (CANNED_HEAD if ex.method == b"HEAD" else CANNED)[status, close]

@@ -44,6 +44,19 @@ def _head_of(status: int, conn: UpstreamConnection) -> list[bytes]:
     return head
 
 
+def _edited_head(status: int, conn: UpstreamConnection,
+                 edit: tuple[frozenset[bytes], bytes]) -> list[bytes]:
+    """``_head_of`` with a route's response rules (``Exchange.response_edit``): the member's
+    fields of the names in ``drop`` left out, the route's rendered fields added."""
+    drop, add = edit
+    head = [status_line(status, conn.reason)]
+    for name, value in conn.headers:
+        if name.lower() not in drop:
+            head += (name, COLON, value, CRLF)
+    head.append(add)
+    return head
+
+
 class ResponseRelay:
     """Framing of the member's response for the client (see the module docstring)."""
 
@@ -65,7 +78,8 @@ class ResponseRelay:
             return
         ex.status = status
         ex.response_started = True
-        head = _head_of(status, conn)
+        edit = ex.response_edit
+        head = _head_of(status, conn) if edit is None else _edited_head(status, conn, edit)
         if framing == FRAMING_LENGTH or (framing == FRAMING_NONE and status != 204
                                          and conn.content_length is not None):
             head += (b"Content-Length: ", conn.content_length or b"0", CRLF)
@@ -112,7 +126,7 @@ class ResponseRelay:
             self.transport.write(data)
             return
         ex = self.exchanges[0]
-        self.deadline = self.loop.time() + ex.target.pool.read_timeout
+        self.deadline = self.loop.time() + ex.target.read_timeout
         ex.bytes_sent += len(data)
         out = self.out
         if out is None:

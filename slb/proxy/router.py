@@ -4,7 +4,11 @@ The rules are ``slb.model.hosts``' (the admin's URL tool uses the same functions
 then the longest wildcard suffix, then the listener's default virtual server; inside it, routes
 in ``route_sort_key`` order. Here they are compiled into lookups for the request path: per
 listener a ``RouteTable`` with one dict for exact domains and the wildcards longest first, and
-per virtual server a ``VirtualHost`` whose routes are already sorted, regexes compiled.
+per virtual server a ``VirtualHost`` whose routes are already sorted, regexes compiled, and
+conditions (``when``) compiled into ``slb.model.conditions.Conditions``: a route whose path
+matches but whose conditions fail is passed over for the next one. ``match`` returns the
+``CompiledRoute``; its ``actions`` (``slb.proxy.actions``) are None for a plain route, whose
+``target`` is then used as is.
 
 ``RouteTable.virtual_host`` takes the Host header as sent: the first lookup is on it as is
 (the common case: a client sends the name as configured), then on ``bare_host`` of it, and the
@@ -18,12 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from slb.model.conditions import Conditions, compile_when
 from slb.model.hosts import bare_host, default_server, route_sort_key, wildcard_suffix
+from slb.proxy.actions import ExchangeView
+from slb.proxy.target import Target
 
 if TYPE_CHECKING:
-    from slb.balancing.pool import Pool
-    from slb.metrics import LatencyHistogram
     from slb.model import VirtualServer
+    from slb.proxy.actions import RouteActions
+    from slb.proxy.exchange import Exchange
 
 EXACT = 0
 PREFIX = 1
@@ -33,21 +40,13 @@ HOST_CACHE = 4096  # Host values remembered per listener
 
 
 @dataclass(slots=True, frozen=True)
-class Target:
-    """What a request is routed to: a group, with the names metrics and logs need."""
-
-    virtual_server: str
-    route_index: int
-    pool: Pool
-    latency: LatencyHistogram
-
-
-@dataclass(slots=True, frozen=True)
 class CompiledRoute:
     kind: int
     path: str
     regex: Callable[[str], object] | None
-    target: Target
+    target: Target | None  # None: a split or a redirect (actions decide)
+    when: Conditions | None = None
+    actions: RouteActions | None = None
 
 
 class VirtualHost:
@@ -57,17 +56,20 @@ class VirtualHost:
         self.name = name
         self.routes = tuple(routes)
 
-    def match(self, path: str) -> Target | None:
+    def match(self, path: str, ex: Exchange, peer: bytes) -> CompiledRoute | None:
         for route in self.routes:
             kind = route.kind
             if kind == PREFIX:
-                if path.startswith(route.path):
-                    return route.target
+                if not path.startswith(route.path):
+                    continue
             elif kind == EXACT:
-                if path == route.path:
-                    return route.target
-            elif route.regex is not None and route.regex(path) is not None:
-                return route.target
+                if path != route.path:
+                    continue
+            elif route.regex is None or route.regex(path) is None:
+                continue
+            when = route.when
+            if when is None or when.holds(ExchangeView(ex, peer)):
+                return route
         return None
 
 
@@ -106,14 +108,21 @@ class RouteTable:
         return found
 
 
-def compile_virtual_host(vs: VirtualServer, target: Callable[[int], Target]) -> VirtualHost:
-    """``vs``'s routes in the order they are tried; ``target(i)`` is route i's target."""
+def compile_virtual_host(vs: VirtualServer,
+                         compile_route: Callable[[int], tuple[Target | None,
+                                                              RouteActions | None]]
+                         ) -> VirtualHost:
+    """``vs``'s routes in the order they are tried; ``compile_route(i)`` is route i's target
+    and actions."""
     keyed = []
     for order, route in enumerate(vs.routes):
         kind = _KINDS[route.match]
         matcher = re.compile(route.path).match if kind == REGEX else None
-        keyed.append((route_sort_key(route.match, route.path, route.priority, order),
-                      CompiledRoute(kind, route.path, matcher, target(order))))
+        target, actions = compile_route(order)
+        keyed.append((route_sort_key(route.match, route.path, route.priority, order,
+                                     route.when is not None),
+                      CompiledRoute(kind, route.path, matcher, target, compile_when(route.when),
+                                    actions)))
     return VirtualHost(vs.name, [route for _, route in sorted(keyed, key=lambda kv: kv[0])])
 
 

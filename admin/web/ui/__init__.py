@@ -4,8 +4,9 @@ One module per page, each with a module-level router: ``login`` (and logout), ``
 (clusters, nodes, counts, stale groups, recent audit), ``virtual_servers``, ``groups`` (the
 searchable list with health roll-ups, one group's members with every flag), ``act`` (member
 actions), ``versions`` (diff, activate, rollback), ``audit``, ``route`` ("which group serves
-this URL"), ``edit`` (virtual servers, routes and groups as drafts). ``pages`` holds what
-they share, ``text`` how values are shown.
+this URL"), ``split`` (a route's split weights changed and activated), ``canary`` (canary
+activation, its live ratios, promote and abort), ``edit`` (virtual servers, routes and groups
+as drafts). ``pages`` holds what they share, ``text`` how values are shown.
 
 A page parses the request, gets the caller's session from a dependency (``admin.web.deps``:
 no valid session, the browser goes to the login page), calls the service and renders. The
@@ -23,14 +24,17 @@ from fastapi import APIRouter
 from admin.web.ui import (
     act,
     audit,
+    canary,
     edit,
     groups,
     login,
     overview,
     route,
+    split,
     versions,
     virtual_servers,
 )
 
 PAGES: tuple[APIRouter, ...] = tuple(m.router for m in (
-    login, overview, virtual_servers, groups, act, versions, audit, route, edit))
+    login, overview, virtual_servers, groups, act, versions, audit, route, split, canary,
+    edit))

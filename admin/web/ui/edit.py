@@ -71,8 +71,10 @@ def body_of(kind: str, form: Form, stored: dict[str, Any] | None) -> dict[str, A
     elif kind == "route":
         priority = text("priority") or "0"
         body.update(virtual_server=text("virtual_server"), match=text("match") or "prefix",
-                    path=text("path"), group=text("group"),
+                    path=text("path"),
                     priority=int(priority) if priority.lstrip("-").isdigit() else priority)
+        if not (body.get("split") or body.get("redirect")):  # (those have their own pages)
+            body["group"] = text("group")
     else:
         body.update(algorithm=text("algorithm") or "wrr",
                     health_policy=text("health_policy") or "passing",

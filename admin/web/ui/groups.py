@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from admin.domain.members import MemberView, member_ip, rollup
+from admin.domain.objects import route_groups
 from admin.domain.service import AdminService
 from admin.web.deps import JsonSession, PageSession, ServiceDep
 from admin.web.live import LiveStatus
@@ -68,7 +69,7 @@ def group_context(service: AdminService, name: str) -> dict[str, Any]:
         if not draft.get("consul") else {}
     return {
         "group": group, "row": row, "routes": [r for r in content.get("route", [])
-                                               if r["group"] == name],
+                                               if name in route_groups(r)],
         "members": [member_row(m, draft_weights) for m in members],
         "health": rollup([m.state for m in members]),
         "source": source_text(group), "static": not group.get("consul"),

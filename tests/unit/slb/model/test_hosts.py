@@ -8,7 +8,10 @@ import pytest
 
 from slb.metrics import Stats
 from slb.model import Config, Resolution, bare_host, parse_config, resolve, route_sort_key
+from slb.model.conditions import FactsView
 from slb.proxy.compile import build_runtime
+from slb.proxy.exchange import Exchange
+from slb.proxy.fields import COLON, CRLF
 
 LISTEN = "127.0.0.1:8080"
 OTHER = "127.0.0.1:9090"
@@ -49,10 +52,24 @@ PATHS = ["/", "/api/cart", "/health", "/health/x", "/img/a.png", "/static/x", "/
          "/x", "/nothing"]
 
 
-def router_answer(cfg: Config, listen: str, host: str, path: str) -> tuple[str | None, str | None]:
+def exchange(target: str, headers: dict[str, str] | None = None) -> Exchange:
+    """An exchange as the parser callbacks leave it: the target and the forwarded fields."""
+    ex = Exchange(0.0)
+    ex.url = target.encode()
+    ex.path = target.partition("?")[0]
+    for name, value in (headers or {}).items():
+        ex.parts += (name.encode(), COLON, value.encode(), CRLF)
+    return ex
+
+
+def router_answer(cfg: Config, listen: str, host: str, path: str,
+                  headers: dict[str, str] | None = None, peer: str = "127.0.0.1"
+                  ) -> tuple[str | None, str | None]:
     table = build_runtime(cfg, None, Stats(), set()).tables[listen]
     vhost = table.virtual_host(host)
-    target = vhost.match(path) if vhost is not None else None
+    route = vhost.match(path, exchange(path, headers), peer.encode()) \
+        if vhost is not None else None
+    target = route.target if route is not None else None
     return (vhost.name if vhost else None, target.pool.name if target else None)
 
 
@@ -71,9 +88,9 @@ def test_resolve_gives_the_proxy_routers_answer(name: str) -> None:
 def test_resolve_says_how_the_host_matched_and_which_route() -> None:
     cfg = CONFIGS["domains and wildcards"]
     assert resolve(cfg, "Shop.example.com:8080", "/api/x", LISTEN) == Resolution(
-        LISTEN, "shop", "domain shop.example.com", 1, "api")
+        LISTEN, "shop", "domain shop.example.com", 1, "api", ("api",))
     assert resolve(cfg, "a.eu.example.com", "/", LISTEN) == Resolution(
-        LISTEN, "deep", "wildcard *.eu.example.com", 0, "deep")
+        LISTEN, "deep", "wildcard *.eu.example.com", 0, "deep", ("deep",))
     assert resolve(cfg, "example.com", "/nothing", LISTEN) == Resolution(
         LISTEN, "fallback", "default virtual server of the listener", None, None)
 
@@ -98,3 +115,61 @@ def test_route_order_is_priority_then_plain_before_regex_then_longest_then_order
                        "regex": ("regex", "/a/bcdef", 0, 2), "high": ("prefix", "/", 1, 3),
                        "twin": ("prefix", "/b", 0, 4)}.items()}
     assert sorted(keys, key=keys.__getitem__) == ["high", "long", "short", "twin", "regex"]
+
+
+# -- route conditions (issue 13): the admin's resolve and the router agree on them too --------
+
+CANARY = parse_config({
+    "groups": [{"name": g} for g in ("canary", "ipcanary", "beta", "stable", "both")],
+    "virtual_servers": [{"name": "shop", "listen": LISTEN, "routes": [
+        # the plain route first in the file: the conditional ones must still be tried before it
+        {"path": "/api/", "group": "stable"},
+        {"path": "/api/", "group": "canary", "when": {"headers": {"X-Canary": "1"}}},
+        {"path": "/api/", "group": "beta", "when": {"query": {"beta": "1"},
+                                                     "cookies": {"tier": "*"}}},
+        {"path": "/api/", "group": "ipcanary", "when": {"client_ips": ["10.0.0.0/8"]}},
+        {"path": "/api/x", "group": "both",
+         "when": {"headers": {"x-canary": "*"}, "client_ips": ["192.168.1.0/24"]}},
+    ]}],
+})
+REQUESTS = [  # (target, headers, client address)
+    ("/api/a", {}, "127.0.0.1"),
+    ("/api/a", {"x-canary": "1"}, "127.0.0.1"),
+    ("/api/a", {"X-CANARY": "2"}, "127.0.0.1"),
+    ("/api/a?beta=1", {"Cookie": "a=b; tier=gold"}, "127.0.0.1"),
+    ("/api/a?beta=1", {}, "127.0.0.1"),
+    ("/api/a?beta=2", {"cookie": "tier=x"}, "127.0.0.1"),
+    ("/api/a", {}, "10.1.2.3"),
+    ("/api/x", {"x-canary": "0"}, "192.168.1.7"),
+    ("/api/x", {"x-canary": "0"}, "192.168.2.7"),
+    ("/other", {"x-canary": "1"}, "10.0.0.1"),
+]
+
+
+@pytest.mark.parametrize(("target", "headers", "peer"), REQUESTS)
+def test_conditions_give_the_same_answer_in_resolve_and_the_router(
+        target: str, headers: dict[str, str], peer: str) -> None:
+    path, _, query = target.partition("?")
+    facts = FactsView(headers, {}, query, peer)
+    found = resolve(CANARY, "shop", path, LISTEN, facts)
+    assert found is not None
+    assert (found.virtual_server, found.group) == router_answer(
+        CANARY, LISTEN, "shop", target, headers, peer)
+
+
+def test_a_route_with_conditions_goes_before_a_plain_one_and_resolve_says_why_not() -> None:
+    plain = resolve(CANARY, "shop", "/api/a", LISTEN, FactsView({"x-canary": "2"}, {}))
+    assert plain is not None and plain.group == "stable"
+    assert plain.passed_over == (
+        "routes[1]: header x-canary is not '1'",
+        "routes[2]: cookie tier is not present",
+        "routes[3]: client address (none) is not in client_ips",
+    )
+    canary = resolve(CANARY, "shop", "/api/a", LISTEN, FactsView({}, {"tier": "t"}, "beta=1"))
+    assert canary is not None and canary.group == "beta"
+
+
+def test_conditions_do_not_hold_when_the_url_tool_gives_no_request_facts() -> None:
+    found = resolve(CANARY, "shop", "/api/a", LISTEN)
+    assert found is not None and found.group == "stable"
+    assert found.passed_over[0] == "routes[1]: no request facts given"

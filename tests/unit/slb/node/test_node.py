@@ -38,6 +38,9 @@ class FakePlane:
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]:
         return {}
 
+    async def set_health(self, changes: dict[tuple[str, str], bool]) -> None:
+        self.health = changes
+
     def applied_versions(self) -> dict[str, int]:
         return {"main": self.config.version if self.config else 0}
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from slb.metrics import Stats
 from slb.model import Config, parse_config
 from slb.proxy.compile import build_runtime, retire
+from slb.proxy.exchange import Exchange
 
 
 def config(*members: tuple[str, str]) -> Config:
@@ -32,8 +33,11 @@ class Conn:
 
 def test_the_runtime_routes_to_the_pools_it_built() -> None:
     runtime = build_runtime(config(("10.0.0.1:80", "up")), None, Stats(), set())
-    target = runtime.tables["127.0.0.1:8080"].virtual_host("a.test").match("/x")
-    assert target is not None and target.pool is runtime.pools["web"]
+    route = runtime.tables["127.0.0.1:8080"].virtual_host("a.test").match(
+        "/x", Exchange(0.0), b"127.0.0.1")
+    assert route is not None and route.target is not None
+    assert route.target.pool is runtime.pools["web"]
+    assert route.actions is None  # a plain route: nothing more per request
     assert runtime.settings is runtime.config.http
     assert runtime.listen_addresses == {"127.0.0.1:8080"}
 
