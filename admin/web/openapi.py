@@ -194,8 +194,24 @@ def _operations(names: dict[str, str], components: dict[str, Any]
         "response": _obj({}, description="each operation's result")}
     version = _obj({"version": {"type": "integer"}, "hash": {"type": "string"}},
                    ["version", "hash"])
-    ops[("post", f"{API}/activate")] = {"body": reason_only, "example": {"reason": "go live"},
-                                        "response": version}
+    canary = _obj({"nodes": {"type": "array", "items": {"type": "string"}},
+                   "percent": {"type": "integer", "minimum": 1, "maximum": 100},
+                   "watch_seconds": {"type": "number"}, "max_error_ratio": {"type": "number"}},
+                  description="send the draft to these nodes first and watch their 5xx ratio")
+    ops[("post", f"{API}/activate")] = {
+        "body": _obj({"reason": REASON, "canary": canary}, ["reason"]),
+        "example": {"reason": "go live"}, "response": _obj({}, description="the version, "
+                                                               "or the canary started")}
+    ops[("post", f"{API}/routes/{{name}}/split")] = {
+        "body": _obj({"weights": {"type": "object", "additionalProperties": {"type": "integer"}},
+                      "row_version": ROW_VERSION, "reason": REASON},
+                     ["weights", "row_version", "reason"]),
+        "example": {"weights": {"api-v2": 20, "api-v1": 80}, "row_version": 3,
+                    "reason": "canary step 2"},
+        "response": _obj({}, description="the version activated with the new split")}
+    ops[("get", f"{API}/canary")] = {"response": _obj({}, description="the canary, if any")}
+    ops[("post", f"{API}/canary/{{action}}")] = {
+        "response": _obj({}, description="what was decided")}
     ops[("post", f"{API}/versions/{{number}}/rollback")] = {
         "body": reason_only, "example": {"reason": "the release broke checkout"},
         "response": version}

@@ -10,6 +10,8 @@ import httpx
 from admin.app import create_app
 from admin.settings import AdminConfig
 
+BODILESS = {"/api/v1/canary/{action}"}  # decides from the path alone: reads no body
+
 
 def client() -> httpx.AsyncClient:
     app = create_app(AdminConfig(), None)  # type: ignore[arg-type]  # no call reaches a service
@@ -49,7 +51,7 @@ async def test_every_body_and_response_has_a_schema_and_edits_have_examples() ->
     doc = await document()
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
-            if method in ("post", "put"):
+            if method in ("post", "put") and path not in BODILESS:
                 media = op["requestBody"]["content"]["application/json"]
                 assert media["schema"], (method, path)
             for status, response in op["responses"].items():
