@@ -67,6 +67,7 @@ bench: $(STAMP)
 loadtest: $(STAMP)
 	$(BIN)/pip install -q -e '.[load]'
 	bash loadtest/run.sh
+	$(BIN)/python loadtest/release.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info $(VENDOR)

@@ -23,10 +23,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from admin.domain.errors import AdminError
 from admin.domain.service import AdminService
+from admin.domain.store import Store
 from admin.settings import AdminConfig
 from admin.traffic import TrafficWindow
 from admin.web import api, stats
 from admin.web.deps import ApiError, LoginRequired, session_of
+from admin.web.guards import BodyLimit, LoginLimiter
 from admin.web.live import LiveStatus
 from admin.web.openapi import install_docs
 from admin.web.sessions import Sessions
@@ -60,9 +62,13 @@ def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None
     app.state.traffic = traffic or TrafficWindow(settings.stats.interval, settings.stats.window)
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.sessions = Sessions(list(settings.tokens))
+    # a service without a store (a test's fake) keeps its sessions in a private memory store
+    app.state.sessions = Sessions(list(settings.tokens),
+                                  getattr(service, "store", None) or Store(":memory:"))
     app.state.live = LiveStatus(service)
     app.state.pages = pages = Pages()
+    app.state.login_limiter = LoginLimiter()
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

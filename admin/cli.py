@@ -1,4 +1,5 @@
-"""Command line of the control plane: ``slb-admin -c config/admin.yaml``.
+"""Command line of the control plane: ``slb-admin -c config/admin.yaml``, and
+``slb-admin ctl ...`` (``admin.ctl``), the client deploy scripts call.
 
 Runs the admin (REST API, web UI, Consul watches, pushes to nodes) in the foreground until
 SIGTERM or SIGINT. A bad file or an address already in use is one clear message on stderr and
@@ -24,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:  # the client for deploy scripts: ``admin.ctl``
+        from admin import ctl
+
+        return ctl.main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

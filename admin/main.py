@@ -74,7 +74,8 @@ class Admin:
         self.config = config
         self.store = Store(config.store)
         self.service = AdminService(self.store, lambda: Pusher(
-            timeout=config.push_timeout, reconcile_interval=config.reconcile_interval))
+            timeout=config.push_timeout, reconcile_interval=config.reconcile_interval,
+            automatic_take_over=config.take_over == "automatic"))
         self.checker = HttpChecker(self.service)
         self.watcher: MemberSource | None = None
         self.server: uvicorn.Server | None = None

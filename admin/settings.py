@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from admin.domain.errors import validation_errors
 from admin.domain.objects import Strict
@@ -34,9 +34,36 @@ def may(role: str, needed: str) -> bool:
 
 
 class ApiToken(Strict):
-    name: str = Field(min_length=1)  # who the audit log names
-    token: str = Field(min_length=8)
+    """One caller of the API and the UI. The secret is ``token`` itself, or read at load from
+    ``token_file`` (a secrets mount) or ``token_env`` (an environment variable's name), so the
+    admin's file need hold no secret. Only ``token`` is kept after loading."""
+
+    name: str = Field(min_length=1, max_length=253)  # who the audit log names
+    token: str = Field(min_length=8, max_length=4096)
     role: Role = "viewer"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not ({"token_file", "token_env"} & data.keys()):
+            return data
+        data = dict(data)
+        given = [k for k in ("token", "token_file", "token_env") if data.get(k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of token, token_file, token_env (got "
+                             f"{', '.join(given) or 'none'})")
+        file, env = data.pop("token_file", None), data.pop("token_env", None)
+        if file is not None:
+            try:
+                data["token"] = Path(str(file)).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise ValueError(f"token_file: cannot read {file}: {reason}") from None
+        else:
+            data["token"] = os.environ.get(str(env), "").strip()
+            if not data["token"]:
+                raise ValueError(f"token_env: the environment variable {env} is empty or unset")
+        return data
 
 
 class ConsulSettings(Strict):
@@ -72,6 +99,9 @@ class AdminConfig(Strict):
     consul: ConsulSettings = ConsulSettings()
     tokens: list[ApiToken] = Field(default_factory=list)
     seed: Seed | None = None
+    # a node running another admin store's snapshot: wait for an operator's take-over
+    # (manual), or take it over at once (automatic); a node ahead of this store always waits
+    take_over: Literal["manual", "automatic"] = "manual"
     push_timeout: float = Field(5.0, gt=0)
     reconcile_interval: float = Field(10.0, gt=0)
     stats: StatsSettings = StatsSettings()

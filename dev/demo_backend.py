@@ -38,4 +38,10 @@ async def serve(name: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], int(sys.argv[2])))
+    try:
+        asyncio.run(serve(sys.argv[1], int(sys.argv[2])))
+    except OSError as exc:  # a taken port: one line, not a traceback
+        sys.exit(f"demo backend {sys.argv[1]}: cannot listen on 127.0.0.1:{sys.argv[2]}: "
+                 f"{exc.strerror or exc}")
+    except KeyboardInterrupt:
+        pass

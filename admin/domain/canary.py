@@ -159,7 +159,8 @@ async def _push_draft(service: AdminService, canary: Canary) -> None:
     members = service.members_for(canary.content)
     for node in canary.nodes:
         version = service.store.next_push_version(1)
-        snapshot = build_snapshot(canary.content, node["cluster"], version, members)
+        snapshot = build_snapshot(canary.content, node["cluster"], version, members,
+                                  service.store.identity)
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
             reply = await client.put(f"{node['control_url']}/v1/config",
                                      json=snapshot.to_json(), headers=_auth(node))

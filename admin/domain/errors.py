@@ -4,7 +4,6 @@
       Invalid (400)         breaks validation; ``errors`` lists every problem with its path
       NotFound (404)        no such object, version, member or operation
       Conflict (409)        a concurrent edit, a name taken, an object still in use
-        LastMember (409)    would take out a group's last usable member: needs ``force``
 
 The REST API and the web UI render these the same way and with the same status: the rule
 lives here, not in the edges. A malformed request is 400 whether the body is not JSON or an
@@ -41,11 +40,6 @@ class Conflict(AdminError):
     status = 409
 
 
-class LastMember(Conflict):
-    """Taking these members out leaves their group none to send requests to (503s): the
-    operator must say so explicitly (``force``)."""
-
-
 def validation_errors(exc: ValidationError, prefix: str = "") -> list[str]:
     """``path: message`` per error, ``prefix`` before each (a file name).
 
@@ -56,8 +50,21 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[str]:
             for loc, message in pydantic_problems(exc)]
 
 
+REASON_MAX = 1000  # characters: a sentence or a ticket link, never a file (every page shows it)
+
+
+def bounded_reason(reason: str) -> str:
+    """The reason, stripped; Invalid when longer than ``REASON_MAX``."""
+    reason = (reason or "").strip()
+    if len(reason) > REASON_MAX:
+        raise Invalid("the reason is too long",
+                      [f"reason: at most {REASON_MAX} characters ({len(reason)} given)"])
+    return reason
+
+
 def require_reason(reason: str) -> str:
     """Every change the audit log records says why; the reason, stripped."""
-    if not reason or not reason.strip():
+    reason = bounded_reason(reason)
+    if not reason:
         raise Invalid("a reason is required", ["reason: must not be empty"])
-    return reason.strip()
+    return reason

@@ -20,11 +20,9 @@ A group's health roll-up (``rollup``) is read by the API, the UI and the overvie
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from admin.domain.errors import LastMember
 from admin.domain.store import Flag
 
 OPERATOR_FLAGS = ("ops", "pull", "server")
@@ -128,36 +126,6 @@ def static_members(group: dict[str, Any], health: dict[str, Discovered]) -> list
             known.health if known else "passing",
             known.health_detail if known else "", source="check" if known else "static"))
     return out
-
-
-def check_last_member(group: str, members: list[MemberView], leaving: list[str],
-                      routes: list[str]) -> None:
-    """LastMember if ``leaving`` are the last usable (up) members of ``group``.
-
-    A group that has no usable member already is not made worse, so is not asked about.
-    ``routes`` name what will answer 503 (``virtual server path``).
-    """
-    usable = [m.address for m in members if m.state == "up"]
-    if not usable or any(a not in leaving for a in usable):
-        return
-    where = ", ".join(routes) if routes else "no route uses it now"
-    raise LastMember(
-        f"this takes out the last usable member of group {group!r}: requests routed to it "
-        f"({where}) will be answered 503 until a member is back",
-        ["force: confirm to take the last usable member out anyway"])
-
-
-def last_member_errors(leaving: dict[str, tuple[list[MemberView], set[str]]],
-                       routes_of: Callable[[str], list[str]]) -> list[str]:
-    """``check_last_member`` for each group -> (its members, the addresses taken out), as
-    error lines (a batch lists every problem before applying anything)."""
-    errors = []
-    for group, (members, out) in leaving.items():
-        try:
-            check_last_member(group, members, sorted(out), routes_of(group))
-        except LastMember as exc:
-            errors.append(f"group {group}: {exc} (force: true to confirm)")
-    return errors
 
 
 def rollup(states: list[str]) -> str:

@@ -57,7 +57,14 @@ from slb.model import (
 
 Kind = Literal["cluster", "node", "virtual_server", "route", "group"]
 KINDS: tuple[Kind, ...] = ("cluster", "node", "virtual_server", "route", "group")
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+# Field limits keep one request from filling the store and every page (a name as long as a DNS
+# name, lists bounded well above real use; the API also caps a body at 1 MiB).
+NAME_MAX = 253
+TEXT_MAX = 1000  # descriptions, as reasons (``errors.REASON_MAX``)
+MEMBERS_MAX = 10000  # static members of one group
+DOMAINS_MAX = 1000  # domain names of one virtual server
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX,
+                            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
 def _member_address(value: str) -> str:
@@ -74,7 +81,7 @@ class Strict(BaseModel):
 
 class Cluster(Strict):
     name: Name
-    description: str = ""
+    description: str = Field("", max_length=TEXT_MAX)
     # The access log of every node of the cluster (on/off, path, text|json): it reaches the
     # nodes in their snapshot; a file-managed node keeps its own file's.
     access_log: AccessLog = AccessLog()
@@ -83,15 +90,15 @@ class Cluster(Strict):
 class Node(Strict):
     name: Name
     cluster: Name
-    control_url: str = Field(pattern=r"^https?://[^/]+$")  # http://10.0.0.5:9901
-    token: str | None = None
+    control_url: str = Field(max_length=NAME_MAX + 16, pattern=r"^https?://[^/]+$")
+    token: str | None = Field(None, max_length=4096)  # write-only: answers say ``token_set``
 
 
 class VirtualServerDraft(Strict):
     name: Name
     cluster: Name
     listen: Address
-    domains: list[Domain] = Field(default_factory=list)
+    domains: list[Domain] = Field(default_factory=list, max_length=DOMAINS_MAX)
     default: bool = False
 
 
@@ -99,7 +106,7 @@ class RouteDraft(Strict):
     name: Name  # e.g. "shop-api"
     virtual_server: Name
     match: MatchKind = "prefix"
-    path: str = Field(min_length=1)
+    path: str = Field(min_length=1, max_length=8192)  # the proxy's max_uri_bytes default
     priority: int = 0
     group: Name | None = None
     # where traffic goes (issue 13): the data plane's own classes, so the same checks apply
@@ -142,14 +149,14 @@ class StaticMember(Strict):
 
 
 class ConsulSource(Strict):
-    service: str = Field(min_length=1)
-    tag: str | None = None
+    service: str = Field(min_length=1, max_length=NAME_MAX)
+    tag: str | None = Field(None, max_length=NAME_MAX)
 
 
 class HttpCheck(Strict):
     """The admin's own health check of static members (Consul-backed ones use Consul's)."""
 
-    path: str = Field("/", pattern=r"^/")
+    path: str = Field("/", max_length=8192, pattern=r"^/")
     interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=3600)] = 5.0
     timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=60)] = 2.0
     fails: int = Field(3, ge=1, le=100)  # consecutive failures to mark a member down
@@ -166,7 +173,7 @@ class GroupDraft(Strict):
     passive_health: PassiveHealth = PassiveHealth()
     # member source: a Consul service (with optional tag) or a static list
     consul: ConsulSource | None = None
-    members: list[StaticMember] = Field(default_factory=list)
+    members: list[StaticMember] = Field(default_factory=list, max_length=MEMBERS_MAX)
     # Consul health accepted as up: passing only (default), or warning too
     health_policy: Literal["passing", "passing_or_warning"] = "passing"
     # newly discovered members take traffic at once (Consul style) or wait to be pulled in

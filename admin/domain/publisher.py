@@ -71,6 +71,7 @@ class Publisher:
             pusher = self.pushers.get(cluster)
             if pusher is None:
                 pusher = self.pushers[cluster] = self._pusher_factory()
+                pusher.on_ahead = self.publish_above
                 if self._running:
                     asyncio.get_running_loop().create_task(pusher.start())
             pusher.set_nodes(targets)
@@ -109,14 +110,30 @@ class Publisher:
                 continue
             version = self.store.next_push_version(len(changed) if changed else 1)
             try:
-                snapshot = build_snapshot(content, name, version, members)
+                snapshot = build_snapshot(content, name, version, members,
+                                          self.store.identity)
             except ConfigErrors as exc:
                 log.error("cluster %s: snapshot %d is invalid, not pushed: %s", name, version,
                           "; ".join(exc.lines()))
                 continue
             pusher = self.pushers.get(name)
             if pusher is not None:
-                pusher.publish(snapshot, changed)
+                pusher.publish(snapshot, changed, self.store.active_version())
+
+    def publish_above(self, version: int) -> None:
+        """Publish everything again with versions above ``version`` (a node taken over runs
+        a version of this store above ours: within one store it refuses older ones)."""
+        self.store.raise_push_version(version)
+        self.publish_now(None)
+
+    def clusters_serving(self, groups: set[str] | None) -> set[str]:
+        """The clusters a publish of ``groups`` (None: every group) goes to."""
+        content = self._active_content()
+        if content is None:
+            return set()
+        return {c["name"] for c in content.get("cluster", [])
+                if groups is None
+                or groups & {g["name"] for g in cluster_content(content, c["name"])[2]}}
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node's push status, with its cluster."""

@@ -23,43 +23,47 @@ Clusters and nodes are infrastructure, not configuration: they take effect at on
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from admin.domain import objects
-from admin.domain.errors import Conflict, Invalid, NotFound, require_reason
+from admin.domain.delivery import Delivery, Ticket, confirm, ticket
+from admin.domain.errors import Conflict, Invalid, NotFound, bounded_reason, require_reason
 from admin.domain.health import HealthHistory
 from admin.domain.members import (
     Discovered,
     MemberView,
-    check_last_member,
     effective_members,
-    last_member_errors,
-    member_ip,
     rollup,
     static_members,
 )
+from admin.domain.operations import MemberOperations, bounded_list
 from admin.domain.publisher import Publisher
 from admin.domain.snapshots import Content, content_hash, diff, validate_content
-from admin.domain.store import Store
+from admin.domain.store import Row, Store
 from admin.domain.urls import RouteAnswer, parse_facts, parse_url, resolve_url
+from admin.push.drain import wait_drained
 from admin.push.pusher import Pusher
 
 log = logging.getLogger("admin")
 
 VERSIONED = ("cluster", "virtual_server", "route", "group")
-MEMBER_OPS: dict[str, tuple[str, bool]] = {
-    "pull-in": ("pull", True), "pull-out": ("pull", False),
-    "up": ("ops", True), "down": ("ops", False),
-}
 STATES = ("up", "drain", "down")
 HEALTHS = ("all up", "some down", "none up", "no members")
 
 
-class AdminService:
+def shown(row: Row) -> dict[str, Any]:
+    """A stored object as every answer shows it: secrets are write-only, for every role; a
+    node says only whether it has a token."""
+    body = row.to_json()
+    if row.kind == "node":
+        body["token_set"] = body.pop("token", None) is not None
+    return body
+
+
+class AdminService(MemberOperations):
     def __init__(self, store: Store, pusher_factory: Callable[[], Pusher] | None = None) -> None:
         self.store = store
         self.publisher = Publisher(store, self.active_content, self.members_for,
@@ -90,39 +94,45 @@ class AdminService:
     # -- draft objects -----------------------------------------------------------------------
 
     def objects(self, kind: str) -> list[dict[str, Any]]:
-        return [r.to_json() for r in self.store.objects(kind)]
+        return [shown(r) for r in self.store.objects(kind)]
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        return self.store.get(kind, name).to_json()
+        return shown(self.store.get(kind, name))
 
     def nodes_of(self, cluster: str) -> list[dict[str, Any]]:
         self.store.get("cluster", cluster)  # NotFound for an unknown cluster
-        return [r.to_json() for r in self.store.objects("node") if r.body["cluster"] == cluster]
+        return [shown(r) for r in self.store.objects("node") if r.body["cluster"] == cluster]
 
     def create(self, kind: str, body: Any, who: str, reason: str) -> dict[str, Any]:
+        reason = bounded_reason(reason)
         obj = self._validate(kind, body)
         self._check_references(kind, obj.model_dump())
         name = obj.name  # type: ignore[attr-defined]
         row = self.store.create(kind, name, obj.model_dump(mode="json"), who, reason)
         self._after_infrastructure_change(kind)
-        return row.to_json()
+        return shown(row)
 
     def update(self, kind: str, name: str, body: Any, row_version: int | None, who: str,
                reason: str) -> dict[str, Any]:
+        reason = bounded_reason(reason)
         if row_version is None:
             raise Invalid("row_version is required to update", [
                 "row_version: required (the version your edit was made from)"])
         if isinstance(body, dict) and body.get("name", name) != name:
             raise Invalid("renaming is not supported", ["name: must stay " + repr(name)])
+        if kind == "node" and isinstance(body, dict) and "token" not in body:
+            # write-only: an edit that leaves the token out keeps it ("token": null clears it)
+            body = {**body, "token": self.store.get(kind, name).body.get("token")}
         obj = self._validate(kind, {**body, "name": name} if isinstance(body, dict) else body)
         self._check_references(kind, obj.model_dump())
         row = self.store.update(kind, name, obj.model_dump(mode="json"), row_version, who,
                                 reason)
         self._after_infrastructure_change(kind)
-        return row.to_json()
+        return shown(row)
 
     def delete(self, kind: str, name: str, row_version: int | None, who: str,
                reason: str) -> None:
+        reason = bounded_reason(reason)
         users = self._users_of(kind, name)
         if users:
             raise Conflict(f"{kind.replace('_', ' ')} {name!r} is still used by "
@@ -241,6 +251,25 @@ class AdminService:
             return self.draft_content()
         return self.store.version(int(ref))["content"]
 
+    # -- confirmed delivery (admin.domain.delivery) -------------------------------------------
+
+    def ticket(self) -> Ticket:
+        """Taken before a change, so ``confirm`` can tell which node applied it."""
+        return ticket(self.store)
+
+    async def confirm(self, taken: Ticket, groups: set[str] | None, wait: float) -> Delivery:
+        """What every node serving ``groups`` (None: all) did, after up to ``wait`` s."""
+        return await confirm(self.publisher, taken, groups, wait)
+
+    async def wait_drained(self, members: dict[str, set[str]], timeout: float
+                           ) -> tuple[bool, list[dict[str, Any]]]:
+        """Until no node serving these groups has a request in flight or an idle connection
+        to ``members`` (group -> addresses), or ``timeout``: ``admin.push.drain``."""
+        pushers = self.publisher.pushers
+        nodes = [target for cluster in sorted(self.publisher.clusters_serving(set(members)))
+                 if cluster in pushers for target in pushers[cluster].targets()]
+        return await wait_drained(nodes, members, timeout)
+
     # -- members -----------------------------------------------------------------------------
 
     def members_for(self, content: dict[str, list[dict[str, Any]]]
@@ -262,93 +291,6 @@ class AdminService:
         if group.get("consul"):
             return self.discovered.get(group["name"], [])
         return static_members(group, self.checked.get(group["name"], {}))
-
-    def member_op(self, group: str, addresses: list[str], op: str, who: str,
-                  reason: str, force: bool = False) -> dict[str, Any]:
-        if op not in MEMBER_OPS:
-            raise NotFound(f"no member operation {op!r}: expected one of {sorted(MEMBER_OPS)}")
-        reason = require_reason(reason)
-        members = self.group_members(group)
-        known = {m.address for m in members}
-        missing = [a for a in addresses if a not in known]
-        if missing:
-            raise NotFound(f"group {group!r} has no member " + ", ".join(missing))
-        flag, value = MEMBER_OPS[op]
-        if not value and not force:  # taking out: never the last usable member by accident
-            check_last_member(group, members, addresses, self.routes_of(group))
-        done = self.store.set_member_flags([(group, a, flag, value) for a in addresses], who,
-                                           reason, f"member {op}")
-        self.publisher.schedule({group})
-        return {"changed": done}
-
-    def routes_of(self, group: str) -> list[str]:
-        """The active routes sending requests to ``group``, as ``virtual_server path``."""
-        content = self.active_content() or {}
-        return [f"{r['virtual_server']} {r['path']}" for r in content.get("route", [])
-                if r["group"] == group]
-
-    def server_op(self, ip: str, up: bool, who: str, reason: str) -> dict[str, Any]:
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            raise Invalid(f"{ip!r} is not an IP address", ["ip: expected an IPv4 or IPv6 "
-                                                            "address"]) from None
-        reason = require_reason(reason)
-        self.store.set_server_flag(ip, up, who, reason)
-        content = self.active_content() or self.draft_content()
-        touched = {g["name"] for g in content.get("group", [])
-                   if any(member_ip(m.address) == ip for m in self.sources(g))}
-        self.publisher.schedule(touched)
-        return {"ip": ip, "up": up, "groups": sorted(touched)}
-
-    def batch(self, operations: list[dict[str, Any]], who: str, reason: str,
-              force: bool = False) -> dict[str, Any]:
-        """Several member/server operations; each is validated before any is applied. A group
-        the batch only takes members out of must keep a usable one (``force``: anyway)."""
-        reason = require_reason(reason)
-        plan: list[tuple[str, Any]] = []
-        errors = []
-        leaving: dict[str, tuple[list[MemberView], set[str]]] = {}  # group -> members, out
-        returning: set[str] = set()  # groups the batch also brings members back to
-        for i, op in enumerate(operations):
-            if not isinstance(op, dict):
-                errors.append(f"operations[{i}]: expected an object")
-            elif "server" in op:
-                if op.get("op") not in ("up", "down"):
-                    errors.append(f"operations[{i}].op: expected up or down")
-                plan.append(("server", op))
-            elif op.get("op") not in MEMBER_OPS:
-                errors.append(f"operations[{i}].op: expected one of {sorted(MEMBER_OPS)}")
-            else:
-                try:
-                    members = self.group_members(str(op.get("group")))
-                except NotFound as exc:
-                    errors.append(f"operations[{i}].group: {exc}")
-                    continue
-                known = {m.address for m in members}
-                addresses = op.get("addresses") or [op.get("address")]
-                for address in addresses:
-                    if address not in known:
-                        errors.append(f"operations[{i}].address: {address!r} is not a member")
-                if MEMBER_OPS[op["op"]][1]:
-                    returning.add(op["group"])
-                else:
-                    leaving.setdefault(op["group"], (members, set()))[1].update(addresses)
-                plan.append(("member", op))
-        if not force:
-            errors += last_member_errors(
-                {g: v for g, v in leaving.items() if g not in returning}, self.routes_of)
-        if errors:
-            raise Invalid("the batch was not applied", errors)
-        results = []
-        for kind, op in plan:
-            if kind == "server":
-                results.append(self.server_op(op["server"], op["op"] == "up", who, reason))
-            else:
-                results.append(self.member_op(op["group"], op.get("addresses")
-                                              or [op["address"]], op["op"], who, reason,
-                                              force=True))  # (checked above)
-        return {"results": results}
 
     def group_members(self, name: str) -> list[MemberView]:
         content = self.active_content() or self.draft_content()
@@ -376,6 +318,7 @@ class AdminService:
         """Set the weight of static members in the draft group, from the row version the edit
         was made from. It takes effect when a new version is activated."""
         reason = require_reason(reason)
+        bounded_list("addresses", addresses)
         try:
             value = int(str(weight).strip())
         except ValueError:
@@ -446,6 +389,24 @@ class AdminService:
                  "control_url": row.body["control_url"],
                  **status.get((row.body["cluster"], row.name), {})}
                 for row in self.store.objects("node")]
+
+    def take_over(self, cluster: str, node: str, who: str, reason: str) -> dict[str, Any]:
+        """Make ``node`` apply this admin's full snapshot, whatever it runs now: another
+        store's snapshot, or a version of this store above ours (``admin.push.report``). The
+        version counter is raised above the node's first, so versions still only grow."""
+        reason = require_reason(reason)
+        row = self.store.get("node", node)
+        pusher = self.publisher.pushers.get(cluster)
+        if row.body["cluster"] != cluster or pusher is None:
+            raise NotFound(f"cluster {cluster!r} has no node named {node!r}")
+        self.store.raise_push_version(pusher.applied_version(node) or 0)
+        was = pusher.take_over(node)
+        self.store.record(who, "take over", f"node/{node}", reason, before=was,
+                          after={"store": self.store.identity})
+        log.warning("node %s of %s taken over by %s (it ran %s): %s", node, cluster, who, was,
+                    reason)
+        self.publisher.publish_now(None)
+        return {"cluster": cluster, "node": node, "was": was}
 
     def nodes(self) -> list[dict[str, Any]]:
         return self.publisher.nodes()

@@ -37,11 +37,13 @@ PROXY_GROUP_FIELDS = ("name", "algorithm", "hash_key", "timeouts", "keepalive", 
 
 
 def build_snapshot(content: Content, cluster: str, version: int,
-                   members: dict[str, list[MemberView]]) -> Config:
-    """One cluster's snapshot; raises ConfigErrors (with locations) if it is not valid."""
+                   members: dict[str, list[MemberView]], store: str | None = None) -> Config:
+    """One cluster's snapshot, naming the ``store`` that made it; raises ConfigErrors (with
+    locations) if it is not valid."""
     servers, routes, groups = cluster_content(content, cluster)
     document = {
         "version": version,
+        "store": store,
         **cluster_settings(content, cluster),
         "virtual_servers": [
             {"name": v["name"], "listen": v["listen"], "domains": v.get("domains", []),

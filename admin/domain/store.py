@@ -19,6 +19,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +57,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_who ON audit (who);
     CREATE INDEX audit_at ON audit (at);
     """,
+    # 2: web UI sessions (issue 10), so a restart logs nobody out and a logout ends the session
+    # for every admin sharing the store. Only a hash of the session id is kept.
+    """
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, csrf TEXT NOT NULL,
+        created REAL NOT NULL, seen REAL NOT NULL);
+    """,
 )
 
 
@@ -88,6 +96,20 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+SECRET_KEYS = frozenset({"token"})  # a node's control token: written, never shown
+
+
+def without_secrets(value: Any) -> Any:
+    """``value`` with every secret field replaced by ``"(set)"``: what the audit log keeps
+    (it is read by every role; a changed secret still shows as a change)."""
+    if isinstance(value, dict):
+        return {k: ("(set)" if v is not None else None) if k in SECRET_KEYS
+                else without_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_secrets(v) for v in value]
+    return value
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -101,6 +123,7 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._lock = threading.RLock()
         self._migrate()
+        self.identity = self._identity()
 
     def close(self) -> None:
         self._db.close()
@@ -342,6 +365,28 @@ class Store:
         row = found.fetchone()
         return int(row["value"]) if row else None
 
+    def _identity(self) -> str:
+        """This store's identity, made once (at creation, or the first open that lacks it)
+        and carried by every snapshot: a node tells this store's versions from another's."""
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)",
+                       (uuid.uuid4().hex,))
+            return str(db.execute("SELECT value FROM meta WHERE key = 'store_id'"
+                                  ).fetchone()["value"])
+
+    def raise_push_version(self, floor: int) -> None:
+        """The next snapshot version will be above ``floor`` (a node taken over runs it)."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO meta VALUES ('push_version', ?) ON CONFLICT (key) DO "
+                       "UPDATE SET value = max(CAST(value AS INTEGER), "
+                       "CAST(excluded.value AS INTEGER))",
+                       (str(floor),))
+
+    def push_version(self) -> int:
+        """The last snapshot version handed out (0 before the first)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'push_version'").fetchone()
+        return int(row["value"]) if row else 0
+
     def next_push_version(self, count: int = 1) -> int:
         """The next snapshot version sent to nodes: monotonic across restarts.
 
@@ -363,8 +408,8 @@ class Store:
         db.execute("INSERT INTO audit (at, who, action, target, reason, before, after, result)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (time.time(), who, action, target, reason,
-                    None if before is None else _dumps(before),
-                    None if after is None else _dumps(after), result))
+                    None if before is None else _dumps(without_secrets(before)),
+                    None if after is None else _dumps(without_secrets(after)), result))
 
     def record(self, who: str, action: str, target: str, reason: str, before: Any = None,
                after: Any = None, result: str = "ok") -> None:
@@ -396,3 +441,41 @@ class Store:
                  "before": json.loads(r["before"]) if r["before"] else None,
                  "after": json.loads(r["after"]) if r["after"] else None,
                  "result": r["result"]} for r in self._db.execute(query, args)]
+
+    # -- web UI sessions (issue 10: one block; becomes its own migration with Alembic) ---------
+
+    def session_put(self, record: SessionRecord) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                       (record.id_hash, record.name, record.role, record.csrf, record.created,
+                        record.seen))
+
+    def session_get(self, id_hash: str) -> SessionRecord | None:
+        found = self._db.execute("SELECT * FROM sessions WHERE id_hash = ?", (id_hash,))
+        row = found.fetchone()
+        return None if row is None else SessionRecord(*row)
+
+    def session_seen(self, id_hash: str, seen: float) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE sessions SET seen = ? WHERE id_hash = ?", (seen, id_hash))
+
+    def session_delete(self, id_hash: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))
+
+    def sessions_expire(self, seen_before: float, created_before: float) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM sessions WHERE seen < ? OR created < ?",
+                       (seen_before, created_before))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A web UI session as stored: ``id_hash`` is sha256 of the cookie's value."""
+
+    id_hash: str
+    name: str
+    role: str
+    csrf: str
+    created: float
+    seen: float

@@ -16,12 +16,14 @@ What a node is sent:
   by ``plan.plan`` (a pure function; its docstring says when a delta is safe and which
   versions the deltas carry). Otherwise: full snapshot.
 
-Versions never go backwards. A node refuses a snapshot that is not newer than the applied one,
-so the admin's version counter must only grow (persist it, or start above every node's version).
-A node whose applied version is the desired one or higher without the desired content is
-reported in ``last_error`` ("node has newer version N ...") and left alone until a newer desired
-state is published; it is not counted as in sync by ``wait_in_sync``. That the node cannot take
-the desired state is derived from what it applied, never stored beside it.
+Versions never go backwards within one store. Every snapshot names the admin store that made
+it; a node refuses a snapshot that is not newer than the applied one, and one of another store
+unless the PUT says ``?take_over=1``. A node that runs another store's snapshot, or a version
+of this store above the desired one, is *held* (``admin.push.report``): reported as such in its
+status (``needs_take_over``) and ``last_error``, left alone, never counted as in sync, until an
+operator takes it over (``take_over``, after the admin raised its counter above the node's
+version) or, for another store's node, ``automatic_take_over`` does. That a node cannot take the
+desired state is derived from what it applied, never stored beside it.
 
 Reconcile: on start and every ``reconcile_interval`` (jittered) each node's ``GET /v1/config`` is
 compared with the desired version and hash; a difference (a node restarted with an older
@@ -45,6 +47,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -53,6 +56,7 @@ import httpx
 
 from admin.push.histogram import DurationHistogram
 from admin.push.plan import Patch, plan
+from admin.push.report import NodeReport
 from admin.push.wire import dumps, http_error, json_or_empty
 from slb.model import Config
 
@@ -86,9 +90,10 @@ class _Published:
     seq: int
     config: Config
     changed: frozenset[str] | None  # None: anything may have changed since seq - 1
+    configuration: int | None = None  # the configuration version it was built from
 
 
-class _NodePusher:
+class _NodePusher(NodeReport):
     def __init__(self, owner: Pusher, target: NodeTarget) -> None:
         self.owner = owner
         self.target = target
@@ -102,6 +107,8 @@ class _NodePusher:
         self.known: _Published | None = None
         self.applied_version: int | None = None
         self.applied_hash: str | None = None
+        self.applied_store: str | None = None  # the admin store the node's snapshot came from
+        self.take_over = False  # the next full PUT replaces another store's snapshot
         self.last_contact: float | None = None
         self.last_error: str | None = None
         self.last_push_seconds: float | None = None
@@ -193,7 +200,20 @@ class _NodePusher:
         desired = self.owner._desired
         if desired is None:
             return False
-        return self.applied_version is None or self.applied_version < desired.config.version
+        held = self.holder()
+        if held is not None and held["kind"] == "ahead" and self.take_over \
+                and self.owner.on_ahead is not None and self.applied_version is not None:
+            # taken over, and now known to be ahead: publish above its version, once
+            self.owner.on_ahead(self.applied_version)
+            held = self.holder()
+        if held is not None and held["kind"] == "other_store" and not self.take_over:
+            if not self.owner.automatic_take_over:
+                return False  # shown as needing a take-over; pushing would only be refused
+            log.warning("node %s: taking it over from admin store %s (take_over: automatic)",
+                        self.target.name, held["store"])
+            self.take_over = True
+        return self.applied_version is None or self.applied_version < desired.config.version \
+            or (self.take_over and held is not None and held["kind"] == "other_store")
 
     # -- reconcile ---------------------------------------------------------------------------
 
@@ -205,10 +225,11 @@ class _NodePusher:
         try:
             view = response.json()
             version, digest = int(view["version"]), str(view["hash"])
+            store = view.get("store")
         except (ValueError, KeyError, TypeError) as exc:
             raise _Failed(f"GET /v1/config: unexpected answer: {exc}", recheck=True) from None
         self.checks += 1
-        self._set_applied(version, digest)
+        self._set_applied(version, digest, store if isinstance(store, str) else None)
         if desired is not None and digest == desired.config.content_hash():
             if self.known is not desired:
                 self.known = desired
@@ -216,23 +237,10 @@ class _NodePusher:
             self.known = None  # drift: the node has something we did not give it
         self.last_error = self._conflict_error()
 
-    def _set_applied(self, version: int, digest: str | None) -> None:
+    def _set_applied(self, version: int, digest: str | None, store: str | None) -> None:
         self.applied_version = version
         self.applied_hash = digest
-
-    def _conflict_error(self) -> str | None:
-        desired = self.owner._desired
-        if desired is None or self.applied_version is None:
-            return None
-        wanted = desired.config.version
-        if self.applied_version > wanted:
-            return (f"node has newer version {self.applied_version} than the desired version "
-                    f"{wanted}: the admin's version must only grow; nothing pushed")
-        if self.applied_version == wanted and self.applied_hash is not None \
-                and self.applied_hash != desired.config.content_hash():
-            return (f"node has version {wanted} with other content than the desired snapshot: "
-                    "a newer version is needed to replace it")
-        return None
+        self.applied_store = store
 
     # -- pushing -----------------------------------------------------------------------------
 
@@ -259,9 +267,16 @@ class _NodePusher:
 
     async def _send_full(self, desired: _Published) -> None:
         config = desired.config
-        response = await self._request("PUT", "/v1/config", self.owner._body_of(config))
+        path = "/v1/config?take_over=1" if self.take_over else "/v1/config"
+        response = await self._request("PUT", path, self.owner._body_of(config))
         if response.status_code == 409:
             body = json_or_empty(response)
+            if body.get("error") == "other_store":
+                applied = body.get("applied_version")
+                self._set_applied(applied if isinstance(applied, int) else 0, None,
+                                  str(body.get("applied_store")))
+                self.known = None
+                raise _Failed(self._conflict_error() or http_error("PUT", path, response))
             if body.get("error") == "stale":
                 # the node already has this version or a newer one: learn what it has
                 self.check_due = True
@@ -273,6 +288,7 @@ class _NodePusher:
         if response.status_code != 200:
             raise _Failed(http_error("PUT", "/v1/config", response))
         self._accept(desired, response, "PUT /v1/config")
+        self.take_over = False
 
     def _plan(self, desired: _Published) -> list[Patch] | None:
         """Deltas from what the node is known to have applied; None: a full PUT."""
@@ -310,7 +326,7 @@ class _NodePusher:
         if not isinstance(version, int) or not isinstance(digest, str):
             self.reset_state()
             raise _Failed(f"{what}: unexpected answer {response.text[:200]!r}", recheck=True)
-        self._set_applied(version, digest)
+        self._set_applied(version, digest, desired.config.store)
         if digest == desired.config.content_hash():
             self.known = desired
         else:
@@ -340,51 +356,17 @@ class _NodePusher:
         self.last_contact = time.time()
         return response
 
-    # -- reporting ---------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        desired = self.owner._desired
-        desired_version = desired.config.version if desired is not None else None
-        desired_hash = desired.config.content_hash() if desired is not None else None
-        lag = None
-        if desired_version is not None and self.applied_version is not None:
-            lag = desired_version - self.applied_version
-        return {
-            "name": self.target.name,
-            "control_url": self.target.control_url,
-            "desired_version": desired_version,
-            "desired_hash": desired_hash,
-            "applied_version": self.applied_version,
-            "applied_hash": self.applied_hash,
-            "in_sync": desired_hash is not None and self.applied_hash == desired_hash,
-            "lag": lag,
-            "last_contact": self.last_contact,
-            "last_error": self.last_error,
-            "last_push_seconds": self.last_push_seconds,
-            "pushes": self.pushes,
-            "full_pushes": self.full_pushes,
-            "delta_pushes": self.delta_pushes,
-            "failures": self.failures,
-            "checks": self.checks,
-        }
-
-    def reached(self, version: int) -> bool:
-        """Applied ``version`` or later, and not a version the admin never published."""
-        if self.applied_version is None or self.applied_version < version:
-            return False
-        desired = self.owner._desired
-        if desired is None:
-            return True
-        return self.applied_version < desired.config.version \
-            or self.applied_hash == desired.config.content_hash()
-
 
 class Pusher:
     """Keeps every node of a cluster on the desired snapshot; see the module docstring."""
 
     def __init__(self, *, timeout: float = 5.0, reconcile_interval: float = 10.0,
-                 backoff_max: float = 10.0) -> None:
+                 backoff_max: float = 10.0, automatic_take_over: bool = False) -> None:
         self.timeout = timeout
+        # take over nodes that run another store's snapshot without asking (never "ahead")
+        self.automatic_take_over = automatic_take_over
+        # a node taken over is ahead of the desired version: publish above it (the publisher)
+        self.on_ahead: Callable[[int], None] | None = None
         self.reconcile_interval = reconcile_interval
         self.backoff_max = max(backoff_max, BACKOFF_START)
         self.push_durations: dict[str, DurationHistogram] = {}
@@ -442,10 +424,13 @@ class Pusher:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    def publish(self, config: Config, changed_groups: set[str] | None = None) -> None:
+    def publish(self, config: Config, changed_groups: set[str] | None = None,
+                configuration: int | None = None) -> None:
+        """``configuration``: the configuration version (the one an operator activates) the
+        snapshot was built from; reported as what a node runs once it applied it."""
         self._seq += 1
         changed = frozenset(changed_groups) if changed_groups is not None else None
-        self._desired = _Published(self._seq, config, changed)
+        self._desired = _Published(self._seq, config, changed, configuration)
         self._history.append((self._seq, changed))
         for node in self._nodes.values():
             node.wake.set()
@@ -477,6 +462,25 @@ class Pusher:
 
     def status(self) -> list[dict[str, Any]]:
         return [node.status() for node in self._nodes.values()]
+
+    def take_over(self, name: str) -> dict[str, Any] | None:
+        """The next full snapshot to node ``name`` replaces whatever it runs; what it ran
+        (None: nothing known). KeyError for an unknown node."""
+        node = self._nodes[name]
+        node.take_over = True
+        node.check_due = True
+        node.kick.set()
+        node.wake.set()
+        return node.holder()
+
+    def targets(self) -> list[NodeTarget]:
+        return [node.target for node in self._nodes.values()]
+
+    def applied_version(self, name: str) -> int | None:
+        return self._nodes[name].applied_version
+
+    def deliveries(self, version: int) -> list[dict[str, Any]]:
+        return [node.delivery(version) for node in self._nodes.values()]
 
     async def wait_in_sync(self, version: int, timeout: float) -> bool:
         """True once every node applied ``version`` or later; False after ``timeout``."""

@@ -9,8 +9,14 @@ the whole member set to the service after every answer. The rules of
   py-consul's aio default of 300 s does against Consul's 5 min default wait) nor hang forever.
 - **Index hygiene.** An index that goes backwards (snapshot restore, upgrade) resets the watch to
   0 so the next answer is taken whole; the index sent is never below 1 (0 busy-loops).
-- **Rate limit.** A token bucket (burst 2) spaces the queries: a flapping service cannot make the
-  admin hammer Consul, and a single change still goes through at once.
+- **Rate limit that never holds back the last state.** A token bucket (``READS_PER_SECOND``,
+  burst ``READ_BURST``) spaces the queries: a flapping service makes at most 10 reads a second
+  per group instead of one per change, and a single change still goes through at once. Changes
+  that arrive while a read waits for its token are coalesced into that read, and after a burst
+  the loop always reads once more, so the final state is never more than one spacing (100 ms)
+  late. (At 1 read a second, the first version, a flapping check reached the nodes at p99
+  292 ms and a final state up to 1 s late; the goal is p99 under 200 ms.) A long poll that
+  Consul holds costs it nothing, so only reads answered at once count.
 - **Backoff that never gives up.** Errors back off exponentially with jitter up to 30 s and the
   watch keeps trying, however long Consul is away.
 - **Watchdog.** A watch that has not had an answer for ``watchdog`` seconds is restarted with a
@@ -53,6 +59,8 @@ MAINTENANCE_PREFIXES = ("_service_maintenance:", "_node_maintenance")
 BACKOFF_START = 0.1
 MAX_WEIGHT = 10000
 BACKOFF_MAX = 30.0
+READS_PER_SECOND = 10.0  # per group, while answers come back at once (a flapping service)
+READ_BURST = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +128,7 @@ class ConsulWatcher:
 
     def __init__(self, address: str, token: str | None, sink: MemberSink, *,
                  scheme: str = "http", wait: float = 55.0, watchdog: float = 120.0,
-                 rate: float = 1.0) -> None:
+                 rate: float = READS_PER_SECOND) -> None:
         host, _, port = address.rpartition(":")
         self.host, self.port = host or address, int(port or 8500)
         self.token = token
@@ -156,7 +164,7 @@ class ConsulWatcher:
                                  connections_timeout=self.wait * 17 / 16 + 5)
 
     async def _watch(self, spec: WatchSpec) -> None:
-        bucket = TokenBucket(self.rate, burst=2)
+        bucket = TokenBucket(self.rate, burst=READ_BURST)
         backoff = BACKOFF_START
         index = 0
         client = self._client()

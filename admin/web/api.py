@@ -14,14 +14,18 @@ before ``collections`` (``/{plural}``), so ``/groups/{name}`` and ``/health`` wi
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from admin.domain import canary, traffic
+from admin.domain.delivery import WAIT_DEFAULT, WAIT_MAX, parse_wait
 from admin.domain.service import AdminService
+from admin.push.drain import DRAIN_TIMEOUT, TIMEOUT_MAX
 from admin.settings import ApiToken
 from admin.web.deps import (
     ApiError,
@@ -59,8 +63,45 @@ def reason_of(body: Any) -> str:
 
 
 def force_of(body: Any) -> bool:
-    """``"force": true``: take out a group's last usable member anyway (a 409 otherwise)."""
-    return isinstance(body, dict) and body.get("force") is True
+    """``"force": true`` lets an operation take a group's last member out."""
+    force = body.get("force", False) if isinstance(body, dict) else False
+    if not isinstance(force, bool):
+        raise ApiError(400, "force must be true or false", ["force: expected a boolean"])
+    return force
+
+
+async def delivered(request: Request, service: AdminService,
+                    change: Callable[[], dict[str, Any]],
+                    groups: Callable[[dict[str, Any]], set[str] | None],
+                    drains: Callable[[dict[str, Any]], dict[str, set[str]]] | None = None
+                    ) -> JSONResponse:
+    """Do ``change``, then wait up to ``?wait=`` seconds for every node serving the groups it
+    touched: 200 when each applied it, 202 with the same per-node body when some did not in
+    time (the change is stored and keeps being pushed). See ``admin.domain.delivery``.
+
+    ``?wait=drained`` (operations that take members out: ``drains`` names them) waits up to
+    ``?timeout=`` seconds (default 60) for the nodes to apply it *and* to have no request in
+    flight and no idle connection to those members (``admin.push.drain``); the answer adds
+    ``"drain": {"drained", "nodes": [per-node counts]}``, and is 202 unless all drained."""
+    query = request.query_params
+    drain = query.get("wait") == "drained" and drains is not None
+    try:
+        wait = parse_wait(query.get("timeout") if drain else query.get("wait"),
+                          DRAIN_TIMEOUT if drain else WAIT_DEFAULT,
+                          TIMEOUT_MAX if drain else WAIT_MAX, "timeout" if drain else "wait")
+    except ValueError as exc:
+        raise ApiError(400, str(exc), [str(exc)]) from None
+    started = time.monotonic()
+    taken = service.ticket()
+    result = change()
+    delivery = await service.confirm(taken, groups(result), wait)
+    body, status = {**result, **delivery.to_json()}, delivery.status
+    if drain and drains is not None:
+        left = max(0.0, wait - (time.monotonic() - started))
+        drained, nodes = await service.wait_drained(drains(result), left)
+        body["drain"] = {"drained": drained, "nodes": nodes}
+        status = 200 if drained and delivery.complete else 202
+    return JSONResponse(body, status)
 
 
 def kind_of(plural: str) -> str:
@@ -94,29 +135,39 @@ async def set_weight(name: str, request: Request, token: ApiToken = Admin,
 @router.post("/groups/{name}/members/{address}/{op}")
 async def member_op(name: str, address: str, op: str, request: Request,
                     token: ApiToken = Operator, service: AdminService = Service
-                    ) -> dict[str, Any]:
+                    ) -> JSONResponse:
     body = await json_body(request)
-    return service.member_op(name, [address], op, token.name, reason_of(body),
-                             force=force_of(body))
+    return await delivered(request, service, lambda: service.member_op(
+        name, [address], op, token.name, reason_of(body), force_of(body)), lambda _: {name},
+        lambda _: {name: {address}} if op in ("pull-out", "down") else {})
 
 
 @router.post("/servers/{ip}/{op}")
 async def server_op(ip: str, op: str, request: Request, token: ApiToken = Operator,
-                    service: AdminService = Service) -> dict[str, Any]:
+                    service: AdminService = Service) -> JSONResponse:
     if op not in ("up", "down"):
         raise ApiError(404, f"no server operation {op!r}: expected up or down")
     body = await json_body(request)
-    return service.server_op(ip, op == "up", token.name, reason_of(body))
+    return await delivered(request, service, lambda: service.server_op(
+        ip, op == "up", token.name, reason_of(body), force_of(body)),
+        lambda result: set(result["groups"]),
+        lambda _: service.members_with_ip(ip) if op == "down" else {})
 
 
 @router.post("/batch")
 async def batch(request: Request, token: ApiToken = Operator,
-                service: AdminService = Service) -> dict[str, Any]:
+                service: AdminService = Service) -> JSONResponse:
     body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("operations"), list):
         raise ApiError(400, "expected {\"reason\": ..., \"operations\": [...]}",
                        ["operations: required list"])
-    return service.batch(body["operations"], token.name, reason_of(body), force=force_of(body))
+
+    def touched(result: dict[str, Any]) -> set[str]:
+        return {group for one in result["results"]
+                for group in one.get("groups", [one.get("group")]) if group}
+
+    return await delivered(request, service, lambda: service.batch(
+        body["operations"], token.name, reason_of(body), force_of(body)), touched)
 
 
 @router.post("/routes/{name}/split")
@@ -156,6 +207,16 @@ async def update_node(cluster: str, name: str, request: Request, token: ApiToken
                           token.name, reason)
 
 
+@router.post("/clusters/{cluster}/nodes/{name}/take-over")
+async def take_over(cluster: str, name: str, request: Request, token: ApiToken = Admin,
+                    service: AdminService = Service) -> JSONResponse:
+    """The node applies this admin's full snapshot whatever it runs (another store's, or a
+    version ahead of ours): ``{"reason": ...}``, audited; answered like every push."""
+    reason = reason_of(await json_body(request))
+    return await delivered(request, service, lambda: service.take_over(
+        cluster, name, token.name, reason), lambda _: None)
+
+
 @router.delete("/clusters/{cluster}/nodes/{name}", status_code=204)
 async def delete_node(cluster: str, name: str, row_version: int | None = None,
                       reason: str = "", token: ApiToken = Admin,
@@ -167,15 +228,18 @@ async def delete_node(cluster: str, name: str, row_version: int | None = None,
 # -- versions -----------------------------------------------------------------------------------
 
 
-@router.post("/activate")
+@router.post("/activate", response_model=None)
 async def activate(request: Request, token: ApiToken = Admin, service: AdminService = Service
-                   ) -> dict[str, Any]:
-    """``{"reason": ...}``; with ``"canary": {"nodes": [...] | "percent": n, "watch_seconds",
+                   ) -> dict[str, Any] | JSONResponse:
+    """``{"reason": ...}``: activated and pushed, answered with what each node did (``?wait=``,
+    ``delivered``); with ``"canary": {"nodes": [...] | "percent": n, "watch_seconds",
     "max_error_ratio"}`` the draft goes to the canary nodes first (admin.domain.canary)."""
     body = await json_body(request)
     if isinstance(body, dict) and "canary" in body:
         return await canary.start(service, body["canary"], token.name, reason_of(body))
-    return service.activate(token.name, reason_of(body))
+    return await delivered(request, service, lambda: service.activate(token.name,
+                                                                      reason_of(body)),
+                           lambda _: None)
 
 
 @router.get("/canary")
@@ -206,8 +270,11 @@ async def version_diff(a: str, b: str, token: ApiToken = Viewer,
 
 @router.post("/versions/{number}/rollback")
 async def rollback(number: int, request: Request, token: ApiToken = Admin,
-                   service: AdminService = Service) -> dict[str, Any]:
-    return service.rollback(number, token.name, reason_of(await json_body(request)))
+                   service: AdminService = Service) -> JSONResponse:
+    reason = reason_of(await json_body(request))
+    return await delivered(request, service, lambda: service.rollback(number, token.name,
+                                                                      reason),
+                           lambda _: None)
 
 
 @router.get("/draft")

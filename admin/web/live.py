@@ -2,7 +2,8 @@
 
 The web UI polls these every few seconds: for each member, the requests in flight (``active``),
 the requests answered (``requests``) and the failures (``failures``), summed over every node of
-every cluster that serves the group. Nodes are asked concurrently with a short timeout; a node
+every cluster that serves the group, and the state each node applies (``applied``), which the
+group page shows beside the desired state. Nodes are asked concurrently with a short timeout; a node
 that does not answer is listed in ``errors`` and left out of the sums, so one dead node never
 blanks the page. Answers are cached for ``TTL`` seconds, so any number of open pages costs each
 node at most one status request per ``TTL``.
@@ -37,6 +38,7 @@ class LiveFigures:
     """Per member sums over the nodes that answered, and which nodes did not."""
 
     members: dict[str, dict[str, int]] = field(default_factory=dict)
+    applied: dict[str, dict[str, str]] = field(default_factory=dict)  # member -> node -> state
     nodes: int = 0  # nodes asked
     answered: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # node -> why it gave no figures
@@ -60,7 +62,10 @@ class LiveStatus:
         content = self.service.active_content() or {}
         clusters = {c["name"] for c in content.get("cluster", [])
                     if any(g["name"] == group for g in cluster_content(content, c["name"])[2])}
-        return [node for node in self.service.objects("node") if node["cluster"] in clusters]
+        # the store's bodies, not ``service.objects``: answers never carry a node's token,
+        # but asking the node for its status needs it
+        return [row.body for row in self.service.store.objects("node")
+                if row.body["cluster"] in clusters]
 
     async def group(self, group: str, addresses: list[str]) -> LiveFigures:
         nodes = self.nodes_serving(group)
@@ -73,6 +78,7 @@ class LiveStatus:
                 continue
             out.answered += 1
             for address, figures in (answer.status.get("groups") or {}).get(group, {}).items():
+                out.applied.setdefault(address, {})[node["name"]] = str(figures.get("state"))
                 sums = out.members.setdefault(address, dict.fromkeys(FIGURES, 0))
                 for key in FIGURES:
                     value = figures.get(key)

@@ -37,6 +37,10 @@ ASSETS_URL = "/docs-assets"
 REF = "#/components/schemas/{model}"
 API = "/api/v1"
 
+# operations answered per node once delivered (admin.web.api.delivered): 200, or 202 in time
+DELIVERED = {f"{API}/groups/{{name}}/members/{{address}}/{{op}}", f"{API}/servers/{{ip}}/{{op}}",
+             f"{API}/batch", f"{API}/clusters/{{cluster}}/nodes/{{name}}/take-over",
+             f"{API}/activate", f"{API}/versions/{{number}}/rollback"}
 ERROR = {
     "type": "object", "required": ["error", "message", "details"],
     "properties": {
@@ -209,6 +213,9 @@ def _operations(names: dict[str, str], components: dict[str, Any]
         "example": {"weights": {"api-v2": 20, "api-v1": 80}, "row_version": 3,
                     "reason": "canary step 2"},
         "response": _obj({}, description="the version activated with the new split")}
+    ops[("post", f"{API}/clusters/{{cluster}}/nodes/{{name}}/take-over")] = {
+        "body": reason_only, "example": {"reason": "this admin's store serves the cluster now"},
+        "response": _obj({}, description="what the node applied")}
     ops[("get", f"{API}/canary")] = {"response": _obj({}, description="the canary, if any")}
     ops[("post", f"{API}/canary/{{action}}")] = {
         "response": _obj({}, description="what was decided")}
@@ -265,6 +272,12 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             continue
         if "body" in spec:
             op["requestBody"] = {"required": True, **_json(spec["body"], spec.get("example"))}
+        if path in DELIVERED:  # ?wait=: 202 when some node had not applied it in time
+            op["responses"].setdefault("202", {
+                "description": "stored and being pushed: some node had not applied it within "
+                               "?wait= (the same body, per node)",
+                **_json(_obj({"nodes": {"type": "array"}, "complete": {"type": "boolean"}},
+                             ["nodes", "complete"]))})
         for status, response in op["responses"].items():
             if status.startswith("2") and status != "204" and "response" in spec:
                 response.update(_json(spec["response"]))

@@ -1,4 +1,4 @@
-"""Web UI sessions: server-side, in this process's memory (a restart logs everyone out).
+"""Web UI sessions: server-side, in the admin's store (a restart logs nobody out).
 
 Logging in with an API token makes a ``Session``: a random id (the ``slb_session`` cookie holds
 nothing else), who it is, the token's role, and a CSRF token every changing form must carry.
@@ -8,18 +8,21 @@ as its token is no longer in the admin's file with the same role.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from admin.domain.store import SessionRecord, Store
 from admin.settings import ApiToken, may
 
 COOKIE = "slb_session"
 SESSION_IDLE = 8 * 3600.0  # seconds without a request before a session ends
 SESSION_MAX = 24 * 3600.0  # seconds after login a session ends anyway
-MAX_SESSIONS = 10000
+SEEN_WRITE = 60.0  # seconds: how stale the stored "last seen" may get
+MAX_SESSIONS = 10000  # sessions whose flash messages are kept in memory
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Session:
     csrf: str
     created: float
     seen: float
+    # shared with ``Sessions`` (kept across requests): mutate it, never rebind it
     flashes: list[tuple[str, str]] = field(default_factory=list)
 
     def may(self, role: str) -> bool:
@@ -37,12 +41,20 @@ class Session:
 
 
 class Sessions:
-    """Server-side sessions in memory: random id -> who, role, CSRF token, flash messages."""
+    """Sessions in the store: random id -> who, role, CSRF token; flash messages in memory.
 
-    def __init__(self, tokens: list[ApiToken], clock: Callable[[], float] = time.time) -> None:
+    The store keeps only sha256 of each id, so reading the database gives no session. Every
+    request reads the row, so a logout on one admin ends the session on every admin sharing
+    the store, and a restart keeps everyone logged in. ``seen`` is written at most once per
+    ``SEEN_WRITE`` seconds: a page's polling does not turn into a write per request.
+    """
+
+    def __init__(self, tokens: list[ApiToken], store: Store,
+                 clock: Callable[[], float] = time.time) -> None:
         self.tokens = tokens
+        self.store = store
         self.clock = clock
-        self._by_id: dict[str, Session] = {}
+        self._flashes: dict[str, list[tuple[str, str]]] = {}  # id hash -> messages
 
     def login(self, secret: str) -> Session | None:
         found = None
@@ -51,36 +63,43 @@ class Sessions:
                 found = token
         if found is None:
             return None
-        self._expire()
-        while len(self._by_id) >= MAX_SESSIONS:
-            self._by_id.pop(next(iter(self._by_id)))
         now = self.clock()
-        session = Session(secrets.token_urlsafe(32), found.name, found.role,
-                          secrets.token_urlsafe(32), now, now)
-        self._by_id[session.id] = session
-        return session
+        self.store.sessions_expire(now - SESSION_IDLE, now - SESSION_MAX)
+        session_id = secrets.token_urlsafe(32)
+        record = SessionRecord(_hash(session_id), found.name, found.role,
+                               secrets.token_urlsafe(32), now, now)
+        self.store.session_put(record)
+        return self._session(session_id, record)
 
     def get(self, session_id: str | None) -> Session | None:
-        if not session_id:
+        if not session_id or len(session_id) > 100:
             return None
-        session = self._by_id.get(session_id)
-        if session is None:
+        key = _hash(session_id)
+        record = self.store.session_get(key)
+        if record is None:
+            self._flashes.pop(key, None)
             return None
         now = self.clock()
-        if now - session.seen > SESSION_IDLE or now - session.created > SESSION_MAX \
-                or not any(t.name == session.name and t.role == session.role
+        if now - record.seen > SESSION_IDLE or now - record.created > SESSION_MAX \
+                or not any(t.name == record.name and t.role == record.role
                            for t in self.tokens):
-            self._by_id.pop(session_id, None)
+            self.logout(session_id)
             return None
-        session.seen = now
-        return session
+        if now - record.seen > SEEN_WRITE:
+            self.store.session_seen(key, now)
+        return self._session(session_id, record)
 
     def logout(self, session_id: str | None) -> None:
         if session_id:
-            self._by_id.pop(session_id, None)
+            self.store.session_delete(_hash(session_id))
+            self._flashes.pop(_hash(session_id), None)
 
-    def _expire(self) -> None:
-        now = self.clock()
-        for key in [k for k, s in self._by_id.items()
-                    if now - s.seen > SESSION_IDLE or now - s.created > SESSION_MAX]:
-            del self._by_id[key]
+    def _session(self, session_id: str, record: SessionRecord) -> Session:
+        while len(self._flashes) > MAX_SESSIONS:
+            self._flashes.pop(next(iter(self._flashes)))
+        return Session(session_id, record.name, record.role, record.csrf, record.created,
+                       record.seen, self._flashes.setdefault(record.id_hash, []))
+
+
+def _hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()

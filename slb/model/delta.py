@@ -3,7 +3,10 @@
 A full snapshot (``PUT /v1/config``) must carry a version newer than the applied one. A pool
 delta (``PATCH /v1/groups/{name}``) names the version it was made from (``base_version``) and
 its own new ``version``; if the base is not the applied version the sender's view is out of
-date, and it answers with a full snapshot instead (409 ``base_mismatch``).
+date, and it answers with a full snapshot instead (409 ``base_mismatch``). A snapshot names the
+admin store that made it (``Config.store``); a node holding another store's snapshot refuses it
+(409 ``other_store``) unless the push says ``take_over``, which the admin sends only when an
+operator (or ``take_over: automatic``) asks.
 
 ``apply_delta`` returns a new ``Config`` sharing every unchanged part with the old one: a delta
 on a node with 10,000 groups touches one group. ``SnapshotRejected`` is what the control API
@@ -21,14 +24,15 @@ from slb.gcpause import gc_paused
 from slb.model.parse import ConfigErrors, format_problem, parse_config, pydantic_problems
 from slb.model.schema import Address, Config, Group, Member
 
-Reason = Literal["stale", "invalid", "base_mismatch", "not_found", "file_managed"]
+Reason = Literal["stale", "invalid", "base_mismatch", "not_found", "file_managed",
+                 "other_store"]
 
 
 class SnapshotRejected(Exception):
     """A change that was refused; nothing was applied."""
 
     STATUS = {"stale": 409, "base_mismatch": 409, "file_managed": 409, "invalid": 400,
-              "not_found": 404}
+              "not_found": 404, "other_store": 409}
 
     def __init__(self, reason: Reason, message: str, errors: list[str] | None = None,
                  **details: Any) -> None:
@@ -72,13 +76,24 @@ def parse_delta(data: Any) -> PoolDelta:
     return delta
 
 
-def parse_snapshot(data: Any, applied: Config | None) -> Config:
-    """A full snapshot, validated and checked to be newer than ``applied``."""
+def parse_snapshot(data: Any, applied: Config | None, take_over: bool = False) -> Config:
+    """A full snapshot, validated and checked to be newer than ``applied``; and, unless
+    ``take_over``, from the same store as ``applied`` (when both name one). Versions of two
+    stores are unrelated numbers: a take-over by another store replaces whatever version the
+    node ran, while within one store an older version is refused even then."""
     try:
         with gc_paused():
             config = parse_config(data)
     except ConfigErrors as exc:
         raise SnapshotRejected("invalid", "invalid snapshot", exc.lines()) from None
+    if applied is not None and applied.store is not None and config.store is not None \
+            and config.store != applied.store:
+        if take_over:
+            return config  # another store's versions are unrelated: no comparison
+        raise SnapshotRejected("other_store", f"this node runs version {applied.version} of "
+                               f"another admin store ({applied.store}): take it over to "
+                               "replace it", applied_version=applied.version,
+                               applied_store=applied.store)
     if applied is not None and config.version <= applied.version:
         raise SnapshotRejected("stale", f"version {config.version} is not newer than the "
                                f"applied version {applied.version}",

@@ -119,8 +119,21 @@ class _Strict(BaseModel):
 
 class Control(_Strict):
     listen: Address = "127.0.0.1:9901"
-    # Bearer token required by the control API to change anything; None leaves it read-only.
+    # Bearer token required by the control API to change anything and to read the snapshot and
+    # the status; None leaves it read-only. Kept out of the YAML with ``token_file`` (a file
+    # holding it, as a secrets mount) or ``token_env`` (an environment variable's name): the
+    # node reads either when it loads the file (``slb.node.files``). At most one of the three.
     token: str | None = None
+    token_file: str | None = None
+    token_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> Control:
+        given = [name for name in ("token", "token_file", "token_env")
+                 if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set one of {', '.join(given)}, not several")
+        return self
 
 
 class AccessLog(_Strict):
@@ -322,6 +335,9 @@ class Config(Cached, _Strict):
 
     # Monotonic version of a pushed snapshot; files may leave it at 0.
     version: int = Field(0, ge=0)
+    # The identity of the admin store that made this snapshot (None: a file). Versions only
+    # compare within one store: a node refuses another store's snapshot unless taken over.
+    store: str | None = Field(None, max_length=64)
     control: Control = Control()
     state_dir: str | None = None
     http: HttpSettings = HttpSettings()

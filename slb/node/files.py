@@ -26,7 +26,15 @@ from pathlib import Path
 import yaml
 
 from slb.errors import ConfigError
-from slb.model import Config, ConfigErrors, Location, format_problem, parse_config
+from slb.model import (
+    Config,
+    ConfigErrors,
+    Control,
+    Location,
+    copy_config,
+    format_problem,
+    parse_config,
+)
 
 
 def load_config_file(path: str | Path) -> Config:
@@ -48,11 +56,12 @@ def load_config_file(path: str | Path) -> Config:
     if data is None:
         data = {}
     try:
-        return parse_config(data)
+        config = parse_config(data)
     except ConfigErrors as exc:
         where = _locator(text)
         raise ConfigError([f"{path}{where(loc)}: {format_problem((loc, message))}"
                            for loc, message in exc.errors]) from None
+    return with_control_token(config, path)
 
 
 def _locator(text: str) -> Callable[[Location], str]:
@@ -109,6 +118,35 @@ def ignored_keys(config: Config) -> list[str]:
     return sorted(set(config.model_fields_set) - LOCAL_KEYS)
 
 
+def with_control_token(config: Config, path: Path) -> Config:
+    """``config`` with ``control.token`` read from ``token_file`` or ``token_env``.
+
+    The secret is read once, at load, so a running node never depends on the file or the
+    variable again; a missing or empty source is an error naming the field (a node whose
+    token silently became None would turn its control API read-only).
+    """
+    control = config.control
+    if control.token_file is not None:
+        try:
+            secret = Path(control.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise ConfigError([f"{path}: control.token_file: cannot read "
+                               f"{control.token_file}: {reason}"]) from None
+        where = f"the file {control.token_file}"
+    elif control.token_env is not None:
+        secret = os.environ.get(control.token_env, "").strip()
+        where = f"the environment variable {control.token_env}"
+    else:
+        return config
+    if not secret:
+        field = "token_file" if control.token_file is not None else "token_env"
+        raise ConfigError([f"{path}: control.{field}: {where} is empty or unset"])
+    # the sources are cleared: the copy holds the secret itself and stays valid if re-parsed
+    resolved = control.model_copy(update={"token": secret, "token_file": None, "token_env": None})
+    return copy_config(config, control=resolved)
+
+
 def summary(config: Config) -> str:
     members = sum(len(g.members) for g in config.groups)
     routes = sum(len(v.routes) for v in config.virtual_servers)
@@ -125,7 +163,9 @@ def save_snapshot(state_dir: str | Path, config: Config) -> Path:
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / SNAPSHOT_FILE
-    data = config.model_dump_json().encode()
+    # the control settings are the node file's, never the snapshot's: the token stays off disk
+    keep = Control(listen=config.control.listen)
+    data = copy_config(config, control=keep).model_dump_json().encode()
     fd, temp = tempfile.mkstemp(dir=directory, prefix=".snapshot-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

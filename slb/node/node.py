@@ -12,13 +12,19 @@ it; PUT and PATCH answer 409). A file with only ``control`` and ``state_dir`` ma
 *admin-managed* node: it serves its persisted snapshot, or nothing, until the first push.
 ``control`` and ``state_dir`` always come from the local file, never from a pushed snapshot.
 
-Control API (JSON; changes need ``Authorization: Bearer <control.token>``):
+Control API (JSON; ``/v1/...`` needs ``Authorization: Bearer <control.token>`` when the node
+has a token; ``/healthz``, ``/ready`` and ``/metrics`` stay open for probes and scrapers):
 
-    GET   /v1/config           the applied snapshot with version and hash
-    PUT   /v1/config           apply a full snapshot (409 unless newer, 400 if invalid)
+    GET   /v1/config           the applied snapshot with version and hash (never the token)
+    PUT   /v1/config           apply a full snapshot (409 unless newer or from another store
+                               without ``?take_over=1``; 400 if invalid)
     PATCH /v1/groups/{name}    apply a pool delta (409 if base_version is not the applied one)
     GET   /v1/status           per group and member live figures, applied version and time
     GET   /healthz /ready /metrics
+
+Start order: the control API opens before the data plane serves traffic, so an admin (or a
+probe) can see a restarted node; ``/healthz``, ``/ready`` and ``/v1/...`` say 503 until the
+plane is up.
 """
 
 from __future__ import annotations
@@ -128,6 +134,7 @@ class Node:
         self.applied_at = time.time()
         self.control: asyncio.Server | None = None
         self.draining = False
+        self.serving = False  # the data plane has started: /ready may answer 200
         self.stopped = asyncio.Event()
         self._lock = asyncio.Lock()
         self._unsaved: Config | None = None
@@ -144,17 +151,21 @@ class Node:
             if persisted is not None:
                 config = self._localise(persisted)
                 log.info("serving the persisted snapshot, %s", describe(config))
-        await self.plane.start(config)
-        self.applied_at = time.time()
-        if self.health is not None:
-            await self.health.update(config)
         host, port = split_host_port(self.local.control.listen)
         try:
             self.control = await start_control_server(self.handle, host, port)
         except OSError as exc:
-            await self.plane.drain()
             raise ConfigError([f"cannot listen on {self.local.control.listen} (control): "
                                f"{exc.strerror or exc}"]) from None
+        try:
+            await self.plane.start(config)
+        except BaseException:
+            self.control.close()
+            raise
+        self.serving = True
+        self.applied_at = time.time()
+        if self.health is not None:
+            await self.health.update(config)
         mode = "file-managed" if self.file_managed else "admin-managed"
         log.info("%s node, %s; control on %s", mode, describe(config), self.local.control.listen)
 
@@ -259,10 +270,13 @@ class Node:
             raise SnapshotRejected("file_managed", "this node is managed by its file "
                                    f"{self.config_path}: edit it and send SIGHUP")
 
-    async def put_config(self, data: Any) -> Config:
+    async def put_config(self, data: Any, take_over: bool = False) -> Config:
         async with self._lock:
             self._refuse_if_file_managed()
-            config = self._localise(parse_snapshot(data, self.config))
+            config = self._localise(parse_snapshot(data, self.config, take_over))
+            if take_over:
+                log.warning("taken over by admin store %s (was %s, version %d)",
+                            config.store, self.config.store, self.config.version)
             try:
                 await self._install(config)
             except ConfigError as exc:
@@ -306,11 +320,17 @@ class Node:
 
     async def handle(self, request: Request) -> Response:
         method, path = request.method, request.path
-        if path in ("/healthz", "/ready", "/metrics", "/v1/config", "/v1/status") \
-                and method in ("GET", "HEAD"):
+        if path.startswith("/v1/") and not self.serving:
+            return Response.error(503, "the node is starting: its data plane is not up yet")
+        if path in ("/healthz", "/ready", "/metrics") and method in ("GET", "HEAD"):
             return await self._read(path, request.query)
+        if path in ("/v1/config", "/v1/status") and method in ("GET", "HEAD"):
+            # the snapshot and the status describe the whole topology: token holders only
+            return self._authorize(request, reading=True) or await self._read(path,
+                                                                             request.query)
         if path == "/v1/config" and method == "PUT":
-            return await self._change(request, lambda data: self.put_config(data))
+            take_over = "take_over=1" in request.query.split("&")
+            return await self._change(request, lambda data: self.put_config(data, take_over))
         if path.startswith("/v1/groups/") and method == "PATCH":
             name = unquote(path[len("/v1/groups/"):])
             return await self._change(request, lambda data: self.patch_group(name, data))
@@ -320,14 +340,20 @@ class Node:
 
     async def _read(self, path: str, query: str = "") -> Response:
         if path == "/healthz":
+            if not self.serving:  # up means both planes: probes wait for this, not the port
+                return Response(503, b"starting\n", "text/plain")
             return Response(200, b"ok\n", "text/plain")
         if path == "/ready":
+            if not self.serving:
+                return Response(503, b"starting\n", "text/plain")
             if self.draining:
                 return Response(503, b"draining\n", "text/plain")
             if not self.file_managed and self.config.version == 0:
                 return Response(503, b"no configuration yet\n", "text/plain")
             return Response(200, b"ready\n", "text/plain")
         if path == "/metrics":
+            if not self.serving:
+                return Response(503, b"starting\n", "text/plain")
             stats = await self.plane.stats()
             status = await self.plane.member_status()
             registry = CollectorRegistry(auto_describe=True)
@@ -351,6 +377,7 @@ class Node:
         versions = self.plane.applied_versions()
         return {
             "version": self.config.version,
+            "store": self.config.store,
             "hash": self.config.content_hash(),
             "applied_at": self.applied_at,
             "applied": all(v == self.config.version for v in versions.values()),
@@ -359,7 +386,11 @@ class Node:
         }
 
     def _config_view(self) -> dict[str, Any]:
-        return {**self._version_view(), "snapshot": self.config.to_json()}
+        snapshot = self.config.to_json()
+        # the token authorizes changes: no answer carries it, not even to a token holder
+        snapshot["control"] = {k: v for k, v in snapshot["control"].items()
+                               if k not in ("token", "token_file", "token_env")}
+        return {**self._version_view(), "snapshot": snapshot}
 
     async def _change(self, request: Request, action: Any) -> Response:
         denied = self._authorize(request)
@@ -375,9 +406,13 @@ class Node:
             return Response.json(exc.status, exc.to_json())
         return Response.json(200, {"version": config.version, "hash": config.content_hash()})
 
-    def _authorize(self, request: Request) -> Response | None:
+    def _authorize(self, request: Request, reading: bool = False) -> Response | None:
+        """None when the caller may go on; else the refusal. With no token set the node is
+        read-only: reads are open (there is no secret to guard), changes are refused."""
         token = self.local.control.token
         if token is None:
+            if reading:
+                return None
             return Response.error(403, "control.token is not set: the control API is read-only")
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")

@@ -177,6 +177,9 @@ def small_request(port: int, path: str) -> int:
 def test_one_gib_response_to_slow_client_streams_complete_with_flat_proxy_memory(
         slb_proxy, thread_member, framing: str) -> None:
     sent = {"crc": 0, "bytes": 0}
+    # the member thread records its CRC after its last write, which the client may read first:
+    # the test reads ``sent`` only once this is set
+    finished = threading.Event()
 
     def serve(conn: socket.socket, head: bytes, rest: bytes) -> None:
         if head.startswith(b"GET /warm "):
@@ -195,6 +198,7 @@ def test_one_gib_response_to_slow_client_streams_complete_with_flat_proxy_memory
         if chunked:
             conn.sendall(b"0\r\n\r\n")
         sent["crc"] = crc
+        finished.set()
 
     member = thread_member(serve)
     node = slb_proxy(node_config([member.address]))
@@ -228,6 +232,7 @@ def test_one_gib_response_to_slow_client_streams_complete_with_flat_proxy_memory
 
     assert parser.get_status_code() == 200
     assert body.bytes == DOWNLOAD_BYTES
+    assert finished.wait(10) or member.errors, "the member never finished its writes"
     assert not member.errors, member.errors
     assert sent["bytes"] == DOWNLOAD_BYTES
     assert body.crc == sent["crc"], "the body arrived altered"

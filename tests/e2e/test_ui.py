@@ -201,14 +201,22 @@ async def test_operator_pulls_a_selection_of_members_out_in_one_go(site: Site) -
     assert "2 members of web" in await browser.text("h1")
     await browser.fill("#reason", "whole group to maintenance")
     await browser.click("#confirm")
-    # the whole group: the page asks to confirm that the site will answer 503
-    await browser.wait_for(lambda d: d.find_elements(By.ID, "confirm-last"),
-                           what="the last-member confirmation")
-    await browser.click("#confirm-last")
+    # the whole group: refused until the operator says so, naming the effect
+    await browser.wait_for(lambda d: d.find_elements(By.ID, "error"), what="the refusal")
+    assert "503" in await browser.text("#error")
+    assert await site.audit(target="member/web/") == []
+    await browser.click("#force")
+    await browser.click("#confirm")
     await browser.wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, ".flash-ok"),
                            what="the confirmation")
+    # and what every node did: the change is applied before the page answers
+    assert "Applied by every node: n1" in await browser.text("main")
     for address in (a, b):
         assert await browser.text(f'{row(address)} [data-live="state"]') == "drain"
+        # beside the desired state, what the node applies (from its status, polled live)
+        await browser.wait_for(lambda d, address=address: d.find_element(
+            By.CSS_SELECTOR, f'{row(address)} [data-live="applied"]').text
+            == "drain on all 1", what="the node's state")
     assert "none up" in await browser.text("h1")
     entries = await site.audit(target="member/web/")
     assert sorted(e["target"] for e in entries) == sorted([f"member/web/{a}", f"member/web/{b}"])
@@ -422,10 +430,9 @@ async def test_audit_log_filters_by_user_target_and_time(site: Site) -> None:
     start = time.time()
     assert (await operator.post(f"/api/v1/groups/web/members/{b}/pull-out",
                                 json={"reason": "release 7"})).status_code == 200
-    # (each takes out its group's last usable member: forced)
-    assert (await ada.post(f"/api/v1/groups/api/members/{b}/down",
+    assert (await ada.post(f"/api/v1/groups/api/members/{b}/down",  # api's only member
                            json={"reason": "disk full", "force": True})).status_code == 200
-    assert (await ada.post(f"/api/v1/groups/web/members/{a}/down",
+    assert (await ada.post(f"/api/v1/groups/web/members/{a}/down",  # web's last one up
                            json={"reason": "kernel update", "force": True})).status_code == 200
     await site.login("viewer")
     await site.open("/ui/audit")

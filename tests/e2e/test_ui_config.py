@@ -1,4 +1,4 @@
-"""Configuration edited in the browser (headless Chromium), and the last-member confirmation.
+"""Configuration edited in the browser (headless Chromium): drafts, errors by their field.
 
 A real admin pushes to an admin-managed node; group ``web`` (backend ``a``) serves ``/`` of the
 virtual server ``site`` and group ``api`` (backend ``b``) serves nothing yet. What the browser
@@ -107,24 +107,3 @@ async def test_deleting_a_group_a_route_uses_is_refused_naming_the_route(site: S
     await browser.wait_for(lambda d: d.find_elements(By.ID, "error"), what="the refusal")
     assert "still used by route/r0" in await browser.text("#error")
 
-
-async def test_pulling_out_the_last_member_asks_for_confirmation_naming_the_503(
-        site: Site) -> None:
-    browser, a = site.browser, site.a.address
-    await site.login("operator")
-    await site.open("/ui/groups/web")
-    await browser.click(f'tr[data-row="{a}"] .actions a.btn.danger[href*="pull-out"]')
-    await browser.fill("#reason", "maintenance")
-    await browser.click("#confirm")
-    await browser.wait_for(lambda d: d.find_elements(By.ID, "confirm-last"),
-                           what="the confirmation")
-    warning = await browser.text("#error")
-    assert "last usable member of group 'web'" in warning and "503" in warning
-    assert "503" in await browser.text("#confirm-last")
-    assert await served_by(site.node, count=1) == ["a"]  # nothing happened yet
-
-    async with site.node_applies():
-        await browser.click("#confirm-last")
-        await browser.wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, ".flash-ok"),
-                               what="the flash")
-    assert await served_by(site.node, count=1) == ["503"]

@@ -394,9 +394,14 @@ async def test_server_down_holds_the_ip_in_every_group(
                             routes={"/": "web", "/api/": "api"})
     assert await served_by(site.node, 2) == ["a", "a"]
     assert await served_by(site.node, 2, path="/api/x") == ["b", "b"]
+    refused = await site.operator.post("/api/v1/servers/127.0.0.1/down",
+                                       json={"reason": "kernel patch"})
+    assert refused.status_code == 409  # the last member of both groups: 503s without force
+    assert "api, web" in refused.json()["message"] and "503" in refused.json()["message"]
     reply = await site.change("POST", "/api/v1/servers/127.0.0.1/down",
-                              json={"reason": "kernel patch"})
-    assert reply.json() == {"ip": "127.0.0.1", "up": False, "groups": ["api", "web"]}
+                              json={"reason": "kernel patch", "force": True})
+    assert {k: v for k, v in reply.json().items() if k not in ("nodes", "complete")} == {
+        "ip": "127.0.0.1", "up": False, "groups": ["api", "web"]}
     for group, backend in (("web", site.a), ("api", site.b)):
         member = await site.member(group, backend.address)
         assert member["held_by"] == ["server"]

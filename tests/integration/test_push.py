@@ -50,9 +50,9 @@ def record_changes(proxy: RunningProxy) -> list[tuple[Any, ...]]:
     node = proxy.node
     put, patch = node.put_config, node.patch_group
 
-    async def put_config(data: Any) -> Config:
+    async def put_config(data: Any, take_over: bool = False) -> Config:
         calls.append(("PUT", data.get("version")))
-        return await put(data)
+        return await put(data, take_over)
 
     async def patch_group(name: str, data: Any) -> Config:
         calls.append(("PATCH", name, data.get("base_version"), data.get("version")))
@@ -64,7 +64,7 @@ def record_changes(proxy: RunningProxy) -> list[tuple[Any, ...]]:
 
 
 async def node_view(proxy: RunningProxy) -> tuple[int, str]:
-    view = await ControlClient(proxy.control_port).config()
+    view = await ControlClient(proxy.control_port, TOKEN).config()
     return view["version"], view["hash"]
 
 
@@ -402,7 +402,9 @@ async def test_node_with_a_newer_version_is_reported_and_left_alone(
     pusher.publish(snapshot(3, {"g": [member(b1)]}))
     await until(lambda: status_of(pusher, "n1")["last_error"] is not None, "the report")
     state = status_of(pusher, "n1")
-    assert state["last_error"].startswith("node has newer version 10")
+    assert state["last_error"].startswith("node runs version 10 of this store, ahead of the "
+                                          "admin's 3")
+    assert state["needs_take_over"]["kind"] == "ahead"
     assert (state["applied_version"], state["lag"], state["in_sync"]) == (10, -7, False)
     assert not await pusher.wait_in_sync(3, timeout=0.3)
     assert calls == []  # nothing was sent that the node would refuse

@@ -5,8 +5,9 @@ One module per page, each with a module-level router: ``login`` (and logout), ``
 searchable list with health roll-ups, one group's members with every flag), ``act`` (member
 actions), ``versions`` (diff, activate, rollback), ``audit``, ``route`` ("which group serves
 this URL"), ``split`` (a route's split weights changed and activated), ``canary`` (canary
-activation, its live ratios, promote and abort), ``edit`` (virtual servers, routes and groups
-as drafts). ``pages`` holds what they share, ``text`` how values are shown.
+activation, its live ratios, promote and abort), ``take_over`` (a node of another store, or
+ahead), ``edit`` (virtual servers, routes and groups as drafts). ``pages`` holds what they
+share, ``text`` how values are shown.
 
 A page parses the request, gets the caller's session from a dependency (``admin.web.deps``:
 no valid session, the browser goes to the login page), calls the service and renders. The
@@ -31,10 +32,11 @@ from admin.web.ui import (
     overview,
     route,
     split,
+    take_over,
     versions,
     virtual_servers,
 )
 
 PAGES: tuple[APIRouter, ...] = tuple(m.router for m in (
     login, overview, virtual_servers, groups, act, versions, audit, route, split, canary,
-    edit))
+    take_over, edit))

@@ -3,8 +3,6 @@
 ``GET /ui/groups/{name}/act?op=...&address=...`` shows what the action will do to the selected
 members and asks for a reason; the POST does it through the service (which requires the reason
 and decides what the action changes) and goes back to the group page with a flash message.
-Taking out a group's last usable member is refused by the service (``LastMember``): the page
-comes back naming the consequence, with a button that confirms it (``force``).
 """
 
 from __future__ import annotations
@@ -14,9 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from admin.domain.errors import AdminError, Invalid, LastMember
+from admin.domain.errors import AdminError, Invalid
 from admin.domain.members import member_ip
-from admin.domain.service import MEMBER_OPS, AdminService
+from admin.domain.operations import MEMBER_OPS
+from admin.domain.service import AdminService
 from admin.web.deps import PageSession, ServiceDep
 from admin.web.sessions import Session
 from admin.web.ui.groups import group_context
@@ -74,12 +73,21 @@ async def act(request: Request, name: str, service: ServiceDep, pages: PagesDep)
         return {**context, "weight": str(form.get("weight") or "").strip()}
 
     def failed(post: Posted, exc: AdminError) -> Response:
-        # the last usable member: the same form again, asking to confirm the consequence
-        context = {**post.context, "confirm_last": isinstance(exc, LastMember)}
-        return pages.form_again(request, "act.html", "groups", post, exc, context)
+        return pages.form_again(request, "act.html", "groups", post, exc, post.context)
+
+    def touches(post: Posted) -> set[str]:
+        """The groups whose nodes the action reaches (a weight edit is a draft: none)."""
+        op = post.context["op"]
+        if op in MEMBER_OPS:
+            return {name}
+        if op in ("server-up", "server-down"):
+            return {group for ip in post.context["ips"]
+                    for group in service.members_with_ip(ip)}
+        return set()
 
     return await pages.change(request, "operator", f"{PREFIX}/groups/{name}",
-                              lambda post: perform(service, name, post), failed, prepare)
+                              lambda post: perform(service, name, post), failed, prepare,
+                              touches)
 
 
 def perform(service: AdminService, name: str, post: Posted) -> str:
@@ -87,13 +95,14 @@ def perform(service: AdminService, name: str, post: Posted) -> str:
     op, who, reason = post.context["op"], post.session.name, post.reason
     addresses = posted_addresses(post.form)
     count = f"{len(addresses)} member{'s' if len(addresses) != 1 else ''}"
+    force = post.form.get("force") == "1"
     if op in MEMBER_OPS:
-        service.member_op(name, addresses, op, who, reason, force=post.form.get("force") == "1")
+        service.member_op(name, addresses, op, who, reason, force)
         return f"{ACTIONS[op][0]}: {count} of {name} ({', '.join(addresses)})."
     if op in ("server-up", "server-down"):
         ips = sorted({member_ip(a) for a in addresses})
         service.batch([{"server": ip, "op": op.removeprefix("server-")} for ip in ips],
-                      who, reason, force=post.form.get("force") == "1")
+                      who, reason, force)
         return f"{ACTIONS[op][0]}: {', '.join(ips)} (every group with these servers)."
     service.set_weight(name, addresses, post.context["weight"],
                        post.form.get("row_version") or "", who, reason)

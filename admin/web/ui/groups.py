@@ -15,7 +15,7 @@ from admin.domain.service import AdminService
 from admin.web.deps import JsonSession, PageSession, ServiceDep
 from admin.web.live import LiveStatus
 from admin.web.ui.pages import FLAG_COLUMNS, POLL_MS, PagesDep
-from admin.web.ui.text import PREFIX, source_text
+from admin.web.ui.text import DASH, PREFIX, source_text
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 FLAG_TEXT = {
@@ -86,6 +86,17 @@ async def group_page(request: Request, name: str, session: PageSession, service:
                         **group_context(service, name))
 
 
+def applied_cell(desired: str, applied: dict[str, str], nodes: int) -> dict[str, str]:
+    """What the ``nodes`` that answered apply for one member, beside the desired state: "up on
+    all 2" when every one agrees with it, else each node's state, marked."""
+    if not applied:
+        return {"applied": "no node answered" if nodes else DASH, "applied_class": "warn"}
+    if all(state == desired for state in applied.values()) and len(applied) == nodes:
+        return {"applied": f"{desired} on all {nodes}", "applied_class": "good"}
+    shown = ", ".join(f"{node}: {state}" for node, state in sorted(applied.items()))
+    return {"applied": f"{shown} (desired: {desired})", "applied_class": "bad"}
+
+
 @router.get("/api/groups/{name}/live")
 async def group_live(request: Request, name: str, session: JsonSession,
                      service: ServiceDep) -> Response:
@@ -98,7 +109,9 @@ async def group_live(request: Request, name: str, session: JsonSession,
         rows[m.address] = {"active": found.get("active", 0),
                            "requests": found.get("requests", 0),
                            "failures": found.get("failures", 0),
-                           "state": m.state}
+                           "state": m.state,
+                           **applied_cell(m.state, figures.applied.get(m.address, {}),
+                                          figures.answered)}
     if figures.nodes == 0:
         note = "no node serves this group: no live figures"
     else:

@@ -6,19 +6,22 @@ and every action checks the role again. The ``slb_session`` cookie is ``HttpOnly
 ``http://127.0.0.1`` and ``http://localhost`` as secure contexts and keep Secure cookies there);
 on plain HTTP to another host a Secure cookie would be dropped by the browser, so it is sent
 without, and the login page warns that the admin should be served over HTTPS. The login form
-is protected from cross-site posts by a double-submit cookie.
+is protected from cross-site posts by a double-submit cookie. Failed logins are limited per
+client address (``admin.web.guards.LoginLimiter``: 429 after 5 a minute).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from admin.web.deps import SessionsDep, session_of
+from admin.web.guards import LoginLimiter
 from admin.web.sessions import COOKIE
 from admin.web.ui.pages import Forbidden, Pages, PagesDep, checked_form, redirect
 from admin.web.ui.text import PREFIX
@@ -28,6 +31,7 @@ log = logging.getLogger("admin.ui")
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 LOGIN_COOKIE = "slb_login"  # double-submit CSRF token of the login form
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+TOKEN_MAX = 4096  # longer than any token the admin's file accepts: never compared whole
 
 
 def secure_cookie(request: Request) -> bool:
@@ -68,10 +72,18 @@ async def login(request: Request, pages: PagesDep,
     if not sent or not cookie or not hmac.compare_digest(sent.encode(), cookie.encode()):
         return login_page(request, pages, 403, "The login form expired or did not come from "
                           "this page. Please try again.", next_url)
-    session = sessions.login(str(form.get("token") or ""))
+    client = request.client.host if request.client else "?"
+    limiter: LoginLimiter = request.app.state.login_limiter
+    wait = limiter.retry_after(client)
+    if wait > 0:  # checked before the token: a guess that is right still waits
+        reply = login_page(request, pages, 429, f"Too many failed logins from {client}. "
+                           f"Try again in {math.ceil(wait)} seconds.", next_url)
+        reply.headers["Retry-After"] = str(math.ceil(wait))
+        return reply
+    session = sessions.login(str(form.get("token") or "")[:TOKEN_MAX])
     if session is None:
-        log.warning("web UI: failed login from %s",
-                    request.client.host if request.client else "?")
+        limiter.failed(client)
+        log.warning("web UI: failed login from %s", client)
         return login_page(request, pages, 401,
                           "This token is not valid. Check it and try again.", next_url)
     reply = redirect(safe_next(next_url))

@@ -18,7 +18,11 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 def node_live(node: dict[str, Any]) -> dict[str, Any]:
     """A node's push status as the page shows it."""
     lag = node.get("lag")
-    if node.get("last_error"):
+    held = node.get("needs_take_over")
+    if held:
+        what = "another admin store" if held["kind"] == "other_store" else "ahead of this one"
+        sync, sync_class = f"needs take-over ({what})", "bad"
+    elif node.get("last_error"):
         sync, sync_class = "error", "bad"
     elif node.get("in_sync"):
         sync, sync_class = "in sync", "good"
@@ -26,7 +30,10 @@ def node_live(node: dict[str, Any]) -> dict[str, Any]:
         sync, sync_class = "not contacted yet", "warn"
     else:
         sync, sync_class = f"behind by {lag}" if lag else "applying", "warn"
-    return {"desired": node.get("desired_version") or DASH,
+    runs, wanted = node.get("configuration_version"), node.get("desired_configuration_version")
+    return {"configuration": DASH if runs is None else runs,
+            "configuration_class": "good" if runs is not None and runs == wanted else "warn",
+            "desired": node.get("desired_version") or DASH,
             "applied": node.get("applied_version") or DASH,
             "lag": DASH if lag is None else lag,
             "sync": sync, "sync_class": sync_class,

@@ -23,6 +23,7 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from admin.domain.delivery import Delivery
 from admin.domain.errors import AdminError
 from admin.web.deps import get_service, session_of
 from admin.web.sessions import Session
@@ -32,6 +33,7 @@ ADMIN = Path(__file__).resolve().parents[2]
 TEMPLATES = ADMIN / "templates"
 STATIC = ADMIN / "static"
 POLL_MS = 2000
+UI_WAIT = 5.0  # seconds a form waits for the nodes before saying which did not apply yet
 FLAG_COLUMNS = ("ops", "pull", "server", "health", "maintenance")
 
 # op -> (button label, role needed, what it does)
@@ -95,7 +97,8 @@ class Pages:
                status: int = 200, **context: Any) -> HTMLResponse:
         flashes = []
         if session is not None:
-            flashes, session.flashes = session.flashes, []
+            flashes = list(session.flashes)
+            session.flashes.clear()
         reply = self.templates.TemplateResponse(request, template, {
             "session": session, "flashes": flashes,
             "can_operate": session is not None and session.may("operator"),
@@ -125,12 +128,15 @@ class Pages:
                      act: Callable[[Posted], str],
                      failed: Callable[[Posted, AdminError], Response],
                      prepare: Callable[[Session, Form], dict[str, Any]] | None = None,
+                     touches: Callable[[Posted], set[str] | None] | None = None,
                      ) -> Response:
         """A POST that changes something. The session, the CSRF token and ``role`` are checked,
         ``prepare(session, form)`` gives the form page's context (a refusal or an error of the
         service there is an error page); then ``act(post)`` calls the service and returns the
         flash message, and the browser goes to ``done_url``. A refusal of the service (a
-        missing reason included) is shown by ``failed(post, error)``."""
+        missing reason included) is shown by ``failed(post, error)``. With ``touches`` (the
+        groups the change reaches; None: every group), the answer waits up to ``UI_WAIT``
+        seconds for the nodes and a second flash says what each did (``delivery_flash``)."""
         session = session_of(request)
         if session is None:
             return self.to_login(request)
@@ -142,11 +148,17 @@ class Pages:
         except AdminError as exc:
             return self.refused(request, session, exc, "Cannot do that")
         post = Posted(session, form, context, str(form.get("reason") or "").strip())
+        service = get_service(request)
+        groups = touches(post) if touches is not None else set()
+        taken = service.ticket() if groups != set() else None
         try:
             message = act(post)
         except AdminError as exc:
             return failed(post, exc)
         session.flashes.append(("ok", message))
+        if taken is not None:
+            session.flashes.append(delivery_flash(
+                await service.confirm(taken, groups, UI_WAIT)))
         return redirect(done_url)
 
     def form_again(self, request: Request, template: str, nav: str, post: Posted,
@@ -154,6 +166,17 @@ class Pages:
         """The form's page again, the refusal of the service above it, the reason kept."""
         return self.render(request, template, post.session, status=exc.status, nav=nav,
                            error=str(exc), errors=exc.errors, reason=post.reason, **context)
+
+
+def delivery_flash(delivery: Delivery) -> tuple[str, str]:
+    """What each node did about a change, as a flash: ``ok`` when every node applied it."""
+    applied = [f"{n['node']} (snapshot {n['version']})" for n in delivery.nodes if n["applied"]]
+    if delivery.complete:
+        return ("ok", "Applied by every node: " + (", ".join(applied) or "none") + ".")
+    missing = [f"{n['node']} ({n.get('error')})" for n in delivery.nodes if not n["applied"]]
+    return ("warn", f"Not applied within {UI_WAIT:g} s by " + ", ".join(missing)
+            + (f"; applied by {', '.join(applied)}" if applied else "")
+            + ". The change is stored and keeps being pushed (see Overview).")
 
 
 def get_pages(request: Request) -> Pages:

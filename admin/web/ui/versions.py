@@ -55,14 +55,15 @@ async def version_diff(request: Request, session: PageSession, service: ServiceD
 async def activate(request: Request, service: ServiceDep, pages: PagesDep) -> Response:
     def act(post: Posted) -> str:
         done = service.activate(post.session.name, post.reason)
-        return (f"Version {done['version']} is active; the nodes are being updated "
-                "(see Overview).")
+        return f"Version {done['version']} is active."
 
     def failed(post: Posted, exc: AdminError) -> Response:
         return versions_page(request, service, pages, post.session, exc.status, str(exc),
                              exc.errors, post.reason)
 
-    return await pages.change(request, "admin", f"{PREFIX}/versions", act, failed)
+    # every cluster gets the new version: the page waits for the nodes and says what each did
+    return await pages.change(request, "admin", f"{PREFIX}/versions", act, failed,
+                              touches=lambda post: None)
 
 
 def rollback_context(service: AdminService, number: int) -> dict[str, Any]:
@@ -88,8 +89,7 @@ async def rollback(request: Request, number: int, service: ServiceDep, pages: Pa
                    ) -> Response:
     def act(post: Posted) -> str:
         done = service.rollback(number, post.session.name, post.reason)
-        return (f"Version {done['version']} is active: the content of version {number}. "
-                "The nodes are being updated.")
+        return f"Version {done['version']} is active: the content of version {number}."
 
     def failed(post: Posted, exc: AdminError) -> Response:
         try:
@@ -99,4 +99,6 @@ async def rollback(request: Request, number: int, service: ServiceDep, pages: Pa
                                     str(exc))
         return pages.form_again(request, "rollback.html", "versions", post, exc, context)
 
-    return await pages.change(request, "admin", f"{PREFIX}/versions", act, failed)
+    # every cluster gets the new version: the page waits for the nodes and says what each did
+    return await pages.change(request, "admin", f"{PREFIX}/versions", act, failed,
+                              touches=lambda post: None)

@@ -7,11 +7,9 @@ from typing import Any
 
 import pytest
 
-from admin.domain.errors import LastMember
 from admin.domain.members import (
     Discovered,
     MemberView,
-    check_last_member,
     effective_members,
     member_ip,
 )
@@ -138,23 +136,3 @@ def test_consul_weight_zero_holds_the_member_out() -> None:
     assert found.state != "up"
     assert found.weight == 0
 
-
-def up_and_down(up: list[str], down: list[str]) -> list[MemberView]:
-    views = [MemberView(a, 1) for a in up + down]
-    for v in views[len(up):]:
-        v.held_by.append("ops")
-    return views
-
-
-def test_taking_out_the_last_usable_member_names_the_503_and_the_routes() -> None:
-    members = up_and_down(["10.0.0.1:80"], ["10.0.0.2:80"])
-    with pytest.raises(LastMember) as refused:
-        check_last_member("web", members, ["10.0.0.1:80"], ["shop /api/"])
-    assert refused.value.status == 409
-    assert "last usable member of group 'web'" in str(refused.value)
-    assert "(shop /api/) will be answered 503" in str(refused.value)
-
-
-def test_a_member_left_usable_or_a_group_already_down_needs_no_confirmation() -> None:
-    check_last_member("web", up_and_down(["a:1", "b:1"], []), ["a:1"], [])
-    check_last_member("web", up_and_down([], ["a:1"]), ["a:1"], [])

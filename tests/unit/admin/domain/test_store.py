@@ -64,7 +64,7 @@ def test_reopening_applies_only_new_migrations_and_keeps_data(
     first.close()
     # a later release adds a migration: only it runs (re-running the first would fail, its
     # CREATE TABLE statements exist already)
-    migrations = (*store_module.MIGRATIONS, "CREATE TABLE sessions (id TEXT PRIMARY KEY)")
+    migrations = (*store_module.MIGRATIONS, "CREATE TABLE later_table (id TEXT PRIMARY KEY)")
     monkeypatch.setattr(store_module, "MIGRATIONS", migrations)
     second = Store(db_path)
     try:
@@ -72,7 +72,7 @@ def test_reopening_applies_only_new_migrations_and_keeps_data(
     finally:
         second.close()
     assert user_version(db_path) == len(migrations)
-    assert "sessions" in tables(db_path)
+    assert "later_table" in tables(db_path)
 
 
 # -- objects, audit rows and optimistic locking ----------------------------------------------

@@ -42,6 +42,9 @@ class FakeService:
     def activate(self, who: str, reason: str) -> dict[str, Any]:
         raise Invalid("a reason is required", ["reason: must not be empty"])
 
+    def ticket(self) -> None:  # confirmed delivery: nothing to wait for here
+        return None
+
 
 def app_with(service: Any, caller: ApiToken | None = None) -> httpx.AsyncClient:
     app = create_app(AdminConfig(tokens=[ADMIN, VIEWER]), service)

@@ -76,3 +76,34 @@ def test_a_missing_field_points_at_the_mapping_it_belongs_to(tmp_path: Path) -> 
         load_config_file(path)
     assert raised.value.lines == [
         f"{path}:2:5: virtual_servers[0].listen: required field is missing"]
+
+
+def test_the_control_token_comes_from_a_file_or_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "token").write_text("from-a-file\n")
+    (tmp_path / "a.yaml").write_text(f"control: {{token_file: {tmp_path / 'token'}}}\n")
+    assert load_config_file(tmp_path / "a.yaml").control.token == "from-a-file"
+    monkeypatch.setenv("SLB_TEST_TOKEN", "from-the-env")
+    (tmp_path / "b.yaml").write_text("control: {token_env: SLB_TEST_TOKEN}\n")
+    assert load_config_file(tmp_path / "b.yaml").control.token == "from-the-env"
+
+
+@pytest.mark.parametrize(("control", "error"), [
+    ("{token_file: /nonexistent/token}", "control.token_file: cannot read /nonexistent/token"),
+    ("{token_env: SLB_TEST_UNSET}", "control.token_env: the environment variable SLB_TEST_UNSET"
+                                    " is empty or unset"),
+    ("{token: abcdefgh, token_env: X}", "control: set one of token, token_env, not several"),
+])
+def test_a_token_source_that_gives_nothing_is_an_error_naming_the_field(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, control: str, error: str) -> None:
+    monkeypatch.delenv("SLB_TEST_UNSET", raising=False)
+    (tmp_path / "c.yaml").write_text(f"control: {control}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(tmp_path / "c.yaml")
+    assert any(error in line for line in caught.value.lines), caught.value.lines
+
+
+def test_the_persisted_snapshot_holds_no_token(tmp_path: Path) -> None:
+    config = parse_config({"version": 2, "control": {"token": "never-on-disk"}})
+    target = save_snapshot(tmp_path, config)
+    assert b"never-on-disk" not in target.read_bytes()

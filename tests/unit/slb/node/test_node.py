@@ -53,6 +53,16 @@ def request(method: str, path: str, body: Any = None, token: str | None = TOKEN)
     return Request(method, path, "", headers, json.dumps(body).encode() if body else b"")
 
 
+async def started(local: Config = LOCAL, plane: FakePlane | None = None,
+                  path: str | None = None) -> Node:
+    """A node whose plane has started (its control listener on a free loopback port)."""
+    node = Node(local, plane or FakePlane(), path)
+    await node.start()
+    assert node.control is not None
+    node.control.close()  # the tests call ``handle`` directly
+    return node
+
+
 def snapshot(version: int) -> dict[str, Any]:
     return {"version": version, "groups": [{"name": "web", "members": [
         {"address": "10.0.0.1:80"}]}]}
@@ -60,7 +70,7 @@ def snapshot(version: int) -> dict[str, Any]:
 
 async def test_an_admin_managed_node_takes_snapshots_and_deltas_and_reports_them() -> None:
     plane = FakePlane()
-    node = Node(LOCAL, plane)
+    node = await started(plane=plane)
     assert node.config is LOCAL  # nothing applied yet: the local file
     assert (await node.handle(request("GET", "/ready"))).status == 503
     put = await node.handle(request("PUT", "/v1/config", snapshot(2)))
@@ -76,7 +86,7 @@ async def test_an_admin_managed_node_takes_snapshots_and_deltas_and_reports_them
 
 
 async def test_changes_are_refused_with_the_reason() -> None:
-    node = Node(LOCAL, FakePlane())
+    node = await started()
     await node.handle(request("PUT", "/v1/config", snapshot(2)))
     stale = await node.handle(request("PUT", "/v1/config", snapshot(2)))
     assert (stale.status, json.loads(stale.body)["error"]) == (409, "stale")
@@ -93,6 +103,37 @@ async def test_changes_are_refused_with_the_reason() -> None:
 async def test_a_file_managed_node_refuses_pushes() -> None:
     local = parse_config({**LOCAL.to_json(), **snapshot(1), "virtual_servers": [
         {"name": "vs", "listen": "127.0.0.1:0", "routes": [{"path": "/", "group": "web"}]}]})
-    node = Node(local, FakePlane(), "slb.yaml")
+    node = await started(local, path="slb.yaml")
     refused = await node.handle(request("PUT", "/v1/config", snapshot(5)))
     assert (refused.status, json.loads(refused.body)["error"]) == (409, "file_managed")
+
+
+async def test_the_snapshot_and_status_need_the_token_and_never_show_it() -> None:
+    node = await started()
+    await node.handle(request("PUT", "/v1/config", snapshot(2)))
+    for path in ("/v1/config", "/v1/status"):
+        assert (await node.handle(request("GET", path, token=None))).status == 401
+        assert (await node.handle(request("GET", path, token="wrong"))).status == 401
+        answer = await node.handle(request("GET", path))
+        assert answer.status == 200 and TOKEN.encode() not in answer.body
+    for path in ("/healthz", "/ready", "/metrics"):  # probes and scrapers have no token
+        assert (await node.handle(request("GET", path, token=None))).status == 200
+
+
+async def test_a_node_answers_its_control_api_before_it_serves_traffic() -> None:
+    """The control listener opens first; until the plane is up it says 503."""
+    seen: list[int] = []
+
+    class SlowPlane(FakePlane):
+        async def start(self, config: Config) -> None:
+            for path in ("/healthz", "/ready", "/v1/status"):
+                seen.append((await node.handle(request("GET", path))).status)
+            await super().start(config)
+
+    node = Node(LOCAL, SlowPlane())
+    await node.start()
+    assert node.control is not None
+    node.control.close()
+    assert seen == [503, 503, 503]
+    assert (await node.handle(request("GET", "/v1/status"))).status == 200
+    assert (await node.handle(request("GET", "/healthz"))).status == 200
