@@ -1,6 +1,6 @@
 """What travels between a pusher and a node's control API: JSON bodies and error texts.
 
-A node answers errors as ``{"error", "message", "errors": [...]}``; ``http_error`` turns one
+A node answers errors as ``{"error", "message", "details": [...]}``; ``http_error`` turns one
 into the line shown as a node's ``last_error``, whatever the node sent (JSON or not).
 """
 
