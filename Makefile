@@ -41,6 +41,8 @@ run-proxy: $(STAMP)
 system-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
+	@command -v curl >/dev/null || { \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y curl; }
 
 test: $(STAMP) $(VENDOR_STAMP) system-deps
 	$(BIN)/ruff check .

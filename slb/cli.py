@@ -12,7 +12,7 @@ import os
 import sys
 
 from slb.errors import ConfigError
-from slb.node.files import ignored_keys, load_config_file, summary
+from slb.node.files import certificate_warnings, ignored_keys, load_config_file, summary
 from slb.node.logs import LEVELS, setup_logging
 
 
@@ -54,6 +54,8 @@ def check(path: str) -> int:
     for key in ignored_keys(config):
         print(f"{path}: {key}: warning: ignored: without virtual_servers this node is managed by "
               f"the admin, whose snapshot sets {key}", file=sys.stderr)
+    for line in certificate_warnings(config):
+        print(f"{path}: warning: {line}", file=sys.stderr)
     print(f"{path}: configuration is valid: {summary(config)}")
     return 0
 

@@ -9,6 +9,9 @@
     │   └── NotImplementedTE   501: a transfer coding other than chunked
     │   └── VersionNotSupported 505: not HTTP/1.0 or 1.1
     ├── NoRoute                404: no virtual server or route takes the request
+    ├── Misdirected            421: the Host is served with another certificate than this
+    │                               connection's (RFC 9110 §15.5.20)
+    ├── RedirectToHttps        308: the virtual server sends every request to https
     ├── NoHealthyMember        503: the group has no member to send it to
     ├── UpstreamConnectError   502: every try failed to connect
     ├── UpstreamProtocolError  502: the member answered something that is not HTTP/1.1
@@ -92,6 +95,21 @@ class VersionNotSupported(ClientError):
 class NoRoute(ProxyError):
     status = 404
     flag = "NR"
+
+
+class Misdirected(ProxyError):
+    status = 421
+    flag = "MR"
+
+
+class RedirectToHttps(ProxyError):
+    """Not an error: the proxy's own answer, 308 to the same target over https."""
+
+    status = 308
+
+    def __init__(self, location: bytes) -> None:
+        super().__init__("redirect to https")
+        self.fields = b"Location: " + location + b"\r\n"
 
 
 class NoHealthyMember(ProxyError):

@@ -58,6 +58,8 @@ class Stats:
         # (virtual_server, route index, reason "rate_limit" | "deny") -> requests a route's
         # rules refused
         self.route_refusals: dict[tuple[str, str, str], int] = {}
+        self.tls_handshakes: dict[str, int] = {}  # TLS version -> handshakes completed
+        self.tls_handshake_failures: dict[str, int] = {}  # reason -> handshakes that failed
 
     def histogram(self, virtual_server: str, group: str) -> LatencyHistogram:
         key = (virtual_server, group)
@@ -92,6 +94,11 @@ class Stats:
 
     def count_route_refusal(self, virtual_server: str, route: str, reason: str) -> None:
         _bump(self.route_refusals, (virtual_server, route, reason))
+    def count_handshake(self, version: str) -> None:
+        _bump(self.tls_handshakes, version)
+
+    def count_handshake_failure(self, reason: str) -> None:
+        _bump(self.tls_handshake_failures, reason)
 
     # -- across processes -------------------------------------------------------------------
 
@@ -109,6 +116,8 @@ class Stats:
             "client_errors": [[k, v] for k, v in self.client_errors.items()],
             "internal_errors": self.internal_errors,
             "route_refusals": [[*k, v] for k, v in self.route_refusals.items()],
+            "tls_handshakes": [[k, v] for k, v in self.tls_handshakes.items()],
+            "tls_handshake_failures": [[k, v] for k, v in self.tls_handshake_failures.items()],
         }
 
     def merge(self, exported: dict[str, Any]) -> None:
@@ -131,6 +140,9 @@ class Stats:
         self.internal_errors += exported.get("internal_errors", 0)
         for vs, route, reason, value in exported.get("route_refusals", ()):
             _bump(self.route_refusals, (vs, route, reason), value)
+        for name in ("tls_handshakes", "tls_handshake_failures"):
+            for key, value in exported.get(name, ()):
+                _bump(getattr(self, name), key, value)
 
 
 def _bump(table: dict[Any, int], key: Any, by: int = 1) -> None:
@@ -199,6 +211,12 @@ class StatsCollector:
         for (vs, route, reason), value in sorted(stats.route_refusals.items()):
             refusals.add_metric([vs, route, reason], value)
         yield refusals
+        yield _by_label("slb_tls_handshakes", "TLS handshakes completed, by protocol version",
+                        "version", stats.tls_handshakes)
+        yield _by_label("slb_tls_handshake_failures",
+                        "TLS handshakes that failed, by reason (plain_http, protocol_version, "
+                        "malformed, timeout, closed, ...)", "reason",
+                        stats.tls_handshake_failures)
         if self._gauges is not None:
             yield from self._gauges()
 
@@ -218,6 +236,24 @@ def _per_member(name: str, documentation: str,
     family = CounterMetricFamily(name, documentation, labels=["group", "member"])
     for (group, member), value in sorted(table.items()):
         family.add_metric([group, member], value)
+    return family
+
+
+def certificate_expiry_family(expiry: list[tuple[str, str, float]]) -> GaugeMetricFamily:
+    """``(virtual_server, subject, not_after)`` rows as the expiry gauge operators alert on."""
+    family = GaugeMetricFamily("slb_tls_certificate_expiry_timestamp_seconds",
+                               "When the certificate a virtual server presents expires (Unix time)",
+                               labels=["virtual_server", "subject"])
+    for vs, subject, not_after in sorted(expiry):
+        family.add_metric([vs, subject], not_after)
+    return family
+
+
+def _by_label(name: str, documentation: str, label: str,
+              table: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, value in sorted(table.items()):
+        family.add_metric([key], value)
     return family
 
 

@@ -4,6 +4,7 @@
     parse.py     parse_config, cross-references, the one wording of validation errors
     identity.py  group digests and the content hash: every cache of the model, and its reset
     delta.py     changing an applied config: full snapshots, pool deltas, SnapshotRejected
+    certs.py     certificates read, described and checked (cryptography; load time only)
     hosts.py     which virtual server and route a host and path reach (proxy and admin alike)
     traffic.py   the schema of route conditions, splits and per-route rules (issue 13)
     conditions.py route conditions compiled once, evaluated alike by proxy and admin
@@ -12,6 +13,14 @@ Nothing here knows about sockets, processes or the admin; the proxy compiles a `
 its own objects (``slb.proxy.compile``).
 """
 
+from slb.model.certs import (
+    CertificateError,
+    CertificateInfo,
+    describe,
+    inspect_pair,
+    read_pair,
+    tls_problems,
+)
 from slb.model.conditions import FactsView
 from slb.model.delta import (
     PoolDelta,
@@ -51,7 +60,10 @@ from slb.model.schema import (
     PositiveSeconds,
     Retry,
     Route,
+    ServerTls,
     Timeouts,
+    TlsSettings,
+    UpstreamTls,
     VirtualServer,
     parse_duration,
     split_host_port,
@@ -71,14 +83,66 @@ from slb.model.traffic import (
 )
 
 __all__ = [
-    "ROUTE_TRAFFIC_FIELDS", "AccessLog", "Address", "Algorithm", "Config", "ConfigErrors",
-    "Control", "Domain", "FactsView", "Group", "HeaderRules", "HealthCheck", "HttpSettings",
-    "KeepAlive", "Location", "LogSettings", "MatchKind", "Member", "MemberStateName",
-    "PassiveHealth", "PoolDelta", "PositiveSeconds", "Problem", "RateLimit", "Redirect",
-    "Resolution", "Retry", "Rewrite", "Route", "RouteTimeouts", "SnapshotRejected", "SplitShare",
-    "Timeouts", "VirtualServer", "When", "apply_delta", "bare_host", "check_cidr",
-    "check_hash_key", "copy_config", "cross_reference_errors", "destination_problem",
-    "format_location", "format_problem", "parse_config", "parse_delta", "parse_duration",
-    "parse_snapshot", "pydantic_problems", "resolve", "route_order", "route_sort_key",
+    "ROUTE_TRAFFIC_FIELDS",
+    "AccessLog",
+    "Address",
+    "Algorithm",
+    "CertificateError",
+    "CertificateInfo",
+    "Config",
+    "ConfigErrors",
+    "Control",
+    "Domain",
+    "FactsView",
+    "Group",
+    "HeaderRules",
+    "HealthCheck",
+    "HttpSettings",
+    "KeepAlive",
+    "Location",
+    "LogSettings",
+    "MatchKind",
+    "Member",
+    "MemberStateName",
+    "PassiveHealth",
+    "PoolDelta",
+    "PositiveSeconds",
+    "Problem",
+    "RateLimit",
+    "Redirect",
+    "Resolution",
+    "Retry",
+    "Rewrite",
+    "Route",
+    "RouteTimeouts",
+    "ServerTls",
+    "SnapshotRejected",
+    "SplitShare",
+    "Timeouts",
+    "TlsSettings",
+    "UpstreamTls",
+    "VirtualServer",
+    "When",
+    "apply_delta",
+    "bare_host",
+    "check_cidr",
+    "check_hash_key",
+    "copy_config",
+    "cross_reference_errors",
+    "describe",
+    "destination_problem",
+    "format_location",
+    "format_problem",
+    "inspect_pair",
+    "parse_config",
+    "parse_delta",
+    "parse_duration",
+    "parse_snapshot",
+    "pydantic_problems",
+    "read_pair",
+    "resolve",
+    "route_order",
+    "route_sort_key",
     "split_host_port",
+    "tls_problems",
 ]

@@ -8,7 +8,8 @@ objects) words its errors with it.
 
 ``parse_config`` checks the references between parts (a route's group, one default per listener,
 a domain on one virtual server per listener) on the raw document, so they are reported together
-with the field errors rather than after those are fixed.
+with the field errors rather than after those are fixed. Once every field is valid it runs the
+TLS checks of ``slb.model.certs`` (files, keys, expiry, names).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from slb.model.certs import tls_problems
 from slb.model.hosts import bare_host
 from slb.model.schema import Config
 
@@ -85,6 +87,9 @@ def parse_config(data: Any) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         errors += pydantic_problems(exc)
+    else:
+        # (files are read only once every field is valid: nothing is half-checked)
+        errors += tls_problems(config)[0]
     if errors:
         raise ConfigErrors(sorted(errors, key=_location_order))
     return config

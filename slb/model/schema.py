@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -44,6 +45,8 @@ from slb.model.traffic import (
 Algorithm = Literal["wrr", "least_conn", "random2", "hash", "ip_hash"]
 MatchKind = Literal["exact", "prefix", "regex"]
 MemberStateName = Literal["up", "down", "drain"]
+
+KEY_WITHHELD = "(write-only: not shown)"
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
@@ -230,6 +233,63 @@ class Member(_Strict):
     state: MemberStateName = "up"
 
 
+# -- TLS (issue 12) ---------------------------------------------------------------------------
+
+
+def _check_ciphers(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+        except ssl.SSLError:
+            raise ValueError(f"no cipher matches the OpenSSL cipher string {value!r}") from None
+    return value
+
+
+class TlsSettings(_Strict):
+    """Node-wide TLS defaults of every TLS listener."""
+
+    # nginx ssl_protocols defaults to TLSv1.2 TLSv1.3; TLS 1.0 and 1.1 are deprecated (RFC 8996).
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    # OpenSSL cipher string for TLS 1.2 (1.3 suites are not configurable here, as nginx);
+    # None keeps Python's defaults.
+    ciphers: Annotated[str | None, AfterValidator(_check_ciphers)] = None
+    # A client must finish its handshake within this (HAProxy `timeout client` applies; Envoy
+    # transport_socket_connect_timeout 15s; nginx client_header_timeout 60s covers it).
+    handshake_timeout: PositiveSeconds = 10.0
+
+
+class ServerTls(_Strict):
+    """A virtual server's certificate: files on the node, or PEM text inside a pushed snapshot."""
+
+    certificate: str | None = Field(None, min_length=1)  # PEM chain, leaf first
+    key: str | None = Field(None, min_length=1)
+    certificate_pem: str | None = Field(None, min_length=1)
+    # write-only: never in a repr, a log line or the control API's view (``public_json``)
+    key_pem: str | None = Field(None, min_length=1, repr=False)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ServerTls:
+        files = (self.certificate, self.key)
+        inline = (self.certificate_pem, self.key_pem)
+        if any(files) and any(inline):
+            raise ValueError("give either certificate and key (files) or certificate_pem and "
+                             "key_pem (inline), not both")
+        if not all(files) and not all(inline):
+            raise ValueError("certificate and key (or certificate_pem and key_pem) are required")
+        return self
+
+
+class UpstreamTls(_Strict):
+    """TLS from the proxy to a group's members."""
+
+    enabled: bool = False
+    # verify the member's certificate (chain to ``ca`` or the system store, and its name)
+    verify: bool = True
+    ca: str | None = Field(None, min_length=1)  # PEM file of trusted CAs; None: the system store
+    # the name sent as SNI and checked in the member's certificate; None: the member's address
+    server_name: str | None = Field(None, min_length=1)
+
+
 class Group(Cached, _Strict):
     name: str = Field(min_length=1, max_length=200)
     algorithm: Algorithm = "wrr"
@@ -243,6 +303,7 @@ class Group(Cached, _Strict):
     # active checks by the node itself; file-managed nodes only (the admin's health is the
     # source for the others): slb.node.health
     health_check: HealthCheck | None = None
+    upstream_tls: UpstreamTls = UpstreamTls()
 
     def digest(self) -> str:
         return group_digest(self)
@@ -328,6 +389,9 @@ class VirtualServer(_Strict):
     domains: list[Domain] = Field(default_factory=list)
     default: bool = False
     routes: list[Route] = Field(default_factory=list)
+    tls: ServerTls | None = None
+    # Every request is answered 308 to https://host[:port]/same/target (port omitted when 443).
+    redirect_to_https: int | None = Field(None, ge=1, le=65535)
 
 
 class Config(Cached, _Strict):
@@ -343,6 +407,7 @@ class Config(Cached, _Strict):
     http: HttpSettings = HttpSettings()
     access_log: AccessLog = AccessLog()
     log: LogSettings = LogSettings()
+    tls: TlsSettings = TlsSettings()
     virtual_servers: list[VirtualServer] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
 
@@ -360,6 +425,14 @@ class Config(Cached, _Strict):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def public_json(self) -> dict[str, Any]:
+        """``to_json`` without private keys: what may be shown (the control API's view)."""
+        data = self.to_json()
+        for vs in data["virtual_servers"]:
+            if vs.get("tls") and vs["tls"].get("key_pem"):
+                vs["tls"]["key_pem"] = KEY_WITHHELD
+        return data
 
     def content_hash(self) -> str:
         """sha256 of the content: equal content, equal hash (see ``slb.model.identity``)."""

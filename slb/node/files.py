@@ -34,7 +34,15 @@ from slb.model import (
     copy_config,
     format_problem,
     parse_config,
+    tls_problems,
 )
+
+log = logging.getLogger("slb.state")
+
+
+def certificate_warnings(config: Config) -> list[str]:
+    """What does not stop a load but will: certificates expiring within 14 days."""
+    return [format_problem(problem) for problem in tls_problems(config)[1]]
 
 
 def load_config_file(path: str | Path) -> Config:
@@ -61,6 +69,8 @@ def load_config_file(path: str | Path) -> Config:
         where = _locator(text)
         raise ConfigError([f"{path}{where(loc)}: {format_problem((loc, message))}"
                            for loc, message in exc.errors]) from None
+    for line in certificate_warnings(config):
+        log.warning("%s: %s", path, line)
     return with_control_token(config, path)
 
 
@@ -155,7 +165,6 @@ def summary(config: Config) -> str:
             f"{routes} routes, {len(config.groups)} groups, {members} members")
 
 
-log = logging.getLogger("slb.state")
 SNAPSHOT_FILE = "snapshot.json"
 
 

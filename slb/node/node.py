@@ -35,17 +35,18 @@ import json
 import logging
 import signal
 import time
-from itertools import chain
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from slb.errors import ConfigError
 from slb.gcpause import freeze
-from slb.metrics import Stats, StatsCollector, member_gauges
+from slb.metrics import Stats, StatsCollector, certificate_expiry_family, member_gauges
 from slb.model import (
     Config,
     Group,
@@ -60,6 +61,7 @@ from slb.node.control import Request, Response, start_control_server
 from slb.node.files import is_file_managed, load_config_file, load_snapshot, save_snapshot
 from slb.node.health import ActiveHealth
 from slb.node.server import ProxyServer, describe
+from slb.proxy.tls import certificate_expiry
 
 log = logging.getLogger("slb.node")
 PERSIST_INTERVAL = 0.5  # seconds between writes of the snapshot after pool deltas
@@ -357,9 +359,16 @@ class Node:
             stats = await self.plane.stats()
             status = await self.plane.member_status()
             registry = CollectorRegistry(auto_describe=True)
+            expiry = certificate_expiry_family(certificate_expiry(self.config))
             health = self.health
-            registry.register(StatsCollector(lambda: stats, lambda: chain(
-                member_gauges(status), health.metrics() if health is not None else ())))
+
+            def gauges() -> Iterator[Metric]:
+                yield expiry
+                yield from member_gauges(status)
+                if health is not None:
+                    yield from health.metrics()
+
+            registry.register(StatsCollector(lambda: stats, gauges))
             return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
         if path == "/v1/config":
             if query == "summary=1":  # version and hash only: cheap for a reconcile loop
@@ -386,7 +395,7 @@ class Node:
         }
 
     def _config_view(self) -> dict[str, Any]:
-        snapshot = self.config.to_json()
+        snapshot = self.config.public_json()
         # the token authorizes changes: no answer carries it, not even to a token holder
         snapshot["control"] = {k: v for k, v in snapshot["control"].items()
                                if k not in ("token", "token_file", "token_env")}

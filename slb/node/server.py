@@ -1,8 +1,10 @@
 """The data plane of one process: listeners and the applied configuration.
 
-``ProxyServer.apply`` is the one way a full configuration gets in: compile, open any new
-listener (the only step that can fail, and then nothing has changed), swap, then close listeners
-no configuration needs any more. ``apply_group`` applies a pool delta. ``drain`` stops
+``ProxyServer.apply`` is the one way a full configuration gets in: bind any new address and
+compile (the steps that can fail, and then nothing has changed), swap, serve the new listeners,
+then close listeners no configuration needs any more. A TLS listener is served with a listener
+context whose SNI callback reads the applied runtime (``slb.proxy.tls``), so a swap changes its
+certificates without touching the listener. ``apply_group`` applies a pool delta. ``drain`` stops
 accepting, lets requests in flight finish, closes idle keep-alive connections, and returns when
 the last connection is gone or ``drain_timeout`` has passed.
 
@@ -14,15 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import ssl
 from typing import Any
 
 from slb.balancing.outlier import is_ejected
 from slb.errors import ConfigError
-from slb.model import Config, Group
+from slb.model import Config, Group, TlsSettings
 from slb.node.files import summary
 from slb.proxy.client import ClientProtocol
 from slb.proxy.context import ProxyContext, Sweeper
 from slb.proxy.listener import bind_socket, serve
+from slb.proxy.tls import listener_context
 
 log = logging.getLogger("slb")
 
@@ -34,10 +39,12 @@ class ProxyServer:
         self.ctx = ProxyContext(self.loop, config)
         self.sweeper = Sweeper(self.ctx)
         self.listeners: dict[str, asyncio.Server] = {}
+        self.kinds: dict[str, TlsSettings | None] = {}  # listener -> its TLS settings, or plain
         self.stopped = asyncio.Event()
 
     async def start(self) -> None:
-        await self._open_listeners(self.ctx.runtime.listen_addresses)
+        wanted = listener_kinds(self.config)
+        await self._serve(self._bind(set(wanted)), wanted)
         self.sweeper.start()
 
     def listener_port(self, address: str) -> int:
@@ -48,27 +55,63 @@ class ProxyServer:
         return self.ctx.runtime.config
 
     async def apply(self, config: Config) -> None:
-        wanted = {vs.listen for vs in config.virtual_servers}
-        await self._open_listeners(wanted - set(self.listeners))
-        self.ctx.apply(config)
-        for address in set(self.listeners) - wanted:
+        """Bind new addresses, compile and swap, then serve (see the module docstring).
+
+        A listener whose TLS settings change (or that turns TLS on or off) is served anew on a
+        duplicate of its socket: the port never closes, and connections already accepted keep
+        their transport.
+        """
+        wanted = listener_kinds(config)
+        bound = self._bind(set(wanted) - set(self.listeners))
+        try:
+            self.ctx.apply(config)
+        except ConfigError:
+            for sock in bound.values():
+                sock.close()
+            raise
+        changed = {address for address, kind in wanted.items()
+                   if address in self.listeners and self.kinds.get(address) != kind}
+        for address in changed:
+            old = self.listeners.pop(address)
+            listening = old.sockets[0]
+            bound[address] = socket.fromfd(listening.fileno(), listening.family,
+                                           socket.SOCK_STREAM)  # (a dup of the descriptor)
+            old.close()
+        await self._serve(bound, wanted)
+        for address in set(self.listeners) - set(wanted):
             self.listeners.pop(address).close()
+            self.kinds.pop(address, None)
 
     def apply_group(self, config: Config, group: Group) -> None:
         self.ctx.apply_group(config, group)
 
-    async def _open_listeners(self, addresses: set[str]) -> None:
-        opened: dict[str, asyncio.Server] = {}
+    def _bind(self, addresses: set[str]) -> dict[str, socket.socket]:
+        """Bind every address or none: binding is what can fail (ConfigError)."""
+        bound: dict[str, socket.socket] = {}
         address = ""
         try:
             for address in sorted(addresses):
-                sock = bind_socket(address, self.reuse_port)
-                opened[address] = await serve(sock, self._factory(address))
+                bound[address] = bind_socket(address, self.reuse_port)
         except OSError as exc:
-            for server in opened.values():
-                server.close()
+            for sock in bound.values():
+                sock.close()
             raise ConfigError([f"cannot listen on {address}: {exc.strerror or exc}"]) from None
-        self.listeners.update(opened)
+        return bound
+
+    async def _serve(self, bound: dict[str, socket.socket],
+                     kinds: dict[str, TlsSettings | None]) -> None:
+        for address, sock in sorted(bound.items()):
+            tls = kinds[address]
+            context = None if tls is None else self._listener_context(address, tls)
+            self.listeners[address] = await serve(
+                sock, self._factory(address), context,
+                tls.handshake_timeout if tls is not None else None)
+            self.kinds[address] = tls
+
+    def _listener_context(self, address: str, settings: TlsSettings) -> ssl.SSLContext:
+        ctx = self.ctx
+        return listener_context(settings, lambda: ctx.runtime.certificates.get(address),
+                                ctx.stats.count_handshake_failure, ctx.stats.count_handshake)
 
     def _factory(self, address: str) -> Any:
         ctx = self.ctx
@@ -120,6 +163,12 @@ class ProxyServer:
         if self.ctx.access_log is not None:
             self.ctx.access_log.close()
         self.stopped.set()
+
+
+def listener_kinds(config: Config) -> dict[str, TlsSettings | None]:
+    """Each listener of ``config``: the TLS settings it is served with, None for plain HTTP."""
+    return {vs.listen: config.tls if vs.tls is not None else None
+            for vs in config.virtual_servers}
 
 
 def describe(config: Config) -> str:

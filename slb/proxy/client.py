@@ -46,8 +46,10 @@ from httptools import (
 from slb.errors import (
     ClientError,
     HeadersTooLarge,
+    Misdirected,
     NoRoute,
     ProxyError,
+    RedirectToHttps,
     RouteAnswer,
     UriTooLong,
 )
@@ -64,6 +66,7 @@ from slb.proxy.flow import (
 )
 from slb.proxy.forward import Forwarding
 from slb.proxy.relay import ResponseRelay
+from slb.proxy.tls import established
 
 if TYPE_CHECKING:
     from slb.proxy.context import ProxyContext
@@ -83,6 +86,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         "ctx", "deadline", "deadline_kind", "exchanges", "head_bytes", "held", "in_head",
         "lingering", "listen_key", "loop", "out", "parser", "parsing", "peer", "read_paused",
         "requests", "rt", "stopped", "transport", "tunnel", "upgrade_body", "write_paused",
+        "proto_field", "tls_served", "tls_version",
     )
 
     def __init__(self, ctx: ProxyContext, listen_key: str) -> None:
@@ -110,6 +114,9 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self.held: list[bytes] | None = None  # client bytes after an Upgrade request
         self.upgrade_body = 0  # body bytes of the Upgrade request still to come
         self.out: list[bytes] | None = None  # response bytes held for one write
+        self.proto_field = head.PROTO_HTTP  # the X-Forwarded-Proto field sent upstream
+        self.tls_served: frozenset[str] | None = None  # virtual servers of its certificate
+        self.tls_version = "-"
 
     # -- asyncio.Protocol interface ---------------------------------------------------------
 
@@ -117,6 +124,9 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b"unknown"
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None:  # (the transport has done the handshake: slb.proxy.tls)
+            self.proto_field, self.tls_version, self.tls_served = established(tls)
         ctx = self.ctx
         ctx.connections.add(self)
         ctx.stats.client_connections += 1
@@ -263,7 +273,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         rules.check_head(ex, version, rt.settings.max_body_bytes)
         ex.has_body = ex.chunked or ex.content_length > 0
         head.prepare_request_head(ex, self.peer, rt.listen_hosts[self.listen_key],
-                                  rt.request_id_field, self.ctx.next_request_id)
+                                  rt.request_id_field, self.ctx.next_request_id, self.proto_field)
         ex.head_done = True
         if ex is self.exchanges[0]:
             self._dispatch(ex)
@@ -306,9 +316,16 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         # (the host is always set by now, and virtual_host falls back to the default)
         vhost = table.virtual_host(ex.host.decode("latin-1")) if table is not None and ex.host \
             else None
-        route = vhost.match(ex.path, ex, self.peer) if vhost is not None else None
         if vhost is not None:
             ex.vhost_name = vhost.name
+            served = self.tls_served
+            if served is not None and vhost.name not in served:
+                self._reply(ex, Misdirected())  # the certificate does not speak for this host
+                return
+            if vhost.redirect_port is not None:
+                self._reply(ex, RedirectToHttps(head.https_location(ex, vhost.redirect_port)))
+                return
+        route = vhost.match(ex.path, ex, self.peer) if vhost is not None else None
         if route is None:
             self._reply(ex, NoRoute())
             return
@@ -340,8 +357,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self.upstream_flush()
             self.transport.close()
             return
-        ex.status = error.status
-        ex.flag = error.flag
+        ex.status, ex.flag = error.status, error.flag
         self.ctx.answers.answered(self.peer, ex, error)
         close = error.close or not self._keep_alive_after(ex)
         if close:
@@ -401,7 +417,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             ctx.stats.count_request(ex.vhost_name, "", "", ex.status)  # (client errors: _fail)
         access_log = self.rt.access_log
         if access_log is not None:
-            access_log.log(self.peer, ex, now)
+            access_log.log(self.peer, ex, now, self.tls_version)
 
     def _fail(self, error: ProxyError) -> None:
         """The request stream is broken (a rule or a limit): answer it in its turn, close.
@@ -437,8 +453,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self.upstream_flush()
             self.transport.close()  # a response is on its way: it cannot be replaced
             return
-        ex.status = error.status
-        ex.flag = error.flag
+        ex.status, ex.flag = error.status, error.flag
         self.ctx.answers.answered(self.peer, ex, error)
         ex.response_started = ex.response_done = True
         ex.generation += 1  # a connect still in flight is abandoned

@@ -7,6 +7,9 @@ reads, the head size limit, the request id header, the Host bytes per listener).
 context swaps one reference to it on apply, so no request sees a mix of two configs; requests
 in flight keep the ``Target`` and ``Pool`` objects they started with.
 
+TLS contexts (certificates per listener, client contexts per group) are compiled here too: a
+certificate that cannot be loaded stops the apply before anything is swapped.
+
 ``build_runtime`` is pure apart from reusing ``MemberState`` objects of the previous runtime: a
 member that survives (same group, same address) keeps its smooth-WRR weight, in-flight count,
 idle connections and passive-health counters; its weight and state take the new values at once.
@@ -14,6 +17,7 @@ idle connections and passive-health counters; its weight and state take the new 
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ from slb.proxy.accesslog import AccessLog
 from slb.proxy.actions import RouteActions, Share
 from slb.proxy.fields import request_fields
 from slb.proxy.router import RouteTable, Target, VirtualHost, compile_table, compile_virtual_host
+from slb.proxy.tls import ListenerCertificates, compile_upstream, load_certificates
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -40,6 +45,10 @@ class Runtime:
     # a request line plus its header block: what may be buffered before a 414/431
     head_limit: int
     listen_hosts: dict[str, bytes]  # listener -> the Host sent when a request has none
+    # TLS listener -> its certificates, chosen by SNI at handshake time (slb.proxy.tls)
+    certificates: dict[str, ListenerCertificates]
+    # group -> (client context, server name) for groups with upstream_tls, read per connect
+    upstream_tls: dict[str, tuple[ssl.SSLContext, str | None]]
     access_log: AccessLog | None = None  # opened by the context: compiling opens no file
     applied_at: float = field(default_factory=time.time)
 
@@ -50,6 +59,9 @@ class Runtime:
 
 def build_runtime(config: Config, previous: Runtime | None, stats: Stats,
                   idle_pools: set[Pool], access_log: AccessLog | None = None) -> Runtime:
+    # first what can fail (ConfigError), before member states are carried over
+    certificates = load_certificates(config)
+    upstream_tls = compile_upstream(config)
     pools: dict[str, Pool] = {}
     for group in config.groups:
         old_pool = previous.pools.get(group.name) if previous is not None else None
@@ -69,6 +81,9 @@ def build_runtime(config: Config, previous: Runtime | None, stats: Stats,
                    request_id_field=http.request_id_header.encode() + b": ",
                    head_limit=http.max_header_bytes + http.max_uri_bytes,
                    listen_hosts={listen: listen.encode() for listen in tables},
+                   certificates={listen: ListenerCertificates(tables[listen], contexts)
+                                 for listen, contexts in certificates.items()},
+                   upstream_tls=upstream_tls,
                    access_log=access_log)
 
 

@@ -89,10 +89,18 @@ class Forwarding:
     async def _connect(self, ex: Exchange, pool: Pool, member: MemberState,
                        generation: int) -> None:
         loop = self.loop
+        tls = self.rt.upstream_tls.get(pool.name)
         try:
-            async with asyncio.timeout(ex.target.connect_timeout):
-                _, conn = await loop.create_connection(
-                    partial(UpstreamConnection, pool, member), member.host, member.port)
+            async with asyncio.timeout(ex.target.connect_timeout):  # (a TLS handshake included)
+                if tls is None:
+                    _, conn = await loop.create_connection(
+                        partial(UpstreamConnection, pool, member), member.host, member.port)
+                else:
+                    # upstream_tls: a certificate that fails verification is an OSError
+                    # (ssl.SSLCertVerificationError): a connect failure like any other
+                    _, conn = await loop.create_connection(
+                        partial(UpstreamConnection, pool, member), member.host, member.port,
+                        ssl=tls[0], server_hostname=tls[1] or member.host)
         except (OSError, TimeoutError) as exc:
             if ex.aborted or ex.generation != generation or ex.response_started:
                 return

@@ -23,11 +23,13 @@ if TYPE_CHECKING:
     from slb.proxy.exchange import Exchange
 
 _HTTP11 = b" HTTP/1.1\r\n"
-_PROTO_HTTP = b"X-Forwarded-Proto: http\r\n"
+PROTO_HTTP = b"X-Forwarded-Proto: http\r\n"
+PROTO_HTTPS = b"X-Forwarded-Proto: https\r\n"  # on TLS listeners
 
 
 def prepare_request_head(ex: Exchange, peer: bytes, default_host: bytes, request_id_field: bytes,
-                         next_request_id: Callable[[], bytes]) -> None:
+                         next_request_id: Callable[[], bytes],
+                         proto_field: bytes = PROTO_HTTP) -> None:
     """Set ``ex.path`` and ``ex.head``, the head sent upstream (see the module docstring)."""
     url = ex.url
     rules.check_target(url)
@@ -52,7 +54,7 @@ def prepare_request_head(ex: Exchange, peer: bytes, default_host: bytes, request
     parts = ex.parts
     parts[0] = ex.method + b" " + url + _HTTP11
     xff = peer if ex.xff is None else ex.xff + b", " + peer
-    parts += (b"X-Forwarded-For: ", xff, CRLF, _PROTO_HTTP)
+    parts += (b"X-Forwarded-For: ", xff, CRLF, proto_field)
     host = ex.host
     if host is None:
         host = ex.host = default_host
@@ -109,7 +111,7 @@ def _canned(status: int, close: bool) -> bytes:
 # Answers the proxy gives itself, rendered once: (status, close) -> bytes.
 CANNED: dict[tuple[int, bool], bytes] = {
     (status, close): _canned(status, close)
-    for status in (400, 403, 404, 408, 413, 414, 429, 431, 500, 501, 502, 503, 504, 505)
+    for status in (400, 403, 404, 408, 413, 414, 421, 429, 431, 500, 501, 502, 503, 504, 505)
     for close in (False, True)
 }
 # The same to a HEAD request: the head only (RFC 9110 §9.3.2), Content-Length kept.
@@ -128,3 +130,18 @@ def canned(ex: Exchange, status: int, close: bool, extra: bytes = b"") -> bytes:
         return answer.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" if ex.method == b"HEAD" \
             else answer
     return (CANNED_HEAD if ex.method == b"HEAD" else CANNED)[status, close]
+
+
+def https_location(ex: Exchange, port: int) -> bytes:
+    """``https://host[:port]/same/target?query`` for redirect_to_https (port 443 omitted).
+
+    The Host was checked by the rules (no spaces or control bytes): it is safe in a field.
+    """
+    host = ex.host or b""
+    # (an IPv6 literal keeps its brackets; a port is dropped)
+    host = host[:host.find(b"]") + 1] if host.startswith(b"[") else host.partition(b":")[0]
+    url = ex.url
+    if url[:1] != b"/":  # absolute-form: its path and query; asterisk-form: the root
+        url = rules.split_absolute_form(url)[1] if url != b"*" else b"/"
+    authority = host if port == 443 else b"%s:%d" % (host, port)
+    return b"https://" + authority + url

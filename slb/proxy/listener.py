@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 
 from slb.model import split_host_port
@@ -34,7 +35,13 @@ def bind_socket(address: str, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-async def serve(sock: socket.socket,
-                factory: Callable[[], asyncio.Protocol]) -> asyncio.Server:
+async def serve(sock: socket.socket, factory: Callable[[], asyncio.Protocol],
+                tls: ssl.SSLContext | None = None,
+                handshake_timeout: float | None = None) -> asyncio.Server:
+    """Serve ``sock``; with ``tls``, the transport terminates TLS before ``factory``'s protocol
+    sees a byte (``slb.proxy.tls``)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(factory, sock=sock, backlog=BACKLOG)
+    if tls is None:
+        return await loop.create_server(factory, sock=sock, backlog=BACKLOG)
+    return await loop.create_server(factory, sock=sock, backlog=BACKLOG, ssl=tls,
+                                    ssl_handshake_timeout=handshake_timeout)

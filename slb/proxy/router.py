@@ -50,11 +50,13 @@ class CompiledRoute:
 
 
 class VirtualHost:
-    __slots__ = ("name", "routes")
+    __slots__ = ("name", "redirect_port", "routes")
 
-    def __init__(self, name: str, routes: list[CompiledRoute]) -> None:
+    def __init__(self, name: str, routes: list[CompiledRoute],
+                 redirect_port: int | None = None) -> None:
         self.name = name
         self.routes = tuple(routes)
+        self.redirect_port = redirect_port  # redirect_to_https: every request gets a 308
 
     def match(self, path: str, ex: Exchange, peer: bytes) -> CompiledRoute | None:
         for route in self.routes:
@@ -123,7 +125,8 @@ def compile_virtual_host(vs: VirtualServer,
                                      route.when is not None),
                       CompiledRoute(kind, route.path, matcher, target, compile_when(route.when),
                                     actions)))
-    return VirtualHost(vs.name, [route for _, route in sorted(keyed, key=lambda kv: kv[0])])
+    return VirtualHost(vs.name, [route for _, route in sorted(keyed, key=lambda kv: kv[0])],
+                       vs.redirect_to_https)
 
 
 def compile_table(servers: list[VirtualServer], vhosts: dict[str, VirtualHost]) -> RouteTable:

@@ -242,7 +242,7 @@ LOG_LINE = re.compile(
     r'(?P<peer>\S+) "(?P<method>\S+) (?P<url>\S+)" (?P<status>\d{3}) (?P<bytes>\d+) '
     r"vs=(?P<vs>\S+) group=(?P<group>\S+) member=(?P<member>\S+) "
     r"upstream_time=(?P<upstream>\S+) total_time=(?P<total>\S+) flag=(?P<flag>\S+) "
-    r"id=(?P<id>\S+)$")
+    r"id=(?P<id>\S+) tls=(?P<tls>\S+)$")
 
 
 async def test_access_log_writes_one_line_per_request(backend_factory, proxy_factory,
@@ -277,6 +277,7 @@ async def test_access_log_writes_one_line_per_request(backend_factory, proxy_fac
     assert (first["vs"], first["group"], first["member"]) == ("vs", "g", backend.address)
     assert float(first["upstream"]) <= float(first["total"]) < 5
     assert first["peer"] == "127.0.0.1"
+    assert first["tls"] == "-"  # a plain connection
     assert first["id"] == backend.requests[0].header("x-request-id")
     assert (second["method"], second["url"], second["status"]) == ("POST", "/app/form", "200")
     assert second["bytes"] == str(len(created.body))
