@@ -37,10 +37,14 @@ run: $(STAMP) $(VENDOR_STAMP)
 run-proxy: $(STAMP)
 	$(BIN)/slb proxy -c config/slb.yaml
 
-# Debian packages the tests need: Chromium and its driver for the web UI tests.
+# Debian packages the tests need: Chromium and its driver for the web UI tests; PostgreSQL for
+# the admin tests' second store engine (the tests start their own server: the package's own
+# cluster service is not used).
 system-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
 	@command -v curl >/dev/null || { \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y curl; }
 

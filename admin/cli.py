@@ -1,9 +1,12 @@
-"""Command line of the control plane: ``slb-admin -c config/admin.yaml``, and
+"""Command line of the control plane: ``slb-admin -c config/admin.yaml [run|migrate]``, and
 ``slb-admin ctl ...`` (``admin.ctl``), the client deploy scripts call.
 
-Runs the admin (REST API, web UI, Consul watches, pushes to nodes) in the foreground until
-SIGTERM or SIGINT. A bad file or an address already in use is one clear message on stderr and
-exit status 1, never a traceback. The data plane (``slb``) never imports this package.
+``run`` (the default) runs the admin (REST API, web UI, Consul watches, pushes to nodes) in the
+foreground until SIGTERM or SIGINT. ``migrate`` upgrades the configured store's schema in place
+and exits (an admin also migrates the store it opens; ``migrate`` lets an operator do it before
+rolling new admins onto a shared store). A bad file, an unreachable store, a store newer than
+this admin or an address already in use is one clear message on stderr and exit status 1, never
+a traceback. The data plane (``slb``) never imports this package.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slb-admin",
                                      description="SLB admin (control plane)")
     parser.add_argument("-c", "--config", required=True, help="admin configuration (YAML)")
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "migrate"],
+                        help="run the admin (default), or migrate its store and exit")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     return parser
@@ -36,14 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     # httpx logs every request at INFO: the health checks' probes and the pushes would be most
     # of the log. The checker logs each result itself at DEBUG, and changes at INFO.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a line per plugin, not news
     # imported here: ``--help`` and argument errors answer without loading the web stack
     import uvloop
 
+    from admin.domain.errors import AdminError
     from admin.main import run_admin
     from admin.settings import load_admin_config
 
     try:
-        uvloop.run(run_admin(load_admin_config(args.config)))
+        config = load_admin_config(args.config)
+        if args.command == "migrate":
+            return migrate_store(config.store.url)
+        uvloop.run(run_admin(config))
+    except AdminError as exc:  # the store unreachable
+        print(f"slb-admin: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
@@ -53,6 +66,29 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def migrate_store(target: str) -> int:
+    """``slb-admin migrate``: bring the store to this admin's schema; say what was done."""
+    from admin.domain.errors import StoreUnavailable
+    from admin.domain.migrate import migrate, open_engine
+
+    engine = open_engine(target)
+    try:
+        before, after = migrate(engine)
+    except Exception as exc:
+        # a database error is the store unreachable or refusing us: one line, no traceback
+        if type(exc).__module__.startswith("sqlalchemy"):
+            raise StoreUnavailable(f"cannot migrate the store: {str(exc).splitlines()[0]}"
+                                   ) from None
+        raise
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"store already at revision {after}")
+    else:
+        print(f"store migrated from revision {before or '(empty)'} to {after}")
     return 0
 
 

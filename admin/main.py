@@ -4,11 +4,16 @@
 uvicorn on uvloop and httptools, and samples every node's traffic (``admin.traffic``). A store
 with no objects is filled from the file's ``seed`` and activated, so a fresh admin pushes a
 working configuration at once.
+
+Every admin serves the API and the UI; only the leader (``admin.ha``: elected over Consul when
+``election.enabled``, else the only admin) runs the member sources and the pushers, and looks for
+changes other admins stored (``_follow_store``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -17,8 +22,10 @@ from typing import Any
 import uvicorn
 
 from admin.app import create_app
+from admin.domain.errors import Conflict, StoreUnavailable
 from admin.domain.service import AdminService
 from admin.domain.store import Store
+from admin.ha import Election, leader_view
 from admin.push.pusher import Pusher
 from admin.settings import AdminConfig
 from admin.sources import MemberSource
@@ -58,9 +65,13 @@ def seed_store(service: AdminService, config: AdminConfig) -> bool:
     """Fill an empty store from the seed and activate it; True if it did."""
     if config.seed is None or any(service.store.objects(kind) for _, kind in SEED_ORDER):
         return False
-    for field, kind in SEED_ORDER:
-        for body in getattr(config.seed, field):
-            service.create(kind, body, "seed", "seeded from the admin's file")
+    try:
+        for field, kind in SEED_ORDER:
+            for body in getattr(config.seed, field):
+                service.create(kind, body, "seed", "seeded from the admin's file")
+    except Conflict:
+        log.info("another admin is seeding the shared store")
+        return False
     if service.store.objects("cluster"):
         service.activate("seed", "seeded from the admin's file")
     log.info("store seeded from the admin's file")
@@ -72,7 +83,7 @@ class Admin:
 
     def __init__(self, config: AdminConfig) -> None:
         self.config = config
-        self.store = Store(config.store)
+        self.store = Store(config.store.url)
         self.service = AdminService(self.store, lambda: Pusher(
             timeout=config.push_timeout, reconcile_interval=config.reconcile_interval,
             automatic_take_over=config.take_over == "automatic"))
@@ -81,10 +92,13 @@ class Admin:
         self.server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
         self.sampler: Sampler | None = None
+        self.name = config.name or f"{socket.gethostname()}/{config.listen}"
+        self.election: Election | None = None
+        self.leading = False
+        self._follow_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         seed_store(self.service, self.config)
-        await self.service.start()
         address = self.config.consul_address()
         if address:
             from admin.sources.consul import ConsulWatcher
@@ -94,7 +108,8 @@ class Admin:
                 scheme=self.config.consul.scheme, wait=self.config.consul.wait,
                 watchdog=self.config.consul.watchdog)
         self.service.on_content_change = self._sync_sources
-        self._sync_sources()
+        self.service.leader_status = lambda: leader_view(self.store, self.election, self.name,
+                                                         self.leading)
         metrics = AdminMetrics(self.service, self.watcher.error_counts if self.watcher else None)
         self.traffic = TrafficWindow(self.config.stats.interval, self.config.stats.window)
         self.sampler = Sampler(self.traffic, self._nodes)
@@ -118,7 +133,54 @@ class Admin:
                 raise OSError(f"the admin could not listen on {self.config.listen}")
             await asyncio.sleep(0.01)
         log.info("admin listening on %s (store %s, consul %s)", self.config.listen,
-                 self.config.store, address or "none")
+                 self.config.store.url, address or "none")
+        here = f"http://{split_host_port(self.config.listen)[0]}:{self.port}"
+        if self.config.election.enabled:
+            assert address is not None  # AdminConfig checks it
+            self.election = Election(
+                consul_url=f"{self.config.consul.scheme}://{address}",
+                token=self.config.consul_token(), key=self.config.election.key,
+                ttl=self.config.election.ttl, lock_delay=self.config.election.lock_delay,
+                name=self.name, address=here, store=self.store,
+                on_lead=self._lead, on_follow=self._follow)
+            self.election.start()
+        else:
+            leader = self.store.take_leadership(self.name, here)
+            await self._lead(int(leader["term"]))
+
+    # -- leading and following (admin.ha) ------------------------------------------------------
+
+    async def _lead(self, term: int) -> None:
+        self.leading = True
+        await self.service.start(term)
+        self._sync_sources()
+        self._follow_task = asyncio.get_running_loop().create_task(self._follow_store())
+
+    async def _follow(self) -> None:
+        self.leading = False
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow_task
+            self._follow_task = None
+        for source in self.sources():
+            source.sync([])
+        await self.service.close()
+
+    async def _follow_store(self) -> None:
+        """The leader publishes what other admins stored (``Store.foreign_changes``)."""
+        seen = self.store.generation()
+        while True:
+            await asyncio.sleep(self.config.election.poll)
+            try:
+                seen, foreign = self.store.foreign_changes(seen)
+            except StoreUnavailable as exc:
+                log.warning("cannot read the store's generation: %s", exc)
+                continue
+            if foreign:
+                self.service.publisher.sync_nodes()
+                self._sync_sources()
+                self.service.publisher.schedule(None)
 
     @property
     def port(self) -> int:
@@ -129,6 +191,8 @@ class Admin:
         return [row.body for row in self.store.objects("node")]
 
     def _sync_sources(self) -> None:
+        if not self.leading:
+            return  # only the leader watches and checks
         content = self.service.active_content() or {}
         for source in self.sources():
             source.sync(content.get("group", []))
@@ -143,9 +207,11 @@ class Admin:
             await self._serve_task
         if self.sampler is not None:
             await self.sampler.close()
+        if self.election is not None:
+            await self.election.close()  # a leader releases the lock: a follower takes over
+        await self._follow()
         for source in self.sources():
             await source.close()
-        await self.service.close()
         self.store.close()
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from admin.domain.errors import validation_errors
+from admin.domain.migrate import check_url
 from admin.domain.objects import Strict
 from slb.errors import ConfigError
 from slb.model import Address
@@ -85,6 +86,43 @@ class StatsSettings(Strict):
     window: float = Field(3600.0, ge=60, le=86400)
 
 
+class StoreSettings(Strict):
+    """Where the admin keeps its state: an SQLite file (the default, one admin) or PostgreSQL
+    (several admins sharing one store). ``store: path`` is short for ``store: {url: path}``."""
+
+    # a database URL (sqlite:///path, postgresql://user:pass@host/db) or an SQLite file path
+    url: str = Field("var/admin.db", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_shorthand(cls, data: Any) -> Any:
+        return {"url": data} if isinstance(data, str) else data
+
+    @field_validator("url")
+    @classmethod
+    def _known_engine(cls, url: str) -> str:
+        problem = check_url(url)
+        if problem:
+            raise ValueError(problem)
+        return url
+
+
+class ElectionSettings(Strict):
+    """The leader election of several admins over Consul (``admin.ha``).
+
+    Off (the default), the admin leads alone, and a Consul outage stops nothing but the
+    watches. On (several admins sharing one store; Consul required), only the elected leader
+    pushes, and a leader that loses Consul steps down: nodes keep serving what they have."""
+
+    enabled: bool = False
+    key: str = Field("slb/admin/leader", min_length=1, pattern=r"^[^/].*")  # the KV lock
+    # the session TTL, seconds (Consul's agent refuses one below its session_ttl_min, 10 s by
+    # default); a killed leader's lock is free within 2 x TTL + lock_delay
+    ttl: float = Field(10.0, ge=1, le=86400)
+    lock_delay: float = Field(1.0, ge=0, le=60)  # Consul's LockDelay after a lost session
+    poll: float = Field(0.5, gt=0, le=60)  # how often the leader looks for others' changes
+
+
 class Seed(Strict):
     clusters: list[dict[str, Any]] = Field(default_factory=list)
     nodes: list[dict[str, Any]] = Field(default_factory=list)
@@ -95,7 +133,11 @@ class Seed(Strict):
 
 class AdminConfig(Strict):
     listen: Address = "127.0.0.1:9800"
-    store: str = "var/admin.db"
+    store: StoreSettings = StoreSettings()
+    # this admin's name in the election, the audit log and GET /api/v1/leader
+    # (default: host name and listen address)
+    name: str | None = Field(None, min_length=1)
+    election: ElectionSettings = ElectionSettings()
     consul: ConsulSettings = ConsulSettings()
     tokens: list[ApiToken] = Field(default_factory=list)
     seed: Seed | None = None
@@ -105,6 +147,13 @@ class AdminConfig(Strict):
     push_timeout: float = Field(5.0, gt=0)
     reconcile_interval: float = Field(10.0, gt=0)
     stats: StatsSettings = StatsSettings()
+
+    @model_validator(mode="after")
+    def _election_needs_consul(self) -> AdminConfig:
+        if self.election.enabled and not self.consul_address():
+            raise ValueError("election.enabled needs consul.address (or CONSUL_HTTP_ADDR): "
+                             "the admins elect their leader with a Consul lock")
+        return self
 
     def consul_address(self) -> str | None:
         return self.consul.address or os.environ.get("CONSUL_HTTP_ADDR") or None

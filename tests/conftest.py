@@ -6,7 +6,8 @@ runs in-process on the same loop (integration) or as a process (e2e).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import uvloop
 
 from tests.consul_double import ConsulDouble
 from tests.support.backends import Backend, start_backend
+from tests.support.postgres import PostgresServer
 from tests.support.proxy import RunningProxy, start_proxy
 
 
@@ -66,3 +68,51 @@ async def proxy_factory() -> AsyncIterator[Callable[..., Any]]:
     yield make
     for proxy in started:
         await proxy.close()
+
+
+# -- the admin's store on both engines ------------------------------------------------------------
+#
+# A test that takes ``store_target`` runs once per engine in ``--store-engines`` (default both):
+# an SQLite file in its tmp_path, or a fresh database on the session's PostgreSQL server
+# (tests/support/postgres.py), started on first use and stopped at the end of the session.
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store-engines", default="sqlite,postgresql",
+                     help="the admin store engines the admin tests run against "
+                          "(comma-separated: sqlite, postgresql)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "store_engines(*names): run only on these store "
+                                       "engines (a test of one engine's behaviour)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_engine" in metafunc.fixturenames:
+        engines = [e.strip() for e in metafunc.config.getoption("store_engines").split(",")
+                   if e.strip()]
+        unknown = set(engines) - {"sqlite", "postgresql"}
+        if unknown or not engines:
+            raise pytest.UsageError(f"--store-engines: unknown engine(s) {sorted(unknown)}; "
+                                    "use sqlite and/or postgresql")
+        only = metafunc.definition.get_closest_marker("store_engines")
+        if only is not None:
+            engines = [e for e in engines if e in only.args]
+        metafunc.parametrize("store_engine", engines)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store_target(store_engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where this test's admin store is: an SQLite path or a PostgreSQL database URL."""
+    if store_engine == "sqlite":
+        return str(tmp_path / "var" / "admin.db")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.database()

@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from admin.domain.errors import Conflict, Invalid, NotFound, require_reason
 from admin.domain.snapshots import build_snapshot, content_hash, validate_content
+from admin.push.pusher import TERM_HEADER
 
 if TYPE_CHECKING:
     from admin.domain.service import AdminService
@@ -114,6 +115,10 @@ def parse_spec(spec: Any) -> tuple[list[str] | None, float | None, float, float]
 async def start(service: AdminService, spec: Any, who: str, reason: str) -> dict[str, Any]:
     reason = require_reason(reason)
     names, percent, watch, max_ratio = parse_spec(spec)
+    if not service.leader_status()["leading"]:  # only the leader pushes (admin.ha)
+        leader = service.leader_status()["leader"] or {}
+        raise Conflict("this admin is not the leader: start the canary on "
+                       f"{leader.get('address', 'the leader')} (GET /api/v1/leader)")
     current: Canary | None = service.canary
     if current is not None and current.state == "watching":
         raise Conflict("a canary is in progress: promote or abort it first")
@@ -163,10 +168,17 @@ async def _push_draft(service: AdminService, canary: Canary) -> None:
                                   service.store.identity)
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
             reply = await client.put(f"{node['control_url']}/v1/config",
-                                     json=snapshot.to_json(), headers=_auth(node))
+                                     json=snapshot.to_json(),
+                                     headers={**_auth(node), **_term(service)})
         if reply.status_code != 200:
             raise ValueError(f"node {node['name']} answered {reply.status_code}: "
                              f"{reply.text[:200]}")
+
+
+def _term(service: AdminService) -> dict[str, str]:
+    """The leader's term, as its pusher sends it (fencing: admin.ha)."""
+    term = service.publisher.term
+    return {TERM_HEADER: str(term)} if term is not None else {}
 
 
 def _auth(node: dict[str, Any]) -> dict[str, str]:

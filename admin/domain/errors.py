@@ -4,6 +4,7 @@
       Invalid (400)         breaks validation; ``errors`` lists every problem with its path
       NotFound (404)        no such object, version, member or operation
       Conflict (409)        a concurrent edit, a name taken, an object still in use
+      StoreUnavailable (503) the store (PostgreSQL) cannot be reached; nothing was applied
 
 The REST API and the web UI render these the same way and with the same status: the rule
 lives here, not in the edges. A malformed request is 400 whether the body is not JSON or an
@@ -38,6 +39,12 @@ class NotFound(AdminError):
 
 class Conflict(AdminError):
     status = 409
+
+
+class StoreUnavailable(AdminError):
+    """The store's connection failed; the transaction was rolled back, so retrying is safe."""
+
+    status = 503
 
 
 def validation_errors(exc: ValidationError, prefix: str = "") -> list[str]:

@@ -10,6 +10,10 @@ Each publish takes fresh snapshot versions from the store's persistent counter (
 groups changed, so the pusher has a version per delta) and builds the snapshot from the active
 content and the members' effective state. There is one ``Pusher`` per cluster, kept in step
 with the store's nodes by ``sync_nodes``.
+
+Only the leader publishes (``admin.ha``): between ``start(term)`` and ``close()`` the publisher
+runs and every pusher carries the term; before, after, and on a follower, a change is only
+stored (the leader publishes it).
 """
 
 from __future__ import annotations
@@ -43,20 +47,25 @@ class Publisher:
         self._pending_full = False
         self._flush_handle: asyncio.TimerHandle | None = None
         self._running = False
+        self.term: int | None = None
         # nodes a canary activation drives itself (admin.domain.canary): no pusher for them
         self.held: set[str] = set()
 
-    async def start(self) -> None:
-        self._running = True
+    async def start(self, term: int | None = None) -> None:
+        self._running, self.term = True, term
         self.sync_nodes()
         for pusher in self.pushers.values():
             await pusher.start()
         self.publish_now(None)
 
     async def close(self) -> None:
+        """Stop pushing (the admin stops leading); ``start`` may run again later."""
+        self._running = False
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        for pusher in self.pushers.values():
+            self._flush_handle = None
+        pushers, self.pushers = self.pushers, {}
+        for pusher in pushers.values():
             await pusher.close()
 
     def sync_nodes(self) -> None:
@@ -74,6 +83,7 @@ class Publisher:
                 pusher.on_ahead = self.publish_above
                 if self._running:
                     asyncio.get_running_loop().create_task(pusher.start())
+            pusher.term = self.term  # made before start(term) perhaps (a seed adds nodes)
             pusher.set_nodes(targets)
 
     def schedule(self, groups: set[str] | None) -> None:
@@ -98,8 +108,8 @@ class Publisher:
         """Build and hand over the snapshot of every cluster serving one of ``groups``
         (every cluster when None)."""
         content = self._active_content()
-        if content is None:
-            return
+        if content is None or not self._running:
+            return  # not leading: the leader publishes what this admin stored
         members = self._members_for(content)
         for cluster in content.get("cluster", []):
             name = cluster["name"]

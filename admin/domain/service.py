@@ -80,10 +80,15 @@ class AdminService(MemberOperations):
         self.last_contact: dict[str, float] = {}  # group -> last answer from its source
         # called after an activation or rollback, so sources follow the active groups
         self.on_content_change: Callable[[], None] = lambda: None
+        # who leads (admin.ha.leader_view); the admin sets it to its election's view
+        self.leader_status: Callable[[], dict[str, Any]] = lambda: {
+            "leader": store.leader(), "leading": True, "this_admin": None,
+            "election": "none"}
         self.canary: Any = None  # the canary activation in progress or last (domain.canary)
 
-    async def start(self) -> None:
-        await self.publisher.start()
+    async def start(self, term: int | None = None) -> None:
+        """Start publishing (this admin leads, under ``term``: ``admin.ha``)."""
+        await self.publisher.start(term)
 
     async def close(self) -> None:
         task = getattr(self.canary, "task", None)

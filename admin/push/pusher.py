@@ -25,6 +25,10 @@ operator takes it over (``take_over``, after the admin raised its counter above 
 version) or, for another store's node, ``automatic_take_over`` does. That a node cannot take the
 desired state is derived from what it applied, never stored beside it.
 
+Fencing: with ``term`` set (by the leader, ``admin.ha``) every request carries ``X-SLB-Term``;
+a node answers 409 ``stale_term`` to a term below the highest it has seen, and that answer is
+the node's ``last_error``: a newer leader pushes to it.
+
 Reconcile: on start and every ``reconcile_interval`` (jittered) each node's ``GET /v1/config`` is
 compared with the desired version and hash; a difference (a node restarted with an older
 persisted snapshot, a change made behind the admin's back) is repaired with a full snapshot.
@@ -61,6 +65,7 @@ from admin.push.wire import dumps, http_error, json_or_empty
 from slb.model import Config
 
 log = logging.getLogger("admin.push")
+TERM_HEADER = "X-SLB-Term"
 
 BACKOFF_START = 0.1  # seconds: first retry delay, doubled per failure up to backoff_max
 HISTORY = 1024  # publishes remembered to build deltas; a node further behind gets a full PUT
@@ -339,6 +344,8 @@ class _NodePusher(NodeReport):
     async def _request(self, method: str, path: str, body: bytes | None = None
                        ) -> httpx.Response:
         headers = {"Accept": "application/json"}
+        if self.owner.term is not None:
+            headers[TERM_HEADER] = str(self.owner.term)  # fencing: see admin.ha
         if self.target.token is not None:
             headers["Authorization"] = f"Bearer {self.target.token}"
         if body is not None:
@@ -379,6 +386,8 @@ class Pusher:
         self._closing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._body: tuple[Config, bytes] | None = None
+        # the leader's term, sent with every request: a node refuses an older one (admin.ha)
+        self.term: int | None = None
 
     async def start(self) -> None:
         self._started = True

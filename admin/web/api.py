@@ -111,6 +111,16 @@ def kind_of(plural: str) -> str:
     return kind
 
 
+# -- leadership (several admins, admin.ha) --------------------------------------------------------
+
+
+@router.get("/leader")
+async def get_leader(token: ApiToken = Viewer, service: AdminService = Service
+                     ) -> dict[str, Any]:
+    """Who leads (admin, address, since, term), and whether this admin is the leader."""
+    return service.leader_status()
+
+
 # -- groups, members, servers -----------------------------------------------------------------
 
 

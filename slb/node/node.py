@@ -22,6 +22,12 @@ has a token; ``/healthz``, ``/ready`` and ``/metrics`` stay open for probes and 
     GET   /v1/status           per group and member live figures, applied version and time
     GET   /healthz /ready /metrics
 
+Fencing: several admins may share a store, and only the elected leader pushes. A push may carry
+``X-SLB-Term: <n>`` (the leader's term, admin.ha); the node remembers the highest term it has
+seen and answers 409 ``stale_term`` to a lower one, so a deposed leader that does not know it
+yet cannot undo its successor's pushes. A push without the header is not fenced (a single
+admin, a script). The term is kept in memory: a restarted node takes the next leader's term.
+
 Start order: the control API opens before the data plane serves traffic, so an admin (or a
 probe) can see a restarted node; ``/healthz``, ``/ready`` and ``/v1/...`` say 503 until the
 plane is up.
@@ -65,6 +71,15 @@ from slb.proxy.tls import certificate_expiry
 
 log = logging.getLogger("slb.node")
 PERSIST_INTERVAL = 0.5  # seconds between writes of the snapshot after pool deltas
+TERM_HEADER = "x-slb-term"
+
+
+class StaleTerm(Exception):
+    """A push from a leader older than one this node has heard from."""
+
+    def __init__(self, given: int, highest: int) -> None:
+        super().__init__(f"term {given} is older than term {highest}: a newer admin leads")
+        self.highest = highest
 
 
 class DataPlane(Protocol):
@@ -141,6 +156,7 @@ class Node:
         self._lock = asyncio.Lock()
         self._unsaved: Config | None = None
         self._persist_task: asyncio.Task[None] | None = None
+        self.term = 0  # the highest leader term seen on a push (fencing)
         # active health checks: file-managed nodes only (slb.node.health)
         self.health = ActiveHealth(plane.set_health) if self.file_managed else None
 
@@ -272,8 +288,18 @@ class Node:
             raise SnapshotRejected("file_managed", "this node is managed by its file "
                                    f"{self.config_path}: edit it and send SIGHUP")
 
-    async def put_config(self, data: Any, take_over: bool = False) -> Config:
+    def _fence(self, term: int | None) -> None:
+        """Under the lock: refuse an older term, remember a newer one."""
+        if term is None:
+            return
+        if term < self.term:
+            raise StaleTerm(term, self.term)
+        self.term = term
+
+    async def put_config(self, data: Any, term: int | None = None, take_over: bool = False
+                         ) -> Config:
         async with self._lock:
+            self._fence(term)
             self._refuse_if_file_managed()
             config = self._localise(parse_snapshot(data, self.config, take_over))
             if take_over:
@@ -286,8 +312,9 @@ class Node:
                                        exc.lines) from None
             return config
 
-    async def patch_group(self, name: str, data: Any) -> Config:
+    async def patch_group(self, name: str, data: Any, term: int | None = None) -> Config:
         async with self._lock:
+            self._fence(term)
             self._refuse_if_file_managed()
             delta = parse_delta(data)
             config, group = apply_delta(self.config, name, delta)
@@ -332,10 +359,12 @@ class Node:
                                                                              request.query)
         if path == "/v1/config" and method == "PUT":
             take_over = "take_over=1" in request.query.split("&")
-            return await self._change(request, lambda data: self.put_config(data, take_over))
+            return await self._change(request, lambda data, term: self.put_config(
+                data, term, take_over))
         if path.startswith("/v1/groups/") and method == "PATCH":
             name = unquote(path[len("/v1/groups/"):])
-            return await self._change(request, lambda data: self.patch_group(name, data))
+            return await self._change(request, lambda data, term: self.patch_group(name, data,
+                                                                                  term))
         if path in ("/v1/config",) or path.startswith("/v1/groups/"):
             return Response.error(405, f"{method} is not allowed on {path}")
         return Response.error(404, f"no such endpoint: {path}")
@@ -409,10 +438,18 @@ class Node:
             data = json.loads(request.body or b"null")
         except ValueError as exc:
             return Response.error(400, f"the body is not JSON: {exc}")
+        given = request.headers.get(TERM_HEADER)
+        term = int(given) if given is not None and given.isdigit() else None
+        if given is not None and term is None:
+            return Response.error(400, f"X-SLB-Term must be a non-negative integer, not "
+                                  f"{given[:40]!r}")
         try:
-            config: Config = await action(data)
+            config: Config = await action(data, term)
         except SnapshotRejected as exc:
             return Response.json(exc.status, exc.to_json())
+        except StaleTerm as exc:
+            return Response.json(409, {"error": "stale_term", "message": str(exc),
+                                       "term": exc.highest})
         return Response.json(200, {"version": config.version, "hash": config.content_hash()})
 
     def _authorize(self, request: Request, reading: bool = False) -> Response | None:

@@ -199,7 +199,8 @@ async def start_node(process: Process, port: int, client: httpx.AsyncClient) -> 
 
 
 @pytest.fixture
-async def system(tmp_path: Path, backend_factory: BackendFactory) -> AsyncIterator[System]:
+async def system(tmp_path: Path, store_target: str, backend_factory: BackendFactory
+                 ) -> AsyncIterator[System]:
     processes: list[Process] = []
     double: DoubleProcess | None = None
     async with httpx.AsyncClient(timeout=5.0) as http:
@@ -220,7 +221,7 @@ async def system(tmp_path: Path, backend_factory: BackendFactory) -> AsyncIterat
             port, admin_port = free_port(), free_port()
             config = write_config(tmp_path / "admin.yaml", {
                 "listen": f"127.0.0.1:{admin_port}",
-                "store": str(tmp_path / "admin.db"),
+                "store": {"url": store_target},
                 "consul": {"address": double.address, "wait": 2},
                 "reconcile_interval": 1.0,
                 "tokens": [{"name": "ada", "token": ADMIN_TOKEN, "role": "admin"}],

@@ -50,13 +50,14 @@ def record_changes(proxy: RunningProxy) -> list[tuple[Any, ...]]:
     node = proxy.node
     put, patch = node.put_config, node.patch_group
 
-    async def put_config(data: Any, take_over: bool = False) -> Config:
+    async def put_config(data: Any, term: int | None = None, take_over: bool = False
+                         ) -> Config:
         calls.append(("PUT", data.get("version")))
-        return await put(data, take_over)
+        return await put(data, term, take_over)
 
-    async def patch_group(name: str, data: Any) -> Config:
+    async def patch_group(name: str, data: Any, term: int | None = None) -> Config:
         calls.append(("PATCH", name, data.get("base_version"), data.get("version")))
-        return await patch(name, data)
+        return await patch(name, data, term)
 
     node.put_config = put_config  # type: ignore[method-assign]
     node.patch_group = patch_group  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""The admin in-process for integration tests: real uvicorn server, tmp SQLite store, real nodes.
+"""The admin in-process for integration tests: real uvicorn server, a fresh store, real nodes.
 
 ``admin_factory(seed=..., store=...)`` runs ``admin.main.Admin`` on a kernel-chosen port with
 one token per role (``vera`` viewer, ``otto`` operator, ``ada`` admin) and gives an
@@ -224,18 +224,19 @@ async def node_factory(tmp_path: Path) -> AsyncIterator[NodeFactory]:
 
 
 @pytest.fixture
-async def admin_factory(tmp_path: Path, node_factory: NodeFactory
+async def admin_factory(store_target: str, node_factory: NodeFactory
                         ) -> AsyncIterator[AdminFactory]:
     """``await admin_factory(seed=None, store=None, **settings)``: a started admin.
 
-    The store defaults to ``tmp_path/admin.db``, so a second admin started by the same test
-    (after ``await first.close()``) reopens the same file, as a restart would.
+    The store defaults to the test's ``store_target`` (an SQLite file in tmp_path, or a fresh
+    PostgreSQL database: the test runs once on each engine), so a second admin started by the
+    same test (after ``await first.close()``) reopens the same store, as a restart would.
     """
     started: list[RunningAdmin] = []
 
     async def make(seed: dict[str, Any] | None = None, store: str | None = None,
                    **settings: Any) -> RunningAdmin:
-        path = store or str(tmp_path / "admin.db")
+        path = store or store_target
         admin = Admin(admin_config(path, seed, **settings))
         running = RunningAdmin(admin, path)
         started.append(running)

@@ -35,9 +35,11 @@ class ControlClient:
         self.timeout = timeout
 
     async def call(self, method: str, path: str, data: Any = None, *, raw: bytes | None = None,
-                   token: str | None = None, authorization: str | None = None) -> ControlReply:
-        """``token`` overrides the client's; ``authorization`` sends that header value as is."""
-        headers: dict[str, str] = {"Connection": "close"}
+                   token: str | None = None, authorization: str | None = None,
+                   headers: dict[str, str] | None = None) -> ControlReply:
+        """``token`` overrides the client's; ``authorization`` sends that header value as is;
+        ``headers`` are sent as well (``X-SLB-Term``)."""
+        headers = {"Connection": "close", **(headers or {})}
         given = token if token is not None else self.token
         if authorization is not None:
             headers["Authorization"] = authorization

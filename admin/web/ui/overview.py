@@ -60,6 +60,7 @@ async def overview(request: Request, session: PageSession, service: ServiceDep,
                         audit=service.audit(limit=10), audit_change=audit_change,
                         target_link=target_link,
                         active_version=service.versions()["active"],
+                        leadership=service.leader_status(),
                         live_url=f"{PREFIX}/api/nodes")
 
 

@@ -1,5 +1,5 @@
 """``admin.settings``: API tokens may come from a file or the environment, never silently
-empty."""
+empty; the store and election settings, and their errors with field paths."""
 
 from __future__ import annotations
 
@@ -7,8 +7,61 @@ from pathlib import Path
 
 import pytest
 
+from admin.cli import main
+from admin.domain.migrate import code_revision
 from admin.settings import load_admin_config
 from slb.errors import ConfigError
+
+
+def load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "admin.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_admin_config(path)
+
+
+def errors(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as refused:
+        load(tmp_path, text)
+    return refused.value.lines
+
+
+def test_store_is_a_path_or_a_url(tmp_path: Path) -> None:
+    assert load(tmp_path, "store: var/a.db\n").store.url == "var/a.db"  # type: ignore[attr-defined]
+    url = "postgresql://slb@db.example/slb"
+    assert load(tmp_path, f"store: {{url: '{url}'}}\n").store.url == url  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("store: {url: 'mysql://x/y'}\n",
+     "store.url: unsupported database 'mysql': use sqlite or postgresql"),
+    ("store: {uri: x}\n", "store.uri: unknown field"),
+    ("election: {ttl: 0}\n", "election.ttl: Input should be greater than or equal to 1"),
+    ("election: {enabled: true}\n", "election.enabled needs consul.address"),
+])
+def test_bad_store_and_election_settings_name_their_field(tmp_path: Path, text: str,
+                                                          expected: str) -> None:
+    assert any(expected in line for line in errors(tmp_path, text)), errors(tmp_path, text)
+
+
+def test_migrate_command_migrates_once_then_says_so(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "admin.yaml"
+    config.write_text(f"store: {tmp_path / 'store' / 'admin.db'}\n", encoding="utf-8")
+    assert main(["-c", str(config), "migrate"]) == 0
+    assert f"store migrated from revision (empty) to {code_revision()}" in capsys.readouterr().out
+    assert main(["-c", str(config), "migrate"]) == 0
+    assert f"store already at revision {code_revision()}" in capsys.readouterr().out
+
+
+def test_migrate_of_an_unreachable_store_is_one_line_and_status_1(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "admin.yaml"
+    config.write_text("store: {url: 'postgresql://x@/none?host=/nonexistent'}\n",
+                      encoding="utf-8")
+    assert main(["-c", str(config), "migrate"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("slb-admin: cannot migrate the store: ")
+    assert "Traceback" not in err
 
 
 def test_tokens_come_from_a_file_or_an_environment_variable(

@@ -1,22 +1,26 @@
-"""The admin's SQLite store: schema and migrations, transactions with their audit rows,
-optimistic locking, versions, push versions, audit filters, persistence across reopening."""
+"""The admin's store, on SQLite and on PostgreSQL (each test runs on both): schema and
+migrations, transactions with their audit rows, optimistic locking (also between two admins
+writing at once), versions, push versions, audit filters, persistence across reopening."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import StatementError
 
-from admin.domain import store as store_module
+from admin.domain.migrate import StoreTooNew, code_revision, open_engine, store_revision
 from admin.domain.store import Conflict, NotFound, Store
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "var" / "admin.db")
+def db_path(store_target: str) -> str:
+    return store_target
 
 
 @pytest.fixture
@@ -26,20 +30,21 @@ def store(db_path: str) -> Iterator[Store]:
     opened.close()
 
 
-def tables(path: str) -> set[str]:
-    db = sqlite3.connect(path)
+def tables(target: str) -> set[str]:
+    engine = open_engine(target)
     try:
-        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return set(inspect(engine).get_table_names())
     finally:
-        db.close()
+        engine.dispose()
 
 
-def user_version(path: str) -> int:
-    db = sqlite3.connect(path)
+def revision(target: str) -> str | None:
+    engine = open_engine(target)
     try:
-        return int(db.execute("PRAGMA user_version").fetchone()[0])
+        with engine.connect() as conn:
+            return store_revision(conn)
     finally:
-        db.close()
+        engine.dispose()
 
 
 GROUP = {"name": "web", "members": [{"address": "10.0.0.1:80"}]}
@@ -48,31 +53,103 @@ GROUP = {"name": "web", "members": [{"address": "10.0.0.1:80"}]}
 # -- schema ------------------------------------------------------------------------------------
 
 
-def test_new_store_creates_its_directory_schema_and_user_version(db_path: str) -> None:
-    opened = Store(db_path)
-    opened.close()
-    assert Path(db_path).exists()
+def test_new_store_has_every_table_at_the_code_revision(db_path: str) -> None:
+    Store(db_path).close()
     assert {"objects", "member_flags", "server_flags", "discovered", "versions", "meta",
-            "audit"} <= tables(db_path)
-    assert user_version(db_path) == len(store_module.MIGRATIONS)
+            "audit", "sessions"} <= tables(db_path)
+    assert revision(db_path) == code_revision()
 
 
-def test_reopening_applies_only_new_migrations_and_keeps_data(
-        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reopening_keeps_the_data_and_the_revision(db_path: str) -> None:
     first = Store(db_path)
     first.create("group", "web", GROUP, "ada", "first")
     first.close()
-    # a later release adds a migration: only it runs (re-running the first would fail, its
-    # CREATE TABLE statements exist already)
-    migrations = (*store_module.MIGRATIONS, "CREATE TABLE later_table (id TEXT PRIMARY KEY)")
-    monkeypatch.setattr(store_module, "MIGRATIONS", migrations)
     second = Store(db_path)
     try:
         assert second.get("group", "web").body == GROUP
+        assert len(second.audit()) == 1  # the migration did not run again over the data
     finally:
         second.close()
-    assert user_version(db_path) == len(migrations)
-    assert "later_table" in tables(db_path)
+    assert revision(db_path) == code_revision()
+
+
+def test_store_migrated_by_a_newer_admin_is_refused_with_a_clear_error(db_path: str) -> None:
+    Store(db_path).close()
+    engine = open_engine(db_path)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    engine.dispose()
+    with pytest.raises(StoreTooNew) as refused:
+        Store(db_path)
+    assert "'9999_future', which this admin does not know" in refused.value.lines[0]
+    assert f"up to {code_revision()!r}" in refused.value.lines[0]
+
+
+@pytest.mark.store_engines("sqlite")
+def test_sqlite_store_from_before_alembic_is_adopted_with_its_data(db_path: str) -> None:
+    path = db_path
+    Path(path).parent.mkdir(parents=True)
+    # the schema the admin made with PRAGMA user_version before it used Alembic
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE objects (kind TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,
+            row_version INTEGER NOT NULL DEFAULT 1, updated_at REAL NOT NULL, updated_by TEXT,
+            PRIMARY KEY (kind, name));
+        CREATE TABLE member_flags (group_name TEXT NOT NULL, address TEXT NOT NULL,
+            flag TEXT NOT NULL, value INTEGER NOT NULL, who TEXT NOT NULL, at REAL NOT NULL,
+            why TEXT NOT NULL, PRIMARY KEY (group_name, address, flag));
+        CREATE TABLE server_flags (ip TEXT PRIMARY KEY, value INTEGER NOT NULL,
+            who TEXT NOT NULL, at REAL NOT NULL, why TEXT NOT NULL);
+        CREATE TABLE discovered (group_name TEXT PRIMARY KEY, members TEXT NOT NULL,
+            at REAL NOT NULL);
+        CREATE TABLE versions (version INTEGER PRIMARY KEY, content TEXT NOT NULL,
+            hash TEXT NOT NULL, created_at REAL NOT NULL, who TEXT NOT NULL,
+            reason TEXT NOT NULL, source_version INTEGER);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
+            who TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+            reason TEXT NOT NULL, before TEXT, after TEXT, result TEXT NOT NULL);
+        INSERT INTO objects VALUES ('group', 'web', '{"name":"web"}', 3, 1.0, 'ada');
+        PRAGMA user_version = 1;
+    """)
+    old.close()
+    adopted = Store(path)
+    try:
+        assert adopted.get("group", "web").row_version == 3
+    finally:
+        adopted.close()
+    assert revision(path) == code_revision()
+
+
+def test_two_admins_editing_one_object_at_once_one_wins_one_conflicts(db_path: str) -> None:
+    """Optimistic locking between two admins (two engines on one store), racing for real."""
+    seed = Store(db_path)
+    seed.create("group", "web", GROUP, "ada", "first")
+    admins = [Store(db_path), Store(db_path)]
+    start = threading.Barrier(2)
+    results: list[str] = []
+
+    def edit(admin: Store, n: int) -> None:
+        start.wait(timeout=30)
+        try:
+            admin.update("group", "web", {**GROUP, "n": n}, 1, f"admin{n}", "race")
+            results.append("ok")
+        except Conflict:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=edit, args=(a, n)) for n, a in enumerate(admins)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert sorted(results) == ["conflict", "ok"]
+        row = seed.get("group", "web")
+        assert row.row_version == 2
+        assert [a["target"] for a in seed.audit()] == ["group/web", "group/web"]  # 1 create
+    finally:
+        for opened in (seed, *admins):
+            opened.close()
 
 
 # -- objects, audit rows and optimistic locking ----------------------------------------------
@@ -152,8 +229,8 @@ def test_missing_object_is_not_found(store: Store) -> None:
 
 def test_flag_batch_failing_part_way_leaves_no_flags_and_no_audit_rows(store: Store) -> None:
     changes = [("web", "10.0.0.1:80", "pull", False),
-               ("web", ["not", "bindable"], "pull", False)]  # the second row cannot be stored
-    with pytest.raises(sqlite3.Error):
+               ("web", object(), "pull", False)]  # the second row cannot be stored
+    with pytest.raises(StatementError):
         store.set_member_flags(changes, "otto", "deploy", "member pull-out")  # type: ignore[arg-type]
     assert store.member_flags() == {}
     assert store.audit() == []
@@ -258,3 +335,37 @@ def test_audit_target_filter_matches_names_literally(store: Store) -> None:
         store.create("group", name, {"name": name}, "ada", name)
     assert [e["target"] for e in store.audit(target="group/shop_api")] == ["group/shop_api"]
     assert [e["target"] for e in store.audit(target="group/Shop")] == ["group/Shop_api"]
+
+
+# -- several admins on one store -----------------------------------------------------------------
+
+
+def test_leader_tells_changes_made_by_other_admins_from_its_own(db_path: str) -> None:
+    leader, follower = Store(db_path), Store(db_path)
+    try:
+        seen = leader.generation()
+        leader.create("group", "web", GROUP, "ada", "own")
+        seen, foreign = leader.foreign_changes(seen)
+        assert (seen, foreign) == (1, False)
+        follower.set_member_flags([("web", "10.0.0.1:80", "pull", False)], "otto", "deploy",
+                                  "member pull-out")
+        leader.record("vera", "activate", "version/new", "refused: not a change")
+        assert leader.foreign_changes(seen) == (2, True)  # the refusal is no change
+        assert leader.foreign_changes(2) == (2, False)
+    finally:
+        leader.close()
+        follower.close()
+
+
+def test_each_leadership_takes_a_higher_term_seen_by_every_admin(db_path: str) -> None:
+    first, second = Store(db_path), Store(db_path)
+    try:
+        assert first.leader() is None
+        one = first.take_leadership("admin-1", "http://127.0.0.1:1")
+        two = second.take_leadership("admin-2", "http://127.0.0.1:2")
+        assert (one["term"], two["term"]) == (1, 2)
+        assert first.leader() == two
+        assert first.audit() == []  # leadership is no configuration change
+    finally:
+        first.close()
+        second.close()

@@ -4,7 +4,6 @@ routers are module-level, so ``app.dependency_overrides`` swaps the service and 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -88,8 +87,9 @@ async def test_without_an_override_a_token_is_required() -> None:
 
 
 @pytest.fixture
-async def admin_client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AdminService]]:
-    store = Store(str(tmp_path / "admin.db"))
+async def admin_client(store_target: str
+                       ) -> AsyncIterator[tuple[httpx.AsyncClient, AdminService]]:
+    store = Store(store_target)
     service = AdminService(store)
     for kind in ("cluster", "group", "virtual_server", "route"):
         for body in SEED[kind]:

@@ -1,0 +1,399 @@
+"""`.venv/bin/python bench/ha_figures.py [fanout|big|failover|all]`: the control plane's
+figures at scale (issue 15), with every part a real process on 127.0.0.1.
+
+- **fanout**: ``--nodes`` (50) nodes (``slb proxy --workers 0``) under one admin, ``--groups``
+  (1,000) groups x ``--members`` (10) synthetic members (``10.x.y.z:80``: nothing is sent to
+  them), one virtual server routing ``/gNNNNN/`` to each group. Figures: an activation (a
+  weight edit + ``POST /api/v1/activate``, a full snapshot to every node) until each node
+  applied it; a health flip (one ``POST /api/v1/batch`` pulling one member out, or back in, in
+  each of ``--flip-groups`` (100) groups: pool deltas) until each node applied it; the same
+  flips with one node stopped by SIGSTOP, measured on the other nodes.
+- **big**: ``--big-groups`` (10,000) groups x 10 members on 3 nodes: the activation time, the
+  admin's RSS after it, and the latency of ``GET /api/v1/groups/{name}`` (random groups).
+- **failover**: two admins sharing one store, elected over the Consul double
+  (``--session-ttl-min 1``, ``election.ttl`` 2 s, ``lock_delay`` 0.5 s): the leader is killed
+  with SIGKILL ``--kills`` (10) times; the figure is the time from the kill until the other
+  admin answers ``leading: true`` on ``GET /api/v1/leader``. With Consul's default minimum TTL
+  (10 s) the same mechanism takes up to 2 x TTL + lock-delay.
+
+When a node applied a change is read from the admin's ``GET /api/v1/nodes`` (each node's
+applied version as acknowledged by the node), polled every ``--poll`` seconds (10 ms): each
+figure is an upper bound by up to one poll. ``--store URL`` runs the admin on PostgreSQL
+(default: an SQLite file in the run's directory).
+
+Output: the figures on stdout and ``bench/out/ha-<time>.json``; configs and logs in
+``bench/out/ha-<time>/``. Every process started is stopped at the end, also on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from harness import OUT_DIR, ROOT, free_ports, say
+
+NODE_TOKEN = "ha-figures-node-token"
+ADMIN_TOKEN = "ha-figures-admin-token-0123"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PY = sys.executable
+
+
+class Run:
+    """The processes of one scenario, their files in ``directory``; all stopped by ``close``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        directory.mkdir(parents=True, exist_ok=True)
+
+    async def spawn(self, name: str, *argv: str) -> asyncio.subprocess.Process:
+        log = open(self.directory / f"{name}.log", "ab")  # noqa: SIM115 (the child owns it)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=str(ROOT), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True, env={k: v for k, v in os.environ.items()
+                                         if not k.startswith("CONSUL_HTTP_")})
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def write(self, name: str, data: dict[str, Any]) -> Path:
+        path = self.directory / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return path
+
+    async def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+
+
+async def until(what: str, check: Any, timeout: float, poll: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            found = await check()
+            if found:
+                return found
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(poll)
+
+
+async def start_nodes(run: Run, http: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
+    nodes = []
+    for i, port in enumerate(free_ports(count)):
+        name = f"n{i:03d}"
+        path = run.write(f"{name}.yaml", {
+            "control": {"listen": f"127.0.0.1:{port}", "token": NODE_TOKEN},
+            "state_dir": str(run.directory / f"state-{name}")})
+        proc = await run.spawn(name, PY, "-m", "slb", "proxy", "-c", str(path),
+                               "--workers", "0")
+        nodes.append({"name": name, "cluster": "c1", "token": NODE_TOKEN, "pid": proc.pid,
+                      "control_url": f"http://127.0.0.1:{port}"})
+    for node in nodes:
+        url = node["control_url"]
+
+        async def answers(url: str = url) -> bool:
+            return (await http.get(f"{url}/healthz")).status_code == 200
+        await until(f"{node['name']} to start", answers, 60)
+    return nodes
+
+
+def seed(nodes: list[dict[str, Any]], groups: int, members: int, listen: str
+         ) -> dict[str, Any]:
+    return {
+        "clusters": [{"name": "c1"}],
+        "nodes": [{k: n[k] for k in ("name", "cluster", "token", "control_url")}
+                  for n in nodes],
+        "groups": [{"name": f"g{g:05d}", "members": [
+            {"address": f"10.{g // 256 % 256}.{g % 256}.{m + 1}:80"} for m in range(members)]}
+            for g in range(groups)],
+        "virtual_servers": [{"name": "site", "cluster": "c1", "listen": listen,
+                             "domains": ["site.test"], "default": True}],
+        "routes": [{"name": f"r{g:05d}", "virtual_server": "site", "path": f"/g{g:05d}/",
+                    "group": f"g{g:05d}"} for g in range(groups)],
+    }
+
+
+async def start_admin(run: Run, http: httpx.AsyncClient, name: str, store: str,
+                      data: dict[str, Any], timeout: float = 600) -> tuple[str, int]:
+    port = free_ports(1)[0]
+    path = run.write(f"{name}.yaml", {"name": name, "listen": f"127.0.0.1:{port}",
+                                      "store": {"url": store}, "reconcile_interval": 30.0,
+                                      "tokens": [{"name": "bench", "token": ADMIN_TOKEN,
+                                                  "role": "admin"}], **data})
+    proc = await run.spawn(name, PY, "-m", "admin", "-c", str(path))
+    url = f"http://127.0.0.1:{port}"
+
+    async def answers() -> bool:
+        if proc.returncode is not None:
+            raise SystemExit(f"{name} exited: see {run.directory / (name + '.log')}")
+        return (await http.get(f"{url}/healthz")).status_code == 200
+    await until(f"{name} to answer", answers, timeout, 0.2)
+    return url, proc.pid
+
+
+async def node_rows(http: httpx.AsyncClient, admin: str) -> list[dict[str, Any]]:
+    return list((await http.get(f"{admin}/api/v1/nodes", headers=AUTH)).json()["items"])
+
+
+async def in_sync(http: httpx.AsyncClient, admin: str) -> bool:
+    rows = await node_rows(http, admin)
+    return bool(rows) and all(r["in_sync"] for r in rows)
+
+
+async def timed_change(http: httpx.AsyncClient, admin: str, change: Any, poll: float,
+                       skip: set[str] = frozenset(), timeout: float = 120) -> dict[str, float]:
+    """Make ``change`` (a coroutine function); seconds until each node (but ``skip``) applied a
+    version above the one it had, as the admin's node view acknowledges it."""
+    before = {r["name"]: r["applied_version"] or 0 for r in await node_rows(http, admin)}
+    start = time.monotonic()
+    await change()
+    reached: dict[str, float] = {}
+    deadline = start + timeout
+    while len(reached) < len(before) - len(skip):
+        for row in await node_rows(http, admin):
+            if row["name"] in skip or row["name"] in reached:
+                continue
+            if (row["applied_version"] or 0) > before[row["name"]] and row["in_sync"]:
+                reached[row["name"]] = time.monotonic() - start
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(reached)} nodes applied the change in {timeout}s")
+        await asyncio.sleep(poll)
+    return reached
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return {"n": len(ordered), "p50_ms": at(0.5) * 1e3, "p99_ms": at(0.99) * 1e3,
+            "max_ms": ordered[-1] * 1e3}
+
+
+def show(name: str, figures: dict[str, float]) -> None:
+    say(f"  {name:<44} n={figures['n']:<5} p50 {figures['p50_ms']:8.1f} ms   "
+        f"p99 {figures['p99_ms']:8.1f} ms   max {figures['max_ms']:8.1f} ms")
+
+
+async def activate(http: httpx.AsyncClient, admin: str, group: str, weight: int) -> None:
+    view = (await http.get(f"{admin}/api/v1/groups/{group}", headers=AUTH)).json()
+    address = view["members"][0]["address"]
+    reply = await http.post(f"{admin}/api/v1/groups/{group}/weight", headers=AUTH, json={
+        "addresses": [address], "weight": weight, "row_version": view["row_version"],
+        "reason": "bench"})
+    reply.raise_for_status()
+    (await http.post(f"{admin}/api/v1/activate", headers=AUTH,
+                     json={"reason": "bench"})).raise_for_status()
+
+
+async def flip(http: httpx.AsyncClient, admin: str, groups: int, count: int, out: bool
+               ) -> None:
+    picked = random.sample(range(groups), count)
+    operations = [{"group": f"g{g:05d}", "address": f"10.{g // 256 % 256}.{g % 256}.1:80",
+                   "op": "pull-out" if out else "pull-in"} for g in picked]
+    (await http.post(f"{admin}/api/v1/batch", headers=AUTH,
+                     json={"operations": operations, "reason": "bench"})).raise_for_status()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
+                 store: str) -> dict[str, Any]:
+    say(f"fanout: {args.nodes} nodes, {args.groups} groups x {args.members} members")
+    nodes = await start_nodes(run, http, args.nodes)
+    listen = "127.0.0.1:0"  # each node's kernel picks its own port: nodes share the host
+    admin, pid = await start_admin(run, http, "admin", store,
+                                   {"seed": seed(nodes, args.groups, args.members, listen)})
+    await until("every node in sync after the seed", lambda: in_sync(http, admin), 600, 0.5)
+    out: dict[str, Any] = {}
+    flip_label = f"flip of {args.flip_groups} groups"
+
+    async def phase(key: str, label: str, change: Any, count: int, skip: set[str],
+                    worst: bool) -> None:
+        values: list[float] = []
+        for i in range(count):
+            reached = await timed_change(http, admin, lambda i=i: change(i), args.poll,
+                                         skip=skip, timeout=1200)
+            values += [max(reached.values())] if worst else list(reached.values())
+        out[key] = quantiles(values)
+        show(label, out[key])  # at once: a long run shows its figures as it goes
+
+    await phase("activation", "activation reaches a node",
+                lambda i: activate(http, admin, "g00000", 2 + i % 2), args.rounds, set(), False)
+    await phase("activation_all", f"activation reaches all {args.nodes}",
+                lambda i: activate(http, admin, "g00000", 2 + i % 2), args.rounds, set(), True)
+
+    def flipper(i: int) -> Any:
+        return flip(http, admin, args.groups, args.flip_groups, i % 2 == 0)
+    await phase("flip", f"{flip_label} reaches a node", flipper, args.flips, set(), False)
+    await phase("flip_all", f"{flip_label} reaches all {args.nodes}", flipper, args.flips,
+                set(), True)
+    stopped = nodes[0]
+    os.kill(stopped["pid"], signal.SIGSTOP)
+    try:
+        await phase("stopped_flip", f"same, one SIGSTOPped (other {args.nodes - 1})", flipper,
+                    args.flips, {stopped["name"]}, True)
+    finally:
+        os.kill(stopped["pid"], signal.SIGCONT)
+    figures: dict[str, Any] = out
+    figures["admin_rss_mb"] = rss_mb(pid)
+    say(f"  admin RSS {figures['admin_rss_mb']:.0f} MB")
+    return figures
+
+
+async def big(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
+              store: str) -> dict[str, Any]:
+    say(f"big: 3 nodes, {args.big_groups} groups x {args.members} members")
+    nodes = await start_nodes(run, http, 3)
+    listen = "127.0.0.1:0"  # each node's kernel picks its own port: nodes share the host
+    started = time.monotonic()
+    admin, pid = await start_admin(run, http, "admin", store,
+                                   {"seed": seed(nodes, args.big_groups, args.members, listen)},
+                                   timeout=1800)
+    await until("every node in sync after the seed", lambda: in_sync(http, admin), 1800, 0.5)
+    seeded = time.monotonic() - started
+    times = []
+    for i in range(args.rounds):
+        reached = await timed_change(http, admin, lambda i=i: activate(
+            http, admin, "g00000", 2 + i % 2), args.poll, timeout=600)
+        times.append(max(reached.values()))
+    reads = []
+    for _ in range(args.reads):
+        name = f"g{random.randrange(args.big_groups):05d}"
+        t = time.monotonic()
+        (await http.get(f"{admin}/api/v1/groups/{name}", headers=AUTH)).raise_for_status()
+        reads.append(time.monotonic() - t)
+    figures = {"seed_and_first_push_s": seeded, "activation_all": quantiles(times),
+               "group_read": quantiles(reads), "admin_rss_mb": rss_mb(pid)}
+    say(f"  seed + first push to 3 nodes: {seeded:.1f} s")
+    show("activation reaches all 3 nodes", figures["activation_all"])
+    show("GET /api/v1/groups/{name}", figures["group_read"])
+    say(f"  admin RSS {figures['admin_rss_mb']:.0f} MB")
+    return figures
+
+
+async def failover(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
+                   store: str) -> dict[str, Any]:
+    say(f"failover: 2 admins, {args.kills} kills of the leader")
+    await run.spawn("consul", PY, "-m", "tests.consul_double", "--port",
+                             str(free_ports(1)[0]), "--session-ttl-min", "1")
+    log = run.directory / "consul.log"
+    # the double prints its address on its first line
+    address = (await until("the Consul double", lambda: _first_line(log), 30)).strip()
+    nodes = await start_nodes(run, http, 1)
+    listen = "127.0.0.1:0"  # each node's kernel picks its own port: nodes share the host
+    data = {"consul": {"address": address, "wait": 5},
+            "election": {"enabled": True, "ttl": 2, "lock_delay": 0.5, "poll": 0.1},
+            "seed": seed(nodes, 10, 2, listen)}
+    admins = {name: await start_admin(run, http, name, store, data)
+              for name in ("admin-1", "admin-2")}
+
+    async def leading(name: str) -> bool:
+        url = admins[name][0]
+        return bool((await http.get(f"{url}/api/v1/leader", headers=AUTH)).json()["leading"])
+    times = []
+    for kill in range(args.kills):
+        leader = await until("a leader", lambda: _leader(admins, leading), 60, 0.05)
+        other = next(n for n in admins if n != leader)
+        os.kill(admins[leader][1], signal.SIGKILL)
+        killed = time.monotonic()
+        await until(f"{other} to lead", lambda o=other: leading(o), 60, 0.02)
+        times.append(time.monotonic() - killed)
+        say(f"  kill {kill + 1}: {other} leads after {times[-1]:.2f} s")
+        # the killed admin comes back (a new process, its own log) and follows
+        admins[leader] = await start_admin(run, http, f"{leader}-{kill}", store, data)
+    figures = {"takeover": quantiles(times)}
+    show("kill -9 of the leader until another leads", figures["takeover"])
+    return figures
+
+
+async def _first_line(path: Path) -> str | None:
+    text = path.read_text() if path.exists() else ""
+    return text.splitlines()[0] if "\n" in text else None
+
+
+async def _leader(admins: dict[str, tuple[str, int]], leading: Any) -> str | None:
+    for name in admins:
+        with contextlib.suppress(httpx.HTTPError):
+            if await leading(name):
+                return name
+    return None
+
+
+async def main(args: argparse.Namespace) -> int:
+    # SIGTERM or Ctrl-C cancels the run: the ``finally`` below then stops every process
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results: dict[str, Any] = {"args": vars(args)}
+    scenarios = ["fanout", "big", "failover"] if args.scenario == "all" else [args.scenario]
+    async with httpx.AsyncClient(timeout=60) as http:
+        for scenario in scenarios:
+            run = Run(OUT_DIR / f"ha-{stamp}" / scenario)
+            store = args.store or str(run.directory / "admin.db")
+            try:
+                results[scenario] = await globals()[scenario](args, run, http, store)
+            finally:
+                await run.close()
+    path = OUT_DIR / f"ha-{stamp}.json"
+    path.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    say(f"figures in {path}")
+    return 0
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenario", nargs="?", default="all",
+                        choices=["fanout", "big", "failover", "all"])
+    parser.add_argument("--nodes", type=int, default=50)
+    parser.add_argument("--groups", type=int, default=1000)
+    parser.add_argument("--members", type=int, default=10)
+    parser.add_argument("--flip-groups", type=int, default=100)
+    parser.add_argument("--big-groups", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5, help="activations measured")
+    parser.add_argument("--flips", type=int, default=20, help="health flips measured")
+    parser.add_argument("--reads", type=int, default=500, help="group reads measured")
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--poll", type=float, default=0.01)
+    parser.add_argument("--store", help="the admin store's URL (default: an SQLite file)")
+    args = parser.parse_args()
+    if min(args.nodes, args.groups, args.members, args.kills) < 1 \
+            or args.flip_groups > args.groups:
+        parser.error("counts must be positive and --flip-groups at most --groups")
+    return args
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(asyncio.run(main(parse())))
+    except asyncio.CancelledError:
+        sys.exit("interrupted: every process was stopped")
