@@ -22,7 +22,7 @@ from admin.domain.errors import validation_errors
 from admin.domain.migrate import check_url
 from admin.domain.objects import Strict
 from slb.errors import ConfigError
-from slb.model import Address
+from slb.model import Address, LogSettings
 
 Role = Literal["viewer", "operator", "admin"]
 ROLE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
@@ -147,6 +147,7 @@ class AdminConfig(Strict):
     push_timeout: float = Field(5.0, gt=0)
     reconcile_interval: float = Field(10.0, gt=0)
     stats: StatsSettings = StatsSettings()
+    log: LogSettings = LogSettings()  # the admin's own log lines: text (key=value) or json
 
     @model_validator(mode="after")
     def _election_needs_consul(self) -> AdminConfig:

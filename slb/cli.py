@@ -12,8 +12,8 @@ import os
 import sys
 
 from slb.errors import ConfigError
+from slb.logs import LEVELS, setup_logging
 from slb.node.files import certificate_warnings, ignored_keys, load_config_file, summary
-from slb.node.logs import LEVELS, setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -147,7 +147,7 @@ class AccessLog(_Strict):
 
 class LogSettings(_Strict):
     """The node's own log (not the access log): read from the node's file only, like
-    ``control``; ``slb.node.logs`` renders it."""
+    ``control``; ``slb.logs`` renders it (the admin's too)."""
 
     format: Literal["text", "json"] = "text"  # text: one key=value line per event
     level: Literal["debug", "info", "warning", "error"] = "info"

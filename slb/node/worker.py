@@ -18,9 +18,9 @@ from typing import Any
 import uvloop
 
 from slb.errors import ConfigError
+from slb.logs import setup_from_environment
 from slb.model import Config, Group
 from slb.node.ipc import encode, read_message, send_message
-from slb.node.logs import setup_from_environment
 from slb.node.server import ProxyServer
 
 log = logging.getLogger("slb.worker")

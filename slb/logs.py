@@ -14,7 +14,9 @@ shipper never splits it.
 
 The format and level come from the node's file (``log:``) and ``--log-level``; the supervisor's
 worker processes inherit them through the environment (``SLB_LOG_FORMAT``, ``SLB_LOG_LEVEL``),
-so every process of a node writes the same format.
+so every process of a node writes the same format. The admin reads the same ``log:`` key from its
+own file and writes the same lines: a leaf module (it imports nothing of slb), shared by both
+planes like ``slb.errors``.
 """
 
 from __future__ import annotations

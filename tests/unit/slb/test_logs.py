@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from slb.node.logs import StructuredFormatter
+from slb.logs import StructuredFormatter
 
 
 def record(msg: str = "proxy answered %d", *args: object, fields: dict | None = None,
