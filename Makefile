@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run run-proxy test fuzz lint bench loadtest check clean system-deps
+.PHONY: run run-proxy test fuzz lint bench loadtest check clean system-deps vendor
+
+# Browser assets the admin serves itself (no CDN): fetched from the npm registry with npm's own
+# client at a pinned version, unpacked into admin/static/vendor (not in git).
+VENDOR := admin/static/vendor
+UPLOT_VERSION := 1.6.32
+VENDOR_STAMP := $(VENDOR)/.uplot-$(UPLOT_VERSION)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+$(VENDOR_STAMP):
+	@command -v npm >/dev/null || { apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y npm; }
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/.pack
+	cd $(VENDOR)/.pack && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null
+	tar -xzf $(VENDOR)/.pack/uplot-$(UPLOT_VERSION).tgz -C $(VENDOR)/.pack
+	cp $(VENDOR)/.pack/package/dist/uPlot.iife.min.js $(VENDOR)/.pack/package/dist/uPlot.min.css \
+	  $(VENDOR)/.pack/package/LICENSE $(VENDOR)/
+	rm -rf $(VENDOR)/.pack
+	touch $(VENDOR_STAMP)
+
+vendor: $(VENDOR_STAMP)
+
+run: $(STAMP) $(VENDOR_STAMP)
 	$(BIN)/python -m dev.devstack
 
 run-proxy: $(STAMP)
@@ -29,7 +48,7 @@ system-deps:
 	@command -v curl >/dev/null || { \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y curl; }
 
-test: $(STAMP) system-deps
+test: $(STAMP) $(VENDOR_STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -57,4 +76,4 @@ loadtest: $(STAMP)
 	$(BIN)/python loadtest/release.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info $(VENDOR)

@@ -25,23 +25,23 @@ from admin.domain.errors import AdminError
 from admin.domain.service import AdminService
 from admin.domain.store import Store
 from admin.settings import AdminConfig
-from admin.web import api, certificates_api
+from admin.traffic import TrafficWindow
+from admin.web import api, certificates_api, stats
 from admin.web.deps import ApiError, LoginRequired, session_of
 from admin.web.guards import BodyLimit, LoginLimiter
 from admin.web.live import LiveStatus
+from admin.web.openapi import install_docs
 from admin.web.sessions import Sessions
 from admin.web.ui import PAGES
 from admin.web.ui.pages import PREFIX, STATIC, Pages
-
-ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               409: "conflict", 413: "too_large", 422: "invalid", 429: "too_many_requests"}
+from slb.errors import error_body, error_code
 
 
-def error_body(status: int, message: str, errors: list[str]) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": ERROR_NAMES.get(status, "error"), "message": message}
-    if errors:
-        body["errors"] = errors
-    return body
+def api_error(status: int, message: str, details: list[str] | None = None,
+              headers: dict[str, str] | None = None) -> JSONResponse:
+    """An API error in the shape shared with the node control API (``slb.errors.error_body``)."""
+    return JSONResponse(error_body(error_code(status), message, details), status,
+                        headers=headers)
 
 
 def is_page(request: Request) -> bool:
@@ -50,9 +50,16 @@ def is_page(request: Request) -> bool:
     return path.startswith(f"{PREFIX}/") and not path.startswith(f"{PREFIX}/api/")
 
 
-def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None) -> FastAPI:
-    app = FastAPI(title="SLB admin", version="1", docs_url="/docs")
+def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None,
+               traffic: TrafficWindow | None = None) -> FastAPI:
+    app = FastAPI(title="SLB admin", version="1", docs_url=None, redoc_url=None,
+                  description="The SLB control plane: configuration drafts, versions, member "
+                              "operations, health and traffic. Errors: {error, message, "
+                              "details}.")
+    install_docs(app)  # the completed OpenAPI document; /docs and /redoc served offline
     app.state.service = service
+    # the sampled traffic (admin.traffic); an app without a sampler answers empty series
+    app.state.traffic = traffic or TrafficWindow(settings.stats.interval, settings.stats.window)
     app.state.settings = settings
     app.state.metrics = metrics
     # a service without a store (a test's fake) keeps its sessions in a private memory store
@@ -65,8 +72,7 @@ def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.status, exc.message, exc.errors), exc.status,
-                            headers=exc.headers)
+        return api_error(exc.status, exc.message, exc.errors, exc.headers)
 
     @app.exception_handler(AdminError)
     async def _refused(request: Request, exc: AdminError) -> Response:
@@ -74,7 +80,7 @@ def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None
             title = "Not found" if exc.status == 404 else "Cannot do that"
             return pages.error_page(request, session_of(request), exc.status, title, str(exc),
                                     exc.errors)
-        return JSONResponse(error_body(exc.status, str(exc), exc.errors), exc.status)
+        return api_error(exc.status, str(exc), exc.errors)
 
     @app.exception_handler(LoginRequired)
     async def _login(request: Request, exc: LoginRequired) -> Response:
@@ -83,6 +89,9 @@ def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if not is_page(request):
+            if not request.url.path.startswith(f"{PREFIX}/"):  # the REST API: its error shape
+                return api_error(exc.status_code, str(exc.detail),
+                                 headers=getattr(exc, "headers", None))
             return await http_exception_handler(request, exc)
         titles = {404: "Not found", 405: "Not allowed"}
         messages = {404: "There is no such page.",
@@ -93,14 +102,17 @@ def create_app(settings: AdminConfig, service: AdminService, metrics: Any = None
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        if not is_page(request):
-            return await request_validation_exception_handler(request, exc)
         errors = [".".join(str(p) for p in e.get("loc", ())) + f": {e.get('msg')}"
                   for e in exc.errors()]
+        if not is_page(request):
+            if not request.url.path.startswith(f"{PREFIX}/"):
+                return api_error(400, "invalid request", errors)
+            return await request_validation_exception_handler(request, exc)
         return pages.error_page(request, session_of(request), 400, "Bad request",
                                 "This address is not valid.", errors)
 
-    for router in (api.router, certificates_api.router, api.collections, api.system, *PAGES):
+    for router in (api.router, stats.router, certificates_api.router, api.collections,
+                   api.system, *PAGES):
         app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(STATIC)), name="ui-static")
 

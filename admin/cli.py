@@ -16,6 +16,7 @@ import logging
 import sys
 
 from slb.errors import ConfigError
+from slb.logs import setup_logging as structured_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,8 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", required=True, help="admin configuration (YAML)")
     parser.add_argument("command", nargs="?", default="run", choices=["run", "migrate"],
                         help="run the admin (default), or migrate its store and exit")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default=None,
+                        choices=["debug", "info", "warning", "error"],
+                        help="overrides log.level of the admin's file (default: info)")
     return parser
 
 
@@ -36,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return ctl.main(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # a line per plugin, not news
+    setup_logging("text", args.log_level or "info")  # until the file says otherwise
     # imported here: ``--help`` and argument errors answer without loading the web stack
     import uvloop
 
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_admin_config(args.config)
+        setup_logging(config.log.format, args.log_level or config.log.level)
         if args.command == "migrate":
             return migrate_store(config.store.url)
         uvloop.run(run_admin(config))
@@ -64,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    """Structured lines (``slb.logs``), with the chattiest libraries kept to their news."""
+    structured_logging(fmt, level)
+    # httpx logs every request at INFO: the health checks' probes and the pushes would be most
+    # of the log. The checker logs each result itself at DEBUG, and changes at INFO.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a line per plugin, not news
 
 
 def migrate_store(target: str) -> int:

@@ -94,7 +94,7 @@ def member_op(client: httpx.Client, args: argparse.Namespace, out: Any) -> int:
     if reply.status_code >= 400:
         print(f"refused ({reply.status_code}): {body.get('message', reply.text[:200])}",
               file=sys.stderr)
-        for line in body.get("errors", []):
+        for line in body.get("details", []):
             print(f"  {line}", file=sys.stderr)
         return REFUSED
     for node in body.get("nodes", []):

@@ -1,8 +1,9 @@
-"""Running the admin: store, service, sources, pushers, the HTTP server.
+"""Running the admin: store, service, sources, pushers, the traffic sampler, the HTTP server.
 
 ``slb-admin -c config/admin.yaml`` (``admin.cli``) serves the REST API (and the web UI) with
-uvicorn on uvloop and httptools. A store with no objects is filled from the file's ``seed`` and
-activated, so a fresh admin pushes a working configuration at once.
+uvicorn on uvloop and httptools, and samples every node's traffic (``admin.traffic``). A store
+with no objects is filled from the file's ``seed`` and activated, so a fresh admin pushes a
+working configuration at once.
 
 Every admin serves the API and the UI; only the leader (``admin.ha``: elected over Consul when
 ``election.enabled``, else the only admin) runs the member sources and the pushers, and looks for
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import signal
 import socket
+from typing import Any
 
 import uvicorn
 
@@ -28,6 +30,7 @@ from admin.push.pusher import Pusher
 from admin.settings import AdminConfig
 from admin.sources import MemberSource
 from admin.sources.http_check import HttpChecker
+from admin.traffic import Sampler, TrafficWindow
 from admin.web.metrics import AdminMetrics
 from slb.errors import ConfigError
 from slb.model import split_host_port
@@ -88,6 +91,7 @@ class Admin:
         self.watcher: MemberSource | None = None
         self.server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
+        self.sampler: Sampler | None = None
         self.name = config.name or f"{socket.gethostname()}/{config.listen}"
         self.election: Election | None = None
         self.leading = False
@@ -107,7 +111,10 @@ class Admin:
         self.service.leader_status = lambda: leader_view(self.store, self.election, self.name,
                                                          self.leading)
         metrics = AdminMetrics(self.service, self.watcher.error_counts if self.watcher else None)
-        app = create_app(self.config, self.service, metrics)
+        self.traffic = TrafficWindow(self.config.stats.interval, self.config.stats.window)
+        self.sampler = Sampler(self.traffic, self._nodes)
+        self.sampler.start()
+        app = create_app(self.config, self.service, metrics, self.traffic)
         host, port = split_host_port(self.config.listen)
         self.server = uvicorn.Server(uvicorn.Config(
             app, host=host, port=port, loop="none", http="httptools", lifespan="off",
@@ -180,6 +187,9 @@ class Admin:
         assert self.server is not None
         return int(self.server.servers[0].sockets[0].getsockname()[1])
 
+    def _nodes(self) -> list[dict[str, Any]]:
+        return [row.body for row in self.store.objects("node")]
+
     def _sync_sources(self) -> None:
         if not self.leading:
             return  # only the leader watches and checks
@@ -195,6 +205,8 @@ class Admin:
             self.server.should_exit = True
         if self._serve_task is not None:
             await self._serve_task
+        if self.sampler is not None:
+            await self.sampler.close()
         if self.election is not None:
             await self.election.close()  # a leader releases the lock: a follower takes over
         await self._follow()

@@ -22,7 +22,7 @@ from admin.domain.errors import validation_errors
 from admin.domain.migrate import check_url
 from admin.domain.objects import Strict
 from slb.errors import ConfigError
-from slb.model import Address
+from slb.model import Address, LogSettings
 
 Role = Literal["viewer", "operator", "admin"]
 ROLE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
@@ -76,6 +76,14 @@ class ConsulSettings(Strict):
     wait: float = Field(55.0, ge=1, le=300)
     # No answer at all for this long (even an unchanged one): the watch is restarted.
     watchdog: float = Field(120.0, ge=5)
+
+
+class StatsSettings(Strict):
+    """The traffic window (``admin.traffic``): one sample of every node per ``interval``, kept
+    for ``window`` seconds; memory is fixed by the two (about 52 KB per scope at 5 s / 1 h)."""
+
+    interval: float = Field(5.0, ge=1, le=60)
+    window: float = Field(3600.0, ge=60, le=86400)
 
 
 class StoreSettings(Strict):
@@ -138,6 +146,8 @@ class AdminConfig(Strict):
     take_over: Literal["manual", "automatic"] = "manual"
     push_timeout: float = Field(5.0, gt=0)
     reconcile_interval: float = Field(10.0, gt=0)
+    stats: StatsSettings = StatsSettings()
+    log: LogSettings = LogSettings()  # the admin's own log lines: text (key=value) or json
 
     @model_validator(mode="after")
     def _election_needs_consul(self) -> AdminConfig:

@@ -8,12 +8,12 @@ the data plane never imports it.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from slb.errors import ConfigError
-from slb.node.files import certificate_warnings, load_config_file, summary
+from slb.logs import LEVELS, setup_logging
+from slb.node.files import certificate_warnings, ignored_keys, load_config_file, summary
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     proxy.add_argument("-w", "--workers", type=int, default=os.cpu_count() or 1,
                        help="worker processes sharing the listeners (default: one per core); "
                             "0 runs the proxy in the supervising process itself")
-    proxy.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
+    proxy.add_argument("--log-level", default=None, choices=LEVELS,
+                       help="overrides the file's log.level (default: info)")
     check = commands.add_parser("check", help="validate a configuration file, like nginx -t")
     check.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
     return parser
@@ -35,12 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return check(args.config)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.workers < 0:
         print("slb: --workers must be 0 or more", file=sys.stderr)
         return 2
-    return proxy(args.config, args.workers)
+    return proxy(args.config, args.workers, args.log_level)
 
 
 def check(path: str) -> int:
@@ -53,19 +51,23 @@ def check(path: str) -> int:
         print(f"{path}: configuration is invalid ({count} error{'s' if count > 1 else ''})",
               file=sys.stderr)
         return 1
+    for key in ignored_keys(config):
+        print(f"{path}: {key}: warning: ignored: without virtual_servers this node is managed by "
+              f"the admin, whose snapshot sets {key}", file=sys.stderr)
     for line in certificate_warnings(config):
         print(f"{path}: warning: {line}", file=sys.stderr)
     print(f"{path}: configuration is valid: {summary(config)}")
     return 0
 
 
-def proxy(path: str, workers: int) -> int:
+def proxy(path: str, workers: int, log_level: str | None = None) -> int:
     import uvloop
 
     from slb.node.node import run_node
 
     try:
-        load_config_file(path)  # fail before anything starts
+        local = load_config_file(path)  # fail before anything starts
+        setup_logging(local.log.format, log_level or local.log.level)
         uvloop.run(run_node(path, workers))
     except ConfigError as exc:
         for line in exc.lines:

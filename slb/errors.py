@@ -20,9 +20,34 @@
 The protocol renders a ProxyError from a canned response; anything else is a bug: it is logged,
 answered with 500 and the connection closed. ``flag`` is the access log's response flag, with
 Envoy's vocabulary (UH no healthy upstream, UF connect failure, UT timeout, ...).
+
+The JSON error shape, one for the node control API and the admin's REST API (``error_body``):
+
+    {"error": "conflict", "message": "one sentence", "details": ["groups[0].name: ...", ...]}
+
+``error`` is a stable snake_case code (``ERROR_CODES`` by status, or a more precise one such as
+``stale`` or ``base_mismatch``), ``message`` says what happened, ``details`` lists every
+problem with its field path (empty when there is nothing more to say). A few answers add
+machine-readable fields beside them (``applied_version`` on a 409 of the control API).
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid",
+               500: "internal_error", 503: "unavailable"}
+
+
+def error_code(status: int) -> str:
+    return ERROR_CODES.get(status, "error")
+
+
+def error_body(code: str, message: str, details: list[str] | None = None,
+               **extra: Any) -> dict[str, Any]:
+    """The one JSON error shape (see the module docstring)."""
+    return {"error": code, "message": message, "details": list(details or []), **extra}
 
 
 class ProxyError(Exception):

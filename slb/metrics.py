@@ -221,6 +221,16 @@ class StatsCollector:
             yield from self._gauges()
 
 
+def member_gauges(status: dict[str, dict[str, dict[str, Any]]]) -> Iterator[Metric]:
+    """Per member live gauges from the node's member status (``/v1/status``'s ``groups``)."""
+    active = GaugeMetricFamily("slb_member_active_requests",
+                               "Requests in flight on a member", labels=["group", "member"])
+    for group, members in sorted(status.items()):
+        for member, figures in sorted(members.items()):
+            active.add_metric([group, member], figures.get("active", 0))
+    yield active
+
+
 def _per_member(name: str, documentation: str,
                 table: dict[tuple[str, str], int]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, documentation, labels=["group", "member"])

@@ -17,10 +17,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from admin.domain.errors import Invalid, validation_errors
 from slb.model import (
+    AccessLog,
     Address,
     Algorithm,
     Domain,
@@ -32,6 +43,7 @@ from slb.model import (
     Redirect,
     Retry,
     Rewrite,
+    Route,
     RouteTimeouts,
     SplitShare,
     Timeouts,
@@ -39,6 +51,7 @@ from slb.model import (
     check_cidr,
     check_hash_key,
     destination_problem,
+    parse_duration,
     split_host_port,
 )
 
@@ -69,6 +82,9 @@ class Strict(BaseModel):
 class Cluster(Strict):
     name: Name
     description: str = Field("", max_length=TEXT_MAX)
+    # The access log of every node of the cluster (on/off, path, text|json): it reaches the
+    # nodes in their snapshot; a file-managed node keeps its own file's.
+    access_log: AccessLog = AccessLog()
 
 
 class Node(Strict):
@@ -115,6 +131,18 @@ class RouteDraft(Strict):
             raise ValueError(problem)
         return self
 
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, path: str, info: ValidationInfo) -> str:
+        """The data plane's own rule (``slb.model.Route``): a draft is refused what its
+        activation would be, when it is saved and next to its field."""
+        try:
+            Route.model_validate({"match": info.data.get("match", "prefix"), "path": path,
+                                  "group": "-"})
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return path
+
 
 class StaticMember(Strict):
     address: Annotated[str, AfterValidator(_member_address)]
@@ -130,8 +158,8 @@ class HttpCheck(Strict):
     """The admin's own health check of static members (Consul-backed ones use Consul's)."""
 
     path: str = Field("/", max_length=8192, pattern=r"^/")
-    interval: float = Field(5.0, gt=0, le=3600)
-    timeout: float = Field(2.0, gt=0, le=60)
+    interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=3600)] = 5.0
+    timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=60)] = 2.0
     fails: int = Field(3, ge=1, le=100)  # consecutive failures to mark a member down
     passes: int = Field(1, ge=1, le=100)  # consecutive passes to bring it back
 

@@ -31,6 +31,7 @@ from typing import Any
 from admin.domain import certificates, objects
 from admin.domain.delivery import Delivery, Ticket, confirm, ticket
 from admin.domain.errors import Conflict, Invalid, NotFound, bounded_reason, require_reason
+from admin.domain.health import HealthHistory
 from admin.domain.members import (
     Discovered,
     MemberView,
@@ -72,6 +73,9 @@ class AdminService(MemberOperations):
         self.discovered: dict[str, list[Discovered]] = {  # Consul's member sets
             group: [Discovered.from_json(m) for m in members]
             for group, members in store.discovered().items()}
+        self.health_history = HealthHistory(store)  # health changes: logged, audited, dated
+        for group, members in self.discovered.items():
+            self.health_history.seed(group, members)
         self.stale: dict[str, str] = {}  # group -> why its Consul data is not current
         self.last_contact: dict[str, float] = {}  # group -> last answer from its source
         # called after an activation or rollback, so sources follow the active groups
@@ -284,9 +288,13 @@ class AdminService(MemberOperations):
         for (group, address), own in flags.items():
             by_group.setdefault(group, {})[address] = own
         servers = self.store.server_flags()
-        return {g["name"]: effective_members(g, self.sources(g), by_group.get(g["name"], {}),
-                                             servers)
-                for g in content.get("group", [])}
+        views = {g["name"]: effective_members(g, self.sources(g), by_group.get(g["name"], {}),
+                                              servers)
+                 for g in content.get("group", [])}
+        for group, members in views.items():
+            for view in members:  # the health flag's date: since its last change
+                view.flags["health"]["at"] = self.health_history.since(group, view.address)
+        return views
 
     def sources(self, group: dict[str, Any]) -> list[Discovered]:
         if group.get("consul"):
@@ -445,6 +453,7 @@ class AdminService(MemberOperations):
 
         Consul reports the whole member set (kept across restarts); the admin's checker reports
         its verdicts on static members, merged into the group's static list."""
+        self.health_history.observe(source, group, members)
         if source == "check":
             verdicts = {m.address: m for m in members}
             if self.checked.get(group) != verdicts:

@@ -47,6 +47,7 @@ def build_snapshot(content: Content, cluster: str, version: int,
     document = {
         "version": version,
         "store": store,
+        **cluster_settings(content, cluster),
         "virtual_servers": [
             {"name": v["name"], "listen": v["listen"], "domains": v.get("domains", []),
              "default": v.get("default", False),
@@ -64,6 +65,17 @@ def build_snapshot(content: Content, cluster: str, version: int,
 
 def with_tls(tls: dict[str, str] | None) -> dict[str, Any]:
     return {} if tls is None else {"tls": tls}
+
+
+CLUSTER_NODE_FIELDS = ("access_log",)  # what a cluster sets on each of its nodes
+
+
+def cluster_settings(content: Content, cluster: str) -> dict[str, Any]:
+    """The node-wide settings ``cluster`` carries into its snapshot (absent: the defaults)."""
+    for obj in content.get("cluster", []):
+        if obj["name"] == cluster:
+            return {k: obj[k] for k in CLUSTER_NODE_FIELDS if k in obj}
+    return {}
 
 
 def proxy_route(route: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from admin.domain.errors import Invalid
 from admin.domain.snapshots import Content, build_snapshot, cluster_content, content_hash
-from slb.model import Config, ConfigErrors, FactsView, resolve, route_order
+from slb.model import Config, ConfigErrors, FactsView, resolve, route_order, split_host_port
 
 CACHE_SIZE = 32  # compiled clusters kept; one admin rarely shows more at once
 
@@ -59,6 +59,9 @@ class RouteAnswer:
 def parse_url(text: str) -> Url:
     """``shop.example.com/api`` or ``https://shop.example.com:8443/api``; Invalid otherwise."""
     text = text.strip()
+    if not text or any(c.isspace() for c in text):
+        raise Invalid("not a URL", [f"url: {text!r} is not a URL: expected e.g. "
+                                    "http://shop.example.com/api/cart"])
     parts = urlsplit(text if "://" in text else f"http://{text}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid("not a URL", ["url: expected e.g. http://shop.example.com/api/cart"])
@@ -66,7 +69,13 @@ def parse_url(text: str) -> Url:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise Invalid("not a URL", ["url: the port is not a number"]) from None
-    return Url(parts.netloc.rpartition("@")[2], parts.path or "/", port, parts.query)
+    host = parts.netloc.rpartition("@")[2]
+    try:  # the proxy's own rule for a host: a DNS name or an IP address
+        split_host_port(host if parts.port else f"{host}:{port}")
+    except ValueError as exc:
+        raise Invalid("not a URL", [f"url: {exc}: expected e.g. "
+                                    "http://shop.example.com/api/cart"]) from None
+    return Url(host, parts.path or "/", port, parts.query)
 
 
 def parse_facts(headers: list[str], cookies: list[str], client_ip: str = "",

@@ -1,6 +1,6 @@
 """What travels between a pusher and a node's control API: JSON bodies and error texts.
 
-A node answers errors as ``{"error", "message", "errors": [...]}``; ``http_error`` turns one
+A node answers errors as ``{"error", "message", "details": [...]}``; ``http_error`` turns one
 into the line shown as a node's ``last_error``, whatever the node sent (JSON or not).
 """
 
@@ -33,7 +33,7 @@ def http_error(method: str, path: str, response: httpx.Response) -> str:
         text += f" {reason}"
     if message:
         text += f": {message}"
-    errors = body.get("errors")
-    if isinstance(errors, list) and errors:
-        text += " (" + "; ".join(str(e) for e in errors[:10]) + ")"
+    details = body.get("details")
+    if isinstance(details, list) and details:
+        text += " (" + "; ".join(str(e) for e in details[:10]) + ")"
     return text

@@ -67,6 +67,7 @@ class HttpChecker:
                 detail = f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:
                 ok, detail = False, f"{type(exc).__name__}: {exc}"
+            log.debug("check of %s in %s: %s", address, group, detail)  # changes: admin.health
             if ok:
                 passes, fails = passes + 1, 0
                 if healthy is not True and passes >= passes_needed:

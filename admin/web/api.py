@@ -3,7 +3,8 @@
 Every call needs ``Authorization: Bearer <token>``; the token's role decides what it may do:
 ``viewer`` reads, ``operator`` also pulls members in and out and sets servers up and down,
 ``admin`` also edits the configuration, activates and rolls back. Errors are JSON
-``{"error", "message", "errors": [...]}`` with every problem and its field path; invalid input
+``{"error", "message", "details": [...]}`` (``slb.errors.error_body``, the shape of the node
+control API too) with every problem and its field path; invalid input
 is 400, a concurrent edit of the same object is refused with 409.
 
 Each handler parses, names the role it needs (``deps``) and calls one service operation. The

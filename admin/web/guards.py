@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from slb.errors import error_body
+
 MAX_BODY = 1024 * 1024
 LOGIN_FAILURES = 5
 LOGIN_WINDOW = 60.0  # seconds
@@ -71,9 +73,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": "too_large", "message": f"the body is larger than "
-                           f"{self.limit} bytes", "errors": [f"body: at most {self.limit} "
-                                                             "bytes"]}).encode()
+        body = json.dumps(error_body("too_large", f"the body is larger than {self.limit} "
+                                     "bytes", [f"body: at most {self.limit} bytes"])).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"connection", b"close")]})

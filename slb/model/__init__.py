@@ -52,6 +52,7 @@ from slb.model.schema import (
     HealthCheck,
     HttpSettings,
     KeepAlive,
+    LogSettings,
     MatchKind,
     Member,
     MemberStateName,
@@ -64,6 +65,7 @@ from slb.model.schema import (
     TlsSettings,
     UpstreamTls,
     VirtualServer,
+    parse_duration,
     split_host_port,
 )
 from slb.model.traffic import (
@@ -98,6 +100,7 @@ __all__ = [
     "HttpSettings",
     "KeepAlive",
     "Location",
+    "LogSettings",
     "MatchKind",
     "Member",
     "MemberStateName",
@@ -133,6 +136,7 @@ __all__ = [
     "inspect_pair",
     "parse_config",
     "parse_delta",
+    "parse_duration",
     "parse_snapshot",
     "pydantic_problems",
     "read_pair",

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from slb.errors import error_body
 from slb.gcpause import gc_paused
 from slb.model.parse import ConfigErrors, format_problem, parse_config, pydantic_problems
 from slb.model.schema import Address, Config, Group, Member
@@ -46,11 +47,7 @@ class SnapshotRejected(Exception):
         return self.STATUS[self.reason]
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.reason, "message": self.message}
-        if self.errors:
-            body["errors"] = self.errors
-        body.update(self.details)
-        return body
+        return error_body(self.reason, self.message, self.errors, **self.details)
 
 
 class PoolDelta(BaseModel):

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -88,7 +89,30 @@ def _check_address(value: str) -> str:
 
 
 Address = Annotated[str, AfterValidator(_check_address)]
-PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """``250ms``, ``5s``, ``2m``, ``1h`` as seconds; a number is seconds already.
+
+    Anything else that is a string is refused here with the accepted forms; other types are
+    left to the field's own validation (a bool or a list gets pydantic's error).
+    """
+    if not isinstance(value, str):
+        return value
+    found = _DURATION.match(value)
+    if found is None:
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"invalid duration {value!r}: expected seconds or a number "
+                             "with ms, s, m or h (250ms, 5s, 2m)") from None
+    return float(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+
+
+PositiveSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=86400)]
 
 
 class _Strict(BaseModel):
@@ -118,6 +142,15 @@ class Control(_Strict):
 class AccessLog(_Strict):
     enabled: bool = False  # off by default, as Envoy; nginx logs by default
     path: str = "-"  # "-" is stderr
+    format: Literal["text", "json"] = "text"  # json: one object per line, for log shippers
+
+
+class LogSettings(_Strict):
+    """The node's own log (not the access log): read from the node's file only, like
+    ``control``; ``slb.logs`` renders it (the admin's too)."""
+
+    format: Literal["text", "json"] = "text"  # text: one key=value line per event
+    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class HttpSettings(_Strict):
@@ -373,6 +406,7 @@ class Config(Cached, _Strict):
     state_dir: str | None = None
     http: HttpSettings = HttpSettings()
     access_log: AccessLog = AccessLog()
+    log: LogSettings = LogSettings()
     tls: TlsSettings = TlsSettings()
     virtual_servers: list[VirtualServer] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)

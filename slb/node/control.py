@@ -17,6 +17,8 @@ from typing import Any
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpRequestParser
 
+from slb.errors import error_body, error_code
+
 log = logging.getLogger("slb.control")
 
 MAX_BODY = 256 * 1024 * 1024  # a full snapshot of 10,000 groups is tens of MB
@@ -44,7 +46,7 @@ class Response:
 
     @classmethod
     def error(cls, status: int, message: str, **extra: Any) -> Response:
-        return cls.json(status, {"error": HTTPStatus(status).phrase, "message": message, **extra})
+        return cls.json(status, error_body(error_code(status), message, **extra))
 
 
 Handler = Callable[[Request], Awaitable[Response]]

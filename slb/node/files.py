@@ -1,9 +1,12 @@
 """A node's files: its configuration file, and the last applied snapshot kept on disk.
 
 The configuration file is YAML (or JSON, a subset), read into a validated ``Config``. Every
-failure becomes a ``ConfigError`` whose lines name the file and the place: a YAML syntax error
-with its line and column, a schema error with its path in the document. Nothing is half loaded:
-the caller gets a whole ``Config`` or an error.
+failure becomes a ``ConfigError`` whose lines name the file and the place: ``file:line:column``
+(for a YAML syntax error and a schema error alike) and, for a schema error, its path in the
+document. Nothing is half loaded:
+the caller gets a whole ``Config`` or an error. A file without ``virtual_servers`` makes an
+admin-managed node, which reads only ``LOCAL_KEYS`` from it; ``ignored_keys`` names the rest, so
+``slb check`` can warn instead of letting them pass in silence.
 
 The snapshot (``state_dir/snapshot.json``) lets a node restarted without its admin still serve.
 It is written atomically: a temporary file in the same directory, fsync, rename over the old one,
@@ -17,6 +20,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -26,6 +30,7 @@ from slb.model import (
     Config,
     ConfigErrors,
     Control,
+    Location,
     copy_config,
     format_problem,
     parse_config,
@@ -61,10 +66,66 @@ def load_config_file(path: str | Path) -> Config:
     try:
         config = parse_config(data)
     except ConfigErrors as exc:
-        raise ConfigError([f"{path}: {line}" for line in exc.lines()]) from None
+        where = _locator(text)
+        raise ConfigError([f"{path}{where(loc)}: {format_problem((loc, message))}"
+                           for loc, message in exc.errors]) from None
     for line in certificate_warnings(config):
         log.warning("%s: %s", path, line)
     return with_control_token(config, path)
+
+
+def _locator(text: str) -> Callable[[Location], str]:
+    """Maps a problem's location to ``:line:column`` in the file ("" where it cannot tell).
+
+    The document is composed again (the node tree keeps every position) and walked along the
+    location; a location that goes past what the file has (a missing field) points at the
+    deepest part that exists, which is where the field belongs.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        root = None
+
+    def where(loc: Location) -> str:
+        node = root
+        if node is None:
+            return ""
+        for part in loc:
+            child = _child(node, part)
+            if child is None:
+                break
+            node = child
+        mark = node.start_mark
+        return f":{mark.line + 1}:{mark.column + 1}"
+
+    return where
+
+
+def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == part:
+                return value  # type: ignore[no-any-return]
+    elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+            and 0 <= part < len(node.value):
+        return node.value[part]  # type: ignore[no-any-return]
+    return None
+
+
+# What an admin-managed node takes from its own file; everything else comes from its snapshot.
+LOCAL_KEYS = frozenset({"control", "state_dir", "log"})
+
+
+def is_file_managed(config: Config) -> bool:
+    """A file with virtual servers manages its node; one without leaves it to the admin."""
+    return bool(config.virtual_servers)
+
+
+def ignored_keys(config: Config) -> list[str]:
+    """Keys a file sets that its node will ignore, because the admin's snapshot sets them."""
+    if is_file_managed(config):
+        return []
+    return sorted(set(config.model_fields_set) - LOCAL_KEYS)
 
 
 def with_control_token(config: Config, path: Path) -> Config:

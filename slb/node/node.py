@@ -52,7 +52,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from slb.errors import ConfigError
 from slb.gcpause import freeze
-from slb.metrics import Stats, StatsCollector, certificate_expiry_family
+from slb.metrics import Stats, StatsCollector, certificate_expiry_family, member_gauges
 from slb.model import (
     Config,
     Group,
@@ -64,7 +64,7 @@ from slb.model import (
     split_host_port,
 )
 from slb.node.control import Request, Response, start_control_server
-from slb.node.files import load_config_file, load_snapshot, save_snapshot
+from slb.node.files import is_file_managed, load_config_file, load_snapshot, save_snapshot
 from slb.node.health import ActiveHealth
 from slb.node.server import ProxyServer, describe
 from slb.proxy.tls import certificate_expiry
@@ -139,10 +139,6 @@ class LocalPlane:
     async def drain(self) -> None:
         if self.server is not None:
             await self.server.drain()
-
-
-def is_file_managed(config: Config) -> bool:
-    return bool(config.virtual_servers)
 
 
 class Node:
@@ -390,12 +386,14 @@ class Node:
             if not self.serving:
                 return Response(503, b"starting\n", "text/plain")
             stats = await self.plane.stats()
+            status = await self.plane.member_status()
             registry = CollectorRegistry(auto_describe=True)
             expiry = certificate_expiry_family(certificate_expiry(self.config))
             health = self.health
 
             def gauges() -> Iterator[Metric]:
                 yield expiry
+                yield from member_gauges(status)
                 if health is not None:
                     yield from health.metrics()
 

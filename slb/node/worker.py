@@ -18,6 +18,7 @@ from typing import Any
 import uvloop
 
 from slb.errors import ConfigError
+from slb.logs import setup_from_environment
 from slb.model import Config, Group
 from slb.node.ipc import encode, read_message, send_message
 from slb.node.server import ProxyServer
@@ -116,8 +117,7 @@ async def serve(fd: int) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_from_environment()  # the supervisor's format and level
     uvloop.run(serve(int(sys.argv[1])))
 
 

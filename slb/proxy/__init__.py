@@ -16,4 +16,5 @@
     compile.py   Config -> Runtime: everything derived from a config, built once per apply
     context.py   ProxyContext: the ONE runtime reference swapped on apply; the sweeper
     accesslog.py one line per request, written in batches
+    answers.py   the error log: one line per answer the proxy makes itself, rate-limited
 """

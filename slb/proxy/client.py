@@ -357,8 +357,8 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self.upstream_flush()
             self.transport.close()
             return
-        ex.status = error.status
-        ex.flag = error.flag
+        ex.status, ex.flag = error.status, error.flag
+        self.ctx.answers.answered(self.peer, ex, error)
         close = error.close or not self._keep_alive_after(ex)
         if close:
             ex.keep_alive = False
@@ -453,8 +453,8 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self.upstream_flush()
             self.transport.close()  # a response is on its way: it cannot be replaced
             return
-        ex.status = error.status
-        ex.flag = error.flag
+        ex.status, ex.flag = error.status, error.flag
+        self.ctx.answers.answered(self.peer, ex, error)
         ex.response_started = ex.response_done = True
         ex.generation += 1  # a connect still in flight is abandoned
         self._detach_upstream(ex)

@@ -9,7 +9,8 @@ id sequence. The names the client protocol reads (``settings``, ``request_fields
 properties of the runtime.
 
 ``Sweeper`` is the one periodic task: it fires connection deadlines, closes idle upstream
-connections past their idle timeout, and flushes the access log.
+connections past their idle timeout, flushes the access log and closes the answer log's
+rate-limit windows (``slb.proxy.answers``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from slb.metrics import Stats
 from slb.model import AccessLog as AccessLogSettings
 from slb.model import Config, Group, HttpSettings
 from slb.proxy.accesslog import AccessLog
+from slb.proxy.answers import AnswerLog
 from slb.proxy.compile import Runtime, build_runtime, carry_members, close_idle_of_leaving, retire
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ class ProxyContext:
         self.connections: set[Connection] = set()
         self.idle_pools: set[Pool] = set()
         self.draining = False
+        self.answers = AnswerLog(loop.time)  # the error log of the proxy's own answers
         self._request_prefix = os.urandom(4).hex().encode() + b"-"
         self._request_counter = 0
         self.runtime: Runtime = None  # type: ignore[assignment]
@@ -137,6 +140,7 @@ def _access_log(settings: AccessLogSettings, current: AccessLog | None) -> Acces
     if not settings.enabled:
         return None
     if current is not None and current.path == settings.path:
+        current.format = settings.format  # (a line is formatted when logged: no reopen needed)
         return current
     return AccessLog(settings)
 
@@ -167,6 +171,8 @@ class Sweeper:
         log = ctx.access_log
         if log is not None and self._ticks % 5 == 0:
             log.flush()
+        if self._ticks % 10 == 0:
+            ctx.answers.roll()  # reports what the rate limit held back
         self._handle = ctx.loop.call_later(SWEEP_INTERVAL, self._tick)
 
     def _expire_idle(self, now: float) -> None:

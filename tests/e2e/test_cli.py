@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import time
@@ -62,14 +63,20 @@ def test_check_accepts_the_example_file_with_a_one_line_summary() -> None:
     assert result.stderr == ""
 
 
+def located(path: Path, problem: str) -> re.Pattern[str]:
+    """``problem`` as printed for ``path``: ``file:line:column: problem`` (the exact place is
+    checked by the unit tests of ``slb.node.files``, on files written by hand)."""
+    return re.compile(rf"{re.escape(str(path))}:\d+:\d+: {re.escape(problem)}")
+
+
 def test_check_prints_every_error_with_its_location_and_exits_1(tmp_path: Path) -> None:
     path = write_config(tmp_path / "bad.yaml", broken_config())
     result = run_slb("check", "-c", str(path))
     assert result.returncode == 1
     output = result.stdout + result.stderr
     assert "Traceback" not in output
-    assert f"{path}: groups[0].members[1].address: expected host:port" in output
-    assert f"{path}: groups[0].algorithm: " in output
+    assert located(path, "groups[0].members[1].address: expected host:port").search(output)
+    assert located(path, "groups[0].algorithm: ").search(output)
     assert "2 errors" in output
 
 
@@ -101,8 +108,8 @@ def test_proxy_with_invalid_file_exits_1_quickly_without_traceback(tmp_path: Pat
     assert result.returncode == 1
     output = result.stdout + result.stderr
     assert "Traceback" not in output
-    assert f"{path}: groups[0].members[1].address: expected host:port" in output
-    assert f"{path}: groups[0].algorithm: " in output
+    assert located(path, "groups[0].members[1].address: expected host:port").search(output)
+    assert located(path, "groups[0].algorithm: ").search(output)
 
 
 def test_proxy_exits_1_when_its_listen_address_is_taken(tmp_path: Path) -> None:

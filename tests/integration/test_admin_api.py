@@ -75,7 +75,7 @@ async def site(backend_factory: BackendFactory, node_factory: NodeFactory,
 
 def errors_of(reply: httpx.Response) -> list[str]:
     body = reply.json()
-    return list(body.get("errors", []))
+    return list(body.get("details", []))
 
 
 async def audit(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
@@ -153,7 +153,7 @@ async def test_crud_of_every_kind_with_201_200_and_204(admin_factory: AdminFacto
     assert created.status_code == 201
     assert created.json() | {"updated_at": 0} == {
         "name": "c1", "description": "east", "row_version": 1, "updated_at": 0,
-        "updated_by": "ada"}
+        "updated_by": "ada", "access_log": {"enabled": False, "path": "-", "format": "text"}}
     reply = await ada.post("/api/v1/clusters/c1/nodes",
                            json={**node_body("n1", node), "reason": "rack 4"})
     assert reply.status_code == 201
@@ -584,16 +584,19 @@ async def test_invalid_configuration_is_not_activated_and_every_error_is_listed(
         "name": "site2", "cluster": "c1", "listen": LISTEN, "domains": ["other.test"],
         "default": True})
     assert reply.status_code == 201
+    # a draft is refused what a node would refuse, at once and next to its field
     reply = await site.ada.post("/api/v1/routes", json={
         "name": "relative", "virtual_server": "site2", "path": "api", "group": "web"})
+    assert (reply.status_code, errors_of(reply)) == (400, ["path: must start with '/'"])
+    reply = await site.ada.post("/api/v1/routes", json={
+        "name": "relative", "virtual_server": "site2", "path": "/api", "group": "web"})
     assert reply.status_code == 201
     reply = await site.ada.post("/api/v1/activate", json={"reason": "add site2"})
     assert reply.status_code == 400
     errors = errors_of(reply)
-    assert len(errors) == 2, errors
+    assert len(errors) == 1, errors  # what only the whole configuration shows
     assert errors[0].startswith("cluster/c1: virtual_servers[1].default:")
     assert "already the default" in errors[0]
-    assert errors[1] == "cluster/c1: virtual_servers[1].routes[0].path: must start with '/'"
     listed = (await site.viewer.get("/api/v1/versions")).json()
     assert (listed["active"], len(listed["versions"])) == (1, 1)
     entry = (await audit(site.viewer, target="version/"))[0]

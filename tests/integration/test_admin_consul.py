@@ -144,11 +144,20 @@ async def test_member_critical_in_consul_stops_traffic_on_both_nodes_and_passing
     assert member is not None
     assert (member["state"], member["held_by"]) == ("down", ["health"])
     assert member["flags"]["health"]["status"] == "critical"
+    assert member["flags"]["health"]["at"] is not None  # the group page's "since"
 
     site.double.set_check("web-a", "passing")
     await site.nodes_hold(site.a.address, "up")
     assert await site.served() == [{"a", "b"}, {"a", "b"}]
     assert await nodes_in_sync(site.viewer)
+    # each change once in the audit log, by consul, with its check's output
+    changes = [e for e in (await site.viewer.get("/api/v1/audit", params={
+        "target": f"member/web/{site.a.address}"})).json()["items"]
+        if e["action"] == "health change"]
+    assert [(e["who"], e["before"], e["after"]) for e in reversed(changes)] == [
+        ("consul", {"health": "passing"}, {"health": "critical"}),
+        ("consul", {"health": "critical"}, {"health": "passing"})]
+    assert "critical" in changes[-1]["reason"]  # what Consul said about the check
 
 
 async def test_consul_maintenance_holds_the_member_out_with_its_reason(

@@ -102,7 +102,7 @@ async def test_a_node_that_does_not_apply_in_time_makes_the_answer_202_naming_it
     bad = await site.operator.post(
         f"/api/v1/groups/web/members/{site.a.address}/pull-in?wait=soon",
         json={"reason": "release"})
-    assert bad.status_code == 400 and bad.json()["errors"][0].startswith("wait:")
+    assert bad.status_code == 400 and bad.json()["details"][0].startswith("wait:")
 
 
 async def test_no_silent_no_ops(backend_factory: BackendFactory, node_factory: NodeFactory,
@@ -158,13 +158,13 @@ async def test_oversized_bodies_and_fields_are_refused_and_nothing_is_stored(
     assert huge.status_code == 413 and huge.json()["error"] == "too_large"
     long = await site.operator.post(path, json={"reason": "x" * 1001})
     assert long.status_code == 400
-    assert long.json()["errors"] == ["reason: at most 1000 characters (1001 given)"]
+    assert long.json()["details"] == ["reason: at most 1000 characters (1001 given)"]
     name = await site.ada.post("/api/v1/clusters", json={"name": "c" * 254, "reason": "x"})
-    assert name.status_code == 400 and name.json()["errors"][0].startswith("name:")
+    assert name.status_code == 400 and name.json()["details"][0].startswith("name:")
     many = await site.ada.post("/api/v1/groups/web/weight", json={
         "addresses": ["10.0.0.1:80"] * 1001, "weight": 1, "row_version": 1, "reason": "x"})
     assert many.status_code == 400
-    assert many.json()["errors"] == ["addresses: at most 1000 items (1001 given)"]
+    assert many.json()["details"] == ["addresses: at most 1000 items (1001 given)"]
     audit = (await site.viewer.get("/api/v1/audit")).json()["items"]
     assert [e for e in audit if e["action"] != "create" and e["who"] != "seed"] == []
 

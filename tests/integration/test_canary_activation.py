@@ -107,7 +107,7 @@ async def test_a_bad_canary_request_is_refused_with_every_mistake(
     reply = await admin.client("admin").post("/api/v1/activate", json={
         "reason": "x", "canary": {"nodes": ["n9"], "percent": 10, "watch_seconds": 0}})
     assert reply.status_code == 400
-    assert reply.json()["errors"] == ["canary: expected exactly one of nodes, percent",
+    assert reply.json()["details"] == ["canary: expected exactly one of nodes, percent",
                                       "canary.watch_seconds: expected seconds, above 0"]
     every = await admin.client("admin").post("/api/v1/activate", json={
         "reason": "x", "canary": {"nodes": ["n1", "n2"]}})

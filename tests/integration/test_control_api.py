@@ -185,11 +185,11 @@ async def test_invalid_snapshot_lists_every_error_and_changes_nothing(backend_fa
     assert reply.status == 400
     body = reply.json()
     assert body["error"] == "invalid"
-    errors = "\n".join(body["errors"])
+    errors = "\n".join(body["details"])
     assert "groups[0].members[1].address" in errors
     assert "groups[0].algorithm" in errors
     assert "virtual_servers[0].routes[1].path" in errors
-    assert len(body["errors"]) == 3, body["errors"]
+    assert len(body["details"]) == 3, body["details"]
 
     view = await control.config()
     assert (view["version"], view["hash"]) == (1, applied["hash"])
@@ -205,7 +205,7 @@ async def test_invalid_snapshot_reports_an_unknown_group_beside_field_errors(bac
     bad["virtual_servers"][0]["routes"].append({"path": "/x/", "group": "missing"})
     reply = await control.push(bad)
     assert reply.status == 400
-    errors = reply.json()["errors"]
+    errors = reply.json()["details"]
     assert any("groups[0].members[1].address" in line for line in errors), errors
     assert any("virtual_servers[0].routes[1].group" in line and "missing" in line
                for line in errors), errors
@@ -372,7 +372,7 @@ async def test_patch_removing_a_non_member_is_400_and_changes_nothing(backend_fa
     assert reply.status == 400
     body = reply.json()
     assert body["error"] == "invalid"
-    assert any("127.0.0.1:1" in line for line in body["errors"])
+    assert any("127.0.0.1:1" in line for line in body["details"])
     assert (await control.config())["version"] == 1
     assert await answered_by(port, 3) == ["a", "a", "a"]  # b was not added either
 

@@ -141,12 +141,16 @@ async def test_connection_gauges_reflect_open_client_and_upstream_connections(
     families = await scrape(proxy)
     assert value(families, "slb_client_connections") == 3
     assert value(families, "slb_upstream_connections") == 3
+    assert value(families, "slb_member_active_requests", group="g",
+                 member=backend.address) == 3
 
     release.set()
     assert [r.status for r in await asyncio.gather(*pending)] == [200, 200, 200]
     families = await scrape(proxy)
     assert value(families, "slb_client_connections") == 3  # keep-alive: still open
     assert value(families, "slb_upstream_connections") == 3  # idle in the pool
+    assert value(families, "slb_member_active_requests", group="g",
+                 member=backend.address) == 0
 
     for conn in conns:
         await conn.close()
@@ -227,8 +231,8 @@ async def test_health_ready_and_unknown_control_paths(backend_factory, proxy_fac
     assert missing.status == 404
     assert missing.header("content-type") == "application/json"
     body = json.loads(missing.body)
-    assert body["error"] == "Not Found"
-    assert "/nothing-here" in body["message"]
+    assert body["error"] == "not_found"  # the error shape shared with the admin's API
+    assert "/nothing-here" in body["message"] and body["details"] == []
 
 
 # -- access log ----------------------------------------------------------------------------

@@ -6,8 +6,8 @@ searchable list with health roll-ups, one group's members with every flag), ``ac
 actions), ``versions`` (diff, activate, rollback), ``audit``, ``route`` ("which group serves
 this URL"), ``split`` (a route's split weights changed and activated), ``canary`` (canary
 activation, its live ratios, promote and abort), ``take_over`` (a node of another store, or
-ahead), ``certificates`` (upload, renew). ``pages`` holds what they share, ``text`` how
-values are shown.
+ahead), ``edit`` (virtual servers, routes and groups as drafts), ``certificates`` (upload,
+renew). ``pages`` holds what they share, ``text`` how values are shown.
 
 A page parses the request, gets the caller's session from a dependency (``admin.web.deps``:
 no valid session, the browser goes to the login page), calls the service and renders. The
@@ -27,6 +27,7 @@ from admin.web.ui import (
     audit,
     canary,
     certificates,
+    edit,
     groups,
     login,
     overview,
@@ -39,4 +40,4 @@ from admin.web.ui import (
 
 PAGES: tuple[APIRouter, ...] = tuple(m.router for m in (
     login, overview, virtual_servers, groups, act, versions, audit, route, split, canary,
-    take_over, certificates))
+    take_over, edit, certificates))

@@ -91,3 +91,23 @@ def test_a_token_source_that_gives_nothing_is_an_error_with_its_path(
     with pytest.raises(ConfigError) as caught:
         load_admin_config(tmp_path / "admin.yaml")
     assert caught.value.lines == [f"{tmp_path / 'admin.yaml'}: {error}"]
+
+
+def test_admin_log_is_structured_in_the_format_its_file_names(capsys) -> None:
+    import json
+    import logging
+
+    from admin.cli import setup_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        setup_logging("json", "info")
+        logging.getLogger("admin").info("node applied", extra={"fields": {"node": "n1"}})
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        event = json.loads(line)
+        assert event["level"] == "INFO" and event["logger"] == "admin"
+        assert event["msg"] == "node applied" and event["node"] == "n1" and "ts" in event
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

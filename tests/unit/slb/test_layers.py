@@ -12,7 +12,7 @@ from pathlib import Path
 
 SLB = Path(__file__).resolve().parents[3] / "slb"
 LAYERS = {"model": 0, "balancing": 1, "proxy": 2, "node": 3, "cli": 4, "__main__": 4}
-LEAVES = {"slb.errors", "slb.metrics", "slb.gcpause"}
+LEAVES = {"slb.errors", "slb.metrics", "slb.gcpause", "slb.logs"}
 EXEMPT: set[str] = set()
 
 

@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from admin.domain.members import Discovered, MemberView, effective_members, member_ip
+from admin.domain.members import (
+    Discovered,
+    MemberView,
+    effective_members,
+    member_ip,
+)
 from admin.domain.store import Flag
 
 A = "10.0.0.1:80"
@@ -130,3 +135,4 @@ def test_consul_weight_zero_holds_the_member_out() -> None:
     assert found.held_by == ["weight"]
     assert found.state != "up"
     assert found.weight == 0
+

@@ -43,6 +43,15 @@ def content(**changes: Any) -> dict[str, list[dict[str, Any]]]:
     return base
 
 
+def test_a_clusters_access_log_reaches_its_snapshot_and_only_its_own() -> None:
+    access_log = {"enabled": True, "path": "/var/log/slb/access.log", "format": "json"}
+    data = content(cluster=[{"name": "c1", "access_log": access_log}, {"name": "c2"}])
+    members: dict[str, Any] = {}
+    c1 = build_snapshot(data, "c1", 1, members)
+    assert c1.access_log.model_dump() == access_log
+    assert not build_snapshot(data, "c2", 1, members).access_log.enabled
+
+
 def test_snapshot_of_a_cluster_carries_its_routes_groups_and_effective_states() -> None:
     data = content()
     members = {

@@ -32,7 +32,8 @@ def test_parse_url_reads_host_path_and_port(text: str, url: Url) -> None:
     assert parse_url(text) == url
 
 
-@pytest.mark.parametrize("text", ["ftp://shop.test/", "http://", "http://shop.test:port/"])
+@pytest.mark.parametrize("text", ["ftp://shop.test/", "http://", "http://shop.test:port/",
+                                  "hello world", "not a url!!", "12345", "", "shop_test/x"])
 def test_parse_url_refuses_what_is_not_an_http_url(text: str) -> None:
     with pytest.raises(Invalid) as caught:
         parse_url(text)

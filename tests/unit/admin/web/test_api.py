@@ -73,7 +73,7 @@ async def test_a_refusal_of_the_service_is_400_with_every_error() -> None:
     async with app_with(FakeService(), caller=ADMIN) as client:
         reply = await client.post("/api/v1/activate", json={})
     assert reply.status_code == 400
-    assert reply.json()["errors"] == ["reason: must not be empty"]
+    assert reply.json()["details"] == ["reason: must not be empty"]
 
 
 async def test_without_an_override_a_token_is_required() -> None:
@@ -124,7 +124,7 @@ async def test_weight_edit_refuses_a_stale_row_version_bad_weight_and_no_reason(
     assert (await client.post("/api/v1/groups/web/weight",
                               json={**body, "weight": "heavy"})).status_code == 400
     reply = await client.post("/api/v1/groups/web/weight", json={**body, "reason": " "})
-    assert (reply.status_code, reply.json()["errors"]) == (400, ["reason: must not be empty"])
+    assert (reply.status_code, reply.json()["details"]) == (400, ["reason: must not be empty"])
 
 
 async def test_resolve_names_the_group_and_how_the_host_matched(
@@ -147,3 +147,18 @@ async def test_health_rolls_up_groups_and_members(
     assert health["groups"][0]["health"] == "some down"
     assert health["member_counts"] == {"up": 1, "drain": 1, "down": 0}
     assert health["group_counts"]["some down"] == 1
+
+
+@pytest.mark.parametrize(("path", "caller", "status", "code"), [
+    ("/api/v1/audit?since=yesterday", VIEWER, 400, "bad_request"),  # a malformed parameter
+    ("/api/v2/groups", VIEWER, 404, "not_found"),  # no such route at all
+    ("/api/v1/groups/web", None, 401, "unauthorized"),  # no token
+])
+async def test_every_api_error_has_the_shape_shared_with_the_node_control_api(
+        path: str, caller: ApiToken | None, status: int, code: str) -> None:
+    async with app_with(FakeService(), caller) as client:
+        reply = await client.get(path)
+    assert reply.status_code == status
+    body = reply.json()
+    assert set(body) == {"error", "message", "details"}
+    assert body["error"] == code and isinstance(body["details"], list)

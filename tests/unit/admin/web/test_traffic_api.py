@@ -75,7 +75,7 @@ async def test_a_bad_route_draft_is_refused_with_its_field(
     reply = await client.post("/api/v1/routes", json={
         "name": "bad", "virtual_server": "site", **route, "reason": "try"})
     assert reply.status_code == 400, reply.text
-    assert any(error in line for line in reply.json()["errors"]), reply.json()
+    assert any(error in line for line in reply.json()["details"]), reply.json()
 
 
 async def test_a_group_in_a_split_cannot_be_deleted(
@@ -103,7 +103,7 @@ async def test_the_url_tool_takes_headers_cookies_and_client_ip_and_says_why(
     bad = await client.get("/api/v1/resolve", params={"url": url, "header": ["no colon"],
                                                       "client_ip": "x"})
     assert bad.status_code == 400
-    assert bad.json()["errors"] == ["header[0]: expected 'name: value', got 'no colon'",
+    assert bad.json()["details"] == ["header[0]: expected 'name: value', got 'no colon'",
                                     "client_ip: 'x' is not an IP address"]
 
 
@@ -133,7 +133,7 @@ async def test_a_split_step_refuses_bad_weights_and_other_pending_drafts(
     bad = await client.post("/api/v1/routes/api/split",
                             json={**body, "weights": {"v2": -1, "v9": 1}})
     assert bad.status_code == 400
-    assert bad.json()["errors"] == ["weights.v9: not a group of the split",
+    assert bad.json()["details"] == ["weights.v9: not a group of the split",
                                     "weights.v1: missing",
                                     "weights.v2: expected a whole number 0-10000"]
     no_split = await client.post("/api/v1/routes/api-canary/split",

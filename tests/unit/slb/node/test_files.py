@@ -52,6 +52,32 @@ def test_summary_counts_what_a_config_serves() -> None:
                                "1 members")
 
 
+def test_a_schema_error_names_the_line_and_column_of_the_value(tmp_path: Path) -> None:
+    path = tmp_path / "slb.yaml"
+    path.write_text("groups:\n"
+                    "  - name: web\n"
+                    "    algorithm: nope\n"
+                    "    members:\n"
+                    "      - {address: 10.0.0.1:80}\n"
+                    "      - {address: bad}\n"
+                    "  - {name: api, colour: red}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config_file(path)
+    lines = raised.value.lines
+    assert lines[0].startswith(f"{path}:3:16: groups[0].algorithm: ")
+    assert lines[1] == f"{path}:6:19: groups[0].members[1].address: expected host:port"
+    assert lines[2] == f"{path}:7:25: groups[1].colour: unknown field"
+
+
+def test_a_missing_field_points_at_the_mapping_it_belongs_to(tmp_path: Path) -> None:
+    path = tmp_path / "slb.yaml"
+    path.write_text("virtual_servers:\n  - name: vs\n    routes: []\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config_file(path)
+    assert raised.value.lines == [
+        f"{path}:2:5: virtual_servers[0].listen: required field is missing"]
+
+
 def test_the_control_token_comes_from_a_file_or_the_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "token").write_text("from-a-file\n")

@@ -1,0 +1,107 @@
+"""Live traffic charts in headless Chromium: drawn by uPlot, served by the admin, updating.
+
+A real admin (sampling every second) and an admin-managed node with backends ``a`` and ``b`` in
+group ``web``. The charts must draw from the admin's own assets (no network beyond it), show
+each member as its own line, and grow as the sampler adds points, without a reload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from tests.support.admin import (
+    TOKENS,
+    AdminFactory,
+    NodeFactory,
+    NodeSite,
+    admin_factory,
+    converge,
+    node_factory,
+    served_by,
+    site_seed,
+)
+from tests.support.backends import Backend
+from tests.support.browser import Browser, browser
+
+__all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
+
+BackendFactory = Callable[..., Awaitable[Backend]]
+
+
+@dataclass
+class Site(NodeSite):
+    browser: Browser
+
+    async def login_and_open(self, path: str) -> None:
+        await self.browser.reset()
+        await self.browser.open(f"{self.admin.url}/ui/login")
+        await self.browser.fill("#token", TOKENS["viewer"])
+        await self.browser.click("#login")
+        await self.browser.wait_for(lambda d: d.find_elements(By.ID, "whoami"),
+                                    what="the logged-in header")
+        await self.browser.open(f"{self.admin.url}{path}")
+
+
+@pytest.fixture
+async def site(backend_factory: BackendFactory, node_factory: NodeFactory,
+               admin_factory: AdminFactory, browser: Browser) -> Site:
+    a = await backend_factory(name="a")
+    b = await backend_factory(name="b")
+    node = await node_factory("n1")
+    admin = await admin_factory(seed=site_seed({"n1": node}, {"web": [a.address, b.address]}),
+                                stats={"interval": 1, "window": 120})
+    await converge(admin, node, after=0)
+    return Site(admin, node, a, b, browser)
+
+
+def points(chart: str) -> Callable[[WebDriver], int]:
+    """How many points the chart drew last (0 until it has drawn)."""
+    def read(driver: WebDriver) -> int:
+        slot = driver.find_element(By.CSS_SELECTOR, f'[data-chart="{chart}"]')
+        drawn = slot.get_attribute("data-points")
+        return int(drawn) if drawn and slot.find_elements(By.CSS_SELECTOR, "canvas") else 0
+    return read
+
+
+async def test_group_charts_draw_each_member_and_update_without_reloading(site: Site) -> None:
+    browser = site.browser
+    await served_by(site.node, 4)
+    await site.login_and_open("/ui/groups/web")
+    await browser.wait_for(lambda d: points("rates")(d) >= 1, timeout=15.0,
+                           what="the rates chart to draw")
+    await browser.script("window.notReloaded = true;")
+    first = await browser.call(points("rates"), browser.driver)
+
+    for _ in range(40):  # keep traffic flowing while the sampler ticks
+        await served_by(site.node, 4)
+        if await browser.call(lambda d: points("rates")(d) > first + 1, browser.driver):
+            break
+    await browser.wait_for(lambda d: points("rates")(d) > first + 1, timeout=10.0,
+                           what="the charts to gain points")
+    assert await browser.script("return window.notReloaded === true;")
+
+    await browser.wait_for(lambda d: points("members")(d) >= 1, what="the members chart")
+    legend = await browser.texts('[data-chart="members"] .u-legend .u-label')
+    assert {site.a.address, site.b.address} <= set(legend)
+    assert await browser.exists('[data-chart="latency"] canvas')
+    served = await browser.script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => n.includes('uPlot'));")
+    assert served and all(n.startswith(site.admin.url) for n in served)  # no CDN
+    await browser.screenshot("group-traffic.png")
+
+
+async def test_overview_draws_the_site_and_each_cluster(site: Site) -> None:
+    browser = site.browser
+    await served_by(site.node, 4)
+    await site.login_and_open("/ui/")
+    for scope in ("site", "cluster-c1"):
+        await browser.wait_for(
+            lambda d, s=scope: d.find_elements(By.CSS_SELECTOR, f"#traffic-{s} canvas"),
+            timeout=10.0, what=f"the {scope} chart")
+    await browser.screenshot("overview-traffic.png")

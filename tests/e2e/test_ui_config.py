@@ -1,0 +1,109 @@
+"""Configuration edited in the browser (headless Chromium): drafts, errors by their field.
+
+A real admin pushes to an admin-managed node; group ``web`` (backend ``a``) serves ``/`` of the
+virtual server ``site`` and group ``api`` (backend ``b``) serves nothing yet. What the browser
+does is checked on the traffic the node forwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from tests.support.admin import (
+    TOKENS,
+    AdminFactory,
+    NodeFactory,
+    NodeSite,
+    admin_factory,
+    converge,
+    node_factory,
+    served_by,
+    site_seed,
+)
+from tests.support.backends import Backend
+from tests.support.browser import Browser, browser
+
+__all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
+
+BackendFactory = Callable[..., Awaitable[Backend]]
+
+
+@dataclass
+class Site(NodeSite):
+    browser: Browser
+
+    async def open(self, path: str) -> None:
+        await self.browser.open(f"{self.admin.url}{path}")
+
+    async def login(self, role: str) -> None:
+        await self.browser.reset()
+        await self.open("/ui/login")
+        await self.browser.fill("#token", TOKENS[role])
+        await self.browser.click("#login")
+        await self.browser.wait_for(lambda d: d.find_elements(By.ID, "whoami"),
+                                    what="the logged-in header")
+
+    async def select(self, css: str, value: str) -> None:
+        await self.browser.call(
+            lambda: Select(self.browser.driver.find_element(By.CSS_SELECTOR, css))
+            .select_by_value(value))
+
+
+@pytest.fixture
+async def site(backend_factory: BackendFactory, node_factory: NodeFactory,
+               admin_factory: AdminFactory, browser: Browser) -> Site:
+    a = await backend_factory(name="a")
+    b = await backend_factory(name="b")
+    node = await node_factory("n1")
+    seed = site_seed({"n1": node}, {"web": [a.address], "api": [b.address]}, {"/": "web"})
+    admin = await admin_factory(seed=seed)
+    await converge(admin, node, after=0)
+    return Site(admin, node, a, b, browser)
+
+
+async def test_a_route_is_created_with_inline_validation_and_activated(site: Site) -> None:
+    browser = site.browser
+    await site.login("admin")
+    await site.open("/ui/virtual-servers/site")
+    await browser.click("#new-route")
+    await browser.fill("#name", "to-api")
+    await site.select("#virtual_server", "site")
+    await browser.fill("#path", "api")  # not a path: refused next to the field
+    await site.select("#group", "api")
+    await browser.fill("#priority", "10")
+    await browser.fill("#reason", "api gets its own group")
+    await browser.click("#save")
+    await browser.wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-field="path"]'),
+                           what="the error next to the path")
+    assert "must start with '/'" in await browser.text('[data-field="path"]')
+    assert await browser.attribute("#path", "value") == "api"  # what was typed is kept
+
+    await browser.fill("#path", "/api/")
+    await browser.click("#save")
+    await browser.wait_text(".flash-ok", "to-api is in the draft")
+    assert await served_by(site.node, count=1, path="/api/x") == ["a"]  # a draft only
+
+    assert "to-api" in await browser.text("#draft")  # the versions page shows the diff
+    async with site.node_applies():
+        await browser.fill("#activate-reason", "route /api/ to api")
+        await browser.click("#activate")
+        await browser.wait_text(".flash-ok", "is active")
+    assert await served_by(site.node, count=2, path="/api/x") == ["b", "b"]
+    assert await served_by(site.node, count=1, path="/") == ["a"]
+
+
+async def test_deleting_a_group_a_route_uses_is_refused_naming_the_route(site: Site) -> None:
+    browser = site.browser
+    await site.login("admin")
+    await site.open("/ui/groups/web")
+    await browser.click("#edit-group")
+    await browser.fill("#delete-reason", "no longer needed")
+    await browser.click("#delete")
+    await browser.wait_for(lambda d: d.find_elements(By.ID, "error"), what="the refusal")
+    assert "still used by route/r0" in await browser.text("#error")
+
