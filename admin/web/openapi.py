@@ -216,6 +216,30 @@ def _operations(names: dict[str, str], components: dict[str, Any]
     ops[("post", f"{API}/clusters/{{cluster}}/nodes/{{name}}/take-over")] = {
         "body": reason_only, "example": {"reason": "this admin's store serves the cluster now"},
         "response": _obj({}, description="what the node applied")}
+    pem = {"type": "string", "description": "PEM"}
+    certificate = _obj({"name": {"type": "string"}, "subject": {"type": "string"},
+                        "names": {"type": "array", "items": {"type": "string"}},
+                        "issuer": {"type": "string"}, "not_after": {"type": "string"},
+                        "fingerprint": {"type": "string"},
+                        "virtual_servers": {"type": "array", "items": {"type": "string"}}},
+                       description="a certificate as shown: never its private key")
+    pair_example = {"certificate_pem": "-----BEGIN CERTIFICATE-----\n...",
+                    "key_pem": "-----BEGIN PRIVATE KEY-----\n...", "reason": "shop TLS"}
+    ops[("post", f"{API}/certificates")] = {
+        "body": _obj({"name": {"type": "string"}, "certificate_pem": {
+            **pem, "description": "the chain, leaf first"}, "key_pem": {
+            **pem, "description": "write-only: never shown again"}, "reason": REASON},
+            ["name", "certificate_pem", "key_pem", "reason"]),
+        "example": {"name": "shop", **pair_example}, "response": certificate}
+    ops[("put", f"{API}/certificates/{{name}}")] = {
+        "body": _obj({"certificate_pem": pem, "key_pem": pem, "row_version": ROW_VERSION,
+                      "reason": REASON},
+                     ["certificate_pem", "key_pem", "row_version", "reason"]),
+        "example": {**pair_example, "row_version": 2, "reason": "renewal before expiry"},
+        "response": certificate}
+    ops[("get", f"{API}/certificates")] = {
+        "response": _obj({"items": {"type": "array", "items": certificate}}, ["items"])}
+    ops[("get", f"{API}/certificates/{{name}}")] = {"response": certificate}
     ops[("get", f"{API}/canary")] = {"response": _obj({}, description="the canary, if any")}
     ops[("post", f"{API}/canary/{{action}}")] = {
         "response": _obj({}, description="what was decided")}

@@ -202,7 +202,7 @@ async def test_invalid_uploads_are_refused_with_the_field_at_fault(
         reply = await ada.post("/api/v1/certificates",
                                json={"name": "c", **body, "reason": case})
         assert reply.status_code == 400, case
-        assert any(e.startswith(error) for e in reply.json()["errors"]), (case, reply.text)
+        assert any(e.startswith(error) for e in reply.json()["details"]), (case, reply.text)
         never_shows(reply.text, good)
         never_shows(reply.text, other)
     assert (await ada.get("/api/v1/certificates")).json()["items"] == []
