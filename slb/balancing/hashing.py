@@ -15,12 +15,12 @@ move (plus a small fraction, kept small by a table of 1000 slots per member or m
 one moves about 1/(N+1). ``tests/unit/slb/balancing/test_hashing.py`` measures both over
 100,000 keys.
 
-The table is built over the members that take traffic (weight > 0 and state up) when the pool
-is built: a member drained or set down by configuration leaves the table, and comes back in
-the same slots when it returns (the fill is a pure function of addresses and weights). A member
-that is only temporarily unusable (ejected by passive health, or already tried by this request)
-stays in the table: its keys walk on to the next slots' members until it recovers, and then
-return to it.
+The table is built over every member with a weight (``ring``), whatever its state: a member
+that is out for now (drained or set down by an operator, down by active checks, ejected by
+passive health, or already tried by this request) keeps its slots, and its keys walk on to the
+next slots' members until it is back, then return to it; no other key moves. Only a change of
+the member set or of a weight rebuilds the table (the fill is a pure function of addresses and
+weights, cached).
 
 Keys are hashed with CRC-32 (C, the same in every worker process: Python's ``hash`` is salted
 per process) mixed by a multiplicative step so that similar keys spread. ``ip_hash`` hashes the
@@ -113,15 +113,18 @@ _tables: dict[tuple[tuple[str, int], ...], list[int]] = {}
 class ConsistentHash:
     """Maglev table over the members that take traffic (see the module docstring)."""
 
-    __slots__ = ("_size", "_table", "members")
+    __slots__ = ("_ring", "_size", "_table", "members")
 
-    def __init__(self, members: tuple[MemberState, ...]) -> None:
-        self.members = members
-        self._size = table_size(len(members))
-        key = tuple((m.address, m.weight) for m in members)
+    def __init__(self, ring: tuple[MemberState, ...]) -> None:
+        """``ring``: the members with a weight; ``members``: those of them taking traffic now
+        (what panic mode counts)."""
+        self._ring = ring
+        self.members = tuple(m for m in ring if m.takes_traffic)
+        self._size = table_size(len(ring))
+        key = tuple((m.address, m.weight) for m in ring)
         table = _tables.get(key)
         if table is None:
-            table = build_table(members, self._size)
+            table = build_table(ring, self._size)
             if len(_tables) >= TABLE_CACHE:
                 _tables.clear()
             _tables[key] = table
@@ -133,23 +136,23 @@ class ConsistentHash:
 
     def pick_key(self, key: bytes, skip: Container[MemberState], now: float,
                  panic: bool) -> MemberState | None:
-        members = self.members
-        if not members:
+        if not self.members:
             return None
+        ring = self._ring
         limit = _INF if panic else now
         table = self._table
         size = self._size
         slot = key_hash(key) % size
-        member = members[table[slot]]
-        if eligible(member, skip, limit):
+        member = ring[table[slot]]
+        if member.takes_traffic and eligible(member, skip, limit):
             return member
         # the key's member is out for now: the next slots' members take its keys
         for step in range(1, size):
-            member = members[table[(slot + step) % size]]
-            if eligible(member, skip, limit):
+            member = ring[table[(slot + step) % size]]
+            if member.takes_traffic and eligible(member, skip, limit):
                 return member
         return None
 
     def owner(self, key: bytes) -> MemberState | None:
         """The member a key belongs to while every member is usable (tests, the URL tool)."""
-        return self.members[self._table[key_hash(key) % self._size]] if self.members else None
+        return self._ring[self._table[key_hash(key) % self._size]] if self._ring else None

@@ -59,8 +59,7 @@ class Pool:
         """New members and balancer in one step (a pool delta), settings unchanged."""
         self.balancer: Balancer
         if self.hash_key is not None:
-            self.balancer = ConsistentHash(tuple(m for m in members.values()
-                                                 if m.takes_traffic))
+            self.balancer = ConsistentHash(tuple(m for m in members.values() if m.weight > 0))
         else:
             self.balancer = make_balancer(self.algorithm, members.values())
         self.members = members
