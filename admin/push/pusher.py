@@ -52,7 +52,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -61,6 +60,7 @@ import httpx
 from admin.push.histogram import DurationHistogram
 from admin.push.plan import Patch, plan
 from admin.push.report import NodeReport
+from admin.push.targets import NodeTarget, Published
 from admin.push.wire import dumps, http_error, json_or_empty
 from slb.model import Config
 
@@ -69,13 +69,6 @@ TERM_HEADER = "X-SLB-Term"
 
 BACKOFF_START = 0.1  # seconds: first retry delay, doubled per failure up to backoff_max
 HISTORY = 1024  # publishes remembered to build deltas; a node further behind gets a full PUT
-
-
-@dataclass
-class NodeTarget:
-    name: str
-    control_url: str  # e.g. "http://127.0.0.1:9901"
-    token: str | None = None
 
 
 class _Failed(Exception):
@@ -90,14 +83,6 @@ class _Conflict(Exception):
     """A 409 (or 404/400) on a delta: send a full snapshot instead."""
 
 
-@dataclass
-class _Published:
-    seq: int
-    config: Config
-    changed: frozenset[str] | None  # None: anything may have changed since seq - 1
-    configuration: int | None = None  # the configuration version it was built from
-
-
 class _NodePusher(NodeReport):
     def __init__(self, owner: Pusher, target: NodeTarget) -> None:
         self.owner = owner
@@ -109,7 +94,7 @@ class _NodePusher(NodeReport):
         self.task: asyncio.Task[None] | None = None
         # what the node is known to have applied: the Config object (for deltas) and the
         # publish it came from; None when unknown or when its content is not one we published
-        self.known: _Published | None = None
+        self.known: Published | None = None
         self.applied_version: int | None = None
         self.applied_hash: str | None = None
         self.applied_store: str | None = None  # the admin store the node's snapshot came from
@@ -270,7 +255,7 @@ class _NodePusher(NodeReport):
         self.owner.push_durations[self.target.name].observe(elapsed)
         self.last_error = None
 
-    async def _send_full(self, desired: _Published) -> None:
+    async def _send_full(self, desired: Published) -> None:
         config = desired.config
         path = "/v1/config?take_over=1" if self.take_over else "/v1/config"
         response = await self._request("PUT", path, self.owner._body_of(config))
@@ -295,7 +280,7 @@ class _NodePusher(NodeReport):
         self._accept(desired, response, "PUT /v1/config")
         self.take_over = False
 
-    def _plan(self, desired: _Published) -> list[Patch] | None:
+    def _plan(self, desired: Published) -> list[Patch] | None:
         """Deltas from what the node is known to have applied; None: a full PUT."""
         known, applied = self.known, self.applied_version
         if known is None or applied is None or self.applied_hash != known.config.content_hash():
@@ -305,7 +290,7 @@ class _NodePusher(NodeReport):
             return None
         return plan(known.config, applied, desired.config, changed)
 
-    async def _send_patches(self, desired: _Published, patches: list[Patch]) -> None:
+    async def _send_patches(self, desired: Published, patches: list[Patch]) -> None:
         for patch in patches:
             path = f"/v1/groups/{quote(patch.group, safe='')}"
             response = await self._request("PATCH", path, dumps(patch.body()))
@@ -325,7 +310,7 @@ class _NodePusher(NodeReport):
                 self.known = None  # an intermediate state: nothing else may build on it
         self._accept(desired, response, "PATCH")
 
-    def _accept(self, desired: _Published, response: httpx.Response, what: str) -> None:
+    def _accept(self, desired: Published, response: httpx.Response, what: str) -> None:
         body = json_or_empty(response)
         version, digest = body.get("version"), body.get("hash")
         if not isinstance(version, int) or not isinstance(digest, str):
@@ -378,7 +363,7 @@ class Pusher:
         self.backoff_max = max(backoff_max, BACKOFF_START)
         self.push_durations: dict[str, DurationHistogram] = {}
         self._nodes: dict[str, _NodePusher] = {}
-        self._desired: _Published | None = None
+        self._desired: Published | None = None
         # (seq, changed groups) of recent publishes: enough to build deltas, no old configs kept
         self._history: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=HISTORY)
         self._seq = 0
@@ -439,7 +424,7 @@ class Pusher:
         snapshot was built from; reported as what a node runs once it applied it."""
         self._seq += 1
         changed = frozenset(changed_groups) if changed_groups is not None else None
-        self._desired = _Published(self._seq, config, changed, configuration)
+        self._desired = Published(self._seq, config, changed, configuration)
         self._history.append((self._seq, changed))
         for node in self._nodes.values():
             node.wake.set()

@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from admin.push.pusher import NodeTarget, Pusher, _Published
+    from admin.push.pusher import Pusher
+    from admin.push.targets import NodeTarget, Published
     from slb.model import Config
 
 
@@ -28,7 +29,7 @@ class NodeReport:
 
     if TYPE_CHECKING:  # the node pusher's fields
         owner: Pusher
-        known: _Published | None
+        known: Published | None
         target: NodeTarget
         applied_version: int | None
         applied_hash: str | None
