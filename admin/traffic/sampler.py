@@ -113,8 +113,15 @@ class Aggregate:
             elif kind == "retry":
                 self._add([*wide, f"group/{key[1]}"], "retries", grown / seconds)
         for (_, group, member), value in gauges.items():
-            self._add([*wide, f"group/{group}", f"member/{group}/{member}"], "in_flight",
-                      value)
+            # A node reports this gauge for every member, idle or not. A member's own scope
+            # (a row of rings in the window, 52 KB) is made for one that has something in
+            # flight or already has a scope this tick (it had requests): at 10,000 groups x 10
+            # idle members, a scope per member was 5 GB of zeros.
+            scopes = [*wide, f"group/{group}"]
+            member_scope = f"member/{group}/{member}"
+            if value or member_scope in self.sums:
+                scopes.append(member_scope)
+            self._add(scopes, "in_flight", value)
 
     def figures(self) -> dict[str, dict[str, float]]:
         out = {scope: dict(sums) for scope, sums in self.sums.items()}

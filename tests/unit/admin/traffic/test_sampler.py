@@ -47,6 +47,16 @@ def test_rates_are_per_second_and_split_by_scope() -> None:
     assert "p50" not in figures["member/web/" + A]  # a member has no histogram of its own
 
 
+def test_an_idle_member_costs_the_window_no_series_and_its_group_shows_zero() -> None:
+    c = "10.0.0.3:80"
+    idle = f'slb_member_active_requests{{group="web",member="{c}"}} 0\n'
+    figures = tick(("c1", metrics(0, 0) + idle, metrics(0, 0) + idle, 5.0))
+    assert figures["group/web"]["in_flight"] == 0
+    # A has a request counter (its series stays, in flight 0); C only an idle gauge: none
+    assert figures["member/web/" + A]["in_flight"] == 0
+    assert "member/web/" + c not in figures
+
+
 def test_two_nodes_add_up_in_the_site_and_stay_apart_by_cluster() -> None:
     figures = tick(("c1", metrics(0, 0), metrics(50, 0), 5.0),
                    ("c2", metrics(0, 0), metrics(25, 0), 5.0))
