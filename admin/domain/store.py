@@ -49,10 +49,10 @@ from admin.domain.rows import Flag as Flag
 from admin.domain.rows import Row, without_secrets
 from admin.domain.store_sessions import SessionRecord as SessionRecord
 from admin.domain.store_sessions import SessionStore
+from admin.domain.version_cache import VersionCache
 
 # own changes remembered for the leader's poll (admin.ha); far more than one poll period sees
 OWN_GENERATIONS = 4096
-CACHED_VERSIONS = 2  # the active version and one other (a diff, a rollback)
 
 
 def _dumps(value: Any) -> str:
@@ -74,7 +74,7 @@ class Store(SessionStore):
         self._lock = threading.RLock()
         # generations this process wrote, not yet seen by ``foreign_changes``
         self._own_generations: set[int] = set()
-        self._versions: dict[int, dict[str, Any]] = {}  # parsed versions, by number
+        self._versions = VersionCache()  # parsed versions, bounded
         try:
             with self._errors():
                 migrate(self.engine)
@@ -259,7 +259,9 @@ class Store(SessionStore):
                 self._audit(conn, who, f"{'update' if row else 'create'} {key[0]}",
                             f"{key[0]}/{key[1]}", reason, row.body if row else None, body,
                             result)
-            return self._add_version(conn, content, content_hash, who, reason, source_version)
+            record = self._add_version(conn, content, content_hash, who, reason,
+                                       source_version)
+        return self._versions.put(record)
 
     # -- flags -------------------------------------------------------------------------------
 
@@ -330,11 +332,16 @@ class Store(SessionStore):
 
     def add_version(self, content: dict[str, Any], content_hash: str, who: str, reason: str,
                     source_version: int | None = None) -> int:
+        """Store ``content`` as the next version, now active. ``content`` is kept as that
+        version's parsed content (it is the one every publish reads next): the caller hands
+        it over and never changes it."""
         with self._transaction() as conn:
-            return self._add_version(conn, content, content_hash, who, reason, source_version)
+            record = self._add_version(conn, content, content_hash, who, reason,
+                                       source_version)
+        return self._versions.put(record)
 
     def _add_version(self, conn: Connection, content: dict[str, Any], content_hash: str,
-                     who: str, reason: str, source_version: int | None) -> int:
+                     who: str, reason: str, source_version: int | None) -> dict[str, Any]:
         now = time.time()
         self._meta_for_update(conn, "active_version")  # two activations number one by one
         last = conn.execute(select(func.max(t.versions.c.version))).scalar() or 0
@@ -347,7 +354,9 @@ class Store(SessionStore):
         self._audit(conn, who, action, f"version/{version}", reason,
                     None if source_version is None else {"version": source_version},
                     {"version": version, "hash": content_hash}, "ok")
-        return version
+        return {"version": version, "content": content, "hash": content_hash,
+                "created_at": now, "who": who, "reason": reason,
+                "source_version": source_version}
 
     def versions(self) -> list[dict[str, Any]]:
         v = t.versions.c
@@ -360,8 +369,7 @@ class Store(SessionStore):
 
     def version(self, number: int) -> dict[str, Any]:
         """Version ``number``. Its ``content`` is shared with other callers: read, never
-        change it (a version never changes once written, so it is parsed once: at 10,000
-        groups the active version is megabytes of JSON, read by every group view)."""
+        change it (``admin.domain.version_cache``: the last few used are kept parsed)."""
         cached = self._versions.get(number)
         if cached is not None:
             return dict(cached)
@@ -373,9 +381,7 @@ class Store(SessionStore):
         version = {"version": number, "content": json.loads(found.content), "hash": found.hash,
                    "created_at": found.created_at, "who": found.who, "reason": found.reason,
                    "source_version": found.source_version}
-        self._versions[number] = version
-        while len(self._versions) > CACHED_VERSIONS:  # the first parsed goes first
-            del self._versions[next(iter(self._versions))]
+        self._versions.put(version)
         return dict(version)
 
     def active_version(self) -> int | None:
