@@ -47,7 +47,7 @@ def test_rates_are_per_second_and_split_by_scope() -> None:
     assert "p50" not in figures["member/web/" + A]  # a member has no histogram of its own
 
 
-def test_an_idle_member_costs_the_window_no_series_and_its_group_shows_zero() -> None:
+def test_an_idle_member_or_group_costs_the_window_no_series() -> None:
     c = "10.0.0.3:80"
     idle = f'slb_member_active_requests{{group="web",member="{c}"}} 0\n'
     figures = tick(("c1", metrics(0, 0) + idle, metrics(0, 0) + idle, 5.0))
@@ -55,6 +55,10 @@ def test_an_idle_member_costs_the_window_no_series_and_its_group_shows_zero() ->
     # A has a request counter (its series stays, in flight 0); C only an idle gauge: none
     assert figures["member/web/" + A]["in_flight"] == 0
     assert "member/web/" + c not in figures
+    shop = f'slb_member_active_requests{{group="shop",member="{c}"}} 0\n'
+    figures = tick(("c1", metrics(0, 0) + shop, metrics(0, 0) + shop, 5.0))
+    assert "group/shop" not in figures  # a group without requests or any in flight: none
+    assert figures["site"]["in_flight"] == 0
 
 
 def test_two_nodes_add_up_in_the_site_and_stay_apart_by_cluster() -> None:
