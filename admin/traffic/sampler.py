@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,11 +47,16 @@ class NodeCounters:
 
 
 def parse_metrics(text: str, at: float) -> NodeCounters:
-    """The samples the window uses, from a node's Prometheus text."""
+    """The samples the window uses, from a node's Prometheus text.
+
+    Kept until the node's next answer, for every node: so label values are interned (one
+    string per group and member name, shared by every key and node), and an in-flight gauge
+    at zero is left out (a node reports one per member; at 10,000 groups x 10 idle members
+    those keys were most of the admin's memory)."""
     out = NodeCounters(at)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            labels = sample.labels
+            labels = {k: sys.intern(v) for k, v in sample.labels.items()}
             name = sample.name
             if name == "slb_requests_total":
                 out.counters[("req", labels["virtual_server"], labels["group"],
@@ -62,7 +68,7 @@ def parse_metrics(text: str, at: float) -> NodeCounters:
                 out.counters[("ej", labels["group"], labels["member"])] = sample.value
             elif name == "slb_retries_total":
                 out.counters[("retry", labels["group"])] = sample.value
-            elif name == "slb_member_active_requests":
+            elif name == "slb_member_active_requests" and sample.value:
                 out.gauges[("active", labels["group"], labels["member"])] = sample.value
     return out
 
@@ -113,20 +119,21 @@ class Aggregate:
             elif kind == "retry":
                 self._add([*wide, f"group/{key[1]}"], "retries", grown / seconds)
         for (_, group, member), value in gauges.items():
-            # A node reports this gauge for every member, idle or not. A group's or member's
-            # own scope (a row of rings in the window, 52 KB) is made for one that has
-            # something in flight or already has a scope this tick (it had requests): at
-            # 10,000 groups x 10 idle members, a scope each was 5.7 GB of zeros.
-            scopes = [*wide, *(scope for scope in (f"group/{group}", f"member/{group}/{member}")
-                               if value or scope in self.sums)]
-            self._add(scopes, "in_flight", value)
+            self._add([*wide, f"group/{group}", f"member/{group}/{member}"], "in_flight",
+                      value)
+        # Only non-zero gauges are kept (``parse_metrics``): a group or member without one
+        # has nothing in flight, and gets no scope of its own for that (a scope is a row of
+        # rings in the window, 52 KB: one per idle member was 5.7 GB at 10,000 groups).
+        self._add(wide, "in_flight", 0.0)
 
     def figures(self) -> dict[str, dict[str, float]]:
         out = {scope: dict(sums) for scope, sums in self.sums.items()}
-        for sums in out.values():
+        for scope, sums in out.items():
             if "rps" in sums:  # requests seen and none of a class: that rate is zero
                 sums.setdefault("rate_4xx", 0.0)
                 sums.setdefault("rate_5xx", 0.0)
+                if scope.startswith(("group/", "member/")):  # and no gauge: none in flight
+                    sums.setdefault("in_flight", 0.0)
         for scope, cumulative in self.buckets.items():
             bounds = sorted(cumulative)
             # the exposition's buckets are cumulative: their increases are too
