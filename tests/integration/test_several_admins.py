@@ -173,6 +173,21 @@ async def test_a_leader_cut_off_from_consul_steps_down_and_the_nodes_keep_servin
     await cluster.nodes_hold(cluster.a.address, "drain")
 
 
+async def test_a_leader_whose_check_consul_failed_steps_down_at_once_and_one_leads_again(
+        cluster: Cluster) -> None:
+    old = await cluster.one_leader()
+    old_term = (await cluster.leader_view(old))["leader"]["term"]
+    # Consul fails the leader's check (an operator, or a TTL missed during a pause): its session
+    # is invalidated and the lock released; the leader sees it on its blocking read of the key,
+    # before its next pass or renew could tell it
+    cluster.double.set_check(f"slb-admin-{old}", "critical")
+    await wait_until(lambda: not cluster.admins[old].admin.leading, 1.0,
+                     "the leader to step down")
+    await wait_until(lambda: len(cluster.leaders()) == 1, TAKEOVER, "one admin to lead again")
+    leader = cluster.leaders()[0]
+    assert (await cluster.leader_view(leader))["leader"]["term"] > old_term
+
+
 async def test_leader_api_needs_a_token(cluster: Cluster) -> None:
     reply = await cluster.admins["admin-1"].client("none").get("/api/v1/leader")
     assert reply.status_code == 401
