@@ -8,17 +8,13 @@ does is checked on the traffic the node forwards.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
 
 from tests.support.admin import (
-    TOKENS,
     AdminFactory,
     NodeFactory,
-    NodeSite,
     admin_factory,
     converge,
     node_factory,
@@ -27,31 +23,14 @@ from tests.support.admin import (
 )
 from tests.support.backends import Backend
 from tests.support.browser import Browser, browser
+from tests.support.browser_site import BrowserSite
 
 __all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 
 
-@dataclass
-class Site(NodeSite):
-    browser: Browser
-
-    async def open(self, path: str) -> None:
-        await self.browser.open(f"{self.admin.url}{path}")
-
-    async def login(self, role: str) -> None:
-        await self.browser.reset()
-        await self.open("/ui/login")
-        await self.browser.fill("#token", TOKENS[role])
-        await self.browser.click("#login")
-        await self.browser.wait_for(lambda d: d.find_elements(By.ID, "whoami"),
-                                    what="the logged-in header")
-
-    async def select(self, css: str, value: str) -> None:
-        await self.browser.call(
-            lambda: Select(self.browser.driver.find_element(By.CSS_SELECTOR, css))
-            .select_by_value(value))
+Site = BrowserSite
 
 
 @pytest.fixture
