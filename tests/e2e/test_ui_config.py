@@ -8,11 +8,14 @@ does is checked on the traffic the node forwards.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
 
 from tests.support.admin import (
+    HOST,
+    LISTEN,
     AdminFactory,
     NodeFactory,
     admin_factory,
@@ -24,6 +27,7 @@ from tests.support.admin import (
 from tests.support.backends import Backend
 from tests.support.browser import Browser, browser
 from tests.support.browser_site import BrowserSite
+from tests.support.tls import TestPki, open_tls
 
 __all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
 
@@ -86,3 +90,36 @@ async def test_deleting_a_group_a_route_uses_is_refused_naming_the_route(site: S
     await browser.wait_for(lambda d: d.find_elements(By.ID, "error"), what="the refusal")
     assert "still used by route/r0" in await browser.text("#error")
 
+
+
+async def test_a_certificate_is_bound_to_a_virtual_server_in_its_form_and_served(
+        site: Site, tmp_path: Path) -> None:
+    pki = TestPki(tmp_path)
+    pair = pki.issue(HOST)
+    reply = await site.ada.post("/api/v1/certificates", json={
+        "name": "site-cert", **pair.inline(), "reason": "the site's certificate"})
+    assert reply.status_code == 201, reply.text
+    browser = site.browser
+    await site.login("admin")
+    await site.open("/ui/virtual-servers/site")
+    await browser.click("#edit-virtual-server")
+    await site.select("#certificate", "site-cert")
+    await browser.fill("#reason", "serve TLS")
+    await browser.click("#save")
+    await browser.wait_text(".flash-ok", "site is changed in the draft")
+    assert (await site.ada.get("/api/v1/virtual-servers/site")).json()["certificate"] == \
+        "site-cert"
+    async with site.node_applies():
+        await site.open("/ui/versions")
+        await browser.fill("#activate-reason", "serve TLS")
+        await browser.click("#activate")
+        await browser.wait_text(".flash-ok", "is active")
+
+    conn = await open_tls(site.node.port_of(LISTEN), pki.client_context(), HOST)
+    try:
+        reply = await conn.request(host=HOST)
+        assert reply.status == 200
+        assert conn.writer.get_extra_info("ssl_object").getpeercert()["subjectAltName"] == \
+            (("DNS", HOST),)
+    finally:
+        await conn.close()
