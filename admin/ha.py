@@ -18,13 +18,14 @@ default) and invalidates an unrenewed session only up to 2 x TTL after its last 
 killed leader held the lock for up to 20 s. A session is also invalidated *at once* when one of
 its checks goes critical, and a TTL check goes critical when it is not passed within its TTL,
 which has no minimum. So a killed leader's lock is free within check_ttl (plus the agent's sync
-to its servers) and the follower leads after LockDelay more: about 4-5 s with the defaults, on
-an agent with its default settings. The session TTL stays as a second line (an admin whose
-agent keeps a stale passing check). The check is a *service* check rather than a node check
-on purpose: a critical node check marks every service of that node critical, so a dead admin
-would take the backends registered on its machine out of every health query; a service check
-touches only its own ``slb-admin`` entry (``DeregisterCriticalServiceAfter`` reaps it a minute
-after its admin died; a clean shutdown deregisters it at once).
+to its servers) and the follower leads after LockDelay more: at most about 4.3 s measured with
+the defaults, on an agent with its default settings. The session TTL stays as a second line: a
+session nobody renews ends by itself whatever happens to its check. The check is a *service*
+check rather than a node check on purpose: a critical node check marks every service of that
+node critical, so a dead admin would take the backends registered on its machine out of every
+health query; a service check touches only its own ``slb-admin`` entry
+(``DeregisterCriticalServiceAfter`` reaps it a minute after its admin died; a clean shutdown
+deregisters it at once).
 
 Why a short lock-delay (1 s by default, where Consul's default is 15 s) is safe: lock-delay
 exists so that a leader that did not yet notice its loss stops acting before anyone else can
