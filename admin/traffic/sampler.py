@@ -51,8 +51,8 @@ def parse_metrics(text: str, at: float) -> NodeCounters:
 
     Kept until the node's next answer, for every node: so label values are interned (one
     string per group and member name, shared by every key and node), and an in-flight gauge
-    at zero is left out (a node reports one per member; at 10,000 groups x 10 idle members
-    those keys were most of the admin's memory)."""
+    or latency bucket at zero is left out (a node reports them for every member and group;
+    at 10,000 groups x 10 idle members those keys were most of the admin's memory)."""
     out = NodeCounters(at)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -61,7 +61,9 @@ def parse_metrics(text: str, at: float) -> NodeCounters:
             if name == "slb_requests_total":
                 out.counters[("req", labels["virtual_server"], labels["group"],
                               labels["member"], labels["code"])] = sample.value
-            elif name == "slb_request_duration_seconds_bucket":
+            elif name == "slb_request_duration_seconds_bucket" and sample.value:
+                # (a bucket at zero adds nothing: left out, like an absent one; a node
+                # reports every bucket of every group, requested or not)
                 out.counters[("lat", labels["virtual_server"], labels["group"],
                               labels["le"])] = sample.value
             elif name == "slb_ejections_total":
