@@ -23,10 +23,14 @@ from slb.model.certs import (
 )
 from slb.model.conditions import FactsView
 from slb.model.delta import (
+    GroupDelta,
+    PoolBatch,
     PoolDelta,
     SnapshotRejected,
+    apply_batch,
     apply_delta,
     copy_config,
+    parse_batch,
     parse_delta,
     parse_snapshot,
 )
@@ -95,6 +99,7 @@ __all__ = [
     "Domain",
     "FactsView",
     "Group",
+    "GroupDelta",
     "HeaderRules",
     "HealthCheck",
     "HttpSettings",
@@ -105,6 +110,7 @@ __all__ = [
     "Member",
     "MemberStateName",
     "PassiveHealth",
+    "PoolBatch",
     "PoolDelta",
     "PositiveSeconds",
     "Problem",
@@ -123,6 +129,7 @@ __all__ = [
     "UpstreamTls",
     "VirtualServer",
     "When",
+    "apply_batch",
     "apply_delta",
     "bare_host",
     "check_cidr",
@@ -134,6 +141,7 @@ __all__ = [
     "format_location",
     "format_problem",
     "inspect_pair",
+    "parse_batch",
     "parse_config",
     "parse_delta",
     "parse_duration",

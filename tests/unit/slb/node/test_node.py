@@ -20,6 +20,7 @@ class FakePlane:
     def __init__(self) -> None:
         self.config: Config | None = None
         self.applied: list[int] = []
+        self.deltas: list[list[str]] = []  # the groups of each pool delta applied
 
     async def start(self, config: Config) -> None:
         self.config = config
@@ -28,9 +29,10 @@ class FakePlane:
         self.config = config
         self.applied.append(config.version)
 
-    async def apply_group(self, config: Config, group: Group) -> None:
+    async def apply_groups(self, config: Config, groups: list[Group]) -> None:
         self.config = config
         self.applied.append(config.version)
+        self.deltas.append([g.name for g in groups])
 
     async def stats(self) -> Stats:
         return Stats()
