@@ -70,7 +70,7 @@ from slb.model import (
     parse_snapshot,
     split_host_port,
 )
-from slb.node.control import Request, Response, start_control_server
+from slb.node.control import ControlServer, Request, Response, start_control_server
 from slb.node.files import StateWriter, is_file_managed, load_config_file, load_state
 from slb.node.health import ActiveHealth
 from slb.node.server import ProxyServer, describe
@@ -155,7 +155,7 @@ class Node:
         self.plane = plane
         self.config_path = config_path
         self.applied_at = time.time()
-        self.control: asyncio.Server | None = None
+        self.control: ControlServer | None = None
         self.draining = False
         self.serving = False  # the data plane has started: /ready may answer 200
         self.stopped = asyncio.Event()
