@@ -241,14 +241,22 @@ class _NodePusher(NodeReport):
         assert desired is not None
         started = time.monotonic()
         batch = self._plan(desired)
+        delivered = False
         if batch is not None:
             try:
                 await self._send_batch(desired, *batch)
-                self.delta_pushes += 1
+                delivered = True
             except _Conflict as exc:
-                log.info("node %s: %s; sending the full snapshot", self.target.name, exc)
-                batch = None
-        if batch is None:
+                if self.applied_version == desired.config.version:
+                    # the node has the desired version already: from our own request, applied
+                    # on a connection that broke before the answer and then retried?
+                    await self._check()
+                    delivered = self.applied_hash == desired.config.content_hash()
+                if not delivered:
+                    log.info("node %s: %s; sending the full snapshot", self.target.name, exc)
+        if delivered:
+            self.delta_pushes += 1
+        else:
             await self._send_full(desired)
             self.full_pushes += 1
         elapsed = time.monotonic() - started

@@ -212,6 +212,29 @@ async def test_changes_in_several_groups_are_one_batch_whatever_the_version_gap(
     assert await served_by(node, 3, "/h/") == ["b3"] * 3
 
 
+async def test_a_health_flip_of_100_groups_reaches_each_node_as_one_request(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        pusher_factory: PusherFactory) -> None:
+    b1, b2 = await named_backends(backend_factory, "b1", "b2")
+    names = [f"g{i:03d}" for i in range(120)]
+    both = [member(b1), member(b2)]
+    nodes, calls, pusher = await recorded_nodes(node_factory, pusher_factory, "n1", "n2", "n3")
+    await publish_synced(pusher, snapshot(1, dict.fromkeys(names, both)))
+
+    # one admin operation pulls b2 out of 100 groups: one snapshot version later
+    flipped = names[:100]
+    pulled = snapshot(2, {n: [member(b1), member(b2, state="down")] if n in flipped else both
+                          for n in names})
+    await publish_synced(pusher, pulled, changed_groups=set(flipped))
+
+    for node, made in zip(nodes, calls, strict=True):
+        assert made == [("PUT", 1), ("PATCH", tuple(flipped), 1, 2)]
+        assert await node_view(node) == (2, pulled.content_hash())
+        assert await served_by(node, 3, "/g099/") == ["b1"] * 3  # flipped: b2 is out
+        assert sorted(set(await served_by(node, 6, "/g100/"))) == ["b1", "b2"]  # untouched
+    assert all((s["full_pushes"], s["delta_pushes"]) == (1, 1) for s in pusher.status())
+
+
 async def test_change_beyond_the_named_groups_members_is_sent_as_a_full_snapshot(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory) -> None:
