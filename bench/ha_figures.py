@@ -163,12 +163,16 @@ async def in_sync(http: httpx.AsyncClient, admin: str) -> bool:
 
 
 async def timed_change(http: httpx.AsyncClient, admin: str, change: Any, poll: float,
-                       skip: set[str] = frozenset(), timeout: float = 120) -> dict[str, float]:
+                       skip: set[str] = frozenset(), timeout: float = 120,
+                       answered: list[float] | None = None) -> dict[str, float]:
     """Make ``change`` (a coroutine function); seconds until each node (but ``skip``) applied a
-    version above the one it had, as the admin's node view acknowledges it."""
+    version above the one it had, as the admin's node view acknowledges it. ``answered``, if
+    given, gets the seconds the admin took to answer the change itself."""
     before = {r["name"]: r["applied_version"] or 0 for r in await node_rows(http, admin)}
     start = time.monotonic()
     await change()
+    if answered is not None:
+        answered.append(time.monotonic() - start)
     reached: dict[str, float] = {}
     deadline = start + timeout
     while len(reached) < len(before) - len(skip):
@@ -238,12 +242,18 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
     async def phase(key: str, label: str, change: Any, count: int, skip: set[str],
                     worst: bool) -> None:
         values: list[float] = []
+        pushed: list[float] = []  # from the admin's answer to the change: the push alone
         for i in range(count):
+            answered: list[float] = []
             reached = await timed_change(http, admin, lambda i=i: change(i), args.poll,
-                                         skip=skip, timeout=1200)
-            values += [max(reached.values())] if worst else list(reached.values())
+                                         skip=skip, timeout=1200, answered=answered)
+            times = [max(reached.values())] if worst else list(reached.values())
+            values += times
+            pushed += [max(0.0, t - answered[0]) for t in times]
         out[key] = quantiles(values)
+        out[key + "_after_answer"] = quantiles(pushed)
         show(label, out[key])  # at once: a long run shows its figures as it goes
+        show("  counted from the admin's answer", out[key + "_after_answer"])
 
     await phase("activation", "activation reaches a node",
                 lambda i: activate(http, admin, "g00000", 2 + i % 2), args.rounds, set(), False)
