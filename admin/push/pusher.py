@@ -46,10 +46,11 @@ a flip was 100 requests per node) cost a handshake per request and a fresh accep
 node. A pooled connection can be stale: the node restarted, or closed it, while it sat idle. httpx
 drops one it sees closed before using it; one that breaks while the request goes out (closed,
 reset, or no answer at all) is retried once at once on a fresh connection, so a restarted node
-does not cost a lost push and a backoff. A retry is safe: every change names its version, so a
-node that did apply the first attempt refuses the second as stale, and the pusher asks it
-what it has. A connect failure or a timeout is not retried there: the node is down or stuck,
-and the backoff applies. A timed-out connection is closed by httpx, never reused.
+does not cost a lost push and a backoff. A retry is safe: every change names its versions, so a
+node that did apply the first attempt refuses the second (409), and the pusher then asks it
+what it has (``GET``) before it sends anything else. A connect failure or a timeout is not
+retried there: the node is down or stuck, and the backoff applies. A timed-out connection is
+closed by httpx, never reused.
 
 Metrics: ``status()`` gives per node versions, lag (desired - applied version), counters and the
 last error; ``push_durations[node]`` is a ``DurationHistogram`` of successful pushes (wall time of
