@@ -144,7 +144,18 @@ def parse_snapshot(data: Any, applied: Config | None, take_over: bool = False) -
     """A full snapshot, validated and checked to be newer than ``applied``; and, unless
     ``take_over``, from the same store as ``applied`` (when both name one). Versions of two
     stores are unrelated numbers: a take-over by another store replaces whatever version the
-    node ran, while within one store an older version is refused even then."""
+    node ran, while within one store an older version is refused even then.
+
+    A snapshot that names an old version of the applied store is refused before it is
+    validated: an admin that timed out on a big snapshot may send it again while the node is
+    still applying the first one, and validating 10,000 groups only to refuse them would slow
+    a busy node down further."""
+    version, store = (data.get("version"), data.get("store")) if isinstance(data, dict) \
+        else (None, None)
+    if applied is not None and type(version) is int and version <= applied.version \
+            and (store is None or applied.store is None or store == applied.store):
+        raise SnapshotRejected("stale", f"version {version} is not newer than the applied "
+                               f"version {applied.version}", applied_version=applied.version)
     try:
         with gc_paused():
             config = parse_config(data)

@@ -138,3 +138,13 @@ def test_a_malformed_batch_lists_every_problem_by_entry() -> None:
         "a pool delta batch must be a JSON object"
     assert rejected(parse_batch, {"base_version": 3, "version": 4}).errors == [
         "groups: required field is missing"]
+
+
+def test_an_old_version_of_the_same_store_is_refused_before_it_is_validated() -> None:
+    applied = parse_config({"version": 3, "store": "s1"})
+    # (a big snapshot sent twice: the second is not validated only to be refused)
+    early = rejected(parse_snapshot, {"version": 3, "store": "s1", "groups": "not checked"},
+                     applied)
+    assert (early.reason, early.to_json()["applied_version"]) == ("stale", 3)
+    other = rejected(parse_snapshot, {"version": 2, "store": "s2", "groups": "checked"}, applied)
+    assert other.reason == "invalid"  # another store's versions are not comparable
