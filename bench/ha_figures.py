@@ -154,7 +154,9 @@ async def start_admin(run: Run, http: httpx.AsyncClient, name: str, store: str,
 
 
 async def node_rows(http: httpx.AsyncClient, admin: str) -> list[dict[str, Any]]:
-    return list((await http.get(f"{admin}/api/v1/nodes", headers=AUTH)).json()["items"])
+    reply = await http.get(f"{admin}/api/v1/nodes", headers=AUTH)
+    reply.raise_for_status()  # (a busy admin may answer 5xx: ``until`` asks again)
+    return list(reply.json()["items"])
 
 
 async def in_sync(http: httpx.AsyncClient, admin: str) -> bool:
