@@ -210,7 +210,8 @@ async def activate(http: httpx.AsyncClient, admin: str, group: str, weight: int)
         "addresses": [address], "weight": weight, "row_version": view["row_version"],
         "reason": "bench"})
     reply.raise_for_status()
-    (await http.post(f"{admin}/api/v1/activate", headers=AUTH,
+    # ?wait=0: answered once stored and published, not once delivered (the figures time that)
+    (await http.post(f"{admin}/api/v1/activate", headers=AUTH, params={"wait": 0},
                      json={"reason": "bench"})).raise_for_status()
 
 
@@ -219,7 +220,7 @@ async def flip(http: httpx.AsyncClient, admin: str, groups: int, count: int, out
     picked = random.sample(range(groups), count)
     operations = [{"group": f"g{g:05d}", "address": f"10.{g // 256 % 256}.{g % 256}.1:80",
                    "op": "pull-out" if out else "pull-in"} for g in picked]
-    (await http.post(f"{admin}/api/v1/batch", headers=AUTH,
+    (await http.post(f"{admin}/api/v1/batch", headers=AUTH, params={"wait": 0},
                      json={"operations": operations, "reason": "bench"})).raise_for_status()
 
 
