@@ -140,7 +140,8 @@ class Admin:
             self.election = Election(
                 consul_url=f"{self.config.consul.scheme}://{address}",
                 token=self.config.consul_token(), key=self.config.election.key,
-                ttl=self.config.election.ttl, lock_delay=self.config.election.lock_delay,
+                ttl=self.config.election.ttl, check_ttl=self.config.election.check_ttl,
+                lock_delay=self.config.election.lock_delay,
                 name=self.name, address=here, store=self.store,
                 on_lead=self._lead, on_follow=self._follow)
             self.election.start()

@@ -116,11 +116,24 @@ class ElectionSettings(Strict):
 
     enabled: bool = False
     key: str = Field("slb/admin/leader", min_length=1, pattern=r"^[^/].*")  # the KV lock
-    # the session TTL, seconds (Consul's agent refuses one below its session_ttl_min, 10 s by
-    # default); a killed leader's lock is free within 2 x TTL + lock_delay
+    # the TTL of the health check the session is bound to, seconds, passed every check_ttl/3:
+    # a killed leader's lock is free within check_ttl + lock_delay; 0 binds no check (the
+    # session TTL alone, for a token without service:write)
+    check_ttl: float = Field(3.0, ge=0, le=300)
+    # the session TTL, seconds, the second line (Consul's agent refuses one below its
+    # session_ttl_min, 10 s by default); without the check a killed leader's lock is free
+    # within 2 x TTL + lock_delay
     ttl: float = Field(10.0, ge=1, le=86400)
     lock_delay: float = Field(1.0, ge=0, le=60)  # Consul's LockDelay after a lost session
     poll: float = Field(0.5, gt=0, le=60)  # how often the leader looks for others' changes
+
+    @field_validator("check_ttl")
+    @classmethod
+    def _check_ttl_off_or_usable(cls, value: float) -> float:
+        # passed every check_ttl/3: below half a second a busy admin would flap
+        if 0 < value < 0.5:
+            raise ValueError("must be 0 (no check) or at least 0.5 seconds")
+        return value
 
 
 class Seed(Strict):

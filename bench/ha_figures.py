@@ -10,11 +10,12 @@ figures at scale (issue 15), with every part a real process on 127.0.0.1.
   flips with one node stopped by SIGSTOP, measured on the other nodes.
 - **big**: ``--big-groups`` (10,000) groups x 10 members on 3 nodes: the activation time, the
   admin's RSS after it, and the latency of ``GET /api/v1/groups/{name}`` (random groups).
-- **failover**: two admins sharing one store, elected over the Consul double
-  (``--session-ttl-min 1``, ``election.ttl`` 2 s, ``lock_delay`` 0.5 s): the leader is killed
-  with SIGKILL ``--kills`` (10) times; the figure is the time from the kill until the other
-  admin answers ``leading: true`` on ``GET /api/v1/leader``. With Consul's default minimum TTL
-  (10 s) the same mechanism takes up to 2 x TTL + lock-delay.
+- **failover**: two admins sharing one store, elected over the Consul double with a default
+  agent's settings (``session_ttl_min`` 10 s) and the default election settings (a 10 s
+  session TTL bound to a ``--check-ttl`` (3) s TTL check, 1 s of lock-delay): the leader is
+  killed with SIGKILL ``--kills`` (10) times; the figure is the time from the kill until the
+  other admin answers ``leading: true`` on ``GET /api/v1/leader``. ``--check-ttl 0`` measures
+  the session TTL alone (up to 2 x TTL + lock-delay).
 
 When a node applied a change is read from the admin's ``GET /api/v1/nodes`` (each node's
 applied version as acknowledged by the node), polled every ``--poll`` seconds (10 ms): each
@@ -318,16 +319,16 @@ async def big(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
 
 async def failover(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                    store: str) -> dict[str, Any]:
-    say(f"failover: 2 admins, {args.kills} kills of the leader")
+    say(f"failover: 2 admins, {args.kills} kills of the leader, check TTL {args.check_ttl:g} s")
     await run.spawn("consul", PY, "-m", "tests.consul_double", "--port",
-                             str(free_ports(1)[0]), "--session-ttl-min", "1")
+                    str(free_ports(1)[0]))  # a default agent: session_ttl_min 10 s
     log = run.directory / "consul.log"
     # the double prints its address on its first line
     address = (await until("the Consul double", lambda: _first_line(log), 30)).strip()
     nodes = await start_nodes(run, http, 1)
     listen = "127.0.0.1:0"  # each node's kernel picks its own port: nodes share the host
     data = {"consul": {"address": address, "wait": 5},
-            "election": {"enabled": True, "ttl": 2, "lock_delay": 0.5, "poll": 0.1},
+            "election": {"enabled": True, "check_ttl": args.check_ttl, "poll": 0.1},
             "seed": seed(nodes, 10, 2, listen)}
     admins = {name: await start_admin(run, http, name, store, data)
               for name in ("admin-1", "admin-2")}
@@ -400,6 +401,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--flips", type=int, default=20, help="health flips measured")
     parser.add_argument("--reads", type=int, default=500, help="group reads measured")
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--check-ttl", type=float, default=3.0,
+                        help="failover: election.check_ttl (0: the session TTL alone)")
     parser.add_argument("--poll", type=float, default=0.01)
     parser.add_argument("--store", help="the admin store's URL (default: an SQLite file)")
     args = parser.parse_args()

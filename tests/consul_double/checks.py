@@ -1,7 +1,9 @@
 """Agent-side check execution: TTL expiry and HTTP/TCP probes, as a Consul agent runs them.
 
 * TTL: the check goes critical with output "TTL expired" when no pass/warn/fail/update arrives
-  within its TTL (every update restarts the timer).
+  within its TTL (every update restarts the timer). The timer runs on the double's
+  :mod:`clock`, like session TTLs, so a test on a ManualClock can move a check past its TTL and
+  see the sessions bound to it invalidated (sessions.py) without waiting.
 * HTTP: GET every ``interval`` with ``timeout`` (default 10s); 2xx passing, 429 warning,
   anything else or a failed connection critical. Output "HTTP GET <url>: <code> <reason>
   Output: <body>".
@@ -21,6 +23,7 @@ import http
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .clock import Clock, Timer
 from .state import CRITICAL, PASSING, WARNING, Catalog, Check, key_of
 
 MAX_OUTPUT = 4096
@@ -40,9 +43,10 @@ class CheckDefinition:
 
 
 class CheckRunner:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, clock: Clock) -> None:
         self._catalog = catalog
-        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._clock = clock
+        self._timers: dict[tuple[str, str], Timer] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._defs: dict[tuple[str, str], CheckDefinition] = {}
         catalog.listeners.append(self._on_catalog_change)
@@ -73,7 +77,8 @@ class CheckRunner:
         if timer is not None:
             timer.cancel()
         ttl = self._defs[key].ttl
-        self._timers[key] = asyncio.get_running_loop().call_later(ttl, self._expire, key)
+        self._timers[key] = self._clock.call_at(self._clock.now() + ttl,
+                                                lambda: self._expire(key))
 
     def _expire(self, key: tuple[str, str]) -> None:
         self._timers.pop(key, None)

@@ -111,9 +111,10 @@ class ConsulDouble:
         self.jitter = jitter
         self.streaming = streaming
         self.catalog = Catalog(datacenter=datacenter, agent_node=node_name)
-        self.checks = CheckRunner(self.catalog)
-        # Session TTLs and lock-delay run on this clock (a ManualClock lets a test move time).
+        # Check and session TTLs and lock-delay run on this clock (a ManualClock lets a test
+        # move time).
         self.clock: Clock = clock or LoopClock()
+        self.checks = CheckRunner(self.catalog, self.clock)
         self.kv = KVStore(self.catalog, self.clock)
         self.sessions = SessionStore(self.catalog, self.catalog, self.kv, self.clock,
                                      ttl_min=session_ttl_min,

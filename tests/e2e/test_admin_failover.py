@@ -1,11 +1,13 @@
 """Leader failover as processes: kill -9 the leading ``slb-admin``, a follower leads, and a
 pull-out acknowledged just before the kill reaches every node.
 
-Processes: the Consul double (``--session-ttl-min 1``), two ``slb-admin`` sharing the test's
-store (SQLite file or PostgreSQL database: the test runs on both) with ``election: {enabled,
-ttl: 2, lock_delay: 0.5}``, two admin-managed nodes. The killed leader cannot release its lock:
-its session expires (at most 2 x TTL after its last renew) and Consul's lock-delay passes
-before the follower may take it, well within the issue's 15 s.
+Processes: the Consul double with a default agent's settings (``session_ttl_min`` 10 s), two
+``slb-admin`` sharing the test's store (SQLite file or PostgreSQL database: the test runs on
+both) with the default election settings (``election: {enabled: true}``: a 10 s session TTL
+bound to a 3 s TTL check, 1 s of lock-delay), two admin-managed nodes. The killed leader
+cannot release its lock nor pass its check: the check goes critical within 3 s, Consul
+invalidates the session at once, and after the lock-delay the follower takes the lock, well
+within the issue's 15 s (the session TTL alone would take up to 2 x 10 s + lock-delay).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ async def admins(tmp_path: Path, store_target: str, backend_factory: BackendFact
     async with httpx.AsyncClient(timeout=5.0) as http:
         try:
             backends = {name: await backend_factory(name=name) for name in ("a", "b")}
-            double = await start_process("--session-ttl-min", "1")
+            double = await start_process()
             nodes = []
             for name in ("n1", "n2"):
                 process, control_port = node_process(name, tmp_path)
@@ -101,7 +103,7 @@ async def admins(tmp_path: Path, store_target: str, backend_factory: BackendFact
                     "name": name, "listen": f"127.0.0.1:{admin_port}",
                     "store": {"url": store_target},
                     "consul": {"address": double.address, "wait": 2},
-                    "election": {"enabled": True, "ttl": 2, "lock_delay": 0.5, "poll": 0.1},
+                    "election": {"enabled": True, "poll": 0.1},  # default TTLs
                     "reconcile_interval": 1.0,
                     "tokens": [{"name": "ada", "token": ADMIN_TOKEN, "role": "admin"}],
                     "seed": seed,

@@ -1,11 +1,12 @@
 """Several admins on one store and one Consul: one leader, handover, changes from any admin.
 
 Two in-process admins share the test's store (an SQLite file, or a PostgreSQL database: each
-test runs on both) and a Consul double whose sessions may be short (``session_ttl_min=1``).
+test runs on both) and a Consul double with a default agent's settings (``session_ttl_min``
+10 s).
 Each admin talks to Consul through its own port of the double (``client_port``), standing for
 its own local agent, so a fault can cut one admin off while the other still reaches Consul.
-Elections use a 2 s TTL (a session expires at the latest 4 s after its last renew), 0.5 s of
-lock-delay and a 0.1 s store poll. Two nodes (``n1``, ``n2``) serve group ``web`` (static
+Elections use the default settings (a 10 s session TTL bound to a 3 s TTL check, 1 s of
+lock-delay) and a 0.1 s store poll. Two nodes (``n1``, ``n2``) serve group ``web`` (static
 members ``a`` and ``b``); what reached them is read from their pools.
 """
 
@@ -37,14 +38,16 @@ from tests.support.proxy import RunningProxy
 __all__ = ["admin_factory", "node_factory"]  # the fixtures this module uses
 
 BackendFactory = Callable[..., Awaitable[Backend]]
-ELECTION = {"enabled": True, "ttl": 2, "lock_delay": 0.5, "poll": 0.1}
-# a crashed leader's lock is free after 2 x TTL + lock-delay; elections take a few rounds more
-TAKEOVER = 2 * 2 + 0.5 + 3.0
+ELECTION = {"enabled": True, "poll": 0.1}
+CHECK_TTL = 3.0  # election.check_ttl's default
+# a cut-off leader's check goes critical after its TTL, then lock-delay (1 s); elections take a
+# few rounds more
+TAKEOVER = CHECK_TTL + 1.0 + 3.0
 
 
 @pytest.fixture
-async def short_double() -> AsyncIterator[ConsulDouble]:
-    started = await ConsulDouble.start(session_ttl_min=1)
+async def default_double() -> AsyncIterator[ConsulDouble]:
+    started = await ConsulDouble.start()
     yield started
     await started.close()
 
@@ -87,16 +90,16 @@ async def start_admin(admin_factory: AdminFactory, double: ConsulDouble, name: s
 
 
 @pytest.fixture
-async def cluster(short_double: ConsulDouble, backend_factory: BackendFactory,
+async def cluster(default_double: ConsulDouble, backend_factory: BackendFactory,
                   node_factory: NodeFactory, admin_factory: AdminFactory) -> Cluster:
     a, b = await backend_factory(name="a"), await backend_factory(name="b")
     nodes = {"n1": await node_factory("n1"), "n2": await node_factory("n2")}
     seed = site_seed(nodes, {"web": [a.address, b.address]})
     # started at once, both with the seed: one seeds, both elect, exactly one leads
     first, second = await asyncio.gather(
-        start_admin(admin_factory, short_double, "admin-1", seed),
-        start_admin(admin_factory, short_double, "admin-2", seed))
-    found = Cluster(short_double, {"admin-1": first, "admin-2": second}, list(nodes.values()),
+        start_admin(admin_factory, default_double, "admin-1", seed),
+        start_admin(admin_factory, default_double, "admin-2", seed))
+    found = Cluster(default_double, {"admin-1": first, "admin-2": second}, list(nodes.values()),
                     a, b)
     await found.one_leader()
     await found.nodes_hold(a.address, "up")
@@ -137,8 +140,13 @@ async def test_a_stopped_leader_hands_over_and_the_new_term_fences_the_old(
     old = await cluster.one_leader()
     new = next(n for n in cluster.admins if n != old)
     old_term = (await cluster.leader_view(new))["leader"]["term"]
+    assert sorted(e["Service"]["ID"] for e in cluster.double.health("slb-admin")) == [
+        "slb-admin-admin-1", "slb-admin-admin-2"]  # each admin's check, passing
     await cluster.admins[old].close()  # releases the lock: no TTL to wait for
     await wait_until(lambda: cluster.leaders() == [new], 3.0, "the follower to lead")
+    # and takes its check off its agent: nothing critical is left behind
+    assert [e["Service"]["ID"] for e in cluster.double.health("slb-admin")] == [
+        f"slb-admin-{new}"]
     view = await cluster.leader_view(new)
     assert view["leader"]["admin"] == new
     assert view["leader"]["term"] > old_term
@@ -153,8 +161,9 @@ async def test_a_leader_cut_off_from_consul_steps_down_and_the_nodes_keep_servin
     old = await cluster.one_leader()
     new = next(n for n in cluster.admins if n != old)
     await cluster.double.stop(client=old)  # only the leader's agent is unreachable
-    # it steps down once a TTL passed without a renew, before its session can expire
-    await wait_until(lambda: not cluster.admins[old].admin.leading, 2 + 2.0,
+    # it steps down once a check TTL passed without a pass, before Consul can invalidate its
+    # session
+    await wait_until(lambda: not cluster.admins[old].admin.leading, CHECK_TTL + 2.0,
                      "the cut-off leader to step down")
     for node in cluster.nodes:  # nobody pushed anything away: still serving both members
         assert node_state(node, "web", cluster.a.address) == "up"
@@ -162,6 +171,21 @@ async def test_a_leader_cut_off_from_consul_steps_down_and_the_nodes_keep_servin
     reply = await cluster.pull_out(old, cluster.a.address)  # made on the deposed admin
     assert reply.status_code == 200, reply.text
     await cluster.nodes_hold(cluster.a.address, "drain")
+
+
+async def test_a_leader_whose_check_consul_failed_steps_down_at_once_and_one_leads_again(
+        cluster: Cluster) -> None:
+    old = await cluster.one_leader()
+    old_term = (await cluster.leader_view(old))["leader"]["term"]
+    # Consul fails the leader's check (an operator, or a TTL missed during a pause): its session
+    # is invalidated and the lock released; the leader sees it on its blocking read of the key,
+    # before its next pass or renew could tell it
+    cluster.double.set_check(f"slb-admin-{old}", "critical")
+    await wait_until(lambda: not cluster.admins[old].admin.leading, 1.0,
+                     "the leader to step down")
+    await wait_until(lambda: len(cluster.leaders()) == 1, TAKEOVER, "one admin to lead again")
+    leader = cluster.leaders()[0]
+    assert (await cluster.leader_view(leader))["leader"]["term"] > old_term
 
 
 async def test_leader_api_needs_a_token(cluster: Cluster) -> None:

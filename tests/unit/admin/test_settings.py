@@ -36,6 +36,8 @@ def test_store_is_a_path_or_a_url(tmp_path: Path) -> None:
      "store.url: unsupported database 'mysql': use sqlite or postgresql"),
     ("store: {uri: x}\n", "store.uri: unknown field"),
     ("election: {ttl: 0}\n", "election.ttl: Input should be greater than or equal to 1"),
+    ("election: {check_ttl: 0.1}\n",
+     "election.check_ttl: must be 0 (no check) or at least 0.5 seconds"),
     ("election: {enabled: true}\n", "election.enabled needs consul.address"),
 ])
 def test_bad_store_and_election_settings_name_their_field(tmp_path: Path, text: str,
