@@ -38,7 +38,7 @@ def prepare_request_head(ex: Exchange, peer: bytes, default_host: bytes, request
                          proto_field: bytes = PROTO_HTTP) -> None:
     """Set ``ex.path`` and ``ex.head``, the head sent upstream (see the module docstring)."""
     url = ex.url
-    if b"#" in url:  # (the test inline, the call only to raise: ~0.1 us a request)
+    if b"#" in url:  # (the test inline, the call only to raise: ~0.03 us a request)
         rules.check_target(url)
     if url[:1] == b"/":
         path = url.partition(b"?")[0]
@@ -57,7 +57,7 @@ def prepare_request_head(ex: Exchange, peer: bytes, default_host: bytes, request
     if host is not None and host not in _GOOD_HOSTS:
         rules.check_host(host)
         if len(_GOOD_HOSTS) < _GOOD_HOSTS_MAX:
-            _GOOD_HOSTS.add(host)  # (checked once per Host value: ~0.4 us a request)
+            _GOOD_HOSTS.add(host)  # (checked once per Host value: ~0.55 us a request)
     ex.path = path.decode("latin-1")
     if ex.connection is not None:
         drop_connection_options(ex, request_id_field)
@@ -105,18 +105,8 @@ def drop_connection_options(ex: Exchange, request_id_field: bytes) -> None:
         ex.request_id = None
 
 
-_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}  # (status, reason) -> the line
-_STATUS_LINES_MAX = 1024  # the reason comes from a member: bounded
-
-
 def status_line(status: int, reason: bytes) -> bytes:
-    # (a lookup instead of formatting a line per response: ~0.1 us a response)
-    line = _STATUS_LINES.get((status, reason))
-    if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        if len(_STATUS_LINES) < _STATUS_LINES_MAX:
-            _STATUS_LINES[status, reason] = line
-    return line
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
 
 
 def _canned(status: int, close: bool) -> bytes:
