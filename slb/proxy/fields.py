@@ -64,6 +64,7 @@ NO_BODY_STATUS = frozenset({*range(100, 200), 204, 304})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # Connection options that name no field.
 CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
+_KEYWORD_ONLY = CONNECTION_KEYWORDS  # a Connection value that is one of them names no field
 
 COLON = b": "
 CRLF = b"\r\n"
@@ -103,6 +104,8 @@ def drop_named_fields(head: list[bytes], connection: bytes) -> list[bytes]:
     """A response head's fields less those its Connection field names (RFC 9110 §7.6.1).
 
     ``head`` is a slot (the status line) then (name, ": ", value, CRLF) quadruples."""
+    if connection.lower() in _KEYWORD_ONLY:  # (nginx's "keep-alive" on every response)
+        return head  # (no set built: 0.88 -> 0.19 us a response)
     options = rules.connection_tokens(connection) - CONNECTION_KEYWORDS
     if not options:
         return head
