@@ -35,20 +35,13 @@ from slb.model import (
     Address,
     Algorithm,
     Domain,
-    HeaderRules,
     KeepAlive,
     MatchKind,
     PassiveHealth,
-    RateLimit,
-    Redirect,
     Retry,
-    Rewrite,
     Route,
-    RouteTimeouts,
-    SplitShare,
+    RouteTraffic,
     Timeouts,
-    When,
-    check_cidr,
     check_hash_key,
     destination_problem,
     parse_duration,
@@ -103,26 +96,14 @@ class VirtualServerDraft(Strict):
     certificate: Name | None = None  # serve TLS with this certificate (domain.certificates)
 
 
-class RouteDraft(Strict):
+class RouteDraft(RouteTraffic):
+    # where traffic goes (issue 13): the data plane's own fields and checks (RouteTraffic)
     name: Name  # e.g. "shop-api"
     virtual_server: Name
     match: MatchKind = "prefix"
     path: str = Field(min_length=1, max_length=8192)  # the proxy's max_uri_bytes default
     priority: int = 0
     group: Name | None = None
-    # where traffic goes (issue 13): the data plane's own classes, so the same checks apply
-    when: When | None = None
-    split: list[SplitShare] | None = None
-    sticky_cookie: str | None = Field(None, min_length=1, max_length=100,
-                                      pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-    redirect: Redirect | None = None
-    rewrite: Rewrite | None = None
-    request_headers: HeaderRules | None = None
-    response_headers: HeaderRules | None = None
-    allow: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
-    deny: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
-    rate_limit: RateLimit | None = None
-    timeouts: RouteTimeouts | None = None
 
     @model_validator(mode="after")
     def _destination(self) -> RouteDraft:

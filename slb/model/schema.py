@@ -29,15 +29,8 @@ from pydantic import (
 
 from slb.model.identity import Cached, content_hash, group_digest, group_position, with_group
 from slb.model.traffic import (
-    HeaderRules,
     HealthCheck,
-    RateLimit,
-    Redirect,
-    Rewrite,
-    RouteTimeouts,
-    SplitShare,
-    When,
-    check_cidr,
+    RouteTraffic,
     check_hash_key,
     destination_problem,
 )
@@ -327,24 +320,11 @@ class Group(Cached, _Strict):
         return self
 
 
-class Route(_Strict):
+class Route(RouteTraffic):
     match: MatchKind = "prefix"
     path: str = Field(min_length=1)
     priority: int = 0
     group: str | None = None
-    # -- where traffic goes (slb.model.traffic): a route without these costs nothing more
-    when: When | None = None
-    split: list[SplitShare] | None = None
-    sticky_cookie: str | None = Field(None, min_length=1, max_length=100,
-                                      pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-    redirect: Redirect | None = None
-    rewrite: Rewrite | None = None
-    request_headers: HeaderRules | None = None
-    response_headers: HeaderRules | None = None
-    allow: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
-    deny: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
-    rate_limit: RateLimit | None = None
-    timeouts: RouteTimeouts | None = None
 
     @field_validator("path")
     @classmethod

@@ -196,6 +196,25 @@ def check_hash_key(key: str | None) -> str | None:
     return key
 
 
+class RouteTraffic(_Strict):
+    """Where a route's traffic goes beyond its one group (the keys of ``ROUTE_TRAFFIC_FIELDS``):
+    one declaration for the schema's ``Route`` and the admin's route drafts, so both check
+    the same keys the same way. A route without these costs nothing more."""
+
+    when: When | None = None
+    split: list[SplitShare] | None = None
+    sticky_cookie: str | None = Field(None, min_length=1, max_length=100,
+                                      pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderRules | None = None
+    response_headers: HeaderRules | None = None
+    allow: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
+    deny: list[Annotated[str, AfterValidator(check_cidr)]] | None = None
+    rate_limit: RateLimit | None = None
+    timeouts: RouteTimeouts | None = None
+
+
 def destination_problem(route: Any) -> str | None:
     """What is wrong with where a route sends its requests, or None: the one check of a
     route's ``group``/``split``/``redirect`` and the keys that go with them, shared by the

@@ -8,17 +8,14 @@ each member as its own line, and grow as the sampler adds points, without a relo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.support.admin import (
-    TOKENS,
     AdminFactory,
     NodeFactory,
-    NodeSite,
     admin_factory,
     converge,
     node_factory,
@@ -27,24 +24,14 @@ from tests.support.admin import (
 )
 from tests.support.backends import Backend
 from tests.support.browser import Browser, browser
+from tests.support.browser_site import BrowserSite
 
 __all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 
 
-@dataclass
-class Site(NodeSite):
-    browser: Browser
-
-    async def login_and_open(self, path: str) -> None:
-        await self.browser.reset()
-        await self.browser.open(f"{self.admin.url}/ui/login")
-        await self.browser.fill("#token", TOKENS["viewer"])
-        await self.browser.click("#login")
-        await self.browser.wait_for(lambda d: d.find_elements(By.ID, "whoami"),
-                                    what="the logged-in header")
-        await self.browser.open(f"{self.admin.url}{path}")
+Site = BrowserSite
 
 
 @pytest.fixture
@@ -71,7 +58,8 @@ def points(chart: str) -> Callable[[WebDriver], int]:
 async def test_group_charts_draw_each_member_and_update_without_reloading(site: Site) -> None:
     browser = site.browser
     await served_by(site.node, 4)
-    await site.login_and_open("/ui/groups/web")
+    await site.login("viewer")
+    await site.open("/ui/groups/web")
     await browser.wait_for(lambda d: points("rates")(d) >= 1, timeout=15.0,
                            what="the rates chart to draw")
     await browser.script("window.notReloaded = true;")
@@ -99,7 +87,8 @@ async def test_group_charts_draw_each_member_and_update_without_reloading(site: 
 async def test_overview_draws_the_site_and_each_cluster(site: Site) -> None:
     browser = site.browser
     await served_by(site.node, 4)
-    await site.login_and_open("/ui/")
+    await site.login("viewer")
+    await site.open("/ui/")
     for scope in ("site", "cluster-c1"):
         await browser.wait_for(
             lambda d, s=scope: d.find_elements(By.CSS_SELECTOR, f"#traffic-{s} canvas"),

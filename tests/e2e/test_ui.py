@@ -25,7 +25,6 @@ from tests.support.admin import (
     TOKENS,
     AdminFactory,
     NodeFactory,
-    NodeSite,
     admin_factory,
     applied_version,
     converge,
@@ -36,6 +35,7 @@ from tests.support.admin import (
 )
 from tests.support.backends import Backend
 from tests.support.browser import Browser, browser
+from tests.support.browser_site import BrowserSite
 
 __all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
 
@@ -43,24 +43,8 @@ BackendFactory = Callable[..., Awaitable[Backend]]
 
 
 @dataclass
-class Site(NodeSite):
+class Site(BrowserSite):
     """Group ``web`` (backends a, b) on ``/`` and group ``api`` (b) on ``/api/``, node n1."""
-
-    browser: Browser
-
-    def url(self, path: str) -> str:
-        return f"{self.admin.url}{path}"
-
-    async def open(self, path: str) -> None:
-        await self.browser.open(self.url(path))
-
-    async def login(self, role: str) -> None:
-        await self.browser.reset()
-        await self.open("/ui/login")
-        await self.browser.fill("#token", TOKENS[role])
-        await self.browser.click("#login")
-        await self.browser.wait_for(lambda d: d.find_elements(By.ID, "whoami"),
-                                    what="the logged-in header")
 
     async def submit_version_change(self, reason_field: str, reason: str, button: str,
                                     confirmation: str) -> None:

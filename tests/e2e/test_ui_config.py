@@ -8,17 +8,16 @@ does is checked on the traffic the node forwards.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
 
 from tests.support.admin import (
-    TOKENS,
+    HOST,
+    LISTEN,
     AdminFactory,
     NodeFactory,
-    NodeSite,
     admin_factory,
     converge,
     node_factory,
@@ -27,31 +26,15 @@ from tests.support.admin import (
 )
 from tests.support.backends import Backend
 from tests.support.browser import Browser, browser
+from tests.support.browser_site import BrowserSite
+from tests.support.tls import TestPki, open_tls
 
 __all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 
 
-@dataclass
-class Site(NodeSite):
-    browser: Browser
-
-    async def open(self, path: str) -> None:
-        await self.browser.open(f"{self.admin.url}{path}")
-
-    async def login(self, role: str) -> None:
-        await self.browser.reset()
-        await self.open("/ui/login")
-        await self.browser.fill("#token", TOKENS[role])
-        await self.browser.click("#login")
-        await self.browser.wait_for(lambda d: d.find_elements(By.ID, "whoami"),
-                                    what="the logged-in header")
-
-    async def select(self, css: str, value: str) -> None:
-        await self.browser.call(
-            lambda: Select(self.browser.driver.find_element(By.CSS_SELECTOR, css))
-            .select_by_value(value))
+Site = BrowserSite
 
 
 @pytest.fixture
@@ -107,3 +90,36 @@ async def test_deleting_a_group_a_route_uses_is_refused_naming_the_route(site: S
     await browser.wait_for(lambda d: d.find_elements(By.ID, "error"), what="the refusal")
     assert "still used by route/r0" in await browser.text("#error")
 
+
+
+async def test_a_certificate_is_bound_to_a_virtual_server_in_its_form_and_served(
+        site: Site, tmp_path: Path) -> None:
+    pki = TestPki(tmp_path)
+    pair = pki.issue(HOST)
+    reply = await site.ada.post("/api/v1/certificates", json={
+        "name": "site-cert", **pair.inline(), "reason": "the site's certificate"})
+    assert reply.status_code == 201, reply.text
+    browser = site.browser
+    await site.login("admin")
+    await site.open("/ui/virtual-servers/site")
+    await browser.click("#edit-virtual-server")
+    await site.select("#certificate", "site-cert")
+    await browser.fill("#reason", "serve TLS")
+    await browser.click("#save")
+    await browser.wait_text(".flash-ok", "site is changed in the draft")
+    assert (await site.ada.get("/api/v1/virtual-servers/site")).json()["certificate"] == \
+        "site-cert"
+    async with site.node_applies():
+        await site.open("/ui/versions")
+        await browser.fill("#activate-reason", "serve TLS")
+        await browser.click("#activate")
+        await browser.wait_text(".flash-ok", "is active")
+
+    conn = await open_tls(site.node.port_of(LISTEN), pki.client_context(), HOST)
+    try:
+        reply = await conn.request(host=HOST)
+        assert reply.status == 200
+        assert conn.writer.get_extra_info("ssl_object").getpeercert()["subjectAltName"] == \
+            (("DNS", HOST),)
+    finally:
+        await conn.close()

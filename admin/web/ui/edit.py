@@ -67,7 +67,8 @@ def body_of(kind: str, form: Form, stored: dict[str, Any] | None) -> dict[str, A
         body["name"] = text("name")
     if kind == "virtual_server":
         body.update(cluster=text("cluster"), listen=text("listen"),
-                    domains=_words(text("domains")), default=form.get("default") == "on")
+                    domains=_words(text("domains")), default=form.get("default") == "on",
+                    certificate=text("certificate") or None)
     elif kind == "route":
         priority = text("priority") or "0"
         body.update(virtual_server=text("virtual_server"), match=text("match") or "prefix",
@@ -76,7 +77,7 @@ def body_of(kind: str, form: Form, stored: dict[str, Any] | None) -> dict[str, A
         if not (body.get("split") or body.get("redirect")):  # (those have their own pages)
             body["group"] = text("group")
     else:
-        body.update(algorithm=text("algorithm") or "wrr",
+        body.update(algorithm=text("algorithm") or "wrr", hash_key=text("hash_key") or None,
                     health_policy=text("health_policy") or "passing",
                     new_members=text("new_members") or "take_traffic")
         if text("source") == "consul":
@@ -105,9 +106,10 @@ def field_errors(errors: list[str], fields: list[str]) -> tuple[dict[str, list[s
 
 
 FIELDS = {
-    "virtual_server": ["name", "cluster", "listen", "domains", "default"],
+    "virtual_server": ["name", "cluster", "listen", "domains", "default", "certificate"],
     "route": ["name", "virtual_server", "match", "path", "priority", "group"],
-    "group": ["name", "algorithm", "members", "consul", "health_policy", "new_members"],
+    "group": ["name", "algorithm", "hash_key", "members", "consul", "health_policy",
+              "new_members"],
 }
 
 
@@ -132,6 +134,7 @@ def form_context(service: AdminService, kind: str, name: str | None,
         "clusters": [c["name"] for c in service.objects("cluster")],
         "servers": [v["name"] for v in service.objects("virtual_server")],
         "groups": [g["name"] for g in service.objects("group")],
+        "certificates": [c["name"] for c in service.objects("certificate")],
         "field_errors": {}, "error": None, "errors": [],
     }
 
