@@ -58,6 +58,7 @@ class ProxyContext:
         self.answers = AnswerLog(loop.time)  # the error log of the proxy's own answers
         self._request_prefix = os.urandom(4).hex().encode() + b"-"
         self._request_counter = 0
+        self.new_request_id = self.next_request_id  # (bound once, not per request)
         self.runtime: Runtime = None  # type: ignore[assignment]
         self.apply(config)
 
