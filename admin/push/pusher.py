@@ -11,10 +11,12 @@ What a node is sent:
   ``changed_groups``), when the node's state is unknown (first contact, restart, drift, a timeout
   that may or may not have applied), after a 409 on a delta, or whenever the delta below cannot
   be proved to produce exactly the desired snapshot;
-* **pool deltas** (``PATCH /v1/groups/{name}``) when only members of the groups named in
+* **one pool delta batch** (``PATCH /v1/groups``: every changed group's members, one version
+  step, applied by the node all or nothing) when only members of the groups named in
   ``changed_groups`` changed since the snapshot the node is known to have applied, as planned
-  by ``plan.plan`` (a pure function; its docstring says when a delta is safe and which
-  versions the deltas carry). Otherwise: full snapshot.
+  by ``plan.plan`` (a pure function; its docstring says when a delta is safe). Otherwise: full
+  snapshot. A health flip of 100 groups is one request per node, not 100. The batch and its
+  body are computed once per (known state, desired state): every node in sync shares them.
 
 Versions never go backwards within one store. Every snapshot names the admin store that made
 it; a node refuses a snapshot that is not newer than the applied one, and one of another store
@@ -35,12 +37,24 @@ persisted snapshot, a change made behind the admin's back) is repaired with a fu
 
 Errors (connection refused, timeouts, HTTP errors) are recorded in ``last_error`` and retried
 forever with exponential backoff and jitter (from 0.1 s up to ``backoff_max``), always with the
-latest desired state. Every request uses its own short connection: a restarted node never meets
-a stale pooled connection, and pushes are rare enough that the handshake does not matter.
+latest desired state.
+
+Connections: each node has one keep-alive connection (``wire.NodeClient``: its own
+``httpx.AsyncClient``, one connection at most, kept ``KEEPALIVE_EXPIRY`` seconds idle). A flip
+must reach 50 nodes within 250 ms; a new TCP connection per request (what this module did when
+a flip was 100 requests per node) cost a handshake per request and a fresh accept on a busy
+node. A pooled connection can be stale: the node restarted, or closed it, while it sat idle. httpx
+drops one it sees closed before using it; one that breaks while the request goes out (closed,
+reset, or no answer at all) is retried once at once on a fresh connection, so a restarted node
+does not cost a lost push and a backoff. A retry is safe: every change names its versions, so a
+node that did apply the first attempt refuses the second (409), and the pusher then asks it
+what it has (``GET``) before it sends anything else. A connect failure or a timeout is not
+retried there: the node is down or stuck, and the backoff applies. A timed-out connection is
+closed by httpx, never reused.
 
 Metrics: ``status()`` gives per node versions, lag (desired - applied version), counters and the
 last error; ``push_durations[node]`` is a ``DurationHistogram`` of successful pushes (wall time of
-the HTTP exchange(s) of one push: one PUT, or the whole PATCH sequence).
+the HTTP exchange(s) of one push: one PUT or one PATCH, or a refused PATCH and the PUT after it).
 """
 
 from __future__ import annotations
@@ -53,30 +67,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from admin.push.histogram import DurationHistogram
-from admin.push.plan import Patch, plan
+from admin.push.plan import Batch, plan
 from admin.push.report import NodeReport
 from admin.push.targets import NodeTarget, Published
-from admin.push.wire import dumps, http_error, json_or_empty
+from admin.push.wire import TERM_HEADER, NodeClient, dumps, http_error, json_or_empty
+from admin.push.wire import Failed as _Failed
 from slb.model import Config
 
+__all__ = ["TERM_HEADER", "NodeTarget", "Pusher"]  # TERM_HEADER and NodeTarget: re-exported
 log = logging.getLogger("admin.push")
-TERM_HEADER = "X-SLB-Term"
 
 BACKOFF_START = 0.1  # seconds: first retry delay, doubled per failure up to backoff_max
 HISTORY = 1024  # publishes remembered to build deltas; a node further behind gets a full PUT
-
-
-class _Failed(Exception):
-    """A push or check that did not succeed; retried with backoff."""
-
-    def __init__(self, message: str, *, recheck: bool = False) -> None:
-        super().__init__(message)
-        self.recheck = recheck  # the node's state is unknown now: GET it before pushing
 
 
 class _Conflict(Exception):
@@ -87,10 +93,7 @@ class _NodePusher(NodeReport):
     def __init__(self, owner: Pusher, target: NodeTarget) -> None:
         self.owner = owner
         self.target = target
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(owner.timeout),
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
-        )
+        self.client = NodeClient(owner.timeout)  # one keep-alive connection to this node
         self.task: asyncio.Task[None] | None = None
         # what the node is known to have applied: the Config object (for deltas) and the
         # publish it came from; None when unknown or when its content is not one we published
@@ -238,15 +241,23 @@ class _NodePusher(NodeReport):
         desired = self.owner._desired
         assert desired is not None
         started = time.monotonic()
-        patches = self._plan(desired)
-        if patches is not None:
+        batch = self._plan(desired)
+        delivered = False
+        if batch is not None:
             try:
-                await self._send_patches(desired, patches)
-                self.delta_pushes += 1
+                await self._send_batch(desired, *batch)
+                delivered = True
             except _Conflict as exc:
-                log.info("node %s: %s; sending the full snapshot", self.target.name, exc)
-                patches = None
-        if patches is None:
+                if self.applied_version == desired.config.version:
+                    # the node has the desired version already: from our own request, applied
+                    # on a connection that broke before the answer and then retried?
+                    await self._check()
+                    delivered = self.applied_hash == desired.config.content_hash()
+                if not delivered:
+                    log.info("node %s: %s; sending the full snapshot", self.target.name, exc)
+        if delivered:
+            self.delta_pushes += 1
+        else:
             await self._send_full(desired)
             self.full_pushes += 1
         elapsed = time.monotonic() - started
@@ -280,35 +291,28 @@ class _NodePusher(NodeReport):
         self._accept(desired, response, "PUT /v1/config")
         self.take_over = False
 
-    def _plan(self, desired: Published) -> list[Patch] | None:
-        """Deltas from what the node is known to have applied; None: a full PUT."""
+    def _plan(self, desired: Published) -> tuple[Batch, bytes] | None:
+        """The delta batch (and its body) from what the node is known to have applied;
+        None: a full PUT."""
         known, applied = self.known, self.applied_version
         if known is None or applied is None or self.applied_hash != known.config.content_hash():
             return None
-        changed = self.owner._changed_since(known.seq, desired.seq)
-        if changed is None:
-            return None
-        return plan(known.config, applied, desired.config, changed)
+        return self.owner._batch_of(known, applied, desired)
 
-    async def _send_patches(self, desired: Published, patches: list[Patch]) -> None:
-        for patch in patches:
-            path = f"/v1/groups/{quote(patch.group, safe='')}"
-            response = await self._request("PATCH", path, dumps(patch.body()))
-            if response.status_code in (409, 404, 400):
-                body = json_or_empty(response)
-                applied = body.get("applied_version")
-                if isinstance(applied, int):
-                    self.applied_version = applied
-                self.known = None
-                raise _Conflict(http_error("PATCH", path, response))
-            if response.status_code != 200:
-                raise _Failed(http_error("PATCH", path, response), recheck=True)
-            if patch is not patches[-1]:
-                body = json_or_empty(response)
-                self.applied_version = body.get("version", patch.version)
-                self.applied_hash = body.get("hash")
-                self.known = None  # an intermediate state: nothing else may build on it
-        self._accept(desired, response, "PATCH")
+    async def _send_batch(self, desired: Published, batch: Batch, body: bytes) -> None:
+        path = "/v1/groups"
+        response = await self._request("PATCH", path, body)
+        if response.status_code in (409, 404, 400):
+            # out of date (base_mismatch, stale), or a node without the batch endpoint (404)
+            reply = json_or_empty(response)
+            applied = reply.get("applied_version")
+            if isinstance(applied, int):
+                self.applied_version = applied
+            self.known = None
+            raise _Conflict(http_error("PATCH", path, response))
+        if response.status_code != 200:
+            raise _Failed(http_error("PATCH", path, response), recheck=True)
+        self._accept(desired, response, f"PATCH {path} ({len(batch.edits)} groups)")
 
     def _accept(self, desired: Published, response: httpx.Response, what: str) -> None:
         body = json_or_empty(response)
@@ -324,27 +328,9 @@ class _NodePusher(NodeReport):
             raise _Failed(f"{what}: the node reports hash {digest[:12]}, expected "
                           f"{desired.config.content_hash()[:12]}", recheck=True)
 
-    # -- HTTP --------------------------------------------------------------------------------
-
     async def _request(self, method: str, path: str, body: bytes | None = None
                        ) -> httpx.Response:
-        headers = {"Accept": "application/json"}
-        if self.owner.term is not None:
-            headers[TERM_HEADER] = str(self.owner.term)  # fencing: see admin.ha
-        if self.target.token is not None:
-            headers["Authorization"] = f"Bearer {self.target.token}"
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        url = self.target.control_url.rstrip("/") + path
-        try:
-            response = await self.client.request(method, url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            # a change may or may not have been applied: find out before the next push
-            raise _Failed(f"{method} {path}: timed out ({type(exc).__name__})",
-                          recheck=True) from None
-        except httpx.HTTPError as exc:
-            raise _Failed(f"{method} {path}: {type(exc).__name__}: {exc or 'failed'}",
-                          recheck=method != "GET") from None
+        response = await self.client.request(self.target, self.owner.term, method, path, body)
         self.last_contact = time.time()
         return response
 
@@ -371,6 +357,9 @@ class Pusher:
         self._closing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._body: tuple[Config, bytes] | None = None
+        # batches planned for the desired state, by (known seq, applied version): nodes in
+        # the same state share one plan and one serialised body
+        self._batches: dict[tuple[int, int], tuple[Batch, bytes] | None] = {}
         # the leader's term, sent with every request: a node refuses an older one (admin.ha)
         self.term: int | None = None
 
@@ -426,6 +415,7 @@ class Pusher:
         changed = frozenset(changed_groups) if changed_groups is not None else None
         self._desired = Published(self._seq, config, changed, configuration)
         self._history.append((self._seq, changed))
+        self._batches.clear()
         for node in self._nodes.values():
             node.wake.set()
         self._notify()
@@ -443,6 +433,17 @@ class Pusher:
                     return None
                 changed |= groups
         return frozenset(changed)
+
+    def _batch_of(self, known: Published, applied: int, desired: Published
+                  ) -> tuple[Batch, bytes] | None:
+        """``plan`` from ``known`` to the desired state, and its body; once per node state."""
+        key = (known.seq, applied)  # (the cache is emptied by every publish)
+        if key not in self._batches:
+            changed = self._changed_since(known.seq, desired.seq)
+            batch = None if changed is None else plan(known.config, applied, desired.config,
+                                                      changed)
+            self._batches[key] = None if batch is None else (batch, dumps(batch.body()))
+        return self._batches[key]
 
     def _body_of(self, config: Config) -> bytes:
         """The PUT body, serialised once for every node."""

@@ -23,10 +23,14 @@ from slb.model.certs import (
 )
 from slb.model.conditions import FactsView
 from slb.model.delta import (
+    GroupDelta,
+    PoolBatch,
     PoolDelta,
     SnapshotRejected,
+    apply_batch,
     apply_delta,
     copy_config,
+    parse_batch,
     parse_delta,
     parse_snapshot,
 )
@@ -96,6 +100,7 @@ __all__ = [
     "Domain",
     "FactsView",
     "Group",
+    "GroupDelta",
     "HeaderRules",
     "HealthCheck",
     "HttpSettings",
@@ -106,6 +111,7 @@ __all__ = [
     "Member",
     "MemberStateName",
     "PassiveHealth",
+    "PoolBatch",
     "PoolDelta",
     "PositiveSeconds",
     "Problem",
@@ -125,6 +131,7 @@ __all__ = [
     "UpstreamTls",
     "VirtualServer",
     "When",
+    "apply_batch",
     "apply_delta",
     "bare_host",
     "check_cidr",
@@ -136,6 +143,7 @@ __all__ = [
     "format_location",
     "format_problem",
     "inspect_pair",
+    "parse_batch",
     "parse_config",
     "parse_delta",
     "parse_duration",

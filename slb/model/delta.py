@@ -1,21 +1,31 @@
 """Changing an applied configuration: full snapshots and pool deltas, with their rules.
 
 A full snapshot (``PUT /v1/config``) must carry a version newer than the applied one. A pool
-delta (``PATCH /v1/groups/{name}``) names the version it was made from (``base_version``) and
-its own new ``version``; if the base is not the applied version the sender's view is out of
-date, and it answers with a full snapshot instead (409 ``base_mismatch``). A snapshot names the
-admin store that made it (``Config.store``); a node holding another store's snapshot refuses it
-(409 ``other_store``) unless the push says ``take_over``, which the admin sends only when an
-operator (or ``take_over: automatic``) asks.
+delta names the version it was made from (``base_version``) and its own new ``version``; if the
+base is not the applied version the sender's view is out of date, and it answers with a full
+snapshot instead (409 ``base_mismatch``). A snapshot names the admin store that made it
+(``Config.store``); a node holding another store's snapshot refuses it (409 ``other_store``)
+unless the push says ``take_over``, which the admin sends only when an operator (or
+``take_over: automatic``) asks.
 
-``apply_delta`` returns a new ``Config`` sharing every unchanged part with the old one: a delta
-on a node with 10,000 groups touches one group. ``SnapshotRejected`` is what the control API
-answers with when it refuses a change: its ``reason`` picks the status.
+Two shapes of pool delta, one rule set and one code path (``apply_batch``):
+
+* ``PATCH /v1/groups/{name}`` (``PoolDelta``): one group's ``upsert`` and ``remove``;
+* ``PATCH /v1/groups`` (``PoolBatch``): ``{"base_version", "version", "groups": [{"name",
+  "upsert", "remove"}, ...]}``, any number of groups moved by ONE version step. A health flip
+  of 100 groups is then one request per node instead of 100, and needs no run of spare
+  versions. A batch is all or nothing: every entry is checked before anything is built, and
+  a refusal lists every bad entry by its index and group name; an empty ``groups`` list only
+  moves the version.
+
+``apply_batch`` returns a new ``Config`` sharing every unchanged part with the old one: a delta
+on a node with 10,000 groups touches only its groups. ``SnapshotRejected`` is what the control
+API answers with when it refuses a change: its ``reason`` picks the status.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,6 +34,7 @@ from slb.gcpause import gc_paused
 from slb.model.parse import ConfigErrors, format_problem, parse_config, pydantic_problems
 from slb.model.schema import Address, Config, Group, Member
 
+M = TypeVar("M", bound=BaseModel)
 Reason = Literal["stale", "invalid", "base_mismatch", "not_found", "file_managed",
                  "other_store"]
 
@@ -50,7 +61,16 @@ class SnapshotRejected(Exception):
         return error_body(self.reason, self.message, self.errors, **self.details)
 
 
+def _doubled(upsert: list[Member], remove: list[str]) -> list[str]:
+    """Addresses a delta lists twice (in upsert, or in upsert and remove): sorted."""
+    seen: set[str] = set()
+    twice = {m.address for m in upsert if m.address in seen or seen.add(m.address)}
+    return sorted(twice | (seen & set(remove)))
+
+
 class PoolDelta(BaseModel):
+    """``PATCH /v1/groups/{name}``: one group's members."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     base_version: int = Field(ge=0)
@@ -59,28 +79,83 @@ class PoolDelta(BaseModel):
     remove: list[Address] = Field(default_factory=list)
 
 
-def parse_delta(data: Any) -> PoolDelta:
+class GroupDelta(BaseModel):
+    """One entry of a ``PoolBatch``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    upsert: list[Member] = Field(default_factory=list)
+    remove: list[Address] = Field(default_factory=list)
+
+
+class PoolBatch(BaseModel):
+    """``PATCH /v1/groups``: several groups' members, one version step, all or nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_version: int = Field(ge=0)
+    version: int = Field(ge=1)
+    groups: list[GroupDelta]
+
+    @classmethod
+    def of(cls, name: str, delta: PoolDelta) -> PoolBatch:
+        """The one-group delta as a batch of one: both endpoints share ``apply_batch``."""
+        return cls(base_version=delta.base_version, version=delta.version,
+                   groups=[GroupDelta(name=name, upsert=delta.upsert, remove=delta.remove)])
+
+
+def _validated(model: type[M], data: Any, what: str) -> M:
     if not isinstance(data, dict):
-        raise SnapshotRejected("invalid", "a pool delta must be a JSON object")
+        raise SnapshotRejected("invalid", f"a {what} must be a JSON object")
     try:
-        delta = PoolDelta.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         lines = [format_problem(problem) for problem in pydantic_problems(exc)]
-        raise SnapshotRejected("invalid", "invalid pool delta", lines) from None
-    addresses = [m.address for m in delta.upsert]
-    doubled = {a for a in addresses if addresses.count(a) > 1} | (set(addresses)
-                                                                  & set(delta.remove))
+        raise SnapshotRejected("invalid", f"invalid {what}", lines) from None
+
+
+def parse_delta(data: Any) -> PoolDelta:
+    delta = _validated(PoolDelta, data, "pool delta")
+    doubled = _doubled(delta.upsert, delta.remove)
     if doubled:
         raise SnapshotRejected("invalid", "a member appears twice in the delta",
-                               [f"{a}: listed twice" for a in sorted(doubled)])
+                               [f"{a}: listed twice" for a in doubled])
     return delta
+
+
+def parse_batch(data: Any) -> PoolBatch:
+    """A ``PATCH /v1/groups`` body; every problem of every entry is listed, by index."""
+    batch = _validated(PoolBatch, data, "pool delta batch")
+    errors: list[str] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(batch.groups):
+        if entry.name in seen:
+            errors.append(f"groups[{i}] ({entry.name}): the group is listed twice")
+        seen.add(entry.name)
+        errors += [f"groups[{i}] ({entry.name}): {a}: listed twice"
+                   for a in _doubled(entry.upsert, entry.remove)]
+    if errors:
+        raise SnapshotRejected("invalid", "invalid pool delta batch", errors)
+    return batch
 
 
 def parse_snapshot(data: Any, applied: Config | None, take_over: bool = False) -> Config:
     """A full snapshot, validated and checked to be newer than ``applied``; and, unless
     ``take_over``, from the same store as ``applied`` (when both name one). Versions of two
     stores are unrelated numbers: a take-over by another store replaces whatever version the
-    node ran, while within one store an older version is refused even then."""
+    node ran, while within one store an older version is refused even then.
+
+    A snapshot that names an old version of the applied store is refused before it is
+    validated: an admin that timed out on a big snapshot may send it again while the node is
+    still applying the first one, and validating 10,000 groups only to refuse them would slow
+    a busy node down further."""
+    version, store = (data.get("version"), data.get("store")) if isinstance(data, dict) \
+        else (None, None)
+    if applied is not None and type(version) is int and version <= applied.version \
+            and (store is None or applied.store is None or store == applied.store):
+        raise SnapshotRejected("stale", f"version {version} is not newer than the applied "
+                               f"version {applied.version}", applied_version=applied.version)
     try:
         with gc_paused():
             config = parse_config(data)
@@ -103,30 +178,60 @@ def parse_snapshot(data: Any, applied: Config | None, take_over: bool = False) -
 
 def apply_delta(config: Config, group_name: str, delta: PoolDelta) -> tuple[Config, Group]:
     """The configuration with ``delta`` applied to one group, and that group."""
-    if delta.base_version != config.version:
-        raise SnapshotRejected("base_mismatch", f"base_version {delta.base_version} is not the "
+    new, [group] = apply_batch(config, PoolBatch.of(group_name, delta))
+    return new, group
+
+
+def apply_batch(config: Config, batch: PoolBatch) -> tuple[Config, list[Group]]:
+    """The configuration with every entry of ``batch`` applied, and the new groups, in the
+    batch's order; or ``SnapshotRejected`` and nothing applied.
+
+    Order of the checks: the versions first (a sender whose view is out of date learns that
+    before anything else), then every entry; the first reason found among the entries picks
+    the status (an unknown group 404, a member that is not there 400) and every bad entry is
+    listed.
+    """
+    if batch.base_version != config.version:
+        raise SnapshotRejected("base_mismatch", f"base_version {batch.base_version} is not the "
                                f"applied version {config.version}: send a full snapshot",
                                applied_version=config.version)
-    if delta.version <= config.version:
-        raise SnapshotRejected("stale", f"version {delta.version} is not newer than the "
+    if batch.version <= config.version:
+        raise SnapshotRejected("stale", f"version {batch.version} is not newer than the "
                                f"applied version {config.version}",
                                applied_version=config.version)
-    index = config.group_position(group_name)
-    if index is None:
-        raise SnapshotRejected("not_found", f"no group named {group_name!r}")
-    group = config.groups[index]
-    members = {m.address: m for m in group.members}
-    missing = [a for a in delta.remove if a not in members]
-    if missing:
-        raise SnapshotRejected("invalid", "removing members the group does not have",
-                               [f"remove: {a} is not a member" for a in missing])
-    for address in delta.remove:
-        del members[address]
-    for member in delta.upsert:
-        members[member.address] = member
-    # (the copy's digest is reset by the copy itself: slb.model.identity)
-    new_group = group.model_copy(update={"members": list(members.values())})
-    return config.with_group(index, new_group, delta.version), new_group
+    unknown: list[str] = []
+    invalid: list[str] = []
+    built: list[tuple[int, Group]] = []
+    for i, entry in enumerate(batch.groups):
+        where = f"groups[{i}] ({entry.name})"
+        index = config.group_position(entry.name)
+        if index is None:
+            unknown.append(f"{where}: no group named {entry.name!r}")
+            continue
+        group = config.groups[index]
+        members = {m.address: m for m in group.members}
+        missing = [a for a in entry.remove if a not in members]
+        if missing:
+            invalid += [f"{where}: remove: {a} is not a member" for a in missing]
+            continue
+        for address in entry.remove:
+            del members[address]
+        for member in entry.upsert:
+            members[member.address] = member
+        # (the copy's digest is reset by the copy itself: slb.model.identity)
+        built.append((index, group.model_copy(update={"members": list(members.values())})))
+    if unknown:
+        raise SnapshotRejected("not_found", f"{len(unknown)} group(s) not found; nothing "
+                               "was applied", unknown + invalid)
+    if invalid:
+        raise SnapshotRejected("invalid", "removing members a group does not have; nothing "
+                               "was applied", invalid)
+    new = config
+    for index, group in built:
+        new = new.with_group(index, group, batch.version)
+    if not built:
+        new = copy_config(config, version=batch.version)
+    return new, [group for _, group in built]
 
 
 def copy_config(config: Config, **update: Any) -> Config:

@@ -1,8 +1,13 @@
-"""The node's own HTTP listener: /metrics, /healthz, /ready (and the control API later).
+"""The node's own HTTP listener: /metrics, /healthz, /ready and the control API (slb.node.node).
 
-Requests here are few and small, so each is read whole (bounded by ``MAX_BODY``) and answered by
-a plain handler ``(Request) -> Response``. It uses httptools like the proxy, with the same
-strictness, but none of the proxy's machinery.
+Requests here are few, so each is read whole (bounded by ``MAX_BODY``) and answered by a plain
+handler ``(Request) -> Response``, in order per connection. It uses httptools like the proxy,
+with the same strictness, but none of the proxy's machinery.
+
+Connections are kept alive (HTTP/1.1): an admin keeps one per node, so a push costs no
+handshake. ``ControlServer.close`` closes those connections too, not only the listener
+(``asyncio.Server.close`` leaves accepted connections open): a node that stops must not go on
+answering pushes on a connection an admin still holds.
 """
 
 from __future__ import annotations
@@ -57,8 +62,9 @@ class _TooLarge(Exception):
 
 
 class ControlProtocol(asyncio.Protocol):
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, connections: set[ControlProtocol]) -> None:
         self.handler = handler
+        self.connections = connections  # the server's open connections, this one included
         self.parser = HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self._url = b""
@@ -70,9 +76,11 @@ class ControlProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.connections.add(self)
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
         self._queue.put_nowait(None)
 
     def data_received(self, data: bytes) -> None:
@@ -136,7 +144,27 @@ class ControlProtocol(asyncio.Protocol):
             transport.close()
 
 
-async def start_control_server(handler: Handler, host: str, port: int) -> asyncio.Server:
+class ControlServer:
+    """The listener and its open connections."""
+
+    def __init__(self, server: asyncio.Server, connections: set[ControlProtocol]) -> None:
+        self.server = server
+        self.connections = connections
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return tuple(self.server.sockets)
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+
+
+async def start_control_server(handler: Handler, host: str, port: int) -> ControlServer:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: ControlProtocol(handler), host, port,
-                                    reuse_address=True)
+    connections: set[ControlProtocol] = set()
+    server = await loop.create_server(lambda: ControlProtocol(handler, connections), host, port,
+                                      reuse_address=True)
+    return ControlServer(server, connections)

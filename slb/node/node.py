@@ -19,6 +19,8 @@ has a token; ``/healthz``, ``/ready`` and ``/metrics`` stay open for probes and 
     PUT   /v1/config           apply a full snapshot (409 unless newer or from another store
                                without ``?take_over=1``; 400 if invalid)
     PATCH /v1/groups/{name}    apply a pool delta (409 if base_version is not the applied one)
+    PATCH /v1/groups           apply pool deltas of several groups in one version step, all
+                               or nothing (``slb.model.delta.PoolBatch``): what an admin sends
     GET   /v1/status           per group and member live figures, applied version and time
     GET   /healthz /ready /metrics
 
@@ -26,7 +28,9 @@ Fencing: several admins may share a store, and only the elected leader pushes. A
 ``X-SLB-Term: <n>`` (the leader's term, admin.ha); the node remembers the highest term it has
 seen and answers 409 ``stale_term`` to a lower one, so a deposed leader that does not know it
 yet cannot undo its successor's pushes. A push without the header is not fenced (a single
-admin, a script). The term is kept in memory: a restarted node takes the next leader's term.
+admin, a script). The term is kept with the snapshot in ``state_dir`` (``slb.node.files``),
+written before the push that raised it is answered (rare: once per election), so a restarted
+node still refuses a deposed leader.
 
 Start order: the control API opens before the data plane serves traffic, so an admin (or a
 probe) can see a restarted node; ``/healthz``, ``/ready`` and ``/v1/...`` say 503 until the
@@ -36,12 +40,13 @@ plane is up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -56,21 +61,22 @@ from slb.metrics import Stats, StatsCollector, certificate_expiry_family, member
 from slb.model import (
     Config,
     Group,
+    PoolBatch,
     SnapshotRejected,
-    apply_delta,
+    apply_batch,
     copy_config,
+    parse_batch,
     parse_delta,
     parse_snapshot,
     split_host_port,
 )
-from slb.node.control import Request, Response, start_control_server
-from slb.node.files import is_file_managed, load_config_file, load_snapshot, save_snapshot
+from slb.node.control import ControlServer, Request, Response, start_control_server
+from slb.node.files import StateWriter, is_file_managed, load_config_file, load_state
 from slb.node.health import ActiveHealth
 from slb.node.server import ProxyServer, describe
 from slb.proxy.tls import certificate_expiry
 
 log = logging.getLogger("slb.node")
-PERSIST_INTERVAL = 0.5  # seconds between writes of the snapshot after pool deltas
 TERM_HEADER = "x-slb-term"
 
 
@@ -90,7 +96,7 @@ class DataPlane(Protocol):
 
     async def start(self, config: Config) -> None: ...
     async def apply(self, config: Config) -> None: ...
-    async def apply_group(self, config: Config, group: Group) -> None: ...
+    async def apply_groups(self, config: Config, groups: list[Group]) -> None: ...
     async def stats(self) -> Stats: ...
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]: ...
     async def set_health(self, changes: dict[tuple[str, str], bool]) -> None: ...
@@ -116,9 +122,9 @@ class LocalPlane:
         assert self.server is not None
         await self.server.apply(config)
 
-    async def apply_group(self, config: Config, group: Group) -> None:
+    async def apply_groups(self, config: Config, groups: list[Group]) -> None:
         assert self.server is not None
-        self.server.apply_group(config, group)
+        self.server.apply_groups(config, groups)
 
     async def stats(self) -> Stats:
         assert self.server is not None
@@ -149,14 +155,14 @@ class Node:
         self.plane = plane
         self.config_path = config_path
         self.applied_at = time.time()
-        self.control: asyncio.Server | None = None
+        self.control: ControlServer | None = None
         self.draining = False
         self.serving = False  # the data plane has started: /ready may answer 200
         self.stopped = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._unsaved: Config | None = None
-        self._persist_task: asyncio.Task[None] | None = None
-        self.term = 0  # the highest leader term seen on a push (fencing)
+        self.term = 0  # the highest leader term seen on a push (fencing), persisted
+        self.state = StateWriter(local.state_dir, lambda: self.term) \
+            if local.state_dir else None
         # active health checks: file-managed nodes only (slb.node.health)
         self.health = ActiveHealth(plane.set_health) if self.file_managed else None
 
@@ -165,7 +171,9 @@ class Node:
     async def start(self) -> None:
         config = self.local
         if not self.file_managed and self.local.state_dir:
-            persisted = load_snapshot(self.local.state_dir)
+            persisted, self.term = load_state(self.local.state_dir)
+            if self.state is not None:
+                self.state.saved_term = self.term
             if persisted is not None:
                 config = self._localise(persisted)
                 log.info("serving the persisted snapshot, %s", describe(config))
@@ -215,9 +223,8 @@ class Node:
     async def close(self) -> None:
         if self.health is not None:
             self.health.stop()
-        if self._persist_task is not None:
-            self._persist_task.cancel()
-        self.flush_persistence()
+        if self.state is not None:
+            self.state.close()
         if self.control is not None:
             self.control.close()
         self.stopped.set()
@@ -227,79 +234,56 @@ class Node:
     def _localise(self, config: Config) -> Config:
         return copy_config(config, control=self.local.control, state_dir=self.local.state_dir)
 
-    async def _install(self, config: Config, group: Group | None = None) -> None:
+    async def _install(self, config: Config, groups: list[Group] | None = None) -> None:
+        """Apply ``config``: whole (``groups`` None) or as a pool delta of ``groups``."""
         old = self.config
-        if group is None:
+        if groups is None:
             await self.plane.apply(config)
-        else:
-            await self.plane.apply_group(config, group)
-        if group is None:
             freeze()  # the collector need not walk a 100,000-member snapshot again
+        else:
+            await self.plane.apply_groups(config, groups)
         self.applied_at = time.time()
         if self.health is not None:
             await self.health.update(config)
-        what = f"group {group.name}" if group is not None else "snapshot"
-        log.info("applied %s: version %d -> %d", what, old.version, config.version)
-        if not self.local.state_dir:
-            return
-        if group is None:
-            self._persist(config)  # a full snapshot is on disk before the push is answered
+        if groups is None:
+            what = "snapshot"
+        elif len(groups) == 1:
+            what = f"group {groups[0].name}"
         else:
-            self._persist_soon(config)
-
-    def _persist(self, config: Config) -> None:
-        assert self.local.state_dir
-        try:
-            save_snapshot(self.local.state_dir, config)
-        except OSError as exc:
-            log.error("could not persist version %d to %s: %s", config.version,
-                      self.local.state_dir, exc)
-
-    def _persist_soon(self, config: Config) -> None:
-        """Pool deltas are written coalesced, at most once per PERSIST_INTERVAL.
-
-        Writing 10,000 groups per delta would cost more than applying it. A node that dies
-        between a delta and its write restarts one step behind; the admin's reconcile sees the
-        hash differ and pushes the current snapshot.
-        """
-        self._unsaved = config
-        if self._persist_task is None or self._persist_task.done():
-            self._persist_task = asyncio.get_running_loop().create_task(self._persist_later())
-
-    async def _persist_later(self) -> None:
-        pause = PERSIST_INTERVAL
-        while self._unsaved is not None:
-            await asyncio.sleep(pause)
-            config, self._unsaved = self._unsaved, None
-            if config is not None:
-                started = time.monotonic()
-                # in a thread: the write and its fsync must not stall the control API
-                await asyncio.to_thread(self._persist, config)
-                # a large snapshot takes a while to write: keep writing under ~2% of the time
-                pause = max(PERSIST_INTERVAL, 50 * (time.monotonic() - started))
-
-    def flush_persistence(self) -> None:
-        if self._unsaved is not None:
-            config, self._unsaved = self._unsaved, None
-            self._persist(config)
+            what = f"{len(groups)} groups"
+        log.info("applied %s: version %d -> %d", what, old.version, config.version)
+        if self.state is None:
+            return
+        if groups is None:
+            self.state.now(config)  # a full snapshot is on disk before the push is answered
+        else:
+            self.state.soon(config)
 
     def _refuse_if_file_managed(self) -> None:
         if self.file_managed:
             raise SnapshotRejected("file_managed", "this node is managed by its file "
                                    f"{self.config_path}: edit it and send SIGHUP")
 
-    def _fence(self, term: int | None) -> None:
-        """Under the lock: refuse an older term, remember a newer one."""
-        if term is None:
-            return
-        if term < self.term:
-            raise StaleTerm(term, self.term)
-        self.term = term
+    @contextlib.asynccontextmanager
+    async def _fenced(self, term: int | None) -> AsyncIterator[None]:
+        """Hold the lock for one change: refuse an older term, remember a newer one, and
+        have the newer one on disk before the change is answered, whatever its outcome."""
+        async with self._lock:
+            if term is not None and term < self.term:
+                raise StaleTerm(term, self.term)
+            if term is not None:
+                self.term = term
+            try:
+                yield
+            finally:
+                if self.state is not None and self.term != self.state.saved_term:
+                    # a full snapshot just applied wrote it already; otherwise write it now,
+                    # with the applied snapshot (it supersedes a coalesced delta write)
+                    self.state.now(self.config)
 
     async def put_config(self, data: Any, term: int | None = None, take_over: bool = False
                          ) -> Config:
-        async with self._lock:
-            self._fence(term)
+        async with self._fenced(term):
             self._refuse_if_file_managed()
             config = self._localise(parse_snapshot(data, self.config, take_over))
             if take_over:
@@ -313,12 +297,18 @@ class Node:
             return config
 
     async def patch_group(self, name: str, data: Any, term: int | None = None) -> Config:
-        async with self._lock:
-            self._fence(term)
+        """``PATCH /v1/groups/{name}``: a batch of one group."""
+        return await self._patch(lambda: PoolBatch.of(name, parse_delta(data)), term)
+
+    async def patch_groups(self, data: Any, term: int | None = None) -> Config:
+        """``PATCH /v1/groups``: every group of the batch in one version step, or none."""
+        return await self._patch(lambda: parse_batch(data), term)
+
+    async def _patch(self, parse: Callable[[], PoolBatch], term: int | None) -> Config:
+        async with self._fenced(term):  # the term is checked before the body
             self._refuse_if_file_managed()
-            delta = parse_delta(data)
-            config, group = apply_delta(self.config, name, delta)
-            await self._install(config, group)
+            config, groups = apply_batch(self.config, parse())
+            await self._install(config, groups)
             return config
 
     async def reload_file(self) -> None:
@@ -365,7 +355,9 @@ class Node:
             name = unquote(path[len("/v1/groups/"):])
             return await self._change(request, lambda data, term: self.patch_group(name, data,
                                                                                   term))
-        if path in ("/v1/config",) or path.startswith("/v1/groups/"):
+        if path == "/v1/groups" and method == "PATCH":
+            return await self._change(request, self.patch_groups)
+        if path in ("/v1/config", "/v1/groups") or path.startswith("/v1/groups/"):
             return Response.error(405, f"{method} is not allowed on {path}")
         return Response.error(404, f"no such endpoint: {path}")
 

@@ -4,7 +4,7 @@
 compile (the steps that can fail, and then nothing has changed), swap, serve the new listeners,
 then close listeners no configuration needs any more. A TLS listener is served with a listener
 context whose SNI callback reads the applied runtime (``slb.proxy.tls``), so a swap changes its
-certificates without touching the listener. ``apply_group`` applies a pool delta. ``drain`` stops
+certificates without touching the listener. ``apply_groups`` applies a pool delta. ``drain`` stops
 accepting, lets requests in flight finish, closes idle keep-alive connections, and returns when
 the last connection is gone or ``drain_timeout`` has passed.
 
@@ -82,8 +82,8 @@ class ProxyServer:
             self.listeners.pop(address).close()
             self.kinds.pop(address, None)
 
-    def apply_group(self, config: Config, group: Group) -> None:
-        self.ctx.apply_group(config, group)
+    def apply_groups(self, config: Config, groups: list[Group]) -> None:
+        self.ctx.apply_groups(config, groups)
 
     def _bind(self, addresses: set[str]) -> dict[str, socket.socket]:
         """Bind every address or none: binding is what can fail (ConfigError)."""

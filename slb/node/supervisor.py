@@ -169,8 +169,9 @@ class ProcessPlane:
         self.config = config
         self._record(replies)
 
-    async def apply_group(self, config: Config, group: Group) -> None:
-        replies = await self._call_all({"op": "group", "group": group,
+    async def apply_groups(self, config: Config, groups: list[Group]) -> None:
+        # one message per worker for the whole delta: a worker swaps every group at once
+        replies = await self._call_all({"op": "groups", "groups": groups,
                                         "version": config.version})
         self.config = config
         self._record(replies)

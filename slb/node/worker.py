@@ -35,8 +35,8 @@ class Worker:
         op = message["op"]
         if op == "apply":
             return await self._apply(message["config"])
-        if op == "group":
-            return self._apply_group(message["group"], message["version"])
+        if op == "groups":
+            return self._apply_groups(message["groups"], message["version"])
         if op == "health":
             assert self.server is not None
             self.server.ctx.set_health(message["down"])
@@ -59,13 +59,19 @@ class Worker:
             return {"ok": False, "errors": exc.lines}
         return {"ok": True, "version": config.version}
 
-    def _apply_group(self, group: Group, version: int) -> dict[str, Any]:
+    def _apply_groups(self, groups: list[Group], version: int) -> dict[str, Any]:
+        """A pool delta of one or more groups, applied together (no await in between)."""
         assert self.server is not None
         config = self.server.config  # the applied config lives in the runtime, once
-        position = config.group_position(group.name)
-        if position is None:
-            return {"ok": False, "errors": [f"no group named {group.name!r}"]}
-        self.server.apply_group(config.with_group(position, group, version), group)
+        positions = [config.group_position(group.name) for group in groups]
+        unknown = [g.name for g, p in zip(groups, positions, strict=True) if p is None]
+        if unknown:
+            return {"ok": False, "errors": [f"no group named {name!r}" for name in unknown]}
+        config = config.model_copy(update={"version": version}) if not groups else config
+        for group, position in zip(groups, positions, strict=True):
+            assert position is not None
+            config = config.with_group(position, group, version)
+        self.server.apply_groups(config, groups)
         return {"ok": True, "version": version}
 
     async def drain(self) -> None:

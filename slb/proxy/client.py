@@ -55,7 +55,7 @@ from slb.errors import (
 )
 from slb.proxy import fields, head, rules
 from slb.proxy.exchange import Exchange
-from slb.proxy.fields import COLON, CRLF
+from slb.proxy.fields import COLON, CRLF, OTHER, WATCHED
 from slb.proxy.flow import (
     HEADER,
     IDLE,
@@ -206,7 +206,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         if self.stopped:
             raise _StopParsing
         rt = self.rt = self.ctx.runtime
-        ex = Exchange(self.loop.time())
+        ex = Exchange(self.loop.time(), rt.request_fields)
         self.parsing = ex
         exchanges = self.exchanges
         exchanges.append(ex)
@@ -228,12 +228,16 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         assert ex is not None
         ex.header_count += 1
         ex.header_bytes += len(name) + len(value) + 4
-        rt = self.rt
-        settings = rt.settings
+        settings = self.rt.settings
         if ex.header_count > settings.max_headers or ex.header_bytes > settings.max_header_bytes:
             raise HeadersTooLarge("request header fields too large")  # RFC 6585 §5, 431
-        kind = rt.request_fields.get(name.lower(), 0)
-        if kind == fields.OTHER:
+        kind = ex.fields.get(name)  # (as sent; then lowercased, once per spelling)
+        if kind is None:
+            kind = fields.learn(ex.fields, name)
+        if kind == OTHER:
+            ex.parts += (name, COLON, value, CRLF)
+        elif kind == WATCHED:
+            ex.watched = True
             ex.parts += (name, COLON, value, CRLF)
         elif kind == fields.HOST:
             rules.reject_second_host(ex.host)
@@ -269,11 +273,12 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         version = parser.get_http_version()
         ex.http10 = version == "1.0"
         ex.keep_alive = parser.should_keep_alive()
-        ex.upgrade = parser.should_upgrade()
+        # (no Upgrade field, no upgrade: CONNECT, llhttp's other case, is refused by the rules)
+        ex.upgrade = ex.upgrade_value is not None and parser.should_upgrade()
         rules.check_head(ex, version, rt.settings.max_body_bytes)
         ex.has_body = ex.chunked or ex.content_length > 0
         head.prepare_request_head(ex, self.peer, rt.listen_hosts[self.listen_key],
-                                  rt.request_id_field, self.ctx.next_request_id, self.proto_field)
+                                  rt.request_id_field, self.ctx.new_request_id, self.proto_field)
         ex.head_done = True
         if ex is self.exchanges[0]:
             self._dispatch(ex)
@@ -345,11 +350,6 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self._try(ex)
 
     # -- ending an exchange ------------------------------------------------------------------
-
-    def _keep_alive_after(self, ex: Exchange) -> bool:
-        return (ex.keep_alive and not self.ctx.draining
-                and self.requests < self.rt.settings.keepalive_requests
-                and (ex.request_done or not ex.has_body))
 
     def _reply(self, ex: Exchange, error: ProxyError) -> None:
         """Answer with one of the proxy's own responses."""
@@ -438,7 +438,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self._linger()
             return
         if ex is None:
-            ex = Exchange(self.loop.time())
+            ex = Exchange(self.loop.time(), self.rt.request_fields)
         if ex not in exchanges:
             exchanges.append(ex)
         ex.error = error

@@ -77,7 +77,7 @@ def build_runtime(config: Config, previous: Runtime | None, stats: Stats,
 
     http = config.http
     return Runtime(config=config, settings=http, tables=tables, pools=pools,
-                   request_fields=request_fields(http.request_id_header),
+                   request_fields=request_fields(http.request_id_header, _watched(config)),
                    request_id_field=http.request_id_header.encode() + b": ",
                    head_limit=http.max_header_bytes + http.max_uri_bytes,
                    listen_hosts={listen: listen.encode() for listen in tables},
@@ -107,6 +107,12 @@ def _targets(vs: VirtualServer, pools: dict[str, Pool], stats: Stats
         shares = [Share(s.group, s.weight, target(s.group)) for s in route.split or ()]
         return plain, RouteActions(vs.name, order, route, plain, shares)
     return compile_route
+
+
+def _watched(config: Config) -> set[bytes]:
+    """The fields routes' conditions test, lowercased as ``compile_when`` does."""
+    return {name.lower().encode("latin-1") for vs in config.virtual_servers
+            for route in vs.routes if route.when is not None for name in route.when.headers}
 
 
 def has_actions(route: Route) -> bool:

@@ -1,7 +1,7 @@
 """What every connection of one proxy process shares: the applied runtime, counters, clocks.
 
 One reference, ``ProxyContext.runtime``, holds everything derived from the applied config
-(``slb.proxy.compile.Runtime``, the config included); ``apply`` and ``apply_group`` replace it
+(``slb.proxy.compile.Runtime``, the config included); ``apply`` and ``apply_groups`` replace it
 with one assignment, so a request never sees a mix of two configs. What is not derived from the
 config stays here: the loop, the counters, the open connections, the draining flag, the request
 id sequence. The names the client protocol reads (``settings``, ``request_fields``,
@@ -58,6 +58,7 @@ class ProxyContext:
         self.answers = AnswerLog(loop.time)  # the error log of the proxy's own answers
         self._request_prefix = os.urandom(4).hex().encode() + b"-"
         self._request_counter = 0
+        self.new_request_id = self.next_request_id  # (bound once, not per request)
         self.runtime: Runtime = None  # type: ignore[assignment]
         self.apply(config)
 
@@ -73,15 +74,20 @@ class ProxyContext:
         freeze()
         return runtime
 
-    def apply_group(self, config: Config, group: Group) -> None:
-        """A pool delta: only ``group``'s members change; ``config`` is the whole new config."""
+    def apply_groups(self, config: Config, groups: list[Group]) -> None:
+        """A pool delta: only the members of ``groups`` change; ``config`` is the whole new
+        config. Every pool is swapped before this returns: no request sees half of it."""
         runtime = self.runtime
-        pool = runtime.pools[group.name]
-        old = pool.members
-        pool.set_members(carry_members(group, old))
+        leaving = []
+        for group in groups:
+            pool = runtime.pools[group.name]
+            old = pool.members
+            pool.set_members(carry_members(group, old))
+            leaving.append((old, pool))
         self.runtime = replace(runtime, config=config, settings=config.http,
                                applied_at=time.time())
-        close_idle_of_leaving(old, pool.members)
+        for old, pool in leaving:
+            close_idle_of_leaving(old, pool.members)
 
     def set_health(self, changes: dict[tuple[str, str], bool]) -> None:
         """Active health results, ``(group, address) -> down``: a member taken out or brought

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from slb.proxy.fields import REQUEST_FIELDS
+
 if TYPE_CHECKING:
     from slb.balancing.member import MemberState
     from slb.errors import ProxyError
@@ -36,11 +38,16 @@ class Exchange:
         "replay_bytes", "request_done", "request_id", "response_chunked", "response_done",
         "response_edit",
         "response_started", "reused", "stale_retried", "start", "status", "target", "te", "tried",
-        "upgrade", "upgrade_value", "upstream_start", "url", "vhost_name", "xff",
+        "upgrade", "upgrade_value", "upstream_start", "url", "vhost_name", "watched", "xff",
+        "fields",
     )
 
-    def __init__(self, start: float) -> None:
+    def __init__(self, start: float, fields: dict[bytes, int] = REQUEST_FIELDS) -> None:
         self.start = start
+        self.fields = fields  # the field table its head is parsed with (lowercased name -> kind)
+        # a field a route's condition asks for (fields.WATCHED) was seen: without one, a route
+        # testing such a field is passed over without a scan (router.VirtualHost.match)
+        self.watched = False
         # recorded by the parser callbacks
         self.url = b""
         self.parts: list[bytes] = [b""]  # request line, then forwarded fields

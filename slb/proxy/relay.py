@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from slb.errors import UpstreamProtocolError
-from slb.proxy.fields import CHUNK_END, CHUNKED, COLON, CRLF
+from slb.proxy.fields import CHUNK_END, CHUNKED, CRLF
 from slb.proxy.flow import TUNNEL
 from slb.proxy.head import status_line
 from slb.proxy.upstream import FRAMING_LENGTH, FRAMING_NONE
@@ -37,10 +37,10 @@ _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
 
 def _head_of(status: int, conn: UpstreamConnection) -> list[bytes]:
-    """The status line and the member's forwarded fields."""
-    head = [status_line(status, conn.reason)]
-    for name, value in conn.headers:
-        head += (name, COLON, value, CRLF)
+    """The status line and the member's forwarded fields: the connection's own list (reset
+    for each response), its first slot filled, so no field is copied."""
+    head = conn.headers
+    head[0] = status_line(status, conn.reason)
     return head
 
 
@@ -49,10 +49,11 @@ def _edited_head(status: int, conn: UpstreamConnection,
     """``_head_of`` with a route's response rules (``Exchange.response_edit``): the member's
     fields of the names in ``drop`` left out, the route's rendered fields added."""
     drop, add = edit
+    fields = conn.headers
     head = [status_line(status, conn.reason)]
-    for name, value in conn.headers:
-        if name.lower() not in drop:
-            head += (name, COLON, value, CRLF)
+    for i in range(1, len(fields), 4):  # (name, ": ", value, CRLF)
+        if fields[i].lower() not in drop:
+            head += fields[i:i + 4]
     head.append(add)
     return head
 
@@ -102,6 +103,12 @@ class ResponseRelay:
         # Held until the body (or the end of this read from the member) joins it: one write
         # per response instead of two, and on loopback a write is most of a request's cost.
         self.out = [b"".join(head)]
+
+    def _keep_alive_after(self, ex: Exchange) -> bool:
+        """Whether the client connection stays open once ``ex`` is answered."""
+        return (ex.keep_alive and not self.ctx.draining
+                and self.requests < self.rt.settings.keepalive_requests
+                and (ex.request_done or not ex.has_body))
 
     def _interim_head(self, ex: Exchange, conn: UpstreamConnection, status: int) -> None:
         if status == 101:

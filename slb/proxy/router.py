@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from slb.model.conditions import Conditions, compile_when
 from slb.model.hosts import bare_host, default_server, route_sort_key, wildcard_suffix
 from slb.proxy.actions import ExchangeView
+from slb.proxy.fields import WATCHED
 from slb.proxy.target import Target
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ class CompiledRoute:
     target: Target | None  # None: a split or a redirect (actions decide)
     when: Conditions | None = None
     actions: RouteActions | None = None
+    # the first field ``when`` requires: while a request has no field of kind WATCHED, and this
+    # one is WATCHED in the table its head was parsed with, it is absent and ``when`` fails
+    gate: bytes | None = None
 
 
 class VirtualHost:
@@ -70,7 +74,13 @@ class VirtualHost:
             elif route.regex is None or route.regex(path) is None:
                 continue
             when = route.when
-            if when is None or when.holds(ExchangeView(ex, peer)):
+            if when is None:
+                return route
+            gate = route.gate
+            if (gate is not None and not ex.watched
+                    and ex.fields.get(gate) == WATCHED):
+                continue  # (no view, no scan of the fields: ~1 us a request)
+            if when.holds(ExchangeView(ex, peer)):
                 return route
         return None
 
@@ -121,10 +131,11 @@ def compile_virtual_host(vs: VirtualServer,
         kind = _KINDS[route.match]
         matcher = re.compile(route.path).match if kind == REGEX else None
         target, actions = compile_route(order)
+        when = compile_when(route.when)
+        gate = when.headers[0][0] if when is not None and when.headers else None
         keyed.append((route_sort_key(route.match, route.path, route.priority, order,
                                      route.when is not None),
-                      CompiledRoute(kind, route.path, matcher, target, compile_when(route.when),
-                                    actions)))
+                      CompiledRoute(kind, route.path, matcher, target, when, actions, gate)))
     return VirtualHost(vs.name, [route for _, route in sorted(keyed, key=lambda kv: kv[0])],
                        vs.redirect_to_https)
 

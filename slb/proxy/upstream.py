@@ -34,6 +34,7 @@ from httptools import (
 )
 
 from slb.proxy import fields, rules
+from slb.proxy.fields import COLON, CRLF, OTHER, RESPONSE_SPELLINGS
 
 if TYPE_CHECKING:
     from slb.balancing.member import MemberState
@@ -103,7 +104,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _reset_response(self) -> None:
         self._head_seen = False
-        self.headers: list[tuple[bytes, bytes]] = []
+        # The forwarded fields as (name, ": ", value, CRLF) quadruples after a slot for the
+        # status line: the relay fills the slot and joins, no tuple per field.
+        self.headers: list[bytes] = [b""]
         self.reason = b""
         self.content_length: bytes | None = None
         self.transfer_encoding: bytes | None = None
@@ -247,9 +250,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._field_bytes += len(name) + len(value) + 4
         if self._field_bytes > self.head_limit:
             raise _HeadTooLarge
-        kind = fields.RESPONSE_FIELDS.get(name.lower(), 0)
-        if kind == fields.OTHER:
-            self.headers.append((name, value))
+        kind = RESPONSE_SPELLINGS.get(name)  # (as sent; then lowercased, once per spelling)
+        if kind is None:
+            kind = fields.learn(RESPONSE_SPELLINGS, name)
+        if kind == OTHER:
+            self.headers += (name, COLON, value, CRLF)
         elif kind == fields.CONTENT_LENGTH:
             self.content_length = value
         elif kind == fields.CONNECTION:

@@ -2,7 +2,7 @@
 
 Each node is a real ``Node`` with its control API on a kernel-chosen port (or a fixed one, to
 restart it "at the same address"). What a node was sent is observed on the node itself: its
-``put_config`` / ``patch_group`` are wrapped to record each change that passed authentication,
+``put_config`` / ``patch_groups`` are wrapped to record each change that passed authentication,
 and ``GET /v1/config`` gives its applied version and hash. Traffic is checked through the node's
 data port, by the backends' ``X-Backend`` header.
 """
@@ -45,22 +45,23 @@ def target(name: str, proxy: RunningProxy, token: str | None = TOKEN) -> NodeTar
 
 def record_changes(proxy: RunningProxy) -> list[tuple[Any, ...]]:
     """The changes the node is asked to apply, in order: ("PUT", version) and
-    ("PATCH", group, base_version, version)."""
+    ("PATCH", (group, ...), base_version, version): one PATCH /v1/groups each."""
     calls: list[tuple[Any, ...]] = []
     node = proxy.node
-    put, patch = node.put_config, node.patch_group
+    put, patch = node.put_config, node.patch_groups
 
     async def put_config(data: Any, term: int | None = None, take_over: bool = False
                          ) -> Config:
         calls.append(("PUT", data.get("version")))
         return await put(data, term, take_over)
 
-    async def patch_group(name: str, data: Any, term: int | None = None) -> Config:
-        calls.append(("PATCH", name, data.get("base_version"), data.get("version")))
-        return await patch(name, data, term)
+    async def patch_groups(data: Any, term: int | None = None) -> Config:
+        calls.append(("PATCH", tuple(g["name"] for g in data["groups"]),
+                      data.get("base_version"), data.get("version")))
+        return await patch(data, term)
 
     node.put_config = put_config  # type: ignore[method-assign]
-    node.patch_group = patch_group  # type: ignore[method-assign]
+    node.patch_groups = patch_groups  # type: ignore[method-assign]
     return calls
 
 
@@ -183,32 +184,55 @@ async def test_member_change_of_one_group_is_sent_as_a_patch(
     drained = snapshot(2, {"g": [member(b1), member(b2, state="down")]})
     await publish_synced(pusher, drained, changed_groups={"g"})
 
-    assert calls1 == calls2 == [("PUT", 1), ("PATCH", "g", 1, 2)]
+    assert calls1 == calls2 == [("PUT", 1), ("PATCH", ("g",), 1, 2)]
     for proxy in (n1, n2):
         assert await node_view(proxy) == (2, drained.content_hash())
         assert await served_by(proxy, 4) == ["b1"] * 4
     assert [(s["full_pushes"], s["delta_pushes"]) for s in pusher.status()] == [(1, 1), (1, 1)]
 
 
-async def test_changes_in_several_groups_patch_with_consecutive_versions_when_the_gap_allows(
+async def test_changes_in_several_groups_are_one_batch_whatever_the_version_gap(
         backend_factory: BackendFactory, node_factory: NodeFactory,
         pusher_factory: PusherFactory) -> None:
     b1, b2, b3 = await named_backends(backend_factory, "b1", "b2", "b3")
     (node,), (calls,), pusher = await recorded_nodes(node_factory, pusher_factory, "n1")
     await publish_synced(pusher, snapshot(1, {"g": [member(b1)], "h": [member(b2)]}))
 
-    # two groups changed and the version moved by two: one PATCH each, 1 -> 2 -> 3
+    # two groups changed and the version moved by two: one PATCH, 1 -> 3
     third = snapshot(3, {"g": [member(b1, weight=2)], "h": [member(b2), member(b3)]})
     await publish_synced(pusher, third, changed_groups={"g", "h"})
-    assert calls[1:] == [("PATCH", "g", 1, 2), ("PATCH", "h", 2, 3)]
+    assert calls[1:] == [("PATCH", ("g", "h"), 1, 3)]
     assert await node_view(node) == (3, third.content_hash())
 
-    # two groups changed but the version moved by one: no room for two deltas, one PUT
+    # two groups changed and the version moved by one: still one PATCH, 3 -> 4
     fourth = snapshot(4, {"g": [member(b1, weight=3)], "h": [member(b3)]})
     await publish_synced(pusher, fourth, changed_groups={"g", "h"})
-    assert calls[3:] == [("PUT", 4)]
+    assert calls[2:] == [("PATCH", ("g", "h"), 3, 4)]
     assert await node_view(node) == (4, fourth.content_hash())
     assert await served_by(node, 3, "/h/") == ["b3"] * 3
+
+
+async def test_a_health_flip_of_100_groups_reaches_each_node_as_one_request(
+        backend_factory: BackendFactory, node_factory: NodeFactory,
+        pusher_factory: PusherFactory) -> None:
+    b1, b2 = await named_backends(backend_factory, "b1", "b2")
+    names = [f"g{i:03d}" for i in range(120)]
+    both = [member(b1), member(b2)]
+    nodes, calls, pusher = await recorded_nodes(node_factory, pusher_factory, "n1", "n2", "n3")
+    await publish_synced(pusher, snapshot(1, dict.fromkeys(names, both)))
+
+    # one admin operation pulls b2 out of 100 groups: one snapshot version later
+    flipped = names[:100]
+    pulled = snapshot(2, {n: [member(b1), member(b2, state="down")] if n in flipped else both
+                          for n in names})
+    await publish_synced(pusher, pulled, changed_groups=set(flipped))
+
+    for node, made in zip(nodes, calls, strict=True):
+        assert made == [("PUT", 1), ("PATCH", tuple(flipped), 1, 2)]
+        assert await node_view(node) == (2, pulled.content_hash())
+        assert await served_by(node, 3, "/g099/") == ["b1"] * 3  # flipped: b2 is out
+        assert sorted(set(await served_by(node, 6, "/g100/"))) == ["b1", "b2"]  # untouched
+    assert all((s["full_pushes"], s["delta_pushes"]) == (1, 1) for s in pusher.status())
 
 
 async def test_change_beyond_the_named_groups_members_is_sent_as_a_full_snapshot(
@@ -253,7 +277,7 @@ async def test_burst_of_publishes_coalesces_into_few_pushes_per_node(
     for proxy, calls in ((n1, calls1), (n2, calls2)):
         later = calls[1:]
         assert 1 <= len(later) <= 5, later  # not one push per publish
-        assert later[-1] == ("PATCH", "g", later[-1][2], 21)
+        assert later[-1] == ("PATCH", ("g",), later[-1][2], 21)
         assert await node_view(proxy) == (21, configs[-1].content_hash())
 
 
@@ -333,7 +357,7 @@ async def test_delta_refused_with_base_mismatch_falls_back_to_a_full_snapshot(
 
     sixth = snapshot(6, {"g": [member(b1, weight=3)]})
     await publish_synced(pusher, sixth, changed_groups={"g"})
-    assert calls == [("PUT", 1), ("PUT", 5), ("PATCH", "g", 1, 6), ("PUT", 6)]
+    assert calls == [("PUT", 1), ("PUT", 5), ("PATCH", ("g",), 1, 6), ("PUT", 6)]
     assert await node_view(node) == (6, sixth.content_hash())
     assert await served_by(node, 3) == ["b1"] * 3
     state = status_of(pusher, "n1")

@@ -1,4 +1,5 @@
-"""``slb.model.delta``: which changes a node accepts, and why it refuses the others."""
+"""``slb.model.delta``: which changes a node accepts (snapshots, pool deltas and batches of them),
+and why it refuses the others."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from slb.model import (
     Config,
     SnapshotRejected,
+    apply_batch,
     apply_delta,
+    parse_batch,
     parse_config,
     parse_delta,
     parse_snapshot,
@@ -78,3 +81,70 @@ def test_a_snapshot_must_be_newer_and_valid() -> None:
     assert (stale.reason, stale.to_json()["applied_version"]) == ("stale", 3)
     invalid = rejected(parse_snapshot, {"version": 5, "groups": [{"name": ""}]}, applied)
     assert invalid.reason == "invalid" and invalid.errors[0].startswith("groups[0].name:")
+
+
+def batch(*groups: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"base_version": 3, "version": 4, "groups": list(groups), **fields}
+
+
+def test_a_batch_changes_every_group_it_names_in_one_version_step() -> None:
+    old = parse_config({"version": 3, "groups": [
+        {"name": f"g{i}", "members": [{"address": "10.0.0.1:80"}, {"address": "10.0.0.2:80"}]}
+        for i in range(5)]})
+    new, groups = apply_batch(old, parse_batch(batch(
+        {"name": "g3", "remove": ["10.0.0.2:80"]},
+        {"name": "g1", "upsert": [{"address": "10.0.0.2:80", "state": "down"}]})))
+    assert new.version == 4 and [g.name for g in groups] == ["g3", "g1"]
+    assert [m.address for m in new.groups[3].members] == ["10.0.0.1:80"]
+    assert new.groups[1].members[1].state == "down"
+    assert all(new.groups[i] is old.groups[i] for i in (0, 2, 4))
+    assert new.content_hash() == parse_config(new.to_json()).content_hash()
+
+
+def test_an_empty_batch_only_moves_the_version() -> None:
+    new, groups = apply_batch(config(), parse_batch(batch()))
+    assert (new.version, groups, new.groups) == (4, [], config().groups)
+
+
+@pytest.mark.parametrize(("fields", "reason", "status", "errors"), [
+    ({"base_version": 2}, "base_mismatch", 409, []),
+    ({"version": 3}, "stale", 409, []),
+    ({"groups": [{"name": "web", "remove": ["10.0.0.1:80"]}, {"name": "nope"},
+                 {"name": "api", "remove": ["10.0.0.9:80"]}]}, "not_found", 404,
+     ["groups[1] (nope): no group named 'nope'",
+      "groups[2] (api): remove: 10.0.0.9:80 is not a member"]),
+    ({"groups": [{"name": "web", "remove": ["10.0.0.1:80"]},
+                 {"name": "api", "remove": ["10.0.0.9:80"]}]}, "invalid", 400,
+     ["groups[1] (api): remove: 10.0.0.9:80 is not a member"]),
+])
+def test_a_batch_with_one_bad_entry_applies_nothing_and_names_it(
+        fields: dict[str, Any], reason: str, status: int, errors: list[str]) -> None:
+    error = rejected(apply_batch, config(), parse_batch(batch(**fields)))
+    assert (error.reason, error.status, error.errors) == (reason, status, errors)
+    assert "nothing was applied" in error.message or reason in ("base_mismatch", "stale")
+
+
+def test_a_malformed_batch_lists_every_problem_by_entry() -> None:
+    error = rejected(parse_batch, batch({"name": "web", "upsert": [{"address": "nowhere"}]},
+                                        {"upsert": []}))
+    assert error.errors == ["groups[0].upsert[0].address: expected host:port",
+                            "groups[1].name: required field is missing"]
+    doubled = rejected(parse_batch, batch(
+        {"name": "web", "upsert": [{"address": "10.0.0.1:80"}], "remove": ["10.0.0.1:80"]},
+        {"name": "web"}))
+    assert doubled.errors == ["groups[0] (web): 10.0.0.1:80: listed twice",
+                              "groups[1] (web): the group is listed twice"]
+    assert rejected(parse_batch, [{"name": "web"}]).message == \
+        "a pool delta batch must be a JSON object"
+    assert rejected(parse_batch, {"base_version": 3, "version": 4}).errors == [
+        "groups: required field is missing"]
+
+
+def test_an_old_version_of_the_same_store_is_refused_before_it_is_validated() -> None:
+    applied = parse_config({"version": 3, "store": "s1"})
+    # (a big snapshot sent twice: the second is not validated only to be refused)
+    early = rejected(parse_snapshot, {"version": 3, "store": "s1", "groups": "not checked"},
+                     applied)
+    assert (early.reason, early.to_json()["applied_version"]) == ("stale", 3)
+    other = rejected(parse_snapshot, {"version": 2, "store": "s2", "groups": "checked"}, applied)
+    assert other.reason == "invalid"  # another store's versions are not comparable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from slb.node.files import (
     SNAPSHOT_FILE,
     load_config_file,
     load_snapshot,
+    load_state,
     save_snapshot,
     summary,
 )
@@ -107,3 +109,20 @@ def test_the_persisted_snapshot_holds_no_token(tmp_path: Path) -> None:
     config = parse_config({"version": 2, "control": {"token": "never-on-disk"}})
     target = save_snapshot(tmp_path, config)
     assert b"never-on-disk" not in target.read_bytes()
+
+
+def test_the_term_is_kept_beside_the_snapshot(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    config = parse_config({"version": 4})
+    save_snapshot(tmp_path, config, term=12)
+    saved = json.loads((tmp_path / SNAPSHOT_FILE).read_bytes())
+    assert (saved["term"], saved["version"]) == (12, 4)  # still the snapshot a reader expects
+    assert load_state(tmp_path) == (config, 12)
+    save_snapshot(tmp_path, config)  # an older node's file: no term
+    assert load_state(tmp_path) == (config, 0)
+    save_snapshot(tmp_path, parse_config({}), term=3)  # a term before any snapshot
+    assert load_state(tmp_path) == (None, 3)
+    (tmp_path / SNAPSHOT_FILE).write_text('{"term": "x", "version": 4}')
+    with caplog.at_level(logging.ERROR, logger="slb.state"):
+        assert load_state(tmp_path) == (config, 0)
+    assert "ignoring the term in state file" in caplog.text

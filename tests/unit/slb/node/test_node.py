@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from slb.metrics import Stats
 from slb.model import Config, Group, parse_config
 from slb.node.control import Request
+from slb.node.files import load_state
 from slb.node.node import Node
 
 TOKEN = "secret"
@@ -20,6 +22,7 @@ class FakePlane:
     def __init__(self) -> None:
         self.config: Config | None = None
         self.applied: list[int] = []
+        self.deltas: list[list[str]] = []  # the groups of each pool delta applied
 
     async def start(self, config: Config) -> None:
         self.config = config
@@ -28,9 +31,10 @@ class FakePlane:
         self.config = config
         self.applied.append(config.version)
 
-    async def apply_group(self, config: Config, group: Group) -> None:
+    async def apply_groups(self, config: Config, groups: list[Group]) -> None:
         self.config = config
         self.applied.append(config.version)
+        self.deltas.append([g.name for g in groups])
 
     async def stats(self) -> Stats:
         return Stats()
@@ -137,3 +141,89 @@ async def test_a_node_answers_its_control_api_before_it_serves_traffic() -> None
     assert seen == [503, 503, 503]
     assert (await node.handle(request("GET", "/v1/status"))).status == 200
     assert (await node.handle(request("GET", "/healthz"))).status == 200
+
+
+def two_groups(version: int) -> dict[str, Any]:
+    return {"version": version, "groups": [
+        {"name": name, "members": [{"address": "10.0.0.1:80"}, {"address": "10.0.0.2:80"}]}
+        for name in ("web", "api")]}
+
+
+def term(n: int) -> dict[str, str]:
+    return {"x-slb-term": str(n)}
+
+
+async def test_a_batch_applies_every_group_in_one_step_or_nothing() -> None:
+    plane = FakePlane()
+    node = await started(plane=plane)
+    await node.handle(request("PUT", "/v1/config", two_groups(2)))
+    bad = await node.handle(request("PATCH", "/v1/groups", {
+        "base_version": 2, "version": 3, "groups": [
+            {"name": "web", "remove": ["10.0.0.1:80"]},
+            {"name": "api", "remove": ["10.0.0.9:80"]}]}))
+    answer = json.loads(bad.body)
+    assert (bad.status, answer["error"]) == (400, "invalid")
+    assert answer["details"] == ["groups[1] (api): remove: 10.0.0.9:80 is not a member"]
+    assert (node.config.version, plane.deltas) == (2, [])  # web untouched too
+
+    good = await node.handle(request("PATCH", "/v1/groups", {
+        "base_version": 2, "version": 3, "groups": [
+            {"name": "web", "remove": ["10.0.0.1:80"]},
+            {"name": "api", "upsert": [{"address": "10.0.0.2:80", "state": "down"}]}]}))
+    assert good.status == 200
+    assert json.loads(good.body) == {"version": 3, "hash": node.config.content_hash()}
+    assert plane.deltas == [["web", "api"]] and plane.applied == [2, 3]
+    assert [len(g.members) for g in node.config.groups] == [1, 2]
+    again = await node.handle(request("PATCH", "/v1/groups", {
+        "base_version": 2, "version": 3, "groups": []}))
+    assert (again.status, json.loads(again.body)["applied_version"]) == (409, 3)
+    assert (await node.handle(request("PUT", "/v1/groups"))).status == 405
+    assert (await node.handle(request("PATCH", "/v1/groups", {"groups": []}, token="no"))
+            ).status == 401
+
+
+async def test_a_batch_is_fenced_like_every_push() -> None:
+    node = await started()
+    put = request("PUT", "/v1/config", two_groups(2))
+    put.headers.update(term(5))
+    assert (await node.handle(put)).status == 200
+    old = request("PATCH", "/v1/groups", {"base_version": 2, "version": 3, "groups": [
+        {"name": "web", "remove": ["10.0.0.1:80"]}]})
+    old.headers.update(term(4))
+    refused = await node.handle(old)
+    assert (refused.status, json.loads(refused.body)["error"]) == (409, "stale_term")
+    assert node.config.version == 2
+
+
+async def test_a_restarted_node_still_refuses_a_deposed_leader(tmp_path: Path) -> None:
+    local = parse_config({**LOCAL.to_json(), "state_dir": str(tmp_path)})
+    first = await started(local)
+    put = request("PUT", "/v1/config", two_groups(2))
+    put.headers.update(term(7))
+    assert (await first.handle(put)).status == 200
+    # a newer leader's delta raises the term: on disk before it is answered, not coalesced
+    delta = request("PATCH", "/v1/groups", {"base_version": 2, "version": 3, "groups": []})
+    delta.headers.update(term(8))
+    assert (await first.handle(delta)).status == 200
+    assert load_state(tmp_path)[1] == 8
+    await first.close()
+
+    second = await started(local)
+    assert (second.term, second.config.version) == (8, 3)
+    deposed = request("PUT", "/v1/config", two_groups(9))
+    deposed.headers.update(term(7))
+    refused = await second.handle(deposed)
+    assert (refused.status, json.loads(refused.body)["term"]) == (409, 8)
+    await second.close()
+
+
+async def test_a_term_seen_before_any_snapshot_is_kept_too(tmp_path: Path) -> None:
+    local = parse_config({**LOCAL.to_json(), "state_dir": str(tmp_path)})
+    first = await started(local)
+    bad = request("PUT", "/v1/config", {"version": "x"})
+    bad.headers.update(term(3))
+    assert (await first.handle(bad)).status == 400  # refused, yet the term was seen
+    await first.close()
+    second = await started(local)
+    assert (second.term, second.config.version) == (3, 0)
+    await second.close()

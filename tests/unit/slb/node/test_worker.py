@@ -22,14 +22,14 @@ async def test_apply_then_a_group_delta_then_stats() -> None:
         assert await worker.handle({"op": "apply", "config": first}) == {"ok": True,
                                                                            "version": 1}
         group = first.groups[0].model_copy(update={"members": []})
-        assert await worker.handle({"op": "group", "group": group, "version": 2}) == {
+        assert await worker.handle({"op": "groups", "groups": [group], "version": 2}) == {
             "ok": True, "version": 2}
         assert worker.server is not None
         assert worker.server.config.version == 2 and worker.server.config.groups[0] == group
         stats = await worker.handle({"op": "stats"})
         assert stats["ok"] and stats["members"] == {"web": {}}
-        unknown = await worker.handle({"op": "group", "group": group.model_copy(
-            update={"name": "nope"}), "version": 3})
+        unknown = await worker.handle({"op": "groups", "groups": [group.model_copy(
+            update={"name": "nope"})], "version": 3})
         assert unknown == {"ok": False, "errors": ["no group named 'nope'"]}
     finally:
         await worker.drain()

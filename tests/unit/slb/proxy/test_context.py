@@ -49,7 +49,7 @@ async def test_a_pool_delta_swaps_the_runtime_with_the_new_config() -> None:
     base = ctx.runtime
     group = base.config.groups[0].model_copy(update={"members": []})
     new_config = base.config.with_group(0, group, version=2)
-    ctx.apply_group(new_config, group)
+    ctx.apply_groups(new_config, [group])
     assert ctx.runtime is not base and ctx.runtime.config is new_config
     assert ctx.runtime.pools["web"].members == {}
     assert ctx.runtime.tables is base.tables
