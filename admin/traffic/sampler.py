@@ -1,12 +1,20 @@
-"""Sampling the nodes' ``/metrics`` into the traffic window, every ``interval`` seconds.
+"""Sampling the nodes' counters into the traffic window, every ``interval`` seconds.
 
-Why the admin pulls rather than the nodes push: the nodes already export everything as
-Prometheus text on their control listener, the admin already knows every node's control URL,
+Why the admin pulls rather than the nodes push: the nodes already export their counters on
+their control listener, the admin already knows every node's control URL,
 and pulling keeps a node free of any idea of who watches it (a node never waits on its admin).
 A node that does not answer in time is left out of that tick; its counters are compared with
 its last answer when it comes back.
 
-Each tick: every node's counters are read (``parse_metrics``), compared with the same node's
+What is read is ``GET /v1/stats`` (``parse_stats``): the request counters of ``/metrics`` as
+compact JSON, without a zero. The Prometheus text names every member and every latency bucket
+of every group whether or not it saw a request: at 10,000 groups x 10 members, 7 MB per node,
+1.2 s of the node's event loop to render and 2.4 s of the admin's to parse, per node and per
+tick, which left the nodes deaf to their control API and the admin at 500-800 MB. A node
+without ``/v1/stats`` (404: an older version during an upgrade) is read from ``/metrics``
+(``parse_metrics``); both give the same ``NodeCounters``.
+
+Each tick: every node's counters are read, compared with the same node's
 previous answer (``NodeCounters.increase``, counter resets counted from zero), turned into
 per-second rates over the time between the two answers, and summed per scope
 (``Aggregate``): the site, the node's cluster, the virtual server, the group, the member.
@@ -72,6 +80,27 @@ def parse_metrics(text: str, at: float) -> NodeCounters:
                 out.counters[("retry", labels["group"])] = sample.value
             elif name == "slb_member_active_requests" and sample.value:
                 out.gauges[("active", labels["group"], labels["member"])] = sample.value
+    return out
+
+
+def parse_stats(data: dict[str, Any], at: float) -> NodeCounters:
+    """The same samples as ``parse_metrics``, from a node's ``/v1/stats`` answer."""
+    out = NodeCounters(at)
+    name = sys.intern
+    for vs, group, member, code, value in data["requests"]:
+        out.counters[("req", name(vs), name(group), name(member), name(code))] = value
+    bounds = [name(le) for le in data["latency_bounds"]]
+    for vs, group, buckets in data["latency"]:
+        for le, value in zip(bounds, buckets, strict=True):
+            if value:  # as in parse_metrics: a bucket at zero adds nothing
+                out.counters[("lat", name(vs), name(group), le)] = value
+    for group, member, value in data["ejections"]:
+        out.counters[("ej", name(group), name(member))] = value
+    for group, value in data["retries"]:
+        out.counters[("retry", name(group))] = value
+    for group, member, value in data["active"]:
+        if value:
+            out.gauges[("active", name(group), name(member))] = value
     return out
 
 
@@ -208,13 +237,19 @@ class Sampler:
         assert self._client is not None
         token = node.get("token")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        url = node["control_url"]
         try:
-            reply = await self._client.get(f"{node['control_url']}/metrics", headers=headers)
-            reply.raise_for_status()
-            # ~15 ms for a node with 100 members: in a thread, so the API and the UI keep
-            # answering while a hundred nodes are parsed
-            counters = await asyncio.to_thread(parse_metrics, reply.text, time.monotonic())
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            reply = await self._client.get(f"{url}/v1/stats", headers=headers)
+            at = time.monotonic()
+            if reply.status_code == 404:  # a node from before /v1/stats: its Prometheus text
+                reply = await self._client.get(f"{url}/metrics", headers=headers)
+                reply.raise_for_status()
+                # in a thread, so the API and the UI keep answering while it is parsed
+                counters = await asyncio.to_thread(parse_metrics, reply.text, at)
+            else:
+                reply.raise_for_status()
+                counters = parse_stats(reply.json(), at)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             if self.errors.get(node["name"]) is None:  # once per outage, not once per tick
                 log.warning("traffic: no metrics from node %s: %s", node["name"], exc)
             self.errors[node["name"]] = str(exc) or type(exc).__name__

@@ -22,6 +22,8 @@ has a token; ``/healthz``, ``/ready`` and ``/metrics`` stay open for probes and 
     PATCH /v1/groups           apply pool deltas of several groups in one version step, all
                                or nothing (``slb.model.delta.PoolBatch``): what an admin sends
     GET   /v1/status           per group and member live figures, applied version and time
+    GET   /v1/stats            the request counters of /metrics without zeros, compact JSON
+                               (``slb.metrics.traffic_counters``): what the admin samples
     GET   /healthz /ready /metrics
 
 Fencing: several admins may share a store, and only the elected leader pushes. A push may carry
@@ -57,7 +59,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from slb.errors import ConfigError
 from slb.gcpause import freeze
-from slb.metrics import Stats, StatsCollector, certificate_expiry_family, member_gauges
+from slb.metrics import (
+    Stats,
+    StatsCollector,
+    certificate_expiry_family,
+    member_gauges,
+    traffic_counters,
+)
 from slb.model import (
     Config,
     Group,
@@ -343,7 +351,7 @@ class Node:
             return Response.error(503, "the node is starting: its data plane is not up yet")
         if path in ("/healthz", "/ready", "/metrics") and method in ("GET", "HEAD"):
             return await self._read(path, request.query)
-        if path in ("/v1/config", "/v1/status") and method in ("GET", "HEAD"):
+        if path in ("/v1/config", "/v1/status", "/v1/stats") and method in ("GET", "HEAD"):
             # the snapshot and the status describe the whole topology: token holders only
             return self._authorize(request, reading=True) or await self._read(path,
                                                                              request.query)
@@ -377,20 +385,28 @@ class Node:
         if path == "/metrics":
             if not self.serving:
                 return Response(503, b"starting\n", "text/plain")
-            stats = await self.plane.stats()
-            status = await self.plane.member_status()
-            registry = CollectorRegistry(auto_describe=True)
+            # Rendered in a thread (1.2 s at 10,000 groups x 10 members): the loop keeps
+            # answering the control API and taking pushes meanwhile. The thread reads only
+            # copies, since the loop goes on counting into the live tables.
+            stats = Stats()
+            stats.merge((await self.plane.stats()).export())
+            status = await self.plane.member_status()  # a fresh dict on every call
             expiry = certificate_expiry_family(certificate_expiry(self.config))
-            health = self.health
+            health = list(self.health.metrics()) if self.health is not None else []
 
             def gauges() -> Iterator[Metric]:
                 yield expiry
                 yield from member_gauges(status)
-                if health is not None:
-                    yield from health.metrics()
+                yield from health
 
+            registry = CollectorRegistry(auto_describe=True)
             registry.register(StatsCollector(lambda: stats, gauges))
-            return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            text = await asyncio.to_thread(generate_latest, registry)
+            return Response(200, text, CONTENT_TYPE_LATEST)
+        if path == "/v1/stats":  # the admin's traffic sampler: what /metrics says, compact
+            return Response(200, json.dumps(traffic_counters(
+                await self.plane.stats(), await self.plane.member_status()),
+                separators=(",", ":")).encode())
         if path == "/v1/config":
             if query == "summary=1":  # version and hash only: cheap for a reconcile loop
                 return Response.json(200, self._version_view())

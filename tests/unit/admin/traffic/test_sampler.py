@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from admin.traffic.query import StatsQueryError, stats_answer
-from admin.traffic.sampler import Aggregate, increase, parse_metrics
+from admin.traffic.sampler import Aggregate, increase, parse_metrics, parse_stats
 from admin.traffic.window import TrafficWindow
+from slb.metrics import Stats, StatsCollector, member_gauges, traffic_counters
 
 A, B = "10.0.0.1:80", "10.0.0.2:80"
 
@@ -98,3 +100,32 @@ def test_a_malformed_query_is_refused_with_what_is_expected(scope: str, since: s
                                                             ) -> None:
     with pytest.raises(StatsQueryError, match="expected"):
         stats_answer(TrafficWindow(), scope, since)
+
+
+def test_the_compact_stats_and_the_prometheus_text_give_the_sampler_the_same_counters() -> None:
+    """/v1/stats is what the sampler reads; /metrics is the fallback: same figures from both."""
+    stats = Stats()
+    for _ in range(7):
+        stats.count_request("shop", "web", A, 200)
+    stats.count_request("shop", "web", B, 503)
+    stats.count_request("shop", "", "", 404)  # no route: no group, no member
+    for seconds in (0.0004, 0.003, 0.2, 90.0):
+        stats.histogram("shop", "web").observe(seconds)
+    stats.count_ejection("web", B)
+    stats.count_retry("web")
+    status = {"web": {A: {"active": 2}, B: {"active": 0}}, "idle": {"10.0.0.9:80": {"active": 0}}}
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StatsCollector(lambda: stats, lambda: member_gauges(status)))
+    from_text = parse_metrics(generate_latest(registry).decode(), 1.0)
+    from_json = parse_stats(traffic_counters(stats, status), 1.0)
+
+    assert from_json.counters == from_text.counters
+    assert from_json.gauges == from_text.gauges == {("active", "web", A): 2}
+    assert from_json.counters[("lat", "shop", "web", "+Inf")] == 4
+
+
+def test_the_compact_stats_of_an_idle_node_name_no_member() -> None:
+    status = {f"g{i}": {f"10.0.{i}.{m}:80": {"active": 0} for m in range(10)} for i in range(100)}
+    compact = traffic_counters(Stats(), status)
+    assert compact["requests"] == compact["latency"] == compact["active"] == []

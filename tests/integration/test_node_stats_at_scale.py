@@ -1,0 +1,85 @@
+"""A node with tens of thousands of members: its counters are read without deafening it.
+
+``/metrics`` names every member (its in-flight gauge) whether or not it saw a request; at this
+size the text takes a noticeable time to render. The control API (what the admin's reconcile
+loop and pushes use) must keep answering meanwhile, and the compact ``/v1/stats`` the admin's
+sampler reads carries only what has counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.client import Connection, request
+
+GROUPS, MEMBERS = 5000, 10
+
+
+def big_config(live: str) -> dict[str, Any]:
+    """Group ``g`` routes to ``live``; thousands of other groups have members that never serve."""
+    groups = [{"name": f"idle{i:05d}", "members": [{"address": f"10.{i // 256}.{i % 256}.{m}:80"}
+                                                    for m in range(MEMBERS)]}
+              for i in range(GROUPS)]
+    return {
+        "control": {"listen": "127.0.0.1:0"},
+        "virtual_servers": [{"name": "vs", "listen": "127.0.0.1:0", "domains": ["example.com"],
+                             "routes": [{"path": "/", "group": "g"}]}],
+        "groups": [{"name": "g", "members": [{"address": live}]}, *groups],
+    }
+
+
+async def test_a_big_node_answers_its_control_api_while_metrics_render(backend_factory,
+                                                                       proxy_factory):
+    backend = await backend_factory()
+    proxy = await proxy_factory(big_config(backend.address))
+    port = proxy.control_port
+
+    started = time.monotonic()
+    scrape = asyncio.ensure_future(request(port, "GET", "/metrics", host="127.0.0.1",
+                                           timeout=60.0))
+    waits = []  # how long each control API call took while the scrape was in flight
+    conn = await Connection.open(port)
+    try:
+        while not scrape.done():
+            asked = time.monotonic()
+            reply = await conn.request("GET", "/v1/config?summary=1", "127.0.0.1", timeout=30.0)
+            assert reply.status == 200
+            waits.append(time.monotonic() - asked)
+    finally:
+        await conn.close()
+    metrics = await scrape
+    rendering = time.monotonic() - started
+
+    assert metrics.status == 200
+    families = {f.name: f for f in text_string_to_metric_families(metrics.body.decode())}
+    assert len(families["slb_member_active_requests"].samples) == GROUPS * MEMBERS + 1
+    # A render that held the event loop would have kept at least one call waiting for all of
+    # it; answered meanwhile, the longest is a small part of it (and several got through).
+    assert len(waits) >= 3, f"{len(waits)} answers during a {rendering:.2f} s scrape"
+    assert max(waits) < rendering / 2, f"a call waited {max(waits):.2f} s of {rendering:.2f} s"
+
+
+async def test_the_compact_stats_of_a_big_node_carry_only_what_has_counts(backend_factory,
+                                                                           proxy_factory):
+    backend = await backend_factory()
+    proxy = await proxy_factory(big_config(backend.address))
+    conn = await Connection.open(proxy.port)
+    try:
+        for _ in range(3):
+            assert (await conn.request("GET", "/")).status == 200
+    finally:
+        await conn.close()
+
+    reply = await request(proxy.control_port, "GET", "/v1/stats", host="127.0.0.1")
+    assert reply.status == 200
+    stats = json.loads(reply.body)
+    assert stats["requests"] == [["vs", "g", backend.address, "2xx", 3]]
+    assert [row[:2] for row in stats["latency"]] == [["vs", "g"]]
+    assert stats["latency"][0][2][-1] == 3  # cumulative: the +Inf bucket counts every request
+    assert stats["active"] == []  # nothing in flight: no member named, of 50,000
+    assert len(reply.body) < 2000
