@@ -308,12 +308,23 @@ async def big(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         t = time.monotonic()
         (await http.get(f"{admin}/api/v1/groups/{name}", headers=AUTH)).raise_for_status()
         reads.append(time.monotonic() - t)
+    # the nodes' control API while the admin samples their counters every stats interval
+    summaries = []
+    for i in range(args.reads):
+        node = nodes[i % len(nodes)]
+        t = time.monotonic()
+        (await http.get(f"{node['control_url']}/v1/config?summary=1",
+                        headers={"Authorization": f"Bearer {NODE_TOKEN}"})).raise_for_status()
+        summaries.append(time.monotonic() - t)
     figures = {"seed_and_first_push_s": seeded, "activation_all": quantiles(times),
-               "group_read": quantiles(reads), "admin_rss_mb": rss_mb(pid)}
+               "group_read": quantiles(reads), "node_summary": quantiles(summaries),
+               "admin_rss_mb": rss_mb(pid), "load_average": os.getloadavg()}
     say(f"  seed + first push to 3 nodes: {seeded:.1f} s")
     show("activation reaches all 3 nodes", figures["activation_all"])
     show("GET /api/v1/groups/{name}", figures["group_read"])
-    say(f"  admin RSS {figures['admin_rss_mb']:.0f} MB")
+    show("a node's GET /v1/config?summary=1", figures["node_summary"])
+    say(f"  admin RSS {figures['admin_rss_mb']:.0f} MB, load average "
+        + " ".join(f"{x:.2f}" for x in figures["load_average"]))
     return figures
 
 
