@@ -33,7 +33,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,11 @@ def _dumps(value: Any) -> str:
 
 def _kind(kind: str) -> str:
     return kind.replace("_", " ")
+
+
+def _flag(row: Any) -> dict[str, Any] | None:
+    """A flag row as its audit record's ``before``."""
+    return None if row is None else {"value": bool(row.value), "who": row.who, "why": row.why}
 
 
 class Store(SessionStore):
@@ -265,11 +270,14 @@ class Store(SessionStore):
 
     # -- flags -------------------------------------------------------------------------------
 
-    def member_flags(self, group: str | None = None) -> dict[tuple[str, str], dict[str, Flag]]:
-        """(group, address) -> flag name -> Flag."""
+    def member_flags(self, groups: str | Collection[str] | None = None
+                     ) -> dict[tuple[str, str], dict[str, Flag]]:
+        """(group, address) -> flag name -> Flag, of one group, some groups, or all."""
         query = select(t.member_flags)
-        if group is not None:
-            query = query.where(t.member_flags.c.group_name == group)
+        if isinstance(groups, str):
+            query = query.where(t.member_flags.c.group_name == groups)
+        elif groups is not None:
+            query = query.where(t.member_flags.c.group_name.in_(sorted(groups)))
         out: dict[tuple[str, str], dict[str, Flag]] = {}
         with self._read() as conn:
             for r in conn.execute(query):
@@ -285,36 +293,40 @@ class Store(SessionStore):
     def set_member_flags(self, changes: list[tuple[str, str, str, bool]], who: str, why: str,
                          action: str) -> list[dict[str, Any]]:
         """Set (group, address, flag, value) rows in one transaction; returns the changes."""
+        return self.set_flags([(*change, action) for change in changes], [], who, why)
+
+    def set_server_flag(self, ip: str, value: bool, who: str, why: str) -> None:
+        self.set_flags([], [(ip, value)], who, why)
+
+    def set_flags(self, members: list[tuple[str, str, str, bool, str]],
+                  servers: list[tuple[str, bool]], who: str, why: str
+                  ) -> list[dict[str, Any]]:
+        """Member flags (group, address, flag, value, audit action) and server flags (ip,
+        value), all in ONE transaction with an audit row each (a batch is all or nothing);
+        returns the member changes."""
         now = time.time()
         done = []
-        c = t.member_flags.c
+        c, s = t.member_flags.c, t.server_flags.c
         with self._transaction() as conn:
-            for group, address, flag, value in changes:
+            for group, address, flag, value, action in members:
                 old = conn.execute(select(t.member_flags).where(
                     c.group_name == group, c.address == address, c.flag == flag)
                     .with_for_update()).first()
-                before = None if old is None else {"value": bool(old.value), "who": old.who,
-                                                    "why": old.why}
                 self._upsert(conn, t.member_flags, {
                     "group_name": group, "address": address, "flag": flag, "value": int(value),
                     "who": who, "at": now, "why": why}, ["group_name", "address", "flag"])
-                after = {"value": value, "who": who, "why": why}
-                self._audit(conn, who, action, f"member/{group}/{address}", why, before, after,
-                            "ok")
+                self._audit(conn, who, action, f"member/{group}/{address}", why, _flag(old),
+                            {"value": value, "who": who, "why": why}, "ok")
                 done.append({"group": group, "address": address, "flag": flag, "value": value})
+            for ip, value in servers:
+                old = conn.execute(select(t.server_flags).where(s.ip == ip)
+                                   .with_for_update()).first()
+                self._upsert(conn, t.server_flags, {"ip": ip, "value": int(value), "who": who,
+                                                    "at": now, "why": why}, ["ip"])
+                self._audit(conn, who, "server up" if value else "server down",
+                            f"server/{ip}", why, _flag(old),
+                            {"value": value, "who": who, "why": why}, "ok")
         return done
-
-    def set_server_flag(self, ip: str, value: bool, who: str, why: str) -> None:
-        now = time.time()
-        with self._transaction() as conn:
-            old = conn.execute(select(t.server_flags).where(t.server_flags.c.ip == ip)
-                               .with_for_update()).first()
-            before = None if old is None else {"value": bool(old.value), "who": old.who,
-                                                "why": old.why}
-            self._upsert(conn, t.server_flags, {"ip": ip, "value": int(value), "who": who,
-                                                "at": now, "why": why}, ["ip"])
-            self._audit(conn, who, "server up" if value else "server down", f"server/{ip}", why,
-                        before, {"value": value, "who": who, "why": why}, "ok")
 
     # -- members discovered from Consul (last known, kept across restarts) ---------------------
 
