@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from admin.domain import tables
+from admin.domain import store as store_module
 from admin.domain.errors import Invalid, StoreUnavailable
 from admin.domain.service import AdminService
 from admin.domain.snapshots import build_snapshot
@@ -80,21 +80,22 @@ def test_a_batch_failing_at_its_50th_operation_changes_nothing(
         service: AdminService, monkeypatch: pytest.MonkeyPatch) -> None:
     audit_before = service.audit(limit=1000)
     published_before = len(pusher(service).published)
-    upsert = service.store._upsert
-    written = 0
+    before_of = store_module.flag_before
+    seen = 0
 
-    def fail_at_the_50th(conn: Any, table: Any, *args: Any, **kwargs: Any) -> None:
-        nonlocal written
-        if table is tables.member_flags:
-            written += 1
-            if written == 50:  # the connection is lost in the middle of the batch
-                raise OperationalError("UPDATE member_flags", {}, Exception("connection lost"))
-        upsert(conn, table, *args, **kwargs)
+    def fail_at_the_50th(row: Any) -> Any:
+        # called once per operation, in the batch's transaction, after every flag row of
+        # the batch was written: the connection is lost while the 50th is being recorded
+        nonlocal seen
+        seen += 1
+        if seen == 50:
+            raise OperationalError("INSERT INTO audit", {}, Exception("connection lost"))
+        return before_of(row)
 
-    monkeypatch.setattr(service.store, "_upsert", fail_at_the_50th)
+    monkeypatch.setattr(store_module, "flag_before", fail_at_the_50th)
     with pytest.raises(StoreUnavailable, match="nothing was changed"):
         service.batch(pull_out(range(GROUPS)), "otto", "deploy 7")
-    assert written == 50
+    assert seen == 50
     assert service.store.member_flags() == {}
     assert service.audit(limit=1000) == audit_before  # not one audit row of the batch
     assert all(m.state == "up" for g in range(GROUPS)
