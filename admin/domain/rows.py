@@ -67,3 +67,18 @@ def audit_row(who: str, action: str, target: str, reason: str, before: Any, afte
 def flag_before(row: Any) -> dict[str, Any] | None:
     """A flag row (member or server) as the ``before`` of the audit row that replaces it."""
     return None if row is None else {"value": bool(row.value), "who": row.who, "why": row.why}
+
+
+def replaced(stored: dict[Any, Any], changes: list[tuple[Any, bool]], who: str, why: str
+             ) -> tuple[list[dict[str, Any] | None], dict[Any, bool]]:
+    """Flag changes (key, value) applied in order over the ``stored`` rows: what each one
+    replaced (the stored flag, or an earlier change of the same key), and each key's final
+    value."""
+    current = {key: flag_before(row) for key, row in stored.items()}
+    before: list[dict[str, Any] | None] = []
+    final: dict[Any, bool] = {}
+    for key, value in changes:
+        before.append(current.get(key))
+        current[key] = {"value": value, "who": who, "why": why}
+        final[key] = value
+    return before, final

@@ -46,7 +46,7 @@ from admin.domain import tables as t
 from admin.domain.errors import Conflict, NotFound, StoreUnavailable
 from admin.domain.migrate import migrate, open_engine
 from admin.domain.rows import Flag as Flag
-from admin.domain.rows import Row, audit_row, dumps, flag_before
+from admin.domain.rows import Row, audit_row, dumps, replaced
 from admin.domain.store_sessions import SessionRecord as SessionRecord
 from admin.domain.store_sessions import SessionStore
 from admin.domain.version_cache import VersionCache
@@ -303,32 +303,34 @@ class Store(SessionStore):
         """Member flags (group, address, flag, value, audit action) and server flags (ip,
         value), all in ONE transaction with an audit row each (a batch is all or nothing);
         returns the member changes. A few statements whatever the count: the rows the
-        change replaces are read (and locked) together, the new ones written together."""
+        change replaces are read (and locked) together, the final value of each flag written
+        together (a flag set twice in one batch is written once, audited twice)."""
         now = time.time()
-        after = {"value": None, "who": who, "why": why}
         c, s = t.member_flags.c, t.server_flags.c
-        audit: list[dict[str, Any]] = []
         with self._transaction() as conn:
             old = {(r.group_name, r.address, r.flag): r for r in conn.execute(
                 select(t.member_flags).where(c.group_name.in_({m[0] for m in members}))
                 .with_for_update())} if members else {}
+            before, final = replaced(old, [(m[:3], m[3]) for m in members], who, why)
             self._upsert(conn, t.member_flags, [
                 {"group_name": group, "address": address, "flag": flag, "value": int(value),
                  "who": who, "at": now, "why": why}
-                for group, address, flag, value, _ in members], ["group_name", "address", "flag"])
-            audit += [audit_row(who, action, f"member/{group}/{address}", why,
-                                 flag_before(old.get((group, address, flag))),
-                                 {**after, "value": value}, "ok")
-                      for group, address, flag, value, action in members]
+                for (group, address, flag), value in final.items()],
+                ["group_name", "address", "flag"])
+            audit = [audit_row(who, action, f"member/{group}/{address}", why, was,
+                               {"value": value, "who": who, "why": why}, "ok")
+                     for (group, address, flag, value, action), was in zip(members, before,
+                                                                           strict=True)]
             old_ip = {r.ip: r for r in conn.execute(
                 select(t.server_flags).where(s.ip.in_({ip for ip, _ in servers}))
                 .with_for_update())} if servers else {}
+            before, final_ip = replaced(old_ip, servers, who, why)
             self._upsert(conn, t.server_flags, [
                 {"ip": ip, "value": int(value), "who": who, "at": now, "why": why}
-                for ip, value in servers], ["ip"])
+                for ip, value in final_ip.items()], ["ip"])
             audit += [audit_row(who, "server up" if value else "server down", f"server/{ip}",
-                                 why, flag_before(old_ip.get(ip)), {**after, "value": value}, "ok")
-                      for ip, value in servers]
+                                why, was, {"value": value, "who": who, "why": why}, "ok")
+                      for (ip, value), was in zip(servers, before, strict=True)]
             self._audit_rows(conn, audit)
         return [{"group": group, "address": address, "flag": flag, "value": value}
                 for group, address, flag, value, _ in members]

@@ -80,19 +80,19 @@ def test_a_batch_failing_at_its_50th_operation_changes_nothing(
         service: AdminService, monkeypatch: pytest.MonkeyPatch) -> None:
     audit_before = service.audit(limit=1000)
     published_before = len(pusher(service).published)
-    before_of = store_module.flag_before
+    audit_row = store_module.audit_row
     seen = 0
 
-    def fail_at_the_50th(row: Any) -> Any:
+    def fail_at_the_50th(*args: Any) -> Any:
         # called once per operation, in the batch's transaction, after every flag row of
         # the batch was written: the connection is lost while the 50th is being recorded
         nonlocal seen
         seen += 1
         if seen == 50:
             raise OperationalError("INSERT INTO audit", {}, Exception("connection lost"))
-        return before_of(row)
+        return audit_row(*args)
 
-    monkeypatch.setattr(store_module, "flag_before", fail_at_the_50th)
+    monkeypatch.setattr(store_module, "audit_row", fail_at_the_50th)
     with pytest.raises(StoreUnavailable, match="nothing was changed"):
         service.batch(pull_out(range(GROUPS)), "otto", "deploy 7")
     assert seen == 50
@@ -111,6 +111,22 @@ def test_a_batch_applies_every_operation_with_an_audit_row_each(service: AdminSe
         f"member/g{g:02d}/{address(g, 1)}" for g in range(GROUPS))
     assert {(r["who"], r["action"], r["reason"]) for r in rows} == {
         ("otto", "member pull-out", "deploy 7")}
+
+
+def test_a_member_pulled_out_and_back_in_by_one_batch_ends_in(service: AdminService) -> None:
+    g00 = {"group": "g00", "address": address(0, 1)}
+    service.batch([{**g00, "op": "pull-out"}, {**g00, "op": "pull-in"},
+                   {**g00, "op": "down"}, {"server": "10.0.0.1", "op": "down"},
+                   {"server": "10.0.0.1", "op": "up"}], "otto", "deploy 7", force=True)
+    flags = service.store.member_flags("g00")[("g00", address(0, 1))]
+    assert (flags["pull"].value, flags["ops"].value) == (True, False)
+    assert service.store.server_flags()["10.0.0.1"].value is True
+    rows = service.audit(target="member/g00/", limit=10)[::-1]  # oldest first
+    assert [(r["action"], r["before"] and r["before"]["value"], r["after"]["value"])
+            for r in rows] == [("member pull-out", None, False),
+                               ("member pull-in", False, True), ("member down", None, False)]
+    assert [r["action"] for r in service.audit(target="server/", limit=10)[::-1]] == [
+        "server down", "server up"]
 
 
 def test_a_bad_entry_refuses_the_whole_batch(service: AdminService) -> None:
