@@ -168,9 +168,10 @@ class MemberOperations:
             for address in op.get("addresses") or [op["address"]]:
                 changes.setdefault(op["group"], {}).setdefault(address, {})[flag] = value
                 rows.append((op["group"], address, flag, value, f"member {op['op']}"))
-        if not force:
-            views.update(self.groups_members(set(changes) - set(views)))
-            self.refuse_emptying(changes, force, views)  # type: ignore[arg-type]
+        if not force:  # (every group named exists now: the errors above were empty)
+            read = {group: members for group, members in views.items() if members is not None}
+            read.update(self.groups_members(set(changes) - set(read)))
+            self.refuse_emptying(changes, force, read)
         done = iter(self.store.set_flags(rows, servers, who, reason))
         results: list[dict[str, Any]] = []
         for op in ops:
