@@ -47,6 +47,7 @@ from admin.domain.errors import Conflict, NotFound, StoreUnavailable
 from admin.domain.migrate import migrate, open_engine
 from admin.domain.rows import Flag as Flag
 from admin.domain.rows import Row, audit_row, dumps, replaced
+from admin.domain.store_audit import AuditLog
 from admin.domain.store_sessions import SessionRecord as SessionRecord
 from admin.domain.store_sessions import SessionStore
 from admin.domain.version_cache import VersionCache
@@ -59,7 +60,7 @@ def _kind(kind: str) -> str:
     return kind.replace("_", " ")
 
 
-class Store(SessionStore):
+class Store(SessionStore, AuditLog):
     def __init__(self, target: str | Path) -> None:
         """``target``: a database URL, or an SQLite file path (created with its directory)."""
         self.path = str(target)
@@ -496,31 +497,3 @@ class Store(SessionStore):
             self._own_generations.add(generation)  # kept even on rollback: then never seen
             if len(self._own_generations) > OWN_GENERATIONS:  # a follower never prunes
                 self._own_generations.discard(min(self._own_generations))
-
-    def record(self, who: str, action: str, target: str, reason: str, before: Any = None,
-               after: Any = None, result: str = "ok") -> None:
-        """An audit row for something that is not a store change (a refused request)."""
-        with self._transaction() as conn:
-            self._audit(conn, who, action, target, reason, before, after, result, change=False)
-
-    def audit(self, target: str | None = None, who: str | None = None,
-              since: float | None = None, until: float | None = None,
-              limit: int = 200) -> list[dict[str, Any]]:
-        a = t.audit.c
-        query = select(t.audit)
-        if target:
-            # a literal, case-sensitive prefix (LIKE would fold case and treat _ as a wildcard)
-            query = query.where(func.substr(a.target, 1, len(target)) == target)
-        if who:
-            query = query.where(a.who == who)
-        if since is not None:
-            query = query.where(a.at >= since)
-        if until is not None:
-            query = query.where(a.at <= until)
-        with self._read() as conn:
-            return [{"id": r.id, "at": r.at, "who": r.who, "action": r.action,
-                     "target": r.target, "reason": r.reason,
-                     "before": json.loads(r.before) if r.before else None,
-                     "after": json.loads(r.after) if r.after else None,
-                     "result": r.result}
-                    for r in conn.execute(query.order_by(a.id.desc()).limit(limit))]
