@@ -16,6 +16,7 @@ publisher and member views.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from admin.domain.errors import Conflict, Invalid, NotFound, require_reason
@@ -42,6 +43,7 @@ class MemberOperations:
 
     if TYPE_CHECKING:  # AdminService's, for the type checker
         def group_members(self, name: str) -> list[MemberView]: ...
+        def groups_members(self, names: Iterable[str]) -> dict[str, list[MemberView]]: ...
         def sources(self, group: dict[str, Any]) -> list[Discovered]: ...
         def active_content(self) -> dict[str, list[dict[str, Any]]] | None: ...
         def draft_content(self) -> dict[str, list[dict[str, Any]]]: ...
@@ -91,17 +93,20 @@ class MemberOperations:
         return {group: addresses for group, addresses in found.items() if addresses}
 
     def refuse_emptying(self, changes: dict[str, dict[str, dict[str, bool]]],
-                        force: bool) -> None:
+                        force: bool, views: dict[str, list[MemberView]] | None = None) -> None:
         """Conflict when flag changes (group -> address -> flag -> value) leave a group that
-        has a member taking traffic with none: every request to it would be a 503."""
+        has a member taking traffic with none: every request to it would be a 503.
+        ``views``: the groups' members if already read (else read here, in one query)."""
         if force:
             return
+        if views is None:
+            views = self.groups_members(changes)
         emptied = []
         for group, changed in sorted(changes.items()):
-            views = self.group_members(group)
-            if not any(m.state == "up" for m in views):
+            members = views[group]
+            if not any(m.state == "up" for m in members):
                 continue  # nothing is served now: this change takes nothing away
-            for view in views:
+            for view in members:
                 held = set(view.held_by)
                 for flag, value in changed.get(view.address, {}).items():
                     (held.discard if value else held.add)(flag)
@@ -118,10 +123,15 @@ class MemberOperations:
 
     def batch(self, operations: list[dict[str, Any]], who: str, reason: str,
               force: bool = False) -> dict[str, Any]:
-        """Several member/server operations; each is validated before any is applied."""
+        """Several member/server operations, all or nothing: every one is validated before
+        any is applied, and they are applied in one store transaction (an audit row per flag
+        changed). Each group's members are read once per batch, not once per operation."""
         reason = require_reason(reason)
         bounded_list("operations", operations)
-        plan: list[tuple[str, Any]] = []
+        ops = [op if isinstance(op, dict) else {} for op in operations]
+        views = self._views_of({str(op.get("group")) for op in ops
+                                if "server" not in op and op.get("op") in MEMBER_OPS})
+        on_ip: dict[str, dict[str, set[str]]] = {}  # server IP -> group -> its members there
         errors = []
         for i, op in enumerate(operations):
             if not isinstance(op, dict):
@@ -129,43 +139,77 @@ class MemberOperations:
             elif "server" in op:
                 if op.get("op") not in ("up", "down"):
                     errors.append(f"operations[{i}].op: expected up or down")
-                plan.append(("server", op))
+                errors += self._server_errors(i, str(op["server"]), on_ip)
             elif op.get("op") not in MEMBER_OPS:
                 errors.append(f"operations[{i}].op: expected one of {sorted(MEMBER_OPS)}")
+            elif views.get(str(op.get("group"))) is None:
+                errors.append(f"operations[{i}].group: no group named {op.get('group')!r}")
             else:
-                try:
-                    known = {m.address for m in self.group_members(str(op.get("group")))}
-                except NotFound as exc:
-                    errors.append(f"operations[{i}].group: {exc}")
-                    continue
+                known = {m.address for m in views[str(op["group"])] or []}
                 for address in op.get("addresses") or [op.get("address")]:
                     if address not in known:
                         errors.append(f"operations[{i}].address: {address!r} is not a member")
-                plan.append(("member", op))
         if errors:
             raise Invalid("the batch was not applied", errors)
         # the batch's final flags together: two pull-outs may empty a group neither empties
         # alone, and a pull-out followed by a pull-in of the same member empties nothing
         changes: dict[str, dict[str, dict[str, bool]]] = {}
-        for kind, op in plan:
-            if kind == "server":
-                for group, addresses in self.members_with_ip(str(op["server"])).items():
+        rows: list[tuple[str, str, str, bool, str]] = []  # member flags, in operation order
+        servers: list[tuple[str, bool]] = []
+        for op in ops:
+            if "server" in op:
+                servers.append((str(op["server"]), op["op"] == "up"))
+                for group, addresses in on_ip[str(op["server"])].items():
                     for address in addresses:
                         changes.setdefault(group, {}).setdefault(address, {})["server"] = \
                             op["op"] == "up"
+                continue
+            flag, value = MEMBER_OPS[op["op"]]
+            for address in op.get("addresses") or [op["address"]]:
+                changes.setdefault(op["group"], {}).setdefault(address, {})[flag] = value
+                rows.append((op["group"], address, flag, value, f"member {op['op']}"))
+        if not force:  # (every group named exists now: the errors above were empty)
+            read = {group: members for group, members in views.items() if members is not None}
+            read.update(self.groups_members(set(changes) - set(read)))
+            self.refuse_emptying(changes, force, read)
+        done = iter(self.store.set_flags(rows, servers, who, reason))
+        results: list[dict[str, Any]] = []
+        for op in ops:
+            if "server" in op:
+                ip = str(op["server"])
+                results.append({"ip": ip, "up": op["op"] == "up",
+                                "groups": sorted(on_ip[ip])})
             else:
-                flag, value = MEMBER_OPS[op["op"]]
-                for address in op.get("addresses") or [op["address"]]:
-                    changes.setdefault(op["group"], {}).setdefault(address, {})[flag] = value
-        self.refuse_emptying(changes, force)
-        results = []
-        for kind, op in plan:
-            if kind == "server":
-                results.append(self.server_op(op["server"], op["op"] == "up", who, reason,
-                                              force=True))
-            else:
-                results.append(self.member_op(op["group"], op.get("addresses")
-                                              or [op["address"]], op["op"], who, reason,
-                                              force=True))
+                count = len(op.get("addresses") or [op["address"]])
+                results.append({"group": op["group"],
+                                "changed": [next(done) for _ in range(count)]})
+        self.publisher.schedule(set(changes))
         return {"results": results}
 
+    def _views_of(self, names: set[str]) -> dict[str, list[MemberView] | None]:
+        """Members of each named group, read together; None for a group that does not
+        exist (found one by one, only when the batch names one)."""
+        try:
+            return dict(self.groups_members(names))
+        except NotFound:
+            found: dict[str, list[MemberView] | None] = {}
+            for name in names:
+                try:
+                    found[name] = self.group_members(name)
+                except NotFound:
+                    found[name] = None
+            return found
+
+    def _server_errors(self, i: int, ip: str, on_ip: dict[str, dict[str, set[str]]]
+                       ) -> list[str]:
+        """What is wrong with a batch's server operation on ``ip`` (its groups kept in
+        ``on_ip``): the checks ``server_op`` makes, as the batch's errors."""
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            return [f"operations[{i}].server: {ip!r} is not an IP address"]
+        if ip not in on_ip:
+            on_ip[ip] = self.members_with_ip(ip)
+        if not on_ip[ip] and ip not in self.store.server_flags():
+            return [f"operations[{i}].server: no group has a member with IP {ip}"]
+        return []

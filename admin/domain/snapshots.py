@@ -14,10 +14,19 @@ import hashlib
 import json
 from typing import Any
 
+from pydantic import ValidationError
+
 from admin.domain.certificates import Material, server_tls
 from admin.domain.members import MemberView
 from admin.domain.objects import REFERENCES, references, route_groups
-from slb.model import ROUTE_TRAFFIC_FIELDS, Config, ConfigErrors, parse_config
+from slb.model import (
+    ROUTE_TRAFFIC_FIELDS,
+    Config,
+    ConfigErrors,
+    Group,
+    parse_config,
+    pydantic_problems,
+)
 
 Content = dict[str, list[dict[str, Any]]]
 
@@ -54,13 +63,37 @@ def build_snapshot(content: Content, cluster: str, version: int,
              "routes": [proxy_route(r) for r in routes if r["virtual_server"] == v["name"]],
              **with_tls(server_tls(content, v, certificates))}
             for v in servers],
-        "groups": [
-            {**{k: g[k] for k in PROXY_GROUP_FIELDS if k in g},
-             "members": [{"address": m.address, "weight": m.weight, "state": m.state}
-                         for m in members.get(g["name"], [])]}
-            for g in groups],
+        "groups": [proxy_group(g, members.get(g["name"], [])) for g in groups],
     }
     return parse_config(document)
+
+
+def proxy_group(group: dict[str, Any], members: list[MemberView]) -> dict[str, Any]:
+    """A group draft with its members' effective state, as the data plane's group."""
+    return {**{k: group[k] for k in PROXY_GROUP_FIELDS if k in group},
+            "members": [{"address": m.address, "weight": m.weight, "state": m.state}
+                        for m in members]}
+
+
+def rebuild_groups(config: Config, version: int, groups: list[dict[str, Any]],
+                   members: dict[str, list[MemberView]]) -> Config | None:
+    """``config`` (a cluster's last snapshot) as ``version``, with ``groups`` rebuilt from
+    ``members`` and every other group reused as it was built: a member change costs the
+    groups it touched, not the whole configuration (nothing else can differ while the
+    active version is the same). None if a group is not in ``config`` (build it whole);
+    ConfigErrors if a rebuilt group is not valid."""
+    new = config.model_copy(update={"version": version})
+    for group in groups:
+        index = config.group_position(group["name"])
+        if index is None:
+            return None
+        try:
+            built = Group.model_validate(proxy_group(group, members.get(group["name"], [])))
+        except ValidationError as exc:
+            raise ConfigErrors([(("groups", index, *where), problem)
+                                for where, problem in pydantic_problems(exc)]) from None
+        new = new.with_group(index, built, version)
+    return new
 
 
 def with_tls(tls: dict[str, str] | None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ from admin.domain import tables as t
 from admin.domain.errors import Conflict, NotFound, StoreUnavailable
 from admin.domain.migrate import migrate, open_engine
 from admin.domain.rows import Flag as Flag
-from admin.domain.rows import Row, without_secrets
+from admin.domain.rows import Row, audit_row, dumps, replaced
+from admin.domain.store_audit import AuditLog
 from admin.domain.store_sessions import SessionRecord as SessionRecord
 from admin.domain.store_sessions import SessionStore
 from admin.domain.version_cache import VersionCache
@@ -55,15 +56,11 @@ from admin.domain.version_cache import VersionCache
 OWN_GENERATIONS = 4096
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
 def _kind(kind: str) -> str:
     return kind.replace("_", " ")
 
 
-class Store(SessionStore):
+class Store(SessionStore, AuditLog):
     def __init__(self, target: str | Path) -> None:
         """``target``: a database URL, or an SQLite file path (created with its directory)."""
         self.path = str(target)
@@ -112,16 +109,24 @@ class Store(SessionStore):
         with self._errors(), self.engine.connect() as conn:
             yield conn
 
-    def _upsert(self, conn: Connection, table: Any, values: dict[str, Any], keys: list[str],
-                changes: dict[str, Any] | None = None) -> None:
-        """INSERT ... ON CONFLICT (keys) DO UPDATE: the same statement on both engines.
+    def _upsert(self, conn: Connection, table: Any, values: dict[str, Any] | list[dict[str, Any]],
+                keys: list[str], changes: dict[str, Any] | None = None) -> None:
+        """INSERT ... ON CONFLICT (keys) DO UPDATE: the same statement on both engines; a
+        list of rows (same columns) is one statement executed for all of them.
 
         ``changes`` defaults to every non-key column taking the inserted value."""
+        rows = values if isinstance(values, list) else [values]
+        if not rows:
+            return
         dialect = postgresql if self.dialect == "postgresql" else sqlite
-        stmt = dialect.insert(table).values(**values)
+        stmt = dialect.insert(table)
         if changes is None:
-            changes = {c: stmt.excluded[c] for c in values if c not in keys}
-        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes))
+            changes = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=changes)
+        if isinstance(values, list):
+            conn.execute(stmt, rows)
+        else:
+            conn.execute(stmt.values(**values))
 
     def _meta_for_update(self, conn: Connection, key: str) -> str | None:
         """A ``meta`` value, its row locked until commit (made first if missing, so that there
@@ -167,7 +172,7 @@ class Store(SessionStore):
                         t.objects.c.kind == kind, t.objects.c.name == name)).first():
                     raise taken
                 conn.execute(insert(t.objects).values(
-                    kind=kind, name=name, body=_dumps(body), row_version=1, updated_at=now,
+                    kind=kind, name=name, body=dumps(body), row_version=1, updated_at=now,
                     updated_by=who))
                 self._audit(conn, who, f"create {kind}", f"{kind}/{name}", reason, None, body,
                             "ok")
@@ -183,7 +188,7 @@ class Store(SessionStore):
             before = self._locked_row(conn, kind, name, expected_version)
             conn.execute(update(t.objects)
                          .where(t.objects.c.kind == kind, t.objects.c.name == name)
-                         .values(body=_dumps(body), row_version=t.objects.c.row_version + 1,
+                         .values(body=dumps(body), row_version=t.objects.c.row_version + 1,
                                  updated_at=now, updated_by=who))
             self._audit(conn, who, f"update {kind}", f"{kind}/{name}", reason, before.body,
                         body, "ok")
@@ -251,7 +256,7 @@ class Store(SessionStore):
                 row = current.get(key)
                 if row is not None and row.body == body:
                     continue
-                values = {"kind": key[0], "name": key[1], "body": _dumps(body),
+                values = {"kind": key[0], "name": key[1], "body": dumps(body),
                           "row_version": 1, "updated_at": now, "updated_by": who}
                 self._upsert(conn, t.objects, values, ["kind", "name"], {
                     "body": values["body"], "row_version": t.objects.c.row_version + 1,
@@ -265,11 +270,14 @@ class Store(SessionStore):
 
     # -- flags -------------------------------------------------------------------------------
 
-    def member_flags(self, group: str | None = None) -> dict[tuple[str, str], dict[str, Flag]]:
-        """(group, address) -> flag name -> Flag."""
+    def member_flags(self, groups: str | Collection[str] | None = None
+                     ) -> dict[tuple[str, str], dict[str, Flag]]:
+        """(group, address) -> flag name -> Flag, of one group, some groups, or all."""
         query = select(t.member_flags)
-        if group is not None:
-            query = query.where(t.member_flags.c.group_name == group)
+        if isinstance(groups, str):
+            query = query.where(t.member_flags.c.group_name == groups)
+        elif groups is not None:
+            query = query.where(t.member_flags.c.group_name.in_(sorted(groups)))
         out: dict[tuple[str, str], dict[str, Flag]] = {}
         with self._read() as conn:
             for r in conn.execute(query):
@@ -285,42 +293,54 @@ class Store(SessionStore):
     def set_member_flags(self, changes: list[tuple[str, str, str, bool]], who: str, why: str,
                          action: str) -> list[dict[str, Any]]:
         """Set (group, address, flag, value) rows in one transaction; returns the changes."""
-        now = time.time()
-        done = []
-        c = t.member_flags.c
-        with self._transaction() as conn:
-            for group, address, flag, value in changes:
-                old = conn.execute(select(t.member_flags).where(
-                    c.group_name == group, c.address == address, c.flag == flag)
-                    .with_for_update()).first()
-                before = None if old is None else {"value": bool(old.value), "who": old.who,
-                                                    "why": old.why}
-                self._upsert(conn, t.member_flags, {
-                    "group_name": group, "address": address, "flag": flag, "value": int(value),
-                    "who": who, "at": now, "why": why}, ["group_name", "address", "flag"])
-                after = {"value": value, "who": who, "why": why}
-                self._audit(conn, who, action, f"member/{group}/{address}", why, before, after,
-                            "ok")
-                done.append({"group": group, "address": address, "flag": flag, "value": value})
-        return done
+        return self.set_flags([(*change, action) for change in changes], [], who, why)
 
     def set_server_flag(self, ip: str, value: bool, who: str, why: str) -> None:
+        self.set_flags([], [(ip, value)], who, why)
+
+    def set_flags(self, members: list[tuple[str, str, str, bool, str]],
+                  servers: list[tuple[str, bool]], who: str, why: str
+                  ) -> list[dict[str, Any]]:
+        """Member flags (group, address, flag, value, audit action) and server flags (ip,
+        value), all in ONE transaction with an audit row each (a batch is all or nothing);
+        returns the member changes. A few statements whatever the count: the rows the
+        change replaces are read (and locked) together, the final value of each flag written
+        together (a flag set twice in one batch is written once, audited twice)."""
         now = time.time()
+        c, s = t.member_flags.c, t.server_flags.c
         with self._transaction() as conn:
-            old = conn.execute(select(t.server_flags).where(t.server_flags.c.ip == ip)
-                               .with_for_update()).first()
-            before = None if old is None else {"value": bool(old.value), "who": old.who,
-                                                "why": old.why}
-            self._upsert(conn, t.server_flags, {"ip": ip, "value": int(value), "who": who,
-                                                "at": now, "why": why}, ["ip"])
-            self._audit(conn, who, "server up" if value else "server down", f"server/{ip}", why,
-                        before, {"value": value, "who": who, "why": why}, "ok")
+            old = {(r.group_name, r.address, r.flag): r for r in conn.execute(
+                select(t.member_flags).where(c.group_name.in_({m[0] for m in members}))
+                .with_for_update())} if members else {}
+            before, final = replaced(old, [(m[:3], m[3]) for m in members], who, why)
+            self._upsert(conn, t.member_flags, [
+                {"group_name": group, "address": address, "flag": flag, "value": int(value),
+                 "who": who, "at": now, "why": why}
+                for (group, address, flag), value in final.items()],
+                ["group_name", "address", "flag"])
+            audit = [audit_row(who, action, f"member/{group}/{address}", why, was,
+                               {"value": value, "who": who, "why": why}, "ok")
+                     for (group, address, flag, value, action), was in zip(members, before,
+                                                                           strict=True)]
+            old_ip = {r.ip: r for r in conn.execute(
+                select(t.server_flags).where(s.ip.in_({ip for ip, _ in servers}))
+                .with_for_update())} if servers else {}
+            before, final_ip = replaced(old_ip, servers, who, why)
+            self._upsert(conn, t.server_flags, [
+                {"ip": ip, "value": int(value), "who": who, "at": now, "why": why}
+                for ip, value in final_ip.items()], ["ip"])
+            audit += [audit_row(who, "server up" if value else "server down", f"server/{ip}",
+                                why, was, {"value": value, "who": who, "why": why}, "ok")
+                      for (ip, value), was in zip(servers, before, strict=True)]
+            self._audit_rows(conn, audit)
+        return [{"group": group, "address": address, "flag": flag, "value": value}
+                for group, address, flag, value, _ in members]
 
     # -- members discovered from Consul (last known, kept across restarts) ---------------------
 
     def save_discovered(self, group: str, members: list[dict[str, Any]]) -> None:
         with self._transaction() as conn:
-            self._upsert(conn, t.discovered, {"group_name": group, "members": _dumps(members),
+            self._upsert(conn, t.discovered, {"group_name": group, "members": dumps(members),
                                               "at": time.time()}, ["group_name"])
 
     def discovered(self) -> dict[str, list[dict[str, Any]]]:
@@ -347,7 +367,7 @@ class Store(SessionStore):
         last = conn.execute(select(func.max(t.versions.c.version))).scalar() or 0
         version = last + 1
         conn.execute(insert(t.versions).values(
-            version=version, content=_dumps(content), hash=content_hash, created_at=now,
+            version=version, content=dumps(content), hash=content_hash, created_at=now,
             who=who, reason=reason, source_version=source_version))
         self._set_meta(conn, "active_version", str(version))
         action = "rollback" if source_version is not None else "activate"
@@ -448,7 +468,7 @@ class Store(SessionStore):
             self._set_meta(conn, "term", str(term))
             leader = {"admin": admin, "address": address, "since": time.time(), "term": term}
             # not an audit row: no one changed the configuration (the log says it)
-            self._set_meta(conn, "leader", _dumps(leader))
+            self._set_meta(conn, "leader", dumps(leader))
         return leader
 
     def leader(self) -> dict[str, Any] | None:
@@ -460,10 +480,16 @@ class Store(SessionStore):
 
     def _audit(self, conn: Connection, who: str, action: str, target: str, reason: str,
                before: Any, after: Any, result: str, change: bool = True) -> None:
-        conn.execute(insert(t.audit).values(
-            at=time.time(), who=who, action=action, target=target, reason=reason,
-            before=None if before is None else _dumps(without_secrets(before)),
-            after=None if after is None else _dumps(without_secrets(after)), result=result))
+        self._audit_rows(conn, [audit_row(who, action, target, reason, before, after,
+                                           result)], change)
+
+    def _audit_rows(self, conn: Connection, rows: list[dict[str, Any]], change: bool = True
+                    ) -> None:
+        """Audit rows, in one statement; ``change``: they record a change to the store (the
+        generation advances once, however many rows)."""
+        if not rows:
+            return
+        conn.execute(insert(t.audit), rows)
         if change:
             # the generation row is locked until commit: changes are counted one by one
             generation = int(self._meta_for_update(conn, "generation") or 0) + 1
@@ -471,31 +497,3 @@ class Store(SessionStore):
             self._own_generations.add(generation)  # kept even on rollback: then never seen
             if len(self._own_generations) > OWN_GENERATIONS:  # a follower never prunes
                 self._own_generations.discard(min(self._own_generations))
-
-    def record(self, who: str, action: str, target: str, reason: str, before: Any = None,
-               after: Any = None, result: str = "ok") -> None:
-        """An audit row for something that is not a store change (a refused request)."""
-        with self._transaction() as conn:
-            self._audit(conn, who, action, target, reason, before, after, result, change=False)
-
-    def audit(self, target: str | None = None, who: str | None = None,
-              since: float | None = None, until: float | None = None,
-              limit: int = 200) -> list[dict[str, Any]]:
-        a = t.audit.c
-        query = select(t.audit)
-        if target:
-            # a literal, case-sensitive prefix (LIKE would fold case and treat _ as a wildcard)
-            query = query.where(func.substr(a.target, 1, len(target)) == target)
-        if who:
-            query = query.where(a.who == who)
-        if since is not None:
-            query = query.where(a.at >= since)
-        if until is not None:
-            query = query.where(a.at <= until)
-        with self._read() as conn:
-            return [{"id": r.id, "at": r.at, "who": r.who, "action": r.action,
-                     "target": r.target, "reason": r.reason,
-                     "before": json.loads(r.before) if r.before else None,
-                     "after": json.loads(r.after) if r.after else None,
-                     "result": r.result}
-                    for r in conn.execute(query.order_by(a.id.desc()).limit(limit))]
