@@ -2,8 +2,9 @@
 
 An in-process ``AdminService`` on an SQLite file (``--store URL`` for PostgreSQL) holding
 ``--groups`` (1,000) groups x ``--members`` (10) static members, each group behind its own
-route, activated; it leads, and its cluster's pusher is a sink that only keeps the last
-snapshot (no node, no network: ``bench/ha_figures.py fanout`` measures the push). Then
+route, activated; it leads, and its cluster's pusher is
+``tests.support.pushers.RecordingPusher``, which keeps the snapshots (no node, no network:
+``bench/ha_figures.py fanout`` measures the push). Then
 ``--rounds`` (20) batches of ``--operations`` (100) member operations, each pulling one member
 out of (or back into) a different random group, as ``POST /api/v1/batch`` does.
 
@@ -25,41 +26,25 @@ import asyncio
 import json
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import admin
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, run from anywhere
 from admin.domain.service import AdminService
 from admin.domain.store import Store
+from tests.support.pushers import RecordingPusher
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
 
-class Sink:
-    """A cluster's pusher that pushes nowhere: it keeps the last snapshot handed to it."""
-
-    def __init__(self) -> None:
-        self.last: Any = None
-        self.on_ahead: Any = None
-        self.term: int | None = None
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def set_nodes(self, targets: list[Any]) -> None:
-        return None
-
-    def publish(self, config: Any, changed: Any = None, configuration: Any = None) -> None:
-        self.last = (config, changed)
-
 
 def seeded(target: str, groups: int, members: int) -> AdminService:
-    service = AdminService(Store(target), pusher_factory=Sink)  # type: ignore[arg-type]
+    service = AdminService(Store(target), pusher_factory=RecordingPusher)  # type: ignore[arg-type]
     service.create("cluster", {"name": "c1"}, "bench", "seed")
     service.create("virtual_server", {"name": "site", "cluster": "c1",
                                       "listen": "127.0.0.1:8080"}, "bench", "seed")

@@ -16,35 +16,13 @@ from admin.domain.errors import Invalid, StoreUnavailable
 from admin.domain.service import AdminService
 from admin.domain.snapshots import build_snapshot
 from admin.domain.store import Store
-from slb.model import Config
+from tests.support.pushers import RecordingPusher
 
 GROUPS = 60
 
 
 def address(group: int, member: int) -> str:
     return f"10.0.{group}.{member}:80"
-
-
-class RecordingPusher:
-    """Stands in for a cluster's pusher: keeps what the publisher handed it."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[Config, frozenset[str] | None]] = []
-        self.on_ahead: Any = None
-        self.term: int | None = None
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def set_nodes(self, targets: list[Any]) -> None:
-        return None
-
-    def publish(self, config: Config, changed: set[str] | None,
-                configuration: int | None = None) -> None:
-        self.published.append((config, None if changed is None else frozenset(changed)))
 
 
 @pytest.fixture
