@@ -43,7 +43,7 @@ from admin.domain.operations import MemberOperations, bounded_list
 from admin.domain.publisher import Publisher
 from admin.domain.snapshots import Content, content_hash, diff, validate_content
 from admin.domain.store import Row, Store
-from admin.domain.urls import RouteAnswer, parse_facts, parse_url, resolve_url
+from admin.domain.urls import RouteAnswer, resolve_everywhere
 from admin.push.drain import wait_drained
 from admin.push.pusher import Pusher
 
@@ -455,20 +455,7 @@ class AdminService(MemberOperations):
         """Which group serves ``url`` (with these request facts, for routes with conditions),
         per listener of every cluster; and notes (a cluster that does not compile, no
         listener on the URL's port)."""
-        target = parse_url(url)
-        facts = parse_facts(headers or [], cookies or [], client_ip, target.query)
-        content, _ = self.served_content()
-        answers: list[RouteAnswer] = []
-        notes: list[str] = []
-        for cluster in content.get("cluster", []):
-            found = resolve_url(content, cluster["name"], target, facts)
-            if found is None:
-                notes.append(f"cluster {cluster['name']}: its configuration does not compile")
-            else:
-                answers += found
-        if answers and all(not a.listen.endswith(f":{target.port}") for a in answers):
-            notes.append(f"No listener is on port {target.port}: every listener is shown.")
-        return answers, notes
+        return resolve_everywhere(self.served_content()[0], url, headers, cookies, client_ip)
 
     def audit(self, target: str | None = None, who: str | None = None,
               since: float | None = None, until: float | None = None, limit: int = 200

@@ -132,6 +132,26 @@ def resolve_url(content: Content, cluster: str, url: Url, facts: FactsView | Non
     return answers
 
 
+def resolve_everywhere(content: Content, url: str, headers: list[str] | None = None,
+                       cookies: list[str] | None = None, client_ip: str = ""
+                       ) -> tuple[list[RouteAnswer], list[str]]:
+    """``resolve_url`` for every cluster of ``content``: the answers of all, and notes (a
+    cluster that does not compile, no listener on the URL's port)."""
+    target = parse_url(url)
+    facts = parse_facts(headers or [], cookies or [], client_ip, target.query)
+    answers: list[RouteAnswer] = []
+    notes: list[str] = []
+    for cluster in content.get("cluster", []):
+        found = resolve_url(content, cluster["name"], target, facts)
+        if found is None:
+            notes.append(f"cluster {cluster['name']}: its configuration does not compile")
+        else:
+            answers += found
+    if answers and all(not a.listen.endswith(f":{target.port}") for a in answers):
+        notes.append(f"No listener is on port {target.port}: every listener is shown.")
+    return answers, notes
+
+
 def ordered_routes(content: Content, virtual_server: dict[str, Any]
                    ) -> list[dict[str, Any]] | None:
     """The routes of ``virtual_server`` in the order the proxy tries them; None when its
