@@ -242,9 +242,12 @@ class Node:
     def _localise(self, config: Config) -> Config:
         return copy_config(config, control=self.local.control, state_dir=self.local.state_dir)
 
-    async def _install(self, config: Config, groups: list[Group] | None = None) -> None:
-        """Apply ``config``: whole (``groups`` None) or as a pool delta of ``groups``."""
+    async def _install(self, config: Config, groups: list[Group] | None = None,
+                       started: float | None = None) -> None:
+        """Apply ``config``: whole (``groups`` None) or as a pool delta of ``groups``.
+        ``started``: when the change began (``time.perf_counter``), for the log line."""
         old = self.config
+        started = time.perf_counter() if started is None else started
         if groups is None:
             await self.plane.apply(config)
             freeze()  # the collector need not walk a 100,000-member snapshot again
@@ -259,7 +262,8 @@ class Node:
             what = f"group {groups[0].name}"
         else:
             what = f"{len(groups)} groups"
-        log.info("applied %s: version %d -> %d", what, old.version, config.version)
+        log.info("applied %s: version %d -> %d in %.1f ms", what, old.version, config.version,
+                 (time.perf_counter() - started) * 1e3)
         if self.state is None:
             return
         if groups is None:
@@ -314,9 +318,10 @@ class Node:
 
     async def _patch(self, parse: Callable[[], PoolBatch], term: int | None) -> Config:
         async with self._fenced(term):  # the term is checked before the body
+            started = time.perf_counter()
             self._refuse_if_file_managed()
             config, groups = apply_batch(self.config, parse())
-            await self._install(config, groups)
+            await self._install(config, groups, started)
             return config
 
     async def reload_file(self) -> None:
