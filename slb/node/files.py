@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -180,25 +181,31 @@ TERM_KEY = "term"  # not a Config field: the highest leader term seen, kept besi
 
 
 class SnapshotEncoder:
-    """The state file's bytes for a snapshot, reusing the JSON of groups written before.
+    """The state file's bytes for a snapshot, reusing the JSON of the parts written before.
 
-    A pool delta replaces a few ``Group`` objects and shares the rest with the config before
-    (``slb.model.delta.apply_batch``), and snapshot objects are immutable: the JSON of a group
-    object written last time is still its JSON. Serialising groups is most of a write (1,000
-    groups x 10 members: 9 of 10 ms, with the GIL held even in a thread, so on the loop's
-    time), and a flip of 100 of them now costs a tenth of that. Entries are keyed by object
-    identity and hold the object, so an id is never reused while its entry lives; each
-    encode keeps only the current snapshot's groups. Not thread-safe: one writer at a time.
+    A pool delta replaces a few ``Group`` objects and the version, and shares every other part
+    with the config before (``slb.model.delta.apply_batch``); snapshot objects are immutable,
+    so the JSON of an object written last time is still its JSON. Serialising is most of a
+    write (1,000 groups x 10 members and a route each: 10 ms, with the GIL held even in a
+    thread, so on the loop's time); a flip of 100 groups now serialises those 100. Parts are
+    recognised by identity, and each entry holds its object, so an id is never reused while
+    its entry lives; each encode keeps only the current snapshot's parts. Not thread-safe:
+    one writer at a time.
     """
+
+    # spliced in by hand: the version changes with every delta, the control is the node's
+    OWN = frozenset({"groups", "version", "control"})
 
     def __init__(self) -> None:
         self._groups: dict[int, tuple[Group, bytes]] = {}
+        self._rest: tuple[list[Any], bytes] | None = None  # (the field values, their JSON)
 
     def encode(self, config: Config, term: int = 0) -> bytes:
-        # the control settings are the node file's, never the snapshot's: the token stays off
-        # disk
-        keep = Control(listen=config.control.listen)
-        rest = copy_config(config, control=keep).model_dump_json(exclude={"groups"}).encode()
+        values = [v for k, v in config.__dict__.items() if k not in self.OWN]
+        if self._rest is None or len(self._rest[0]) != len(values) \
+                or any(a is not b for a, b in zip(self._rest[0], values, strict=True)):
+            self._rest = (values, config.model_dump_json(exclude=set(self.OWN)).encode())
+        rest = self._rest[1]
         known, cache, parts = self._groups, {}, []
         for group in config.groups:
             entry = known.get(id(group))
@@ -207,10 +214,14 @@ class SnapshotEncoder:
             cache[id(group)] = entry
             parts.append(entry[1])
         self._groups = cache
-        # the term is not a Config field: a key beside them (the file loads as the snapshot)
+        # the control settings are the node file's, never the snapshot's: the token stays off
+        # disk. The term is not a Config field: a key beside them (the file loads as the
+        # snapshot).
+        control = Control(listen=config.control.listen).model_dump_json().encode()
         head = b'{"%s":%d,' % (TERM_KEY.encode(), term) if term else b"{"
-        groups = b'"groups":[' + b",".join(parts) + b"]"
-        return head + groups + (b"," + rest[1:] if rest != b"{}" else b"}")
+        own = b'"version":%d,"control":%s,"groups":[%s]' % (config.version, control,
+                                                            b",".join(parts))
+        return head + own + (b"," + rest[1:] if rest != b"{}" else b"}")
 
 
 def save_snapshot(state_dir: str | Path, config: Config, term: int = 0,

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from slb.errors import ConfigError
-from slb.model import parse_config
+from slb.model import Config, Control, apply_batch, copy_config, parse_batch, parse_config
 from slb.node.files import (
     SNAPSHOT_FILE,
+    SnapshotEncoder,
     load_config_file,
     load_snapshot,
     load_state,
@@ -126,3 +127,35 @@ def test_the_term_is_kept_beside_the_snapshot(tmp_path: Path,
     with caplog.at_level(logging.ERROR, logger="slb.state"):
         assert load_state(tmp_path) == (config, 0)
     assert "ignoring the term in state file" in caplog.text
+
+
+def test_one_encoder_writes_each_state_whole_through_deltas_and_new_snapshots(
+        tmp_path: Path) -> None:
+    """The encoder reuses what it wrote before; every file still loads as exactly its state:
+    after pool deltas (the groups changed, the rest shared), after a snapshot whose other
+    parts changed, with and without a term, and never with the token."""
+    encoder = SnapshotEncoder()
+
+    def snapshot(version: int, domain: str) -> Config:
+        return parse_config({
+            "version": version, "control": {"token": "never-on-disk"},
+            "groups": [{"name": f"g{i}", "members": [{"address": f"10.0.0.{i}:80"}]}
+                       for i in range(1, 4)],
+            "virtual_servers": [{"name": "vs", "listen": "127.0.0.1:8080", "domains": [domain],
+                                 "routes": [{"path": "/", "group": "g1"}]}]})
+
+    def saved(config: Config, term: int = 0) -> tuple[Config | None, int]:
+        target = save_snapshot(tmp_path, config, term, encoder)
+        assert b"never-on-disk" not in target.read_bytes()
+        return load_state(tmp_path)
+
+    first = snapshot(1, "a.example")
+    assert saved(first, 7) == (copy_config(first, control=Control()), 7)
+    delta = parse_batch({"base_version": 1, "version": 2, "groups": [
+        {"name": "g2", "upsert": [{"address": "10.0.0.9:80", "weight": 5}],
+         "remove": ["10.0.0.2:80"]}]})
+    second, _ = apply_batch(first, delta)
+    assert saved(second) == (copy_config(second, control=Control()), 0)
+    third = snapshot(3, "b.example")  # every part new: nothing reused stays on disk
+    assert saved(third, 8) == (copy_config(third, control=Control()), 8)
+    assert load_state(tmp_path)[0].virtual_servers[0].domains == ["b.example"]
