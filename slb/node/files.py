@@ -28,7 +28,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -279,18 +278,23 @@ def load_state(state_dir: str | Path) -> tuple[Config | None, int]:
 
 
 
-PERSIST_INTERVAL = 0.5  # seconds between writes of the snapshot after pool deltas
+PERSIST_QUIET = 0.5  # seconds without a pool delta before the snapshot is written
+PERSIST_MAX_DELAY = 5.0  # seconds a delta waits at most for its write, however busy
 
 
 class StateWriter:
     """The node's writes of ``state_dir/snapshot.json``, with the term read at write time.
 
     ``now`` writes before it returns (a full snapshot, or a term that rose, is on disk before
-    the push is answered). ``soon`` writes pool deltas coalesced, at most once per
-    ``PERSIST_INTERVAL``, in a thread: writing 10,000 groups per delta would cost more than
-    applying it. A node that dies between a delta and its write restarts one step behind; the
-    admin's reconcile sees the hash differ and pushes the current snapshot. Writes are numbered
-    and serialised, so a slow threaded write of an older state never lands over a newer one.
+    the push is answered). ``soon`` writes pool deltas coalesced, in a thread: once no delta
+    came for ``PERSIST_QUIET`` seconds, or ``PERSIST_MAX_DELAY`` after the first unsaved one
+    when they keep coming. Why wait for quiet: a write costs CPU (the GIL, even in a thread)
+    and a burst of health flips reaches 50 nodes sharing a few cores; a write after each
+    flip landed in the middle of the next one on every node. A node that dies between a delta
+    and its write restarts some steps behind; the admin's reconcile sees the hash differ and
+    pushes the current snapshot (the term, which fencing needs, never waits: ``now``). Writes
+    are numbered and serialised, so a slow threaded write of an older state never lands over
+    a newer one, and a large snapshot is written at most ~2% of the time.
     """
 
     def __init__(self, state_dir: str, term: Callable[[], int]) -> None:
@@ -298,6 +302,8 @@ class StateWriter:
         self.term = term
         self.saved_term = 0  # the term the file holds
         self._unsaved: Config | None = None
+        self._first_unsaved = 0.0  # loop time of the oldest delta not yet written
+        self._last_delta = 0.0  # loop time of the newest one
         self._task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
         self._issued = 0
@@ -309,9 +315,12 @@ class StateWriter:
         self._write(config, self._next())
 
     def soon(self, config: Config) -> None:
-        self._unsaved = config
+        loop = asyncio.get_running_loop()
+        if self._unsaved is None:
+            self._first_unsaved = loop.time()
+        self._unsaved, self._last_delta = config, loop.time()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._later())
+            self._task = loop.create_task(self._later())
 
     def close(self) -> None:
         if self._task is not None:
@@ -324,16 +333,19 @@ class StateWriter:
         return self._issued
 
     async def _later(self) -> None:
-        pause = PERSIST_INTERVAL
+        loop = asyncio.get_running_loop()
+        not_before = 0.0  # after a long write: keep writing under ~2% of the time
         while self._unsaved is not None:
-            await asyncio.sleep(pause)
+            due = max(not_before, min(self._last_delta + PERSIST_QUIET,
+                                      self._first_unsaved + PERSIST_MAX_DELAY))
+            if loop.time() < due:
+                await asyncio.sleep(due - loop.time())
+                continue  # (a delta that came meanwhile moves ``due``)
             config, self._unsaved = self._unsaved, None
-            if config is not None:
-                started = time.monotonic()
-                # in a thread: the write and its fsync must not stall the control API
-                await asyncio.to_thread(self._write, config, self._next())
-                # a large snapshot takes a while to write: keep writing under ~2% of the time
-                pause = max(PERSIST_INTERVAL, 50 * (time.monotonic() - started))
+            started = loop.time()
+            # in a thread: the write and its fsync must not stall the control API
+            await asyncio.to_thread(self._write, config, self._next())
+            not_before = loop.time() + 49 * (loop.time() - started)
 
     def _write(self, config: Config, number: int) -> None:
         term = self.term()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from slb.errors import ConfigError
 from slb.model import Config, Control, apply_batch, copy_config, parse_batch, parse_config
+from slb.node import files
 from slb.node.files import (
     SNAPSHOT_FILE,
     SnapshotEncoder,
+    StateWriter,
     load_config_file,
     load_snapshot,
     load_state,
@@ -159,3 +163,43 @@ def test_one_encoder_writes_each_state_whole_through_deltas_and_new_snapshots(
     third = snapshot(3, "b.example")  # every part new: nothing reused stays on disk
     assert saved(third, 8) == (copy_config(third, control=Control()), 8)
     assert load_state(tmp_path)[0].virtual_servers[0].domains == ["b.example"]
+
+
+async def test_pool_deltas_are_written_once_they_pause_or_after_the_longest_delay(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deltas that keep coming are written at the latest ``PERSIST_MAX_DELAY`` after the
+    first; a burst that stops is written once, with its last state."""
+    monkeypatch.setattr(files, "PERSIST_QUIET", 30.0)  # never quiet long enough here
+    monkeypatch.setattr(files, "PERSIST_MAX_DELAY", 0.2)
+    writer = StateWriter(str(tmp_path), lambda: 0)
+    writes = []
+    save = files.save_snapshot
+
+    def saving(*args: Any) -> Path:
+        saved = save(*args)
+        writes.append(args[1].version)  # once it is on disk
+        return saved
+    monkeypatch.setattr(files, "save_snapshot", saving)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    version = 1
+    while not writes:  # a delta every 20 ms: the longest delay writes anyway
+        assert loop.time() < deadline, "no write while deltas kept coming"
+        writer.soon(parse_config({"version": version}))
+        version += 1
+        await asyncio.sleep(0.02)
+    assert load_state(tmp_path)[0] is not None
+
+    monkeypatch.setattr(files, "PERSIST_QUIET", 0.05)
+    monkeypatch.setattr(files, "PERSIST_MAX_DELAY", 30.0)
+    await asyncio.sleep(0)
+    writes.clear()
+    for last in range(version, version + 20):  # a burst, then nothing
+        writer.soon(parse_config({"version": last}))
+    while not writes:
+        assert loop.time() < deadline, "the burst was never written"
+        await asyncio.sleep(0.01)
+    assert writes == [last]  # the burst: one write, of its last state
+    snapshot = load_state(tmp_path)[0]
+    assert snapshot is not None and snapshot.version == last
+    writer.close()
