@@ -265,6 +265,15 @@ def apply_durations(directory: Path, names: list[str]) -> list[float]:
     return durations
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -299,6 +308,8 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         # the stages of each change: admin answered, first and last node applied, the admin's
         # view showing every node (what the figures counted before they were read off nodes)
         stages: dict[str, list[float]] = {"answered": [], "first": [], "last": [], "seen": []}
+        # CPU the admin and the nodes spent per change: what the box's load cannot blur
+        cpu_before = cpu_seconds(pid), sum(cpu_seconds(n["pid"]) for n in nodes)
         for i in range(count):
             answered: list[float] = []
             reached = await timed_change(http, admin, lambda i=i: change(i), args.poll,
@@ -313,6 +324,9 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         out[key] = quantiles(values)
         out[key + "_after_answer"] = quantiles(pushed)
         out[key + "_stages"] = {name: quantiles(v) for name, v in stages.items()}
+        admin_cpu = (cpu_seconds(pid) - cpu_before[0]) / count
+        nodes_cpu = (sum(cpu_seconds(n["pid"]) for n in nodes) - cpu_before[1]) / count
+        out[key + "_cpu_ms"] = {"admin": admin_cpu * 1e3, "nodes": nodes_cpu * 1e3}
         show(label, out[key])  # at once: a long run shows its figures as it goes
         show("  counted from the admin's answer", out[key + "_after_answer"])
         if args.stages:
@@ -321,6 +335,8 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                                ("last", "the last node applied it"),
                                ("seen", "the admin's view showed every node")):
                 show(f"    {text}", out[key + "_stages"][name])
+            say(f"      CPU per change: admin {admin_cpu * 1e3:.0f} ms, the {len(nodes)} nodes "
+                f"{nodes_cpu * 1e3:.0f} ms together (bench polls included)")
 
     await phase("activation", "activation reaches a node",
                 lambda i: activate(http, admin, "g00000", 2 + i % 2), args.rounds, set(), False)
