@@ -107,9 +107,8 @@ class DataPlane(Protocol):
     async def apply_groups(self, config: Config, groups: list[Group]) -> None: ...
     async def stats(self) -> Stats: ...
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]: ...
-    async def counters(self) -> tuple[Stats, dict[str, dict[str, dict[str, int]]]]:
-        """The request counters and the members with requests in flight (``/v1/stats``)."""
-        ...
+    # the request counters and the members with requests in flight (``/v1/stats``)
+    async def counters(self) -> tuple[Stats, dict[str, dict[str, dict[str, int]]]]: ...
     async def set_health(self, changes: dict[tuple[str, str], bool]) -> None: ...
     def applied_versions(self) -> dict[str, int]: ...
     async def drain(self) -> None: ...
@@ -251,10 +250,9 @@ class Node:
 
     async def _install(self, config: Config, groups: list[Group] | None = None,
                        started: float | None = None) -> None:
-        """Apply ``config``: whole (``groups`` None) or as a pool delta of ``groups``.
-        ``started``: when the change began (``time.perf_counter``), for the log line."""
-        old = self.config
-        started = time.perf_counter() if started is None else started
+        """Apply ``config``: whole (``groups`` None) or as a pool delta of ``groups``;
+        ``started`` (``time.perf_counter``): when the change began, for the log line."""
+        old, started = self.config, started or time.perf_counter()
         if groups is None:
             await self.plane.apply(config)
             freeze()  # the collector need not walk a 100,000-member snapshot again
@@ -416,8 +414,7 @@ class Node:
             text = await asyncio.to_thread(generate_latest, registry)
             return Response(200, text, CONTENT_TYPE_LATEST)
         if path == "/v1/stats":  # the admin's traffic sampler: what /metrics says, compact
-            # (only the members with requests in flight are walked into dicts: this answers
-            # every few seconds on every node, and a push waits behind it on the loop)
+            # (only members with requests in flight become dicts: a push waits behind this)
             return Response(200, json.dumps(traffic_counters(*await self.plane.counters()),
                                             separators=(",", ":")).encode())
         if path == "/v1/config":
