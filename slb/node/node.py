@@ -107,7 +107,6 @@ class DataPlane(Protocol):
     async def apply_groups(self, config: Config, groups: list[Group]) -> None: ...
     async def stats(self) -> Stats: ...
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]: ...
-    # the request counters and the members with requests in flight (``/v1/stats``)
     async def counters(self) -> tuple[Stats, dict[str, dict[str, dict[str, int]]]]: ...
     async def set_health(self, changes: dict[tuple[str, str], bool]) -> None: ...
     def applied_versions(self) -> dict[str, int]: ...
@@ -250,8 +249,7 @@ class Node:
 
     async def _install(self, config: Config, groups: list[Group] | None = None,
                        started: float | None = None) -> None:
-        """Apply ``config``: whole (``groups`` None) or as a pool delta of ``groups``;
-        ``started`` (``time.perf_counter``): when the change began, for the log line."""
+        """Apply ``config``, whole or as a pool delta of ``groups``, begun at ``started``."""
         old, started = self.config, started or time.perf_counter()
         if groups is None:
             await self.plane.apply(config)
@@ -414,7 +412,6 @@ class Node:
             text = await asyncio.to_thread(generate_latest, registry)
             return Response(200, text, CONTENT_TYPE_LATEST)
         if path == "/v1/stats":  # the admin's traffic sampler: what /metrics says, compact
-            # (only members with requests in flight become dicts: a push waits behind this)
             return Response(200, json.dumps(traffic_counters(*await self.plane.counters()),
                                             separators=(",", ":")).encode())
         if path == "/v1/config":
