@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/kernel_cost.py [--rounds 3] [--duration 5] [--cases small,16k]
                                           [--workers 1] [--syscalls] [--no-netns]
+                                          [--before DIR]
 
 Theory of operation. The set-up of ``bench.py`` (two nginx backends and wrk on CPU 0, each proxy
 pinned to CPU 1, ``harness.py`` and ``targets.py``), for two targets only: ``slb`` (every
@@ -13,7 +14,15 @@ one ``wrk -t1 -c50`` run; around it, for every process of the proxy's tree, from
 - minor page faults (``minflt``) and context switches (voluntary, involuntary; every thread):
   per request;
 - TCP segments sent and received (``/proc/net/snmp`` ``OutSegs``, ``InSegs``), per request:
-  every hop of the request counted (client -> proxy -> backend and back, ACKs included).
+  every hop of the request counted (client -> proxy -> backend and back, ACKs included);
+- the peers' sleeps: voluntary context switches of wrk (``RUSAGE_CHILDREN``) and of the nginx
+  backends, per request. A peer that sleeps is woken by the proxy's next write to it, and on
+  loopback that wake-up is paid in the proxy's system call (``slb.proxy.writes`` says why this
+  is most of the difference).
+
+``--before DIR`` adds a third target, ``slb-before``: the same SLB from the ``slb`` package in
+DIR (e.g. ``git archive main slb | tar -x -C DIR``), run with this venv, for a before/after in
+one session: interleaved in the same rounds, under the same load.
 
 The segment counters are the network namespace's, so the script re-runs itself in a private
 one (``unshare --net``, as root; ``--no-netns`` to stay) where only its own processes send
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -41,28 +51,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from harness import (
+    HOST,
     TICKS,
     Bench,
     BenchError,
     Service,
     _stat_fields,
     check_target,
+    free_ports,
     interrupt_on_signals,
     run_reported,
     save_result,
     say,
     slb_missing,
 )
-from targets import Targets
+from targets import Targets, slb_config
 
 CASES = {"small": "/small", "16k": "/16k"}
-TARGETS = ("slb", "ref")
+TARGETS = ("slb", "ref", "slb-before")
 NETNS_ENV = "SLB_KERNEL_COST_NETNS"
 # The system calls that carry a request, counted by --syscalls (perf tracepoints).
 SYSCALLS = ("epoll_wait", "epoll_pwait", "epoll_ctl", "read", "recvfrom", "write", "writev",
             "sendto", "sendmsg", "accept4", "close", "connect")
-ROW = "{:<6} {:<4} {:>8} {:>7} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8}"
+ROW = "{:<12} {:<5} {:>7} {:>7} {:>7} {:>9} {:>8} {:>7} {:>7} {:>7} {:>9} {:>10}"
 
 
 def proc_counters(pids: list[int]) -> dict[str, int]:
@@ -105,10 +118,13 @@ def tcp_counters() -> dict[str, int]:
 def measure(bench: Bench, name: str, svc: Service, port: int, path: str) -> dict[str, Any]:
     """One wrk run against ``name``: per-request kernel figures of its process tree."""
     pids = svc.refresh()
+    backends = [pid for b in bench.backend_services for pid in b.refresh()]
     per_pid0 = {pid: proc_counters([pid]) for pid in pids}
-    p0, t0 = proc_counters(pids), tcp_counters()
+    p0, t0, b0 = proc_counters(pids), tcp_counters(), proc_counters(backends)
+    wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw
     res = bench.wrk(port, bench.args.duration, bench.args.connections, path)
-    p1, t1 = proc_counters(pids), tcp_counters()
+    wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw
+    p1, t1, b1 = proc_counters(pids), tcp_counters(), proc_counters(backends)
     n = res["requests"]
     if not n:
         raise BenchError(f"{name}: wrk got no answer")
@@ -130,6 +146,8 @@ def measure(bench: Bench, name: str, svc: Service, port: int, path: str) -> dict
         "minflt": (p1["minflt"] - p0["minflt"]) / n,
         "vcs": (p1["vcs"] - p0["vcs"]) / n,
         "ivcs": (p1["ivcs"] - p0["ivcs"]) / n,
+        "wrk_sleeps": (wrk1 - wrk0) / n,
+        "backend_sleeps": (b1["vcs"] - b0["vcs"]) / n,
         "cpu_s_by_pid": processes,
     }
 
@@ -173,7 +191,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians per case and target, and the SLB/ref ratio of each figure (median of the
     same-round ratios)."""
     keys = ("rps", "user_us", "sys_us", "req_per_cpu_s", "out_segs", "in_segs", "minflt",
-            "vcs", "ivcs")
+            "vcs", "ivcs", "wrk_sleeps", "backend_sleeps")
     out: dict[str, Any] = {}
     for case in CASES:
         here = [r for r in runs if r["case"] == case]
@@ -182,8 +200,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         per: dict[str, Any] = {}
         for name in TARGETS:
             mine = [r for r in here if r["target"] == name]
-            per[name] = {k: statistics.median(r[k] for r in mine) for k in keys
-                         if all(r[k] is not None for r in mine)}
+            if mine:
+                per[name] = {k: statistics.median(r[k] for r in mine) for k in keys
+                             if all(r[k] is not None for r in mine)}
         rounds = sorted({r["round"] for r in here})
         ratios: dict[str, float] = {}
         for k in keys:
@@ -196,8 +215,20 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             if values:
                 ratios[k] = statistics.median(values)
         per["slb/ref"] = ratios
+        if "slb-before" in per:
+            per["slb/before"] = {k: statistics.median(
+                ratio(a["slb"][k], a["slb-before"][k]) or 0 for a in by_round(here))
+                for k in keys}
         out[case] = per
     return out
+
+
+def by_round(runs: list[dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+    """{target: run} of each round."""
+    rounds: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        rounds.setdefault(r["round"], {})[r["target"]] = r
+    return [rounds[k] for k in sorted(rounds)]
 
 
 def show(label: Any, case: str, r: dict[str, Any], ratios: bool = False) -> None:
@@ -206,7 +237,21 @@ def show(label: Any, case: str, r: dict[str, Any], ratios: bool = False) -> None
         return "-" if value is None else format(value, ".2f" if ratios else spec)
     say(ROW.format(str(label), case, f("rps", ",.0f"), f("user_us", ".2f"), f("sys_us", ".2f"),
                    f("req_per_cpu_s", ",.0f"), f("out_segs", ".2f"), f("minflt", ".3f"),
-                   f("vcs", ".3f"), f("ivcs", ".3f")))
+                   f("vcs", ".3f"), f("ivcs", ".3f"), f("wrk_sleeps", ".3f"),
+                   f("backend_sleeps", ".3f")))
+
+
+def start_before(bench: Bench, tree: Path, workers: int) -> tuple[Service, int]:
+    """SLB from the ``slb`` package in ``tree`` (``--before``), configured as ``slb``."""
+    port, control = free_ports(2)
+    backends = [f"{HOST}:{p}" for p in bench.ports.backends]
+    path = bench.work / "slb-before.yaml"
+    path.write_text(yaml.safe_dump(slb_config(f"{HOST}:{port}", f"{HOST}:{control}", backends,
+                                              None), sort_keys=False))
+    # (PYTHONPATH comes before the venv's editable install of this tree on sys.path)
+    argv = ["env", f"PYTHONPATH={tree}", sys.executable, "-m", "slb", "proxy", "-c", str(path),
+            "--log-level", "warning", "--workers", str(workers)]
+    return bench.launch("slb-before", argv, bench.proxy_cpu, port), port
 
 
 def run(bench: Bench, result: dict[str, Any]) -> int:
@@ -219,12 +264,14 @@ def run(bench: Bench, result: dict[str, Any]) -> int:
     bench.backend_services = bench.start_backends()
     targets = Targets(bench)
     started = {"slb": targets.start("slb", workers=a.workers), "ref": targets.start("ref")}
+    if a.before:
+        started["slb-before"] = start_before(bench, Path(a.before), a.workers)
     for name, (_, port) in started.items():
         check_target(name, port, True, paths=tuple(cases.values()))
     for _name, (_, port) in started.items():  # warm-up: pools filled, code paths taken
         bench.wrk(port, 1, a.connections)
     say(ROW.format("round", "case", "req/s", "user us", "sys us", "req/CPU-s", "segs/req",
-                   "flt/req", "vcs/req", "ivcs/req"))
+                   "flt/req", "vcs/req", "ivcs/req", "wrk slp/r", "bknd slp/r"))
     runs = []
     for rnd in range(1, a.rounds + 1):
         for case, path in cases.items():
@@ -238,8 +285,9 @@ def run(bench: Bench, result: dict[str, Any]) -> int:
     result["summary"] = summary = summarise(runs)
     say("\nmedians")
     for case, per in summary.items():
-        for name in (*TARGETS, "slb/ref"):
-            show(name, case, per[name], ratios=name == "slb/ref")
+        for name in (*TARGETS, "slb/ref", "slb/before"):
+            if name in per:
+                show(name, case, per[name], ratios="/" in name)
     if a.syscalls:
         if shutil.which("perf") is None:
             raise BenchError("--syscalls needs perf (linux-perf)")
@@ -285,11 +333,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-netns", action="store_true",
                     help="stay in this network namespace (segments counted machine-wide)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    ap.add_argument("--before", type=Path, metavar="DIR",
+                    help="also run SLB from DIR/slb as slb-before (a before/after in one run)")
     args = ap.parse_args(argv)
     unknown = set(args.cases) - set(CASES)
     if unknown or args.rounds < 1 or args.duration < 1 or args.workers < 0:
         ap.error(f"bad option: cases must be among {', '.join(CASES)}, rounds >= 1, "
                  "duration >= 1, workers >= 0")
+    if args.before is not None:
+        args.before = str(args.before.resolve())  # (kept in the result's JSON)
+        if not (Path(args.before) / "slb" / "__init__.py").is_file():
+            ap.error(f"--before {args.before}: no slb package there")
     if slb_missing():
         return 2
     if not args.no_netns:
