@@ -47,20 +47,10 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
 
 
 class Loop:
-    """The time, a place for the connect task the first request of a member asks for, and the
-    callbacks of the round (the writes held until its end, ``slb.proxy.writes``)."""
+    """The time, and a place for the connect task the first request of a member asks for."""
 
     def __init__(self) -> None:
         self.pending: Any = None
-        self.ready: list[Any] = []
-
-    def call_soon(self, callback: Any) -> None:
-        self.ready.append(callback)  # (no arguments: the batch's flush takes none)
-
-    def run_ready(self) -> None:
-        ready, self.ready = self.ready, []
-        for callback in ready:
-            callback()
 
     def time(self) -> float:
         return 1000.0
@@ -120,9 +110,7 @@ def main() -> None:
     def run(count: int) -> None:
         for _ in range(count):
             client.data_received(REQUEST)
-            loop.run_ready()  # (a tree without held writes schedules nothing)
             member_connection().data_received(RESPONSE)
-            loop.run_ready()
 
     run(2000)
     gc.collect()

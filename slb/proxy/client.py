@@ -113,7 +113,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self.stopped = False  # no more requests are parsed (see the module docstring)
         self.held: list[bytes] | None = None  # client bytes after an Upgrade request
         self.upgrade_body = 0  # body bytes of the Upgrade request still to come
-        self.out: list[bytes] | None = None  # response bytes held (writes.py)
+        self.out: list[bytes] | None = None  # response bytes held for one write
         self.proto_field = head.PROTO_HTTP  # the X-Forwarded-Proto field sent upstream
         self.tls_served: frozenset[str] | None = None  # virtual servers of its certificate
         self.tls_version = "-"
@@ -346,7 +346,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ex.target = target
         if ex.expect_continue and ex.has_body and not ex.http10:
             # Answered here, Expect stripped (Envoy's default): the member sees a plain request.
-            self._write(fields.CONTINUE_100)
+            self.transport.write(fields.CONTINUE_100)
         self._try(ex)
 
     # -- ending an exchange ------------------------------------------------------------------
@@ -362,7 +362,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         close = error.close or not self._keep_alive_after(ex)
         if close:
             ex.keep_alive = False
-        self._write(head.canned(ex, error.status, close, error.fields))
+        self.transport.write(head.canned(ex, error.status, close, error.fields))
         ex.response_started = True
         self._response_finished(ex)
 
@@ -374,7 +374,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             if self.stopped:
                 self._linger()  # the client may still be sending: do not reset the answer
             else:
-                self._close()
+                self.transport.close()
             return
         if ex.request_done:
             self._next_exchange()
@@ -400,7 +400,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self._linger()  # (bytes after an Upgrade request nobody switched to, unread)
             return
         if self.ctx.draining:
-            self._close()
+            self.transport.close()
             return
         self.deadline = self.loop.time() + self.rt.settings.keepalive_timeout
         self.deadline_kind = IDLE
@@ -461,7 +461,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         if ex.head_done:
             self._account(ex)
         self.exchanges.clear()
-        self._write(head.canned(ex, error.status, True))
+        self.transport.write(head.canned(ex, error.status, True))
         self._linger()
 
     # -- the edge ----------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from slb.model import Config, Group, HttpSettings
 from slb.proxy.accesslog import AccessLog
 from slb.proxy.answers import AnswerLog
 from slb.proxy.compile import Runtime, build_runtime, carry_members, close_idle_of_leaving, retire
-from slb.proxy.writes import WriteBatch
 
 if TYPE_CHECKING:
     from slb.balancing.pool import Pool
@@ -56,7 +55,6 @@ class ProxyContext:
         self.connections: set[Connection] = set()
         self.idle_pools: set[Pool] = set()
         self.draining = False
-        self.writes = WriteBatch(loop)  # writes made together at the end of a round
         self.answers = AnswerLog(loop.time)  # the error log of the proxy's own answers
         self._request_prefix = os.urandom(4).hex().encode() + b"-"
         self._request_counter = 0

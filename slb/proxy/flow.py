@@ -105,7 +105,7 @@ class FlowControl:
             held.append(data)
         if sum(map(len, held)) > BUFFER_LIMIT:
             self.held = None
-            self._close()
+            self.transport.close()
 
     # -- after an Upgrade request ------------------------------------------------------------
 
@@ -183,7 +183,6 @@ class FlowControl:
         transport = self.transport
         if transport.is_closing():
             return
-        self.upstream_flush()  # (the answer held for this round goes before our FIN)
         try:
             transport.write_eof()
         except (OSError, RuntimeError):
@@ -197,4 +196,4 @@ class FlowControl:
     def close_if_idle(self) -> None:
         """Graceful drain: close now if no request is in progress."""
         if not self.exchanges and self.tunnel is None:
-            self._close()
+            self.transport.close()

@@ -136,19 +136,14 @@ class Forwarding:
         ex.reused = reused
         ex.upstream_start = self.loop.time()
         head_limit = self.rt.settings.max_response_header_bytes
-        # The whole request at hand (no body, or all of it buffered): no byte can follow it on
-        # this connection before the response, so it is written at the end of the round
-        # (writes.py); a body still arriving goes after it in order, so not held.
-        batch = self.ctx.writes if ex.request_done or not ex.has_body else None
         buffer = ex.buffer
         if buffer:
             ex.buffer = None
             ex.buffered = 0
-            conn.send(self, b"".join((ex.head, *buffer)), ex.method == b"HEAD", head_limit,
-                      batch)
+            conn.send(self, b"".join((ex.head, *buffer)), ex.method == b"HEAD", head_limit)
             self._resume_reading(PAUSE_BUFFER)
         else:
-            conn.send(self, ex.head, ex.method == b"HEAD", head_limit, batch)
+            conn.send(self, ex.head, ex.method == b"HEAD", head_limit)
         if self.write_paused and conn.transport is not None:
             conn.transport.pause_reading()
 
@@ -168,7 +163,7 @@ class Forwarding:
                 ex.replay = None  # too large to keep: no retry once sent
         conn = ex.conn
         if conn is not None and conn.transport is not None:
-            conn.write(piece)
+            conn.transport.write(piece)
             return
         buffer = ex.buffer
         if buffer is None:
@@ -184,7 +179,7 @@ class Forwarding:
         """The member connection died (or sent what is not HTTP) before its response ended."""
         if self.tunnel is conn:
             self.tunnel = None
-            self._close()
+            self.transport.close()
             return
         if not self.exchanges or self.exchanges[0].conn is not conn:
             return

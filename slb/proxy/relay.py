@@ -14,12 +14,8 @@ this table, from what the member sent and what the client can read:
 | other codings (``gzip, chunked``) | ``gzip, chunked``, re-chunked | 502                      |
 
 Interim responses (1xx but 100, which the proxy answers itself) are passed on to HTTP/1.1
-clients; a 101 to an Upgrade request turns the connection into a tunnel.
-
-The response bytes are held in ``out`` and written at the end of the event loop's round
-(``writes.py``: the member's reads of a round become one ``write``, made back to back with the
-other connections' writes). Every other write or close of the client connection (``_write``,
-``_close``) writes ``out`` first (``upstream_flush``), so bytes keep their order.
+clients; a 101 to an Upgrade request turns the connection into a tunnel. Bytes produced by one
+read from the member are written with one ``write`` (``out``, flushed by ``upstream_flush``).
 """
 
 from __future__ import annotations
@@ -104,9 +100,9 @@ class ResponseRelay:
         elif ex.http10:
             head.append(_KEEP_ALIVE)
         head.append(CRLF)
-        # Held until the body joins it: one write per response instead of two, and on loopback
-        # a write is most of a request's cost.
-        self._out().append(b"".join(head))
+        # Held until the body (or the end of this read from the member) joins it: one write
+        # per response instead of two, and on loopback a write is most of a request's cost.
+        self.out = [b"".join(head)]
 
     def _keep_alive_after(self, ex: Exchange) -> bool:
         """Whether the client connection stays open once ``ex`` is answered."""
@@ -125,70 +121,43 @@ class ResponseRelay:
             head = _head_of(101, conn)
             head += (b"Upgrade: ", conn.upgrade or ex.upgrade_value or b"", CRLF)
             head.append(b"Connection: upgrade\r\n\r\n")
-            self._write(b"".join(head))
+            self.transport.write(b"".join(head))
         elif status != 100 and not ex.http10:
             head = _head_of(status, conn)
             head.append(CRLF)
-            self._write(b"".join(head))
+            self.transport.write(b"".join(head))
 
     def upstream_body(self, data: bytes) -> None:
         if self.tunnel is not None:
             self._tunnel_progress()
-            self._write(data)
+            self.transport.write(data)
             return
         ex = self.exchanges[0]
         self.deadline = self.loop.time() + ex.target.read_timeout
         ex.bytes_sent += len(data)
-        out = self._out()
+        out = self.out
+        if out is None:
+            out = self.out = []
         if ex.response_chunked:
             out += (b"%x\r\n" % len(data), data, CRLF)
         else:
             out.append(data)
 
-    def _out(self) -> list[bytes]:
-        """The response bytes held for the end of this round (``writes.py``)."""
-        out = self.out
-        if out is None:
-            out = self.out = []
-            self.ctx.writes.hold(self)
-        return out
-
-    def write_held(self) -> None:
-        """The end of the round (``writes.WriteBatch``): write the response bytes held."""
-        out = self.out
-        if out is not None:
-            self.out = None
-            transport = self.transport
-            if transport.is_closing():
-                return  # the client left, or the connection was aborted: nobody reads
-            try:
-                transport.write(out[0] if len(out) == 1 else b"".join(out))
-            except Exception as exc:  # the edge: see client.py
-                self.internal_error(exc)
-
     def upstream_flush(self) -> None:
-        """Write the response bytes held, now."""
+        """The end of one read from the member: write what it produced, at once."""
         out = self.out
         if out is not None:
             self.out = None
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def _write(self, data: bytes) -> None:
-        """Write to the client now, after the bytes held (their order kept)."""
-        if self.out is not None:
-            self.upstream_flush()
-        self.transport.write(data)
-
-    def _close(self) -> None:
-        """Close the client connection, the bytes held written first."""
-        if self.out is not None:
-            self.upstream_flush()
-        self.transport.close()
-
     def upstream_complete(self, conn: UpstreamConnection) -> None:
         ex = self.exchanges[0]
         if ex.response_chunked:
-            self._out().append(CHUNK_END)
+            out = self.out
+            if out is None:
+                out = self.out = []
+            out.append(CHUNK_END)
+        self.upstream_flush()
         member = ex.member
         pool = ex.target.pool
         ex.conn = None
@@ -218,13 +187,13 @@ class ResponseRelay:
         if data:
             self.transport.write(data)
         buffer = ex.buffer
-        if buffer:
-            conn.write(b"".join(buffer))
+        if buffer and conn.transport is not None:
+            conn.transport.writelines(buffer)
         ex.buffer = None
         held = self.held
         self.held = None
-        if held:
-            conn.write(b"".join(held))  # the member agreed: now they are its protocol's
+        if held and conn.transport is not None:
+            conn.transport.writelines(held)  # the member agreed: now they are its protocol's
         self.deadline = self.loop.time() + pool.tunnel_idle
         self.deadline_kind = TUNNEL
         self.read_paused = 0

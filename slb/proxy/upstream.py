@@ -39,7 +39,6 @@ from slb.proxy.fields import COLON, CRLF, OTHER, RESPONSE_SPELLINGS
 if TYPE_CHECKING:
     from slb.balancing.member import MemberState
     from slb.balancing.pool import Pool
-    from slb.proxy.writes import WriteBatch
 
 
 class UpstreamOwner(Protocol):
@@ -48,6 +47,7 @@ class UpstreamOwner(Protocol):
     def upstream_complete(self, conn: UpstreamConnection) -> None: ...
     def upstream_tunnel(self, conn: UpstreamConnection, data: bytes) -> None: ...
     def upstream_lost(self, conn: UpstreamConnection, error: str) -> None: ...
+    def upstream_flush(self) -> None: ...
     def internal_error(self, exc: BaseException) -> None: ...
     def pause_client_reading(self) -> None: ...
     def resume_client_reading(self) -> None: ...
@@ -77,8 +77,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_carry", "_field_bytes", "_head_seen", "_heads_in_read", "bytes_received", "closed",
         "codings", "complete", "connection_options", "content_length", "framing", "head_bytes",
         "head_limit",
-        "head_only", "headers", "held", "idle_since", "keep_alive", "member", "owner", "parser",
-        "pool",
+        "head_only", "headers", "idle_since", "keep_alive", "member", "owner", "parser", "pool",
         "reason", "requests", "stats", "transfer_encoding", "transport", "tunnel", "upgrade",
     )
 
@@ -92,7 +91,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests = 0
         self.idle_since = 0.0
         self.closed = False
-        self.held: bytes | None = None  # a request written at the end of the round (send)
         self.tunnel = False
         self.head_only = False  # the request was HEAD
         self.bytes_received = 0  # of the current response
@@ -170,6 +168,8 @@ class UpstreamConnection(asyncio.Protocol):
             if self.complete:
                 self.complete = False
                 self.upstream_done()
+            elif self.owner is not None:
+                owner.upstream_flush()
         except Exception as exc:  # a bug: the owner's edge handles it (slb.proxy.client)
             self._bug(exc)
 
@@ -306,10 +306,8 @@ class UpstreamConnection(asyncio.Protocol):
         if owner is not None:
             owner.upstream_complete(self)
 
-    def send(self, owner: UpstreamOwner, data: bytes, head_only: bool, head_limit: int,
-             batch: WriteBatch | None = None) -> None:
-        """Start a request: the head (and any body bytes already at hand); with ``batch``,
-        written at the end of the round (``slb.proxy.writes``)."""
+    def send(self, owner: UpstreamOwner, data: bytes, head_only: bool, head_limit: int) -> None:
+        """Start a request: the head (and any body bytes already at hand)."""
         self.owner = owner
         self.head_only = head_only
         self.head_limit = head_limit
@@ -317,26 +315,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._carry = b""
         self.bytes_received = 0
         self.requests += 1
-        assert self.transport is not None
-        if batch is None:
-            self.transport.write(data)
-        else:
-            self.held = data
-            batch.hold(self)
-
-    def write_held(self) -> None:
-        """The end of the round: write the request held, unless the connection was closed."""
-        data = self.held
-        if data is not None:
-            self.held = None
-            transport = self.transport
-            if not self.closed and transport is not None and not transport.is_closing():
-                transport.write(data)
-
-    def write(self, data: bytes) -> None:
-        """Write now, after the request held (their order kept)."""
-        if self.held is not None:
-            self.write_held()
         assert self.transport is not None
         self.transport.write(data)
 
@@ -347,7 +325,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.owner = None
-        self.held = None  # a request not sent yet is abandoned with the connection
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True

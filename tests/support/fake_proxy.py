@@ -4,17 +4,13 @@
 configuration, with a ``FakeLoop`` (``time()`` is a number the test sets; tasks are recorded,
 not run, so no member is ever connected) and a ``FakeTransport`` that records what the proxy
 writes and whether it paused, shut or closed. Tests feed raw bytes and read the answers.
-
-Writes the proxy holds until the end of the loop's round (``slb.proxy.writes``) wait in the
-loop's ready list (``call_soon``) until ``run_ready``: ``FakeClient.written`` and
-``FakeMember.received`` run it first, as a real loop would before anyone could read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from slb.model import parse_config
@@ -31,22 +27,12 @@ class FakeLoop:
     def __init__(self) -> None:
         self.now = 1000.0
         self.tasks: list[Coroutine[Any, Any, Any]] = []
-        self.ready: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 
     def time(self) -> float:
         return self.now
 
     def create_task(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.tasks.append(coro)
-
-    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
-        self.ready.append((callback, args))
-
-    def run_ready(self) -> None:
-        """The end of the round: run what was scheduled with ``call_soon``."""
-        while self.ready:
-            callback, args = self.ready.pop(0)
-            callback(*args)
 
     def close(self) -> None:
         for coro in self.tasks:
@@ -105,15 +91,12 @@ class FakeTransport(asyncio.Transport):
 class FakeMember:
     """The member end of one upstream connection: what it received, and a way to answer."""
 
-    def __init__(self, conn: UpstreamConnection, transport: FakeTransport,
-                 loop: FakeLoop) -> None:
+    def __init__(self, conn: UpstreamConnection, transport: FakeTransport) -> None:
         self.conn = conn
         self.transport = transport
-        self.loop = loop
 
     @property
     def received(self) -> bytes:
-        self.loop.run_ready()
         return bytes(self.transport.written)
 
     def respond(self, raw: bytes) -> None:
@@ -149,7 +132,6 @@ class FakeClient:
 
     @property
     def written(self) -> bytes:
-        self.loop.run_ready()
         return bytes(self.transport.written)
 
     def statuses(self) -> list[int]:
@@ -168,7 +150,7 @@ class FakeClient:
         transport = FakeTransport()
         conn.connection_made(transport)
         self.protocol._send(ex, conn, False)
-        return FakeMember(conn, transport, self.loop)
+        return FakeMember(conn, transport)
 
     def advance(self, seconds: float) -> None:
         """Move the clock and fire the deadline if it has passed, as the sweeper would."""
