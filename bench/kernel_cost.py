@@ -20,7 +20,11 @@ one ``wrk -t1 -c50`` run; around it, for every process of the proxy's tree, from
   loopback that wake-up is paid in the proxy's system call (``slb.proxy.writes`` says why this
   is most of the difference).
 
-``--before DIR`` adds a third target, ``slb-before``: the same SLB from the ``slb`` package in
+``--ref-burn US`` adds ``ref-burn``: the reference proxy spinning US microseconds of user CPU
+per request (``reference_proxy.py --burn-us``): a proxy as slow as SLB in user space and as
+plain as the reference in everything it asks of the kernel.
+
+``--before DIR`` adds a target, ``slb-before``: the same SLB from the ``slb`` package in
 DIR (e.g. ``git archive main slb | tar -x -C DIR``), run with this venv, for a before/after in
 one session: interleaved in the same rounds, under the same load.
 
@@ -67,10 +71,10 @@ from harness import (
     say,
     slb_missing,
 )
-from targets import Targets, slb_config
+from targets import REFERENCE, Targets, slb_config
 
 CASES = {"small": "/small", "16k": "/16k"}
-TARGETS = ("slb", "ref", "slb-before")
+TARGETS = ("slb", "ref", "slb-before", "ref-burn")
 NETNS_ENV = "SLB_KERNEL_COST_NETNS"
 # The system calls that carry a request, counted by --syscalls (perf tracepoints).
 SYSCALLS = ("epoll_wait", "epoll_pwait", "epoll_ctl", "read", "recvfrom", "write", "writev",
@@ -266,6 +270,13 @@ def run(bench: Bench, result: dict[str, Any]) -> int:
     started = {"slb": targets.start("slb", workers=a.workers), "ref": targets.start("ref")}
     if a.before:
         started["slb-before"] = start_before(bench, Path(a.before), a.workers)
+    if a.ref_burn:
+        (port,) = free_ports(1)
+        argv = [sys.executable, str(REFERENCE), "--listen", f"{HOST}:{port}",
+                "--burn-us", str(a.ref_burn)]
+        for backend_port in bench.ports.backends:
+            argv += ["--backend", f"{HOST}:{backend_port}"]
+        started["ref-burn"] = bench.launch("ref-burn", argv, bench.proxy_cpu, port), port
     for name, (_, port) in started.items():
         check_target(name, port, True, paths=tuple(cases.values()))
     for _name, (_, port) in started.items():  # warm-up: pools filled, code paths taken
@@ -333,13 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-netns", action="store_true",
                     help="stay in this network namespace (segments counted machine-wide)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    ap.add_argument("--ref-burn", type=float, default=0.0, metavar="US",
+                    help="also run the reference proxy spinning US us per request (ref-burn)")
     ap.add_argument("--before", type=Path, metavar="DIR",
                     help="also run SLB from DIR/slb as slb-before (a before/after in one run)")
     args = ap.parse_args(argv)
     unknown = set(args.cases) - set(CASES)
-    if unknown or args.rounds < 1 or args.duration < 1 or args.workers < 0:
+    if (unknown or args.rounds < 1 or args.duration < 1 or args.workers < 0
+            or not 0 <= args.ref_burn <= 1000):
         ap.error(f"bad option: cases must be among {', '.join(CASES)}, rounds >= 1, "
-                 "duration >= 1, workers >= 0")
+                 "duration >= 1, workers >= 0, ref-burn 0-1000 us")
     if args.before is not None:
         args.before = str(args.before.resolve())  # (kept in the result's JSON)
         if not (Path(args.before) / "slb" / "__init__.py").is_file():
