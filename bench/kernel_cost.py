@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/kernel_cost.py [--rounds 3] [--duration 5] [--cases small,16k]
                                           [--workers 1] [--syscalls] [--no-netns]
-                                          [--before DIR]
+                                          [--ref-burn US] [--before DIR]
 
 Theory of operation. The set-up of ``bench.py`` (two nginx backends and wrk on CPU 0, each proxy
 pinned to CPU 1, ``harness.py`` and ``targets.py``), for two targets only: ``slb`` (every
@@ -17,8 +17,8 @@ one ``wrk -t1 -c50`` run; around it, for every process of the proxy's tree, from
   every hop of the request counted (client -> proxy -> backend and back, ACKs included);
 - the peers' sleeps: voluntary context switches of wrk (``RUSAGE_CHILDREN``) and of the nginx
   backends, per request. A peer that sleeps is woken by the proxy's next write to it, and on
-  loopback that wake-up is paid in the proxy's system call (``slb.proxy.writes`` says why this
-  is most of the difference).
+  loopback that wake-up is paid in the proxy's system call: on a loaded machine, most of the
+  difference between SLB and the reference (bench/README.md, "Kernel time per request").
 
 ``--ref-burn US`` adds ``ref-burn``: the reference proxy spinning US microseconds of user CPU
 per request (``reference_proxy.py --burn-us``): a proxy as slow as SLB in user space and as
