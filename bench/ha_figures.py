@@ -17,9 +17,14 @@ figures at scale (issue 15), with every part a real process on 127.0.0.1.
   other admin answers ``leading: true`` on ``GET /api/v1/leader``. ``--check-ttl 0`` measures
   the session TTL alone (up to 2 x TTL + lock-delay).
 
-When a node applied a change is read from the admin's ``GET /api/v1/nodes`` (each node's
-applied version as acknowledged by the node), polled every ``--poll`` seconds (10 ms): each
-figure is an upper bound by up to one poll. ``--store URL`` runs the admin on PostgreSQL
+When a node applied a change: in **fanout**, each node's own ``applied_at`` (``GET
+/v1/config?summary=1``: wall clock, one host), read once the admin's ``GET /api/v1/nodes``
+(polled every ``--poll`` s, 50 ms) shows every node in sync; exact, whatever the poll, and the
+poll stays light on the admin it measures (a 10 ms poll of 50 rows took a good part of the
+admin's loop during the flip). ``--stages`` also shows when the admin answered, when the first
+and the last node applied, and when the admin's view showed them all; the nodes' logs give how
+long each delta batch took to apply. In **big**, the admin's view alone (up to one poll late).
+``--store URL`` runs the admin on PostgreSQL
 (default: an SQLite file in the run's directory).
 
 Output: the figures on stdout and ``bench/out/ha-<time>.json``; configs and logs in
@@ -31,9 +36,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -167,12 +174,21 @@ async def in_sync(http: httpx.AsyncClient, admin: str) -> bool:
 
 async def timed_change(http: httpx.AsyncClient, admin: str, change: Any, poll: float,
                        skip: set[str] = frozenset(), timeout: float = 120,
-                       answered: list[float] | None = None) -> dict[str, float]:
+                       answered: list[float] | None = None,
+                       nodes: list[dict[str, Any]] | None = None,
+                       acknowledged: list[float] | None = None) -> dict[str, float]:
     """Make ``change`` (a coroutine function); seconds until each node (but ``skip``) applied a
-    version above the one it had, as the admin's node view acknowledges it. ``answered``, if
-    given, gets the seconds the admin took to answer the change itself."""
+    version above the one it had. ``answered``, if given, gets the seconds the admin took to
+    answer the change itself.
+
+    Without ``nodes``: as the admin's node view acknowledges it (polled every ``poll`` s, so
+    up to one poll late). With ``nodes``: the admin's view only says when to look; each node's
+    own ``applied_at`` (``GET /v1/config?summary=1``, wall clock, same host) gives the moment
+    it applied, exact whatever the poll (the poll then only needs to be gentle on the admin);
+    ``acknowledged``, if given, gets the seconds until the admin's view showed every node.
+    """
     before = {r["name"]: r["applied_version"] or 0 for r in await node_rows(http, admin)}
-    start = time.monotonic()
+    wall, start = time.time(), time.monotonic()
     await change()
     if answered is not None:
         answered.append(time.monotonic() - start)
@@ -187,7 +203,19 @@ async def timed_change(http: httpx.AsyncClient, admin: str, change: Any, poll: f
         if time.monotonic() > deadline:
             raise SystemExit(f"only {len(reached)} nodes applied the change in {timeout}s")
         await asyncio.sleep(poll)
-    return reached
+    if acknowledged is not None:
+        acknowledged.append(max(reached.values()))
+    if nodes is None:
+        return reached
+    views = await asyncio.gather(*(node_view(http, n) for n in nodes if n["name"] in reached))
+    return {name: applied_at - wall for name, applied_at in views}
+
+
+async def node_view(http: httpx.AsyncClient, node: dict[str, Any]) -> tuple[str, float]:
+    reply = await http.get(f"{node['control_url']}/v1/config", params={"summary": 1},
+                           headers={"Authorization": f"Bearer {NODE_TOKEN}"})
+    reply.raise_for_status()
+    return node["name"], float(reply.json()["applied_at"])
 
 
 def quantiles(values: list[float]) -> dict[str, float]:
@@ -225,6 +253,27 @@ async def flip(http: httpx.AsyncClient, admin: str, groups: int, count: int, out
                      json={"operations": operations, "reason": "bench"})).raise_for_status()
 
 
+def apply_durations(directory: Path, names: list[str]) -> list[float]:
+    """Seconds each node took to apply each delta batch, from its log (``slb.node`` logs
+    "applied N groups: version a -> b in X ms")."""
+    found = re.compile(r'applied \d+ groups?[^"]* in ([0-9.]+) ms')
+    durations = []
+    for name in names:
+        path = directory / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        durations += [float(m.group(1)) / 1e3 for m in found.finditer(text)]
+    return durations
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -234,7 +283,8 @@ def rss_mb(pid: int) -> float:
 
 async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                  store: str) -> dict[str, Any]:
-    say(f"fanout: {args.nodes} nodes, {args.groups} groups x {args.members} members")
+    say(f"fanout: {args.nodes} nodes, {args.groups} groups x {args.members} members, load "
+        "average " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     nodes = await start_nodes(run, http, args.nodes)
     listen = "127.0.0.1:0"  # each node's kernel picks its own port: nodes share the host
     # the traffic sampler scrapes every node's /metrics (10,000 member series each here) every
@@ -244,6 +294,10 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                                    {"seed": seed(nodes, args.groups, args.members, listen),
                                     "stats": {"interval": 60}})
     await until("every node in sync after the seed", lambda: in_sync(http, admin), 600, 0.5)
+    # the bench's own heap (the seed, the clients) out of its collector's sight: a full
+    # collection of it took up to 170 ms, between a change and the clock reading after it
+    gc.collect()
+    gc.freeze()
     out: dict[str, Any] = {}
     flip_label = f"flip of {args.flip_groups} groups"
 
@@ -251,17 +305,38 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                     worst: bool) -> None:
         values: list[float] = []
         pushed: list[float] = []  # from the admin's answer to the change: the push alone
+        # the stages of each change: admin answered, first and last node applied, the admin's
+        # view showing every node (what the figures counted before they were read off nodes)
+        stages: dict[str, list[float]] = {"answered": [], "first": [], "last": [], "seen": []}
+        # CPU the admin and the nodes spent per change: what the box's load cannot blur
+        cpu_before = cpu_seconds(pid), sum(cpu_seconds(n["pid"]) for n in nodes)
         for i in range(count):
             answered: list[float] = []
             reached = await timed_change(http, admin, lambda i=i: change(i), args.poll,
-                                         skip=skip, timeout=1200, answered=answered)
+                                         skip=skip, timeout=1200, answered=answered,
+                                         nodes=nodes, acknowledged=stages["seen"])
             times = [max(reached.values())] if worst else list(reached.values())
             values += times
             pushed += [max(0.0, t - answered[0]) for t in times]
+            stages["answered"] += answered
+            stages["first"].append(min(reached.values()))
+            stages["last"].append(max(reached.values()))
         out[key] = quantiles(values)
         out[key + "_after_answer"] = quantiles(pushed)
+        out[key + "_stages"] = {name: quantiles(v) for name, v in stages.items()}
+        admin_cpu = (cpu_seconds(pid) - cpu_before[0]) / count
+        nodes_cpu = (sum(cpu_seconds(n["pid"]) for n in nodes) - cpu_before[1]) / count
+        out[key + "_cpu_ms"] = {"admin": admin_cpu * 1e3, "nodes": nodes_cpu * 1e3}
         show(label, out[key])  # at once: a long run shows its figures as it goes
         show("  counted from the admin's answer", out[key + "_after_answer"])
+        if args.stages:
+            for name, text in (("answered", "the admin answered the change"),
+                               ("first", "the first node applied it"),
+                               ("last", "the last node applied it"),
+                               ("seen", "the admin's view showed every node")):
+                show(f"    {text}", out[key + "_stages"][name])
+            say(f"      CPU per change: admin {admin_cpu * 1e3:.0f} ms, the {len(nodes)} nodes "
+                f"{nodes_cpu * 1e3:.0f} ms together (bench polls included)")
 
     await phase("activation", "activation reaches a node",
                 lambda i: activate(http, admin, "g00000", 2 + i % 2), args.rounds, set(), False)
@@ -281,8 +356,14 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
     finally:
         os.kill(stopped["pid"], signal.SIGCONT)
     figures: dict[str, Any] = out
+    applies = apply_durations(run.directory, [n["name"] for n in nodes])
+    if applies:
+        figures["node_delta_apply"] = quantiles(applies)
+        show("a node applying one delta batch", figures["node_delta_apply"])
     figures["admin_rss_mb"] = rss_mb(pid)
-    say(f"  admin RSS {figures['admin_rss_mb']:.0f} MB")
+    figures["load_average"] = os.getloadavg()
+    say(f"  admin RSS {figures['admin_rss_mb']:.0f} MB, load average "
+        + " ".join(f"{x:.2f}" for x in figures["load_average"]))
     return figures
 
 
@@ -414,7 +495,10 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--check-ttl", type=float, default=3.0,
                         help="failover: election.check_ttl (0: the session TTL alone)")
-    parser.add_argument("--poll", type=float, default=0.01)
+    parser.add_argument("--poll", type=float, default=0.05,
+                        help="seconds between reads of the admin's node view")
+    parser.add_argument("--stages", action="store_true",
+                        help="fanout: also show each change's stages")
     parser.add_argument("--store", help="the admin store's URL (default: an SQLite file)")
     args = parser.parse_args()
     if min(args.nodes, args.groups, args.members, args.kills) < 1 \

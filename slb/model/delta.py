@@ -226,11 +226,9 @@ def apply_batch(config: Config, batch: PoolBatch) -> tuple[Config, list[Group]]:
     if invalid:
         raise SnapshotRejected("invalid", "removing members a group does not have; nothing "
                                "was applied", invalid)
-    new = config
-    for index, group in built:
-        new = new.with_group(index, group, batch.version)
-    if not built:
-        new = copy_config(config, version=batch.version)
+    # one copy of the config for the whole batch, not one per group
+    new = config.with_groups(dict(built), batch.version) if built \
+        else copy_config(config, version=batch.version)
     return new, [group for _, group in built]
 
 

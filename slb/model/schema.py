@@ -27,7 +27,14 @@ from pydantic import (
     model_validator,
 )
 
-from slb.model.identity import Cached, content_hash, group_digest, group_position, with_group
+from slb.model.identity import (
+    Cached,
+    content_hash,
+    group_digest,
+    group_position,
+    with_group,
+    with_groups,
+)
 from slb.model.traffic import (
     HealthCheck,
     RouteTraffic,
@@ -425,6 +432,11 @@ class Config(Cached, _Strict):
     def with_group(self, position: int, group: Group, version: int) -> Config:
         """This config with ``groups[position]`` replaced (same name): a pool delta."""
         return with_group(self, position, group, version)
+
+    def with_groups(self, replaced: dict[int, Group], version: int) -> Config:
+        """This config with ``groups[i]`` replaced by ``replaced[i]`` (same names), in one
+        copy: a pool delta of several groups."""
+        return with_groups(self, replaced, version)
 
 
 def _reject_duplicates(kind: str, names: list[str]) -> None:

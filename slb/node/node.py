@@ -107,6 +107,7 @@ class DataPlane(Protocol):
     async def apply_groups(self, config: Config, groups: list[Group]) -> None: ...
     async def stats(self) -> Stats: ...
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]: ...
+    async def counters(self) -> tuple[Stats, dict[str, dict[str, dict[str, int]]]]: ...
     async def set_health(self, changes: dict[tuple[str, str], bool]) -> None: ...
     def applied_versions(self) -> dict[str, int]: ...
     async def drain(self) -> None: ...
@@ -141,6 +142,10 @@ class LocalPlane:
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]:
         assert self.server is not None
         return self.server.member_status()
+
+    async def counters(self) -> tuple[Stats, dict[str, dict[str, dict[str, int]]]]:
+        assert self.server is not None
+        return self.server.ctx.stats, self.server.active_members()
 
     async def set_health(self, changes: dict[tuple[str, str], bool]) -> None:
         assert self.server is not None
@@ -242,9 +247,10 @@ class Node:
     def _localise(self, config: Config) -> Config:
         return copy_config(config, control=self.local.control, state_dir=self.local.state_dir)
 
-    async def _install(self, config: Config, groups: list[Group] | None = None) -> None:
-        """Apply ``config``: whole (``groups`` None) or as a pool delta of ``groups``."""
-        old = self.config
+    async def _install(self, config: Config, groups: list[Group] | None = None,
+                       started: float | None = None) -> None:
+        """Apply ``config``, whole or as a pool delta of ``groups``, begun at ``started``."""
+        old, started = self.config, started or time.perf_counter()
         if groups is None:
             await self.plane.apply(config)
             freeze()  # the collector need not walk a 100,000-member snapshot again
@@ -259,7 +265,8 @@ class Node:
             what = f"group {groups[0].name}"
         else:
             what = f"{len(groups)} groups"
-        log.info("applied %s: version %d -> %d", what, old.version, config.version)
+        log.info("applied %s: version %d -> %d in %.1f ms", what, old.version, config.version,
+                 (time.perf_counter() - started) * 1e3)
         if self.state is None:
             return
         if groups is None:
@@ -314,9 +321,10 @@ class Node:
 
     async def _patch(self, parse: Callable[[], PoolBatch], term: int | None) -> Config:
         async with self._fenced(term):  # the term is checked before the body
+            started = time.perf_counter()
             self._refuse_if_file_managed()
             config, groups = apply_batch(self.config, parse())
-            await self._install(config, groups)
+            await self._install(config, groups, started)
             return config
 
     async def reload_file(self) -> None:
@@ -404,9 +412,8 @@ class Node:
             text = await asyncio.to_thread(generate_latest, registry)
             return Response(200, text, CONTENT_TYPE_LATEST)
         if path == "/v1/stats":  # the admin's traffic sampler: what /metrics says, compact
-            return Response(200, json.dumps(traffic_counters(
-                await self.plane.stats(), await self.plane.member_status()),
-                separators=(",", ":")).encode())
+            return Response(200, json.dumps(traffic_counters(*await self.plane.counters()),
+                                            separators=(",", ":")).encode())
         if path == "/v1/config":
             if query == "summary=1":  # version and hash only: cheap for a reconcile loop
                 return Response.json(200, self._version_view())

@@ -135,6 +135,17 @@ class ProxyServer:
             for name, pool in self.ctx.runtime.pools.items()
         }
 
+    def active_members(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Only the members with requests in flight, as ``{group: {address: {"active": n}}}``:
+        what ``/v1/stats`` needs of ``member_status``, without a dict for each of the
+        topology's members (10,000 on a node the admin samples every few seconds)."""
+        active: dict[str, dict[str, dict[str, int]]] = {}
+        for name, pool in self.ctx.runtime.pools.items():
+            for address, member in pool.members.items():
+                if member.active:
+                    active.setdefault(name, {})[address] = {"active": member.active}
+        return active
+
     async def drain(self) -> None:
         ctx = self.ctx
         if ctx.draining:

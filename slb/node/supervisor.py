@@ -190,9 +190,21 @@ class ProcessPlane:
             if isinstance(reply, BaseException):
                 log.error("%s did not take the health results: %s", worker.name, reply)
 
-    async def _gather(self) -> list[dict[str, Any]]:
-        replies = await self._call_all({"op": "stats"})
+    async def _gather(self, op: str = "stats") -> list[dict[str, Any]]:
+        replies = await self._call_all({"op": op})
         return [r for r in replies if not isinstance(r, BaseException) and r.get("ok")]
+
+    async def counters(self) -> tuple[Stats, dict[str, dict[str, dict[str, int]]]]:
+        """One message per worker: its counters and its members with requests in flight."""
+        total = Stats()
+        active: dict[str, dict[str, dict[str, int]]] = {}
+        for reply in await self._gather("counters"):
+            total.merge(reply["stats"])
+            for group, members in reply["active"].items():
+                into = active.setdefault(group, {})
+                for address, figures in members.items():
+                    into.setdefault(address, {"active": 0})["active"] += figures["active"]
+        return total, active
 
     async def stats(self) -> Stats:
         total = Stats()

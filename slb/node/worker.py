@@ -45,6 +45,10 @@ class Worker:
             assert self.server is not None
             return {"ok": True, "stats": self.server.ctx.stats.export(),
                     "members": self.server.member_status()}
+        if op == "counters":  # /v1/stats: the members with requests in flight only
+            assert self.server is not None
+            return {"ok": True, "stats": self.server.ctx.stats.export(),
+                    "active": self.server.active_members()}
         return {"ok": False, "errors": [f"unknown operation {op!r}"]}
 
     async def _apply(self, config: Config) -> dict[str, Any]:

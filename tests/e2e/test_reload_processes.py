@@ -364,6 +364,10 @@ async def test_metrics_add_up_the_requests_of_both_workers(backend_factory, star
     assert sum(counted) == sent, metrics
     status = await node.control.status()
     assert status["groups"]["g"][a.address]["requests"] == sent
+    # the admin's sampler reads the same counters compactly, one message per worker
+    stats = (await node.control.get("/v1/stats")).json()
+    assert sum(row[-1] for row in stats["requests"]) == sent
+    assert stats["active"] == []
 
 
 # -- workers that die, nodes that restart -----------------------------------------------------

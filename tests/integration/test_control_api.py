@@ -549,7 +549,7 @@ async def test_applied_changes_are_persisted_and_served_by_a_restarted_node(back
     applied = await patch(control, "g", {"base_version": 1, "version": 2,
                                          "upsert": [member(b, weight=0)]})
 
-    # pool deltas are written coalesced, within PERSIST_INTERVAL
+    # pool deltas are written coalesced, once they stop for PERSIST_QUIET
     async def delta_saved() -> bool:
         return json.loads((tmp_path / "snapshot.json").read_bytes())["version"] == 2
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.backends import response
 from tests.support.client import Connection, request
 
 GROUPS, MEMBERS = 5000, 10
@@ -83,3 +84,25 @@ async def test_the_compact_stats_of_a_big_node_carry_only_what_has_counts(backen
     assert stats["latency"][0][2][-1] == 3  # cumulative: the +Inf bucket counts every request
     assert stats["active"] == []  # nothing in flight: no member named, of 50,000
     assert len(reply.body) < 2000
+
+
+async def test_the_compact_stats_name_the_member_with_a_request_in_flight(backend_factory,
+                                                                          proxy_factory):
+    release = asyncio.Event()
+
+    async def slow(request: Any, writer: asyncio.StreamWriter, backend: Any) -> None:
+        await release.wait()
+        writer.write(response(200, b"late"))
+
+    backend = await backend_factory(handler=slow)
+    proxy = await proxy_factory(big_config(backend.address))
+    held = asyncio.ensure_future(request(proxy.port, "GET", "/"))
+    try:
+        await backend.request_arrived()
+        reply = await request(proxy.control_port, "GET", "/v1/stats", host="127.0.0.1")
+        assert json.loads(reply.body)["active"] == [["g", backend.address, 1]]
+    finally:
+        release.set()
+        assert (await held).status == 200
+    reply = await request(proxy.control_port, "GET", "/v1/stats", host="127.0.0.1")
+    assert json.loads(reply.body)["active"] == []

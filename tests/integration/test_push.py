@@ -269,14 +269,16 @@ async def test_burst_of_publishes_coalesces_into_few_pushes_per_node(
     await publish_synced(pusher, snapshot(1, {"g": [member(b1), member(b2)]}))
 
     configs = [snapshot(v, {"g": [member(b1, weight=v), member(b2)]}) for v in range(2, 22)]
-    for config in configs:
+    for config in configs[:10]:  # a burst in one turn of the loop: one push
         pusher.publish(config, changed_groups={"g"})
-        await asyncio.sleep(0)  # let the node tasks run between publishes
+    await asyncio.sleep(0)  # the node tasks start their pushes of version 11
+    for config in configs[10:]:  # published while those are in flight: one more at most
+        pusher.publish(config, changed_groups={"g"})
     assert await pusher.wait_in_sync(21, timeout=3)
 
     for proxy, calls in ((n1, calls1), (n2, calls2)):
         later = calls[1:]
-        assert 1 <= len(later) <= 5, later  # not one push per publish
+        assert 1 <= len(later) <= 2, later  # not one push per publish
         assert later[-1] == ("PATCH", ("g",), later[-1][2], 21)
         assert await node_view(proxy) == (21, configs[-1].content_hash())
 

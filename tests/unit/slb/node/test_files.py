@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from slb.errors import ConfigError
-from slb.model import parse_config
+from slb.model import Config, Control, apply_batch, copy_config, parse_batch, parse_config
+from slb.node import files
 from slb.node.files import (
     SNAPSHOT_FILE,
+    SnapshotEncoder,
+    StateWriter,
     load_config_file,
     load_snapshot,
     load_state,
@@ -126,3 +131,75 @@ def test_the_term_is_kept_beside_the_snapshot(tmp_path: Path,
     with caplog.at_level(logging.ERROR, logger="slb.state"):
         assert load_state(tmp_path) == (config, 0)
     assert "ignoring the term in state file" in caplog.text
+
+
+def test_one_encoder_writes_each_state_whole_through_deltas_and_new_snapshots(
+        tmp_path: Path) -> None:
+    """The encoder reuses what it wrote before; every file still loads as exactly its state:
+    after pool deltas (the groups changed, the rest shared), after a snapshot whose other
+    parts changed, with and without a term, and never with the token."""
+    encoder = SnapshotEncoder()
+
+    def snapshot(version: int, domain: str) -> Config:
+        return parse_config({
+            "version": version, "control": {"token": "never-on-disk"},
+            "groups": [{"name": f"g{i}", "members": [{"address": f"10.0.0.{i}:80"}]}
+                       for i in range(1, 4)],
+            "virtual_servers": [{"name": "vs", "listen": "127.0.0.1:8080", "domains": [domain],
+                                 "routes": [{"path": "/", "group": "g1"}]}]})
+
+    def saved(config: Config, term: int = 0) -> tuple[Config | None, int]:
+        target = save_snapshot(tmp_path, config, term, encoder)
+        assert b"never-on-disk" not in target.read_bytes()
+        return load_state(tmp_path)
+
+    first = snapshot(1, "a.example")
+    assert saved(first, 7) == (copy_config(first, control=Control()), 7)
+    delta = parse_batch({"base_version": 1, "version": 2, "groups": [
+        {"name": "g2", "upsert": [{"address": "10.0.0.9:80", "weight": 5}],
+         "remove": ["10.0.0.2:80"]}]})
+    second, _ = apply_batch(first, delta)
+    assert saved(second) == (copy_config(second, control=Control()), 0)
+    third = snapshot(3, "b.example")  # every part new: nothing reused stays on disk
+    assert saved(third, 8) == (copy_config(third, control=Control()), 8)
+    assert load_state(tmp_path)[0].virtual_servers[0].domains == ["b.example"]
+
+
+async def test_pool_deltas_are_written_once_they_pause_or_after_the_longest_delay(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deltas that keep coming are written at the latest ``PERSIST_MAX_DELAY`` after the
+    first; a burst that stops is written once, with its last state."""
+    monkeypatch.setattr(files, "PERSIST_QUIET", 30.0)  # never quiet long enough here
+    monkeypatch.setattr(files, "PERSIST_MAX_DELAY", 0.2)
+    writer = StateWriter(str(tmp_path), lambda: 0)
+    writes = []
+    save = files.save_snapshot
+
+    def saving(*args: Any) -> Path:
+        saved = save(*args)
+        writes.append(args[1].version)  # once it is on disk
+        return saved
+    monkeypatch.setattr(files, "save_snapshot", saving)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    version = 1
+    while not writes:  # a delta every 20 ms: the longest delay writes anyway
+        assert loop.time() < deadline, "no write while deltas kept coming"
+        writer.soon(parse_config({"version": version}))
+        version += 1
+        await asyncio.sleep(0.02)
+    assert load_state(tmp_path)[0] is not None
+
+    monkeypatch.setattr(files, "PERSIST_QUIET", 0.05)
+    monkeypatch.setattr(files, "PERSIST_MAX_DELAY", 30.0)
+    await asyncio.sleep(0)
+    writes.clear()
+    for last in range(version, version + 20):  # a burst, then nothing
+        writer.soon(parse_config({"version": last}))
+    while not writes:
+        assert loop.time() < deadline, "the burst was never written"
+        await asyncio.sleep(0.01)
+    assert writes == [last]  # the burst: one write, of its last state
+    snapshot = load_state(tmp_path)[0]
+    assert snapshot is not None and snapshot.version == last
+    writer.close()

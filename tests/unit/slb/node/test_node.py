@@ -42,6 +42,9 @@ class FakePlane:
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]:
         return {}
 
+    async def counters(self) -> tuple[Stats, dict[str, dict[str, dict[str, int]]]]:
+        return Stats(), {}
+
     async def set_health(self, changes: dict[tuple[str, str], bool]) -> None:
         self.health = changes
 
