@@ -55,27 +55,6 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def loads(text: str) -> Any:
-    """JSON from the store, its equal flat objects shared (one dict for all of them).
-
-    A group's body carries its settings in full (``timeouts``, ``keepalive``, ``retry``,
-    ``passive_health``: defaults included), so 10,000 groups held 40,000 equal small dicts
-    and their values in every parsed version. An object whose values are all scalars is
-    replaced by the first equal one parsed in the same text. Parsed content is shared and
-    read only (``Store.version``), so sharing its equal parts changes nothing a reader sees.
-    """
-    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
-
-    def shared(obj: dict[str, Any]) -> dict[str, Any]:
-        # with the values' types: 1, 1.0 and true are equal in Python, not in JSON
-        try:
-            return seen.setdefault((*obj.items(), *map(type, obj.values())), obj)
-        except TypeError:  # a value is a list or an object: not flat
-            return obj
-
-    return json.loads(text, object_hook=shared)
-
-
 def audit_row(who: str, action: str, target: str, reason: str, before: Any, after: Any,
               result: str) -> dict[str, Any]:
     """The values of one audit row (its before and after without secrets)."""

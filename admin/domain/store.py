@@ -46,7 +46,7 @@ from admin.domain import tables as t
 from admin.domain.errors import Conflict, NotFound, StoreUnavailable
 from admin.domain.migrate import migrate, open_engine
 from admin.domain.rows import Flag as Flag
-from admin.domain.rows import Row, audit_row, dumps, loads, replaced
+from admin.domain.rows import Row, audit_row, dumps, replaced
 from admin.domain.store_audit import AuditLog
 from admin.domain.store_sessions import SessionRecord as SessionRecord
 from admin.domain.store_sessions import SessionStore
@@ -227,7 +227,7 @@ class Store(SessionStore, AuditLog):
         with self._read() as conn:
             for found in conn.execute(select(t.objects.c.kind, t.objects.c.body)
                                       .order_by(t.objects.c.kind, t.objects.c.name)):
-                out.setdefault(found.kind, []).append(loads(found.body))
+                out.setdefault(found.kind, []).append(json.loads(found.body))
         return out
 
     def rollback(self, content: dict[str, list[dict[str, Any]]],
@@ -403,7 +403,7 @@ class Store(SessionStore, AuditLog):
                                   ).scalar()
         if found is None:
             raise NotFound(f"no version {number}")
-        version = {"version": number, "content": loads(found.content), "hash": found.hash,
+        version = {"version": number, "content": json.loads(found.content), "hash": found.hash,
                    "created_at": found.created_at, "who": found.who, "reason": found.reason,
                    "source_version": found.source_version}
         if active == str(number):
