@@ -28,7 +28,6 @@ from admin.domain.certificates import material
 from admin.domain.members import MemberView
 from admin.domain.memory import release_freed
 from admin.domain.snapshots import (
-    Built,
     Content,
     GroupReuse,
     build_snapshot,
@@ -63,9 +62,9 @@ class Publisher:
         # cluster -> (active version, its last snapshot): what a publish of a few groups
         # rebuilds those groups in (one per cluster: bounded by the clusters)
         self._built: dict[str, tuple[int | None, Config]] = {}
-        # cluster -> the groups of its last snapshot, by the form each was built from: the
-        # next build (or activation's validation) reuses those unchanged (``GroupReuse``)
-        self.built_groups: dict[str, Built] = {}
+        # cluster -> its last build: the next build (or activation's validation) reuses the
+        # groups and the rest it made unchanged (``GroupReuse``)
+        self.builds: dict[str, GroupReuse] = {}
 
     async def start(self, term: int | None = None) -> None:
         self._running, self.term = True, term
@@ -78,7 +77,7 @@ class Publisher:
         """Stop pushing (the admin stops leading); ``start`` may run again later."""
         self._running = False
         self._built.clear()  # while another leads, anything may change: start builds anew
-        self.built_groups.clear()
+        self.builds.clear()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -146,30 +145,29 @@ class Publisher:
             if changed is not None and not changed:
                 continue
             version = self.store.next_push_version(len(changed) if changed else 1)
-            known = self.built_groups.get(name, {})
-            reuse = GroupReuse(known)
             try:
                 snapshot = None
                 last = self._built.get(name)
                 if some is not None and last is not None and last[0] == active:
+                    reuse = GroupReuse(self.builds.get(name))
                     snapshot = rebuild_groups(last[1], version, [
                         g for g in touched if g["name"] in names], some, reuse)
-                    groups_now = {**known, **reuse.built}
+                    if snapshot is not None:
+                        reuse.kept(snapshot)
                 if snapshot is None:
                     if everyone is None:
                         everyone = self._members_for(content)
-                    reuse = GroupReuse(known)
+                    reuse = GroupReuse(self.builds.get(name))
                     snapshot = build_snapshot(content, name, version, everyone,
                                               self.store.identity, material(self.store), reuse)
-                    groups_now = reuse.built
             except ConfigErrors as exc:
                 self._built.pop(name, None)
-                self.built_groups.pop(name, None)
+                self.builds.pop(name, None)
                 log.error("cluster %s: snapshot %d is invalid, not pushed: %s", name, version,
                           "; ".join(exc.lines()))
                 continue
             self._built[name] = (active, snapshot)
-            self.built_groups[name] = groups_now
+            self.builds[name] = reuse
             pusher = self.pushers.get(name)
             if pusher is not None:
                 pusher.publish(snapshot, changed, active)

@@ -211,7 +211,7 @@ class AdminService(MemberOperations):
         reason = require_reason(reason)
         content = self.draft_content()
         errors = validate_content(content, self.members_for(content),
-                                  certificates.material(self.store), self.publisher.built_groups)
+                                  certificates.material(self.store), self.publisher.builds)
         if errors:
             self.store.record(who, "activate", "version/new", reason, result="invalid: "
                               + "; ".join(errors)[:2000])
@@ -228,7 +228,7 @@ class AdminService(MemberOperations):
         reason = require_reason(reason)
         old = self.store.version(number)["content"]
         errors = validate_content(old, self.members_for(old), certificates.material(self.store),
-                                  self.publisher.built_groups)
+                                  self.publisher.builds)
         if errors:
             raise Invalid(f"version {number} is no longer valid", errors)
         # Nodes are infrastructure, not versioned: they stay, with the clusters they are in.

@@ -61,16 +61,23 @@ class GroupReuse:
     Groups built anew with equal settings share the settings' models too (a group's own copy
     of four default sub-models was three quarters of an empty group's size).
 
-    ``built`` is what this build used, for the next one to reuse."""
+    The rest of the snapshot (virtual servers, routes, TLS, node settings: 10,000 routes
+    here) is reused the same way: when its form and the group names are those of the last
+    snapshot, it is not validated again (``config``).
 
-    def __init__(self, known: Built | None = None) -> None:
-        self.known: Built = known or {}
+    ``built`` and ``rest`` are what this build used, for the next one (``GroupReuse(this)``)
+    to reuse."""
+
+    def __init__(self, last: GroupReuse | None = None) -> None:
+        self.known: Built = last.built if last is not None else {}
+        self._last_rest = last.rest if last is not None else None
         self.built: Built = {}
+        self.rest: tuple[bytes, Config] | None = None  # (digest of its form, the snapshot)
         self._settings: dict[str, Group] = {}  # settings' JSON -> a group built with them
 
     def group(self, form: dict[str, Any], index: int) -> Group:
         """Group ``form`` (``groups[index]`` of the snapshot; ConfigErrors there)."""
-        key = hashlib.blake2b(_canonical(form).encode(), digest_size=16).digest()
+        key = _digest(form)
         found = self.known.get(form["name"])
         if found is None or found[0] != key:
             settings = _canonical({k: form[k] for k in SETTINGS_PARTS if k in form})
@@ -86,6 +93,31 @@ class GroupReuse:
             found = (key, built)
         self.built[form["name"]] = found
         return found[1]
+
+    def config(self, document: dict[str, Any], groups: list[Group]) -> Config:
+        """``document`` (a snapshot without its groups) with ``groups`` (built above)."""
+        names = [g.name for g in groups]
+        rest = {k: v for k, v in document.items() if k not in ("version", "store")}
+        key = _digest({**rest, "groups": names})
+        update = {"version": document["version"], "store": document["store"], "groups": groups}
+        # (with TLS it is checked again: a certificate valid then may have expired since)
+        tls = any("tls" in server for server in document["virtual_servers"])
+        if self._last_rest is not None and self._last_rest[0] == key and not tls:
+            config = self._last_rest[1].model_copy(update=update)
+        else:
+            # checked with each group by name alone (what the rest checks: routes name
+            # groups), then the groups built take their places
+            config = parse_config({**document, "groups": [{"name": n} for n in names]})
+            config = config.model_copy(update=update)
+        self.rest = (key, config)
+        return config
+
+    def kept(self, config: Config) -> None:
+        """``config`` is the last snapshot with only the groups built here changed (a pool
+        delta: ``rebuild_groups``): what the next build reuses."""
+        self.built = {**self.known, **self.built}
+        if self._last_rest is not None:
+            self.rest = (self._last_rest[0], config)
 
 
 def build_snapshot(content: Content, cluster: str, version: int,
@@ -114,10 +146,7 @@ def build_snapshot(content: Content, cluster: str, version: int,
         built = [reuse.group(form, i) for i, form in enumerate(forms)]
     except ConfigErrors:
         return parse_config({**document, "groups": forms})  # every error, located, at once
-    # the rest is checked with each group by name alone (what it is checked against: its
-    # routes name it), then the groups built above take their places
-    config = parse_config({**document, "groups": [{"name": g["name"]} for g in forms]})
-    return config.model_copy(update={"groups": built})
+    return reuse.config(document, built)
 
 
 def proxy_group(group: dict[str, Any], members: list[MemberView]) -> dict[str, Any]:
@@ -134,8 +163,7 @@ def rebuild_groups(config: Config, version: int, groups: list[dict[str, Any]],
     ``members`` and every other group reused as it was built: a member change costs the
     groups it touched, not the whole configuration (nothing else can differ while the
     active version is the same). None if a group is not in ``config`` (build it whole);
-    ConfigErrors if a rebuilt group is not valid. ``reuse``: as ``build_snapshot``'s (its
-    ``built`` then holds only the groups rebuilt)."""
+    ConfigErrors if a rebuilt group is not valid. ``reuse``: as ``build_snapshot``'s."""
     reuse = reuse or GroupReuse()
     new = config.model_copy(update={"version": version})
     for group in groups:
@@ -189,17 +217,17 @@ def check_references(content: Content) -> list[str]:
 
 def validate_content(content: Content, members: dict[str, list[MemberView]],
                      certificates: Material | None = None,
-                     built: dict[str, Built] | None = None) -> list[str]:
+                     last: dict[str, GroupReuse] | None = None) -> list[str]:
     """Every error of a whole configuration, as activation sees it (its TLS too, given
-    ``certificates``). ``built``: each cluster's groups of its last snapshot, reused (groups
-    are checked on their own: one built before is valid)."""
+    ``certificates``). ``last``: each cluster's last build, reused (``GroupReuse``: what was
+    built before is valid)."""
     errors = check_references(content)
     if errors:
         return errors
     for cluster in content.get("cluster", []):
         try:
             build_snapshot(content, cluster["name"], 1, members, certificates=certificates,
-                           reuse=GroupReuse((built or {}).get(cluster["name"])))
+                           reuse=GroupReuse((last or {}).get(cluster["name"])))
         except ConfigErrors as exc:
             errors += [f"cluster/{cluster['name']}: {line}" for line in exc.lines()]
     return errors
@@ -211,6 +239,10 @@ def content_hash(content: dict[str, Any]) -> str:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(value: Any) -> bytes:
+    return hashlib.blake2b(_canonical(value).encode(), digest_size=16).digest()
 
 
 def diff(old: Content, new: Content
