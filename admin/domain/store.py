@@ -48,6 +48,7 @@ from admin.domain.migrate import migrate, open_engine
 from admin.domain.rows import Flag as Flag
 from admin.domain.rows import Row, audit_row, dumps, replaced
 from admin.domain.store_audit import AuditLog
+from admin.domain.store_draft import DraftReader
 from admin.domain.store_sessions import SessionRecord as SessionRecord
 from admin.domain.store_sessions import SessionStore
 from admin.domain.version_cache import VersionCache
@@ -60,7 +61,7 @@ def _kind(kind: str) -> str:
     return kind.replace("_", " ")
 
 
-class Store(SessionStore, AuditLog):
+class Store(SessionStore, AuditLog, DraftReader):
     def __init__(self, target: str | Path) -> None:
         """``target``: a database URL, or an SQLite file path (created with its directory)."""
         self.path = str(target)
@@ -220,15 +221,6 @@ class Store(SessionStore, AuditLog):
     def _row(found: Any) -> Row:
         return Row(found.kind, found.name, json.loads(found.body), found.row_version,
                    found.updated_at, found.updated_by)
-
-    def draft(self) -> dict[str, list[dict[str, Any]]]:
-        """Every draft object by kind, as stored (no row metadata)."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        with self._read() as conn:
-            for found in conn.execute(select(t.objects.c.kind, t.objects.c.body)
-                                      .order_by(t.objects.c.kind, t.objects.c.name)):
-                out.setdefault(found.kind, []).append(json.loads(found.body))
-        return out
 
     def rollback(self, content: dict[str, list[dict[str, Any]]],
                  draft: dict[str, list[dict[str, Any]]], content_hash: str,
