@@ -217,19 +217,25 @@ def check_references(content: Content) -> list[str]:
 
 def validate_content(content: Content, members: dict[str, list[MemberView]],
                      certificates: Material | None = None,
-                     last: dict[str, GroupReuse] | None = None) -> list[str]:
+                     builds: dict[str, GroupReuse] | None = None) -> list[str]:
     """Every error of a whole configuration, as activation sees it (its TLS too, given
-    ``certificates``). ``last``: each cluster's last build, reused (``GroupReuse``: what was
-    built before is valid)."""
+    ``certificates``). ``builds``: each cluster's last build, reused (``GroupReuse``: what
+    was built before is valid); when the content is valid it then holds the builds made here,
+    so the publish that follows reuses them instead of building everything a second time."""
     errors = check_references(content)
     if errors:
         return errors
+    made = {}
     for cluster in content.get("cluster", []):
+        reuse = GroupReuse((builds or {}).get(cluster["name"]))
         try:
             build_snapshot(content, cluster["name"], 1, members, certificates=certificates,
-                           reuse=GroupReuse((last or {}).get(cluster["name"])))
+                           reuse=reuse)
         except ConfigErrors as exc:
             errors += [f"cluster/{cluster['name']}: {line}" for line in exc.lines()]
+        made[cluster["name"]] = reuse
+    if builds is not None and not errors:
+        builds.update(made)
     return errors
 
 
