@@ -16,6 +16,9 @@ idle list and the client's next request may go.
 Nothing else: no routing, header rules, metrics, timeouts, retries or limits. That is the point:
 SLB's requests per CPU-second over this proxy's is the cost of SLB's features plus its
 inefficiencies. Bad requests get a 400 and a close; a backend that cannot be reached a 502.
+
+``--burn-us N`` (an experiment of ``kernel_cost.py``, off by default) spins N microseconds of
+user CPU per request, to see what a slower Python request path costs the kernel on its own.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import asyncio
 import itertools
 import signal
+import time
 from collections import deque
 
 import httptools
@@ -114,6 +118,9 @@ class Pool:
         upstream.transport.write(request)
 
 
+BURN_S = 0.0  # --burn-us, in seconds
+
+
 class Client(asyncio.Protocol):
     """A client connection: parse, queue, forward one request at a time."""
 
@@ -165,6 +172,10 @@ class Client(asyncio.Protocol):
         self.parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
 
     def on_message_complete(self) -> None:
+        if BURN_S:
+            until = time.perf_counter() + BURN_S
+            while time.perf_counter() < until:
+                pass
         if self.chunked:
             self.parts.append(b"0\r\n\r\n")
         self.waiting.append((b"".join(self.parts), self.parser.should_keep_alive()))
@@ -233,7 +244,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--listen", type=address, required=True, help="host:port to serve")
     ap.add_argument("--backend", type=address, action="append", required=True,
                     help="host:port of a backend (repeat: round-robin)")
+    ap.add_argument("--burn-us", type=float, default=0.0,
+                    help="spin this many microseconds of CPU per request (an experiment)")
     args = ap.parse_args(argv)
+    if not 0 <= args.burn_us <= 1e6:
+        ap.error("--burn-us must be between 0 and 1000000")
+    global BURN_S
+    BURN_S = args.burn_us / 1e6
     uvloop.run(serve(args.listen, args.backend))
 
 
