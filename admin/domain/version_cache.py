@@ -2,7 +2,7 @@
 
 A version never changes once written, so its parsed content can be shared by every reader. The
 active version is read by every publish and every group read, and at 10,000 groups x 10
-members it is about 60 MB of Python objects: parsing it per read was slow, and keeping every
+members it is about 50 MB of Python objects: parsing it per read was slow, and keeping every
 version ever read parsed grew without bound. So the cache keeps ``size`` versions, least
 recently used dropped first; one dropped is parsed from the store again when it is asked for (a
 diff or a rollback to an old version works as before, a little slower).
@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-# the active version only: a second 60 MB copy at 10,000 groups is what issue 15 cut
+# the active version only: a second 50 MB copy at 10,000 groups was what issue 15 cut
 CACHED_VERSIONS = 1
 
 
