@@ -9,7 +9,8 @@ figures at scale (issue 15), with every part a real process on 127.0.0.1.
   each of ``--flip-groups`` (100) groups: pool deltas) until each node applied it; the same
   flips with one node stopped by SIGSTOP, measured on the other nodes.
 - **big**: ``--big-groups`` (10,000) groups x 10 members on 3 nodes: the activation time, the
-  admin's RSS after it, and the latency of ``GET /api/v1/groups/{name}`` (random groups).
+  admin's RSS after the seed and at the end, and the latency of ``GET /api/v1/groups/{name}``
+  (random groups). ``bench/admin_memory.py`` shows where that memory goes (tracemalloc).
 - **failover**: two admins sharing one store, elected over the Consul double with a default
   agent's settings (``session_ttl_min`` 10 s) and the default election settings (a 10 s
   session TTL bound to a ``--check-ttl`` (3) s TTL check, 1 s of lock-delay): the leader is
@@ -378,6 +379,7 @@ async def big(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                                    timeout=1800)
     await until("every node in sync after the seed", lambda: in_sync(http, admin), 1800, 0.5)
     seeded = time.monotonic() - started
+    rss_seeded = rss_mb(pid)
     times = []
     for i in range(args.rounds):
         reached = await timed_change(http, admin, lambda i=i: activate(
@@ -399,12 +401,14 @@ async def big(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         summaries.append(time.monotonic() - t)
     figures = {"seed_and_first_push_s": seeded, "activation_all": quantiles(times),
                "group_read": quantiles(reads), "node_summary": quantiles(summaries),
-               "admin_rss_mb": rss_mb(pid), "load_average": os.getloadavg()}
+               "admin_rss_after_seed_mb": rss_seeded, "admin_rss_mb": rss_mb(pid),
+               "load_average": os.getloadavg()}
     say(f"  seed + first push to 3 nodes: {seeded:.1f} s")
     show("activation reaches all 3 nodes", figures["activation_all"])
     show("GET /api/v1/groups/{name}", figures["group_read"])
     show("a node's GET /v1/config?summary=1", figures["node_summary"])
-    say(f"  admin RSS {figures['admin_rss_mb']:.0f} MB, load average "
+    say(f"  admin RSS {figures['admin_rss_mb']:.0f} MB at the end ({rss_seeded:.0f} MB after "
+        "the seed), load average "
         + " ".join(f"{x:.2f}" for x in figures["load_average"]))
     return figures
 

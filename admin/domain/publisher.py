@@ -26,7 +26,14 @@ from typing import Any
 
 from admin.domain.certificates import material
 from admin.domain.members import MemberView
-from admin.domain.snapshots import Content, build_snapshot, cluster_content, rebuild_groups
+from admin.domain.memory import release_freed
+from admin.domain.snapshots import (
+    Content,
+    GroupReuse,
+    build_snapshot,
+    cluster_content,
+    rebuild_groups,
+)
 from admin.domain.store import Store
 from admin.push.pusher import NodeTarget, Pusher
 from slb.model import Config, ConfigErrors
@@ -55,6 +62,9 @@ class Publisher:
         # cluster -> (active version, its last snapshot): what a publish of a few groups
         # rebuilds those groups in (one per cluster: bounded by the clusters)
         self._built: dict[str, tuple[int | None, Config]] = {}
+        # cluster -> its last build: the next build (or activation's validation) reuses the
+        # groups and the rest it made unchanged (``GroupReuse``)
+        self.builds: dict[str, GroupReuse] = {}
 
     async def start(self, term: int | None = None) -> None:
         self._running, self.term = True, term
@@ -67,6 +77,7 @@ class Publisher:
         """Stop pushing (the admin stops leading); ``start`` may run again later."""
         self._running = False
         self._built.clear()  # while another leads, anything may change: start builds anew
+        self.builds.clear()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -138,22 +149,30 @@ class Publisher:
                 snapshot = None
                 last = self._built.get(name)
                 if some is not None and last is not None and last[0] == active:
+                    reuse = GroupReuse(self.builds.get(name))
                     snapshot = rebuild_groups(last[1], version, [
-                        g for g in touched if g["name"] in names], some)
+                        g for g in touched if g["name"] in names], some, reuse)
+                    if snapshot is not None:
+                        reuse.kept(snapshot)
                 if snapshot is None:
                     if everyone is None:
                         everyone = self._members_for(content)
+                    reuse = GroupReuse(self.builds.get(name))
                     snapshot = build_snapshot(content, name, version, everyone,
-                                              self.store.identity, material(self.store))
+                                              self.store.identity, material(self.store), reuse)
             except ConfigErrors as exc:
                 self._built.pop(name, None)
+                self.builds.pop(name, None)
                 log.error("cluster %s: snapshot %d is invalid, not pushed: %s", name, version,
                           "; ".join(exc.lines()))
                 continue
             self._built[name] = (active, snapshot)
+            self.builds[name] = reuse
             pusher = self.pushers.get(name)
             if pusher is not None:
                 pusher.publish(snapshot, changed, active)
+        if groups is None:
+            release_freed()  # what a whole build made and dropped (``admin.domain.memory``)
 
     def publish_above(self, version: int) -> None:
         """Publish everything again with versions above ``version`` (a node taken over runs

@@ -39,6 +39,7 @@ from admin.domain.members import (
     rollup,
     static_members,
 )
+from admin.domain.memory import limit_arenas
 from admin.domain.operations import MemberOperations, bounded_list
 from admin.domain.publisher import Publisher
 from admin.domain.snapshots import Content, content_hash, diff, validate_content
@@ -66,6 +67,7 @@ def shown(row: Row) -> dict[str, Any]:
 
 class AdminService(MemberOperations):
     def __init__(self, store: Store, pusher_factory: Callable[[], Pusher] | None = None) -> None:
+        limit_arenas()  # before the web server's threads allocate (``admin.domain.memory``)
         self.store = store
         self.publisher = Publisher(store, self.active_content, self.members_for,
                                    pusher_factory or Pusher)
@@ -209,21 +211,24 @@ class AdminService(MemberOperations):
         reason = require_reason(reason)
         content = self.draft_content()
         errors = validate_content(content, self.members_for(content),
-                                  certificates.material(self.store))
+                                  certificates.material(self.store), self.publisher.builds)
         if errors:
             self.store.record(who, "activate", "version/new", reason, result="invalid: "
                               + "; ".join(errors)[:2000])
             raise Invalid("the configuration cannot be activated", errors)
-        version = self.store.add_version(content, content_hash(content), who, reason)
+        digest = content_hash(content)
+        version = self.store.add_version(content, digest, who, reason)
+        self._group_index = None  # it holds the old version's groups: let them go now
         log.info("version %d activated by %s: %s", version, who, reason)
         self.publisher.publish_now(None)
         self.on_content_change()
-        return {"version": version, "hash": content_hash(content)}
+        return {"version": version, "hash": digest}
 
     def rollback(self, number: int, who: str, reason: str) -> dict[str, Any]:
         reason = require_reason(reason)
         old = self.store.version(number)["content"]
-        errors = validate_content(old, self.members_for(old), certificates.material(self.store))
+        errors = validate_content(old, self.members_for(old), certificates.material(self.store),
+                                  self.publisher.builds)
         if errors:
             raise Invalid(f"version {number} is no longer valid", errors)
         # Nodes are infrastructure, not versioned: they stay, with the clusters they are in.
@@ -238,6 +243,7 @@ class AdminService(MemberOperations):
         version = self.store.rollback(old, {**restored, "node": nodes,
                                             certificates.MATERIAL_KIND: keys},
                                       content_hash(old), number, who, reason)
+        self._group_index = None
         log.info("version %d re-activates version %d (%s)", version, number, who)
         self.publisher.sync_nodes()
         self.publisher.publish_now(None)
@@ -303,7 +309,7 @@ class AdminService(MemberOperations):
                  for g in groups}
         for group, members in views.items():
             for view in members:  # the health flag's date: since its last change
-                view.flags["health"]["at"] = self.health_history.since(group, view.address)
+                view.health_at = self.health_history.since(group, view.address)
         return views
 
     def sources(self, group: dict[str, Any]) -> list[Discovered]:

@@ -46,13 +46,90 @@ PROXY_GROUP_FIELDS = ("name", "algorithm", "hash_key", "timeouts", "keepalive", 
                       "passive_health")
 
 
+Built = dict[str, tuple[bytes, Group]]  # group name -> (digest of its form, the group built)
+SETTINGS_PARTS = ("timeouts", "keepalive", "retry", "passive_health")  # a group's sub-models
+
+
+class GroupReuse:
+    """The data-plane groups of one build, reusing those of the cluster's last snapshot.
+
+    A group is built (validated into ``slb.model.Group``) from its proxy form
+    (``proxy_group``); one whose form has the digest it had in the last snapshot (``known``)
+    is that snapshot's group, not a new one. At 10,000 groups x 10 members a snapshot is about
+    100 MB of models: an activation that changed one group now builds one group, and the old
+    snapshot, the one activation validates and the new one share the rest (they are frozen).
+    Groups built anew with equal settings share the settings' models too (a group's own copy
+    of four default sub-models was three quarters of an empty group's size).
+
+    The rest of the snapshot (virtual servers, routes, TLS, node settings: 10,000 routes
+    here) is reused the same way: when its form and the group names are those of the last
+    snapshot, it is not validated again (``config``).
+
+    ``built`` and ``rest`` are what this build used, for the next one (``GroupReuse(this)``)
+    to reuse."""
+
+    def __init__(self, last: GroupReuse | None = None) -> None:
+        self.known: Built = last.built if last is not None else {}
+        self._last_rest = last.rest if last is not None else None
+        self.built: Built = {}
+        self.rest: tuple[bytes, Config] | None = None  # (digest of its form, the snapshot)
+        self._settings: dict[str, Group] = {}  # settings' JSON -> a group built with them
+
+    def group(self, form: dict[str, Any], index: int) -> Group:
+        """Group ``form`` (``groups[index]`` of the snapshot; ConfigErrors there)."""
+        key = _digest(form)
+        found = self.known.get(form["name"])
+        if found is None or found[0] != key:
+            settings = _canonical({k: form[k] for k in SETTINGS_PARTS if k in form})
+            twin = self._settings.get(settings)
+            if twin is not None:  # equal input, so an equal model: share it
+                form = {**form, **{k: getattr(twin, k) for k in SETTINGS_PARTS if k in form}}
+            try:
+                built = Group.model_validate(form)
+            except ValidationError as exc:
+                raise ConfigErrors([(("groups", index, *where), problem)
+                                    for where, problem in pydantic_problems(exc)]) from None
+            self._settings.setdefault(settings, built)
+            found = (key, built)
+        self.built[form["name"]] = found
+        return found[1]
+
+    def config(self, document: dict[str, Any], groups: list[Group]) -> Config:
+        """``document`` (a snapshot without its groups) with ``groups`` (built above)."""
+        names = [g.name for g in groups]
+        rest = {k: v for k, v in document.items() if k not in ("version", "store")}
+        key = _digest({**rest, "groups": names})
+        update = {"version": document["version"], "store": document["store"], "groups": groups}
+        # (with TLS it is checked again: a certificate valid then may have expired since)
+        tls = any("tls" in server for server in document["virtual_servers"])
+        if self._last_rest is not None and self._last_rest[0] == key and not tls:
+            config = self._last_rest[1].model_copy(update=update)
+        else:
+            # checked with each group by name alone (what the rest checks: routes name
+            # groups), then the groups built take their places
+            config = parse_config({**document, "groups": [{"name": n} for n in names]})
+            config = config.model_copy(update=update)
+        self.rest = (key, config)
+        return config
+
+    def kept(self, config: Config) -> None:
+        """``config`` is the last snapshot with only the groups built here changed (a pool
+        delta: ``rebuild_groups``): what the next build reuses."""
+        self.built = {**self.known, **self.built}
+        if self._last_rest is not None:
+            self.rest = (self._last_rest[0], config)
+
+
 def build_snapshot(content: Content, cluster: str, version: int,
                    members: dict[str, list[MemberView]], store: str | None = None,
-                   certificates: Material | None = None) -> Config:
+                   certificates: Material | None = None, reuse: GroupReuse | None = None
+                   ) -> Config:
     """One cluster's snapshot, naming the ``store`` that made it; raises ConfigErrors (with
     locations) if it is not valid. A virtual server bound to a certificate carries its chain
-    and key inline, read through ``certificates`` (without it, no TLS: URL resolution)."""
+    and key inline, read through ``certificates`` (without it, no TLS: URL resolution).
+    ``reuse``: the groups of the cluster's last snapshot (``GroupReuse``)."""
     servers, routes, groups = cluster_content(content, cluster)
+    forms = [proxy_group(g, members.get(g["name"], [])) for g in groups]
     document = {
         "version": version,
         "store": store,
@@ -63,9 +140,13 @@ def build_snapshot(content: Content, cluster: str, version: int,
              "routes": [proxy_route(r) for r in routes if r["virtual_server"] == v["name"]],
              **with_tls(server_tls(content, v, certificates))}
             for v in servers],
-        "groups": [proxy_group(g, members.get(g["name"], [])) for g in groups],
     }
-    return parse_config(document)
+    reuse = reuse or GroupReuse()
+    try:
+        built = [reuse.group(form, i) for i, form in enumerate(forms)]
+    except ConfigErrors:
+        return parse_config({**document, "groups": forms})  # every error, located, at once
+    return reuse.config(document, built)
 
 
 def proxy_group(group: dict[str, Any], members: list[MemberView]) -> dict[str, Any]:
@@ -76,22 +157,20 @@ def proxy_group(group: dict[str, Any], members: list[MemberView]) -> dict[str, A
 
 
 def rebuild_groups(config: Config, version: int, groups: list[dict[str, Any]],
-                   members: dict[str, list[MemberView]]) -> Config | None:
+                   members: dict[str, list[MemberView]], reuse: GroupReuse | None = None
+                   ) -> Config | None:
     """``config`` (a cluster's last snapshot) as ``version``, with ``groups`` rebuilt from
     ``members`` and every other group reused as it was built: a member change costs the
     groups it touched, not the whole configuration (nothing else can differ while the
     active version is the same). None if a group is not in ``config`` (build it whole);
-    ConfigErrors if a rebuilt group is not valid."""
+    ConfigErrors if a rebuilt group is not valid. ``reuse``: as ``build_snapshot``'s."""
+    reuse = reuse or GroupReuse()
     new = config.model_copy(update={"version": version})
     for group in groups:
         index = config.group_position(group["name"])
         if index is None:
             return None
-        try:
-            built = Group.model_validate(proxy_group(group, members.get(group["name"], [])))
-        except ValidationError as exc:
-            raise ConfigErrors([(("groups", index, *where), problem)
-                                for where, problem in pydantic_problems(exc)]) from None
+        built = reuse.group(proxy_group(group, members.get(group["name"], [])), index)
         new = new.with_group(index, built, version)
     return new
 
@@ -137,23 +216,39 @@ def check_references(content: Content) -> list[str]:
 
 
 def validate_content(content: Content, members: dict[str, list[MemberView]],
-                     certificates: Material | None = None) -> list[str]:
+                     certificates: Material | None = None,
+                     builds: dict[str, GroupReuse] | None = None) -> list[str]:
     """Every error of a whole configuration, as activation sees it (its TLS too, given
-    ``certificates``)."""
+    ``certificates``). ``builds``: each cluster's last build, reused (``GroupReuse``: what
+    was built before is valid); when the content is valid it then holds the builds made here,
+    so the publish that follows reuses them instead of building everything a second time."""
     errors = check_references(content)
     if errors:
         return errors
+    made = {}
     for cluster in content.get("cluster", []):
+        reuse = GroupReuse((builds or {}).get(cluster["name"]))
         try:
-            build_snapshot(content, cluster["name"], 1, members, certificates=certificates)
+            build_snapshot(content, cluster["name"], 1, members, certificates=certificates,
+                           reuse=reuse)
         except ConfigErrors as exc:
             errors += [f"cluster/{cluster['name']}: {line}" for line in exc.lines()]
+        made[cluster["name"]] = reuse
+    if builds is not None and not errors:
+        builds.update(made)
     return errors
 
 
 def content_hash(content: dict[str, Any]) -> str:
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_canonical(content).encode()).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(value: Any) -> bytes:
+    return hashlib.blake2b(_canonical(value).encode(), digest_size=16).digest()
 
 
 def diff(old: Content, new: Content

@@ -48,6 +48,7 @@ from admin.domain.migrate import migrate, open_engine
 from admin.domain.rows import Flag as Flag
 from admin.domain.rows import Row, audit_row, dumps, replaced
 from admin.domain.store_audit import AuditLog
+from admin.domain.store_draft import DraftReader
 from admin.domain.store_sessions import SessionRecord as SessionRecord
 from admin.domain.store_sessions import SessionStore
 from admin.domain.version_cache import VersionCache
@@ -60,7 +61,7 @@ def _kind(kind: str) -> str:
     return kind.replace("_", " ")
 
 
-class Store(SessionStore, AuditLog):
+class Store(SessionStore, AuditLog, DraftReader):
     def __init__(self, target: str | Path) -> None:
         """``target``: a database URL, or an SQLite file path (created with its directory)."""
         self.path = str(target)
@@ -221,15 +222,6 @@ class Store(SessionStore, AuditLog):
         return Row(found.kind, found.name, json.loads(found.body), found.row_version,
                    found.updated_at, found.updated_by)
 
-    def draft(self) -> dict[str, list[dict[str, Any]]]:
-        """Every draft object by kind, as stored (no row metadata)."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        with self._read() as conn:
-            for found in conn.execute(select(t.objects.c.kind, t.objects.c.body)
-                                      .order_by(t.objects.c.kind, t.objects.c.name)):
-                out.setdefault(found.kind, []).append(json.loads(found.body))
-        return out
-
     def rollback(self, content: dict[str, list[dict[str, Any]]],
                  draft: dict[str, list[dict[str, Any]]], content_hash: str,
                  source_version: int, who: str, reason: str) -> int:
@@ -366,9 +358,11 @@ class Store(SessionStore, AuditLog):
         self._meta_for_update(conn, "active_version")  # two activations number one by one
         last = conn.execute(select(func.max(t.versions.c.version))).scalar() or 0
         version = last + 1
-        conn.execute(insert(t.versions).values(
-            version=version, content=dumps(content), hash=content_hash, created_at=now,
-            who=who, reason=reason, source_version=source_version))
+        # the values as parameters, not in the statement: SQLAlchemy's statement cache keeps
+        # the first statement of each shape, and with it a content of megabytes for good
+        conn.execute(insert(t.versions), {
+            "version": version, "content": dumps(content), "hash": content_hash,
+            "created_at": now, "who": who, "reason": reason, "source_version": source_version})
         self._set_meta(conn, "active_version", str(version))
         action = "rollback" if source_version is not None else "activate"
         self._audit(conn, who, action, f"version/{version}", reason,
@@ -389,19 +383,23 @@ class Store(SessionStore, AuditLog):
 
     def version(self, number: int) -> dict[str, Any]:
         """Version ``number``. Its ``content`` is shared with other callers: read, never
-        change it (``admin.domain.version_cache``: the last few used are kept parsed)."""
+        change it (``admin.domain.version_cache``: the active one is kept parsed, any other
+        is parsed for this caller alone)."""
         cached = self._versions.get(number)
         if cached is not None:
             return dict(cached)
         with self._read() as conn:
             found = conn.execute(select(t.versions).where(t.versions.c.version == number)
                                  ).first()
+            active = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "active_version")
+                                  ).scalar()
         if found is None:
             raise NotFound(f"no version {number}")
         version = {"version": number, "content": json.loads(found.content), "hash": found.hash,
                    "created_at": found.created_at, "who": found.who, "reason": found.reason,
                    "source_version": found.source_version}
-        self._versions.put(version)
+        if active == str(number):
+            self._versions.put(version)
         return dict(version)
 
     def active_version(self) -> int | None:

@@ -2,10 +2,14 @@
 
 A version never changes once written, so its parsed content can be shared by every reader. The
 active version is read by every publish and every group read, and at 10,000 groups x 10
-members it is tens of MB of Python objects: parsing it per read was slow, and keeping every
+members it is about 50 MB of Python objects: parsing it per read was slow, and keeping every
 version ever read parsed grew without bound. So the cache keeps ``size`` versions, least
 recently used dropped first; one dropped is parsed from the store again when it is asked for (a
 diff or a rollback to an old version works as before, a little slower).
+
+The store puts only the active version here (``Store.version``): any other one (a diff, a
+rollback's source) is parsed for its caller and dropped with it, so the admin never holds two
+parsed versions for long, and an old version read does not push the active one out.
 
 Entries are shared with the callers: read, never change them.
 """
@@ -16,8 +20,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-# the active version and one other (a diff, a rollback)
-CACHED_VERSIONS = 2
+# the active version only: a second 50 MB copy at 10,000 groups was what issue 15 cut
+CACHED_VERSIONS = 1
 
 
 class VersionCache:

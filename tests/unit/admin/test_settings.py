@@ -9,7 +9,7 @@ import pytest
 
 from admin.cli import main
 from admin.domain.migrate import code_revision
-from admin.settings import load_admin_config
+from admin.settings import AdminConfig, load_admin_config
 from slb.errors import ConfigError
 
 
@@ -113,3 +113,15 @@ def test_admin_log_is_structured_in_the_format_its_file_names(capsys) -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_the_seed_is_handed_over_once_and_not_kept(tmp_path: Path) -> None:
+    config = load(tmp_path, "seed:\n  clusters: [{name: c1}]\n"
+                            "  groups: [{name: web, members: []}]\n")
+    assert isinstance(config, AdminConfig) and config.seed is not None
+    assert config.seed.take() == {"clusters": [{"name": "c1"}], "nodes": [],
+                                  "virtual_servers": [], "routes": [],
+                                  "groups": [{"name": "web", "members": []}]}
+    assert config.seed.take() == {field: [] for field in (
+        "clusters", "nodes", "virtual_servers", "routes", "groups")}  # nothing kept
+

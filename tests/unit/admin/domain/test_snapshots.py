@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from admin.domain.members import Discovered, effective_members
-from admin.domain.snapshots import build_snapshot, check_references, diff, validate_content
+from admin.domain.snapshots import (
+    GroupReuse,
+    build_snapshot,
+    check_references,
+    diff,
+    validate_content,
+)
 from admin.domain.store import Flag
 from slb.model import ConfigErrors
 
@@ -102,6 +108,45 @@ def test_invalid_snapshot_raises_with_locations() -> None:
     with pytest.raises(ConfigErrors) as caught:
         build_snapshot(content(virtual_server=servers), "c1", 1, {})
     assert any(line.startswith("virtual_servers[0].listen") for line in caught.value.lines())
+
+
+def test_a_build_reuses_the_unchanged_groups_of_the_last_and_equals_a_build_from_scratch(
+        ) -> None:
+    data = content(group=[*content()["group"][:2],
+                          {"name": "shop", "members": [{"address": "10.0.0.3:80"}]}],
+                   route=[*content()["route"][:2],
+                          {"name": "shop", "virtual_server": "site", "path": "/shop/",
+                           "group": "shop"}])
+    reuse = GroupReuse()
+    first = build_snapshot(data, "c1", 1, {}, reuse=reuse)
+    # static members come in through ``members``: a weight edit changes one group's form
+    views = {"api": effective_members(data["group"][1], [Discovered(B, weight=5)], {}, {})}
+    second = build_snapshot(data, "c1", 2, views, reuse=GroupReuse(reuse))
+    old, new = ({g.name: g for g in c.groups} for c in (first, second))
+    assert new["web"] is old["web"] and new["shop"] is old["shop"]  # shared, not rebuilt
+    assert [(m.address, m.weight) for m in new["api"].members] == [(B, 5)]
+    scratch = build_snapshot(data, "c1", 2, views)
+    assert second == scratch and second.content_hash() == scratch.content_hash()
+    # groups built anew with equal settings share their settings' models
+    assert scratch.groups[1].timeouts is scratch.groups[2].timeouts
+    # the rest too, while it does not change: validated once
+    assert second.virtual_servers[0] is first.virtual_servers[0]
+    moved = [*data["route"][:2], {**data["route"][2], "path": "/store/"}]
+    third = build_snapshot(content(group=data["group"], route=moved), "c1", 3, views,
+                           reuse=GroupReuse(reuse))
+    assert [r.path for r in third.virtual_servers[0].routes][-1] == "/store/"
+
+
+def test_an_invalid_group_is_reported_in_place_even_when_others_are_reused() -> None:
+    reuse = GroupReuse()
+    build_snapshot(content(), "c1", 1, {}, reuse=reuse)
+    twice = [{"name": "web", "members": [{"address": A}, {"address": A}]},
+             *content()["group"][1:]]
+    views = {"web": effective_members(twice[0], [Discovered(A), Discovered(A)], {}, {})}
+    with pytest.raises(ConfigErrors) as caught:
+        build_snapshot(content(group=twice), "c1", 2, views, reuse=GroupReuse(reuse))
+    assert [line for line in caught.value.lines() if line.startswith("groups[0]")] == [
+        f"groups[0]: member {A} is listed twice"], caught.value.lines()
 
 
 # -- diff -------------------------------------------------------------------------------------

@@ -369,3 +369,23 @@ def test_each_leadership_takes_a_higher_term_seen_by_every_admin(db_path: str) -
     finally:
         first.close()
         second.close()
+
+
+def test_the_draft_parses_again_only_what_changed_and_always_shows_the_stored_body(
+        store: Store, db_path: str) -> None:
+    store.create("group", "a", {"name": "a", "x": 1}, "ada", "r")
+    store.create("group", "b", {"name": "b"}, "ada", "r")
+    first = store.draft()["group"]
+    store.update("group", "a", {"name": "a", "x": 2}, 1, "ada", "r")
+    second = store.draft()["group"]
+    assert second == [{"name": "a", "x": 2}, {"name": "b"}]
+    assert second[1] is first[1]  # unchanged: the same body, not parsed again
+    store.delete("group", "b", None, "ada", "r")
+    store.create("group", "b", {"name": "b", "y": 1}, "ada", "r")  # row version 1 again
+    assert store.draft()["group"] == [{"name": "a", "x": 2}, {"name": "b", "y": 1}]
+    other = Store(db_path)  # another admin's change, on the same store
+    try:
+        other.update("group", "a", {"name": "a", "x": 3}, 2, "bob", "r")
+    finally:
+        other.close()
+    assert store.draft()["group"][0] == {"name": "a", "x": 3}
