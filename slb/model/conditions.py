@@ -95,11 +95,16 @@ def in_networks(address: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in network for network in networks)
 
 
+def field_key(name: str) -> bytes:
+    """A header condition's field name as the proxy's field tables key it (lowercased bytes)."""
+    return name.lower().encode("latin-1")
+
+
 def compile_when(when: When | None) -> Conditions | None:
     if when is None:
         return None
     return Conditions(
-        headers=tuple((name.lower().encode("latin-1"),
+        headers=tuple((field_key(name),
                        None if value == ANY else value.encode("latin-1"))
                       for name, value in when.headers.items()),
         cookies=tuple((name, None if value == ANY else value)

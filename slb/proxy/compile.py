@@ -26,6 +26,7 @@ from slb.balancing.member import STATE_UP, MemberState
 from slb.balancing.pool import Pool
 from slb.metrics import Stats
 from slb.model import Config, Group, HttpSettings, Route, VirtualServer
+from slb.model.conditions import field_key
 from slb.proxy.accesslog import AccessLog
 from slb.proxy.actions import RouteActions, Share
 from slb.proxy.fields import request_fields
@@ -110,8 +111,8 @@ def _targets(vs: VirtualServer, pools: dict[str, Pool], stats: Stats
 
 
 def _watched(config: Config) -> set[bytes]:
-    """The fields routes' conditions test, lowercased as ``compile_when`` does."""
-    return {name.lower().encode("latin-1") for vs in config.virtual_servers
+    """The fields routes' conditions test, keyed as ``compile_when`` keys them."""
+    return {field_key(name) for vs in config.virtual_servers
             for route in vs.routes if route.when is not None for name in route.when.headers}
 
 

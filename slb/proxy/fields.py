@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from slb.proxy import rules
+from slb.proxy.memo import remember
 
 # Field kinds, looked up once per field by lowercased name.
 OTHER = 0
@@ -64,16 +65,12 @@ NO_BODY_STATUS = frozenset({*range(100, 200), 204, 304})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # Connection options that name no field.
 CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
-_KEYWORD_ONLY = CONNECTION_KEYWORDS  # a Connection value that is one of them names no field
 
 COLON = b": "
 CRLF = b"\r\n"
 CHUNKED = b"Transfer-Encoding: chunked\r\n"
 CHUNK_END = b"0\r\n\r\n"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-SPELLINGS = 4096  # names as sent remembered per field table (client-controlled: bounded)
 
 
 def learn(table: dict[bytes, int], name: bytes) -> int:
@@ -85,8 +82,7 @@ def learn(table: dict[bytes, int], name: bytes) -> int:
     A kind depends on the lowercased name only: any spelling kept gives the same answer.
     """
     kind = table.get(name.lower(), OTHER)
-    if len(table) < SPELLINGS:
-        table[name] = kind
+    remember(table, name, kind)  # (client-controlled names: bounded)
     return kind
 
 
@@ -104,7 +100,7 @@ def drop_named_fields(head: list[bytes], connection: bytes) -> list[bytes]:
     """A response head's fields less those its Connection field names (RFC 9110 §7.6.1).
 
     ``head`` is a slot (the status line) then (name, ": ", value, CRLF) quadruples."""
-    if connection.lower() in _KEYWORD_ONLY:  # (nginx's "keep-alive" on every response)
+    if connection.lower() in CONNECTION_KEYWORDS:  # (nginx's "keep-alive" on every response)
         return head  # (no set built: 0.88 -> 0.19 us a response)
     options = rules.connection_tokens(connection) - CONNECTION_KEYWORDS
     if not options:

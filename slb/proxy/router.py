@@ -26,6 +26,7 @@ from slb.model.conditions import Conditions, compile_when
 from slb.model.hosts import bare_host, default_server, route_sort_key, wildcard_suffix
 from slb.proxy.actions import ExchangeView
 from slb.proxy.fields import WATCHED
+from slb.proxy.memo import remember
 from slb.proxy.target import Target
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ EXACT = 0
 PREFIX = 1
 REGEX = 2
 _KINDS = {"exact": EXACT, "prefix": PREFIX, "regex": REGEX}
-HOST_CACHE = 4096  # Host values remembered per listener
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,8 +115,7 @@ class RouteTable:
                     break
             else:
                 found = self.default
-        if len(self._cache) < HOST_CACHE:
-            self._cache[host] = found
+        remember(self._cache, host, found)
         return found
 
 
