@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from slb.errors import UpstreamProtocolError
-from slb.proxy.fields import CHUNK_END, CHUNKED, CRLF
+from slb.proxy.fields import CHUNK_END, CHUNKED, CRLF, without_fields
 from slb.proxy.flow import TUNNEL
 from slb.proxy.head import status_line
 from slb.proxy.upstream import FRAMING_LENGTH, FRAMING_NONE
@@ -49,11 +49,8 @@ def _edited_head(status: int, conn: UpstreamConnection,
     """``_head_of`` with a route's response rules (``Exchange.response_edit``): the member's
     fields of the names in ``drop`` left out, the route's rendered fields added."""
     drop, add = edit
-    fields = conn.headers
-    head = [status_line(status, conn.reason)]
-    for i in range(1, len(fields), 4):  # (name, ": ", value, CRLF)
-        if fields[i].lower() not in drop:
-            head += fields[i:i + 4]
+    head = without_fields(conn.headers, drop)
+    head[0] = status_line(status, conn.reason)
     head.append(add)
     return head
 
