@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from admin.domain.certificates import Material, server_tls
 from admin.domain.members import MemberView
 from admin.domain.objects import REFERENCES, references, route_groups
+from admin.domain.rows import dumps
 from slb.model import (
     ROUTE_TRAFFIC_FIELDS,
     Config,
@@ -80,7 +81,7 @@ class GroupReuse:
         key = _digest(form)
         found = self.known.get(form["name"])
         if found is None or found[0] != key:
-            settings = _canonical({k: form[k] for k in SETTINGS_PARTS if k in form})
+            settings = dumps({k: form[k] for k in SETTINGS_PARTS if k in form})
             twin = self._settings.get(settings)
             if twin is not None:  # equal input, so an equal model: share it
                 form = {**form, **{k: getattr(twin, k) for k in SETTINGS_PARTS if k in form}}
@@ -165,14 +166,13 @@ def rebuild_groups(config: Config, version: int, groups: list[dict[str, Any]],
     active version is the same). None if a group is not in ``config`` (build it whole);
     ConfigErrors if a rebuilt group is not valid. ``reuse``: as ``build_snapshot``'s."""
     reuse = reuse or GroupReuse()
-    new = config.model_copy(update={"version": version})
+    replaced: dict[int, Group] = {}
     for group in groups:
         index = config.group_position(group["name"])
         if index is None:
             return None
-        built = reuse.group(proxy_group(group, members.get(group["name"], [])), index)
-        new = new.with_group(index, built, version)
-    return new
+        replaced[index] = reuse.group(proxy_group(group, members.get(group["name"], [])), index)
+    return config.with_groups(replaced, version)  # (one copy for all the groups)
 
 
 def with_tls(tls: dict[str, str] | None) -> dict[str, Any]:
@@ -240,15 +240,11 @@ def validate_content(content: Content, members: dict[str, list[MemberView]],
 
 
 def content_hash(content: dict[str, Any]) -> str:
-    return hashlib.sha256(_canonical(content).encode()).hexdigest()
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(dumps(content).encode()).hexdigest()
 
 
 def _digest(value: Any) -> bytes:
-    return hashlib.blake2b(_canonical(value).encode(), digest_size=16).digest()
+    return hashlib.blake2b(dumps(value).encode(), digest_size=16).digest()
 
 
 def diff(old: Content, new: Content

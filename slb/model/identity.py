@@ -135,11 +135,6 @@ def group_position(config: Cached, name: str) -> int | None:
     return positions.get(name)
 
 
-def with_group(config: C, position: int, group: Cached, version: int) -> C:
-    """``config`` with ``groups[position]`` replaced by ``group`` (same name): a pool delta."""
-    return with_groups(config, {position: group}, version)
-
-
 def with_groups(config: C, replaced: Mapping[int, Cached], version: int) -> C:
     """``config`` with ``groups[i]`` replaced by ``replaced[i]`` (same names): a pool delta of
     any number of groups, in ONE copy (a copy per group was most of a 100-group delta's cost:

@@ -32,7 +32,6 @@ from slb.model.identity import (
     content_hash,
     group_digest,
     group_position,
-    with_group,
     with_groups,
 )
 from slb.model.traffic import (
@@ -428,10 +427,6 @@ class Config(Cached, _Strict):
     def group_position(self, name: str) -> int | None:
         """Index of group ``name`` in ``groups``."""
         return group_position(self, name)
-
-    def with_group(self, position: int, group: Group, version: int) -> Config:
-        """This config with ``groups[position]`` replaced (same name): a pool delta."""
-        return with_group(self, position, group, version)
 
     def with_groups(self, replaced: dict[int, Group], version: int) -> Config:
         """This config with ``groups[i]`` replaced by ``replaced[i]`` (same names), in one

@@ -71,10 +71,9 @@ class Worker:
         unknown = [g.name for g, p in zip(groups, positions, strict=True) if p is None]
         if unknown:
             return {"ok": False, "errors": [f"no group named {name!r}" for name in unknown]}
-        config = config.model_copy(update={"version": version}) if not groups else config
-        for group, position in zip(groups, positions, strict=True):
-            assert position is not None
-            config = config.with_group(position, group, version)
+        # one copy of the config for the whole delta, as the node's own apply_batch makes
+        config = config.with_groups({p: g for p, g in zip(positions, groups, strict=True)
+                                     if p is not None}, version)
         self.server.apply_groups(config, groups)
         return {"ok": True, "version": version}
 

@@ -39,7 +39,7 @@ def test_with_group_updates_the_hash_as_a_full_recompute_would() -> None:
     position = config.group_position("g1")
     assert position == 1
     group = config.groups[1].model_copy(update={"members": config.groups[1].members[:1]})
-    changed = config.with_group(position, group, version=2)
+    changed = config.with_groups({position: group}, version=2)
     assert changed.version == 2
     assert changed.content_hash() == fresh_hash(changed) != config.content_hash()
     assert changed.groups[1].digest() != config.groups[1].digest()

@@ -48,7 +48,7 @@ async def test_a_pool_delta_swaps_the_runtime_with_the_new_config() -> None:
     ctx = ProxyContext(asyncio.get_running_loop(), config())
     base = ctx.runtime
     group = base.config.groups[0].model_copy(update={"members": []})
-    new_config = base.config.with_group(0, group, version=2)
+    new_config = base.config.with_groups({0: group}, version=2)
     ctx.apply_groups(new_config, [group])
     assert ctx.runtime is not base and ctx.runtime.config is new_config
     assert ctx.runtime.pools["web"].members == {}
