@@ -23,6 +23,7 @@ import uvicorn
 
 from admin.app import create_app
 from admin.domain.errors import Conflict, StoreUnavailable
+from admin.domain.memory import limit_arenas
 from admin.domain.service import AdminService
 from admin.domain.store import Store
 from admin.ha import Election, leader_view
@@ -85,6 +86,7 @@ class Admin:
 
     def __init__(self, config: AdminConfig) -> None:
         self.config = config
+        limit_arenas()  # process-wide, before the web server's threads allocate (its docstring)
         self.store = Store(config.store.url)
         self.service = AdminService(self.store, lambda: Pusher(
             timeout=config.push_timeout, reconcile_interval=config.reconcile_interval,

@@ -18,6 +18,7 @@ absent, which the sampler reads as zero), so its size follows the traffic, not t
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
@@ -177,12 +178,10 @@ class StatsCollector:
             "slb_request_duration_seconds",
             "Time from a request's head to the end of its response",
             labels=["virtual_server", "group"])
+        bounds = [_le(bound) for bound in (*LATENCY_BUCKETS, float("inf"))]
         for (vs, group), hist in sorted(stats.latency.items()):
-            cumulative, buckets = 0, []
-            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), hist.counts, strict=True):
-                cumulative += count
-                buckets.append((_le(bound), cumulative))
-            latency.add_metric([vs, group], buckets, hist.total)
+            latency.add_metric([vs, group], list(zip(bounds, _cumulative(hist.counts),
+                                                     strict=True)), hist.total)
         yield latency
 
         yield GaugeMetricFamily("slb_client_connections", "Open client connections",
@@ -246,13 +245,8 @@ def traffic_counters(stats: Stats, status: dict[str, dict[str, dict[str, Any]]]
     ``latency`` rows hold the *cumulative* bucket counts, bounds in ``latency_bounds`` (the
     exposition's ``le`` values), so the sampler treats them exactly like the text's buckets.
     """
-    latency = []
-    for (vs, group), hist in stats.latency.items():
-        cumulative, buckets = 0, []
-        for count in hist.counts:
-            cumulative += count
-            buckets.append(cumulative)
-        latency.append([vs, group, buckets])
+    latency = [[vs, group, _cumulative(hist.counts)]
+               for (vs, group), hist in stats.latency.items()]
     return {
         "requests": [[*key, value] for key, value in stats.requests.items()],
         "latency_bounds": [_le(bound) for bound in (*LATENCY_BUCKETS, float("inf"))],
@@ -263,6 +257,11 @@ def traffic_counters(stats: Stats, status: dict[str, dict[str, dict[str, Any]]]
                    for group, members in status.items()
                    for member, figures in members.items() if figures.get("active")],
     }
+
+
+def _cumulative(counts: list[int]) -> list[int]:
+    """Per-bucket counts as Prometheus's cumulative ``le`` counts."""
+    return list(itertools.accumulate(counts))
 
 
 def _per_member(name: str, documentation: str,

@@ -39,7 +39,6 @@ from admin.domain.members import (
     rollup,
     static_members,
 )
-from admin.domain.memory import limit_arenas
 from admin.domain.operations import MemberOperations, bounded_list
 from admin.domain.publisher import Publisher
 from admin.domain.snapshots import Content, content_hash, diff, validate_content
@@ -67,7 +66,6 @@ def shown(row: Row) -> dict[str, Any]:
 
 class AdminService(MemberOperations):
     def __init__(self, store: Store, pusher_factory: Callable[[], Pusher] | None = None) -> None:
-        limit_arenas()  # before the web server's threads allocate (``admin.domain.memory``)
         self.store = store
         self.publisher = Publisher(store, self.active_content, self.members_for,
                                    pusher_factory or Pusher)

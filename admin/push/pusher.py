@@ -74,7 +74,6 @@ from admin.push.report import NodeReport
 from admin.push.targets import NodeTarget, Published
 from admin.push.wire import TERM_HEADER, NodeClient, Reply, dumps, http_error, json_or_empty
 from admin.push.wire import Failed as _Failed
-from slb.gcpause import freeze
 from slb.model import Config
 
 __all__ = ["TERM_HEADER", "NodeTarget", "Pusher"]  # TERM_HEADER and NodeTarget: re-exported
@@ -415,12 +414,6 @@ class Pusher:
         self._desired = Published(self._seq, config, changed, configuration)
         self._history.append((self._seq, changed))
         self._batches.clear()
-        if changed is None:
-            # A whole snapshot (an activation: rare) and the admin's state around it are
-            # long-lived: out of the collector's sight, a full collection walks only what came
-            # since. Without this one walked the whole heap (100-350 ms at 1,000 groups x 10
-            # members) every few dozen flips, in the middle of one (slb.gcpause).
-            freeze()
         for node in self._nodes.values():
             node.wake.set()
         self._notify()

@@ -37,8 +37,9 @@ async def groups(request: Request, session: PageSession, service: ServiceDep, pa
 
 def member_row(view: MemberView, draft_weights: dict[str, int]) -> dict[str, Any]:
     flags = []
+    member_flags = view.flags  # (built on each read: once per member)
     for name in FLAG_COLUMNS:
-        flag = view.flags[name]
+        flag = member_flags[name]
         if name == "health":
             text = flag.get("status") or ("passing" if flag["value"] else "failing")
         else:
@@ -52,8 +53,8 @@ def member_row(view: MemberView, draft_weights: dict[str, int]) -> dict[str, Any
     return {"address": view.address, "ip": member_ip(view.address), "state": view.state,
             "held_by": view.held_by, "weight": view.weight,
             "draft_weight": draft if draft is not None and draft != view.weight else None,
-            "flags": flags, "pull_in": view.flags["pull"]["value"],
-            "ops_up": view.flags["ops"]["value"]}
+            "flags": flags, "pull_in": member_flags["pull"]["value"],
+            "ops_up": member_flags["ops"]["value"]}
 
 
 def group_context(service: AdminService, name: str) -> dict[str, Any]:
