@@ -181,7 +181,9 @@ async def test_a_leader_whose_check_consul_failed_steps_down_at_once_and_one_lea
     # is invalidated and the lock released; the leader sees it on its blocking read of the key,
     # before its next pass or renew could tell it
     cluster.double.set_check(f"slb-admin-{old}", "critical")
-    await wait_until(lambda: not cluster.admins[old].admin.leading, 1.0,
+    # (within a check TTL: sooner than any expiry could have deposed it; a tighter bound
+    # would time the machine, not the mechanism)
+    await wait_until(lambda: not cluster.admins[old].admin.leading, CHECK_TTL,
                      "the leader to step down")
     await wait_until(lambda: len(cluster.leaders()) == 1, TAKEOVER, "one admin to lead again")
     leader = cluster.leaders()[0]
