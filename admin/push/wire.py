@@ -24,8 +24,10 @@ into the line shown as a node's ``last_error``, whatever the node sent (JSON or 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
@@ -177,7 +179,7 @@ class NodeClient:
             return kept
         self._drop()
         parts = urlsplit(url)
-        tls = httpx.create_ssl_context() if parts.scheme == "https" else None
+        tls = _tls_context() if parts.scheme == "https" else None
         port = parts.port or (443 if tls is not None else 80)
         _, connection = await loop.create_connection(
             lambda: _Connection(loop), parts.hostname or "", port, ssl=tls)
@@ -188,6 +190,13 @@ class NodeClient:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default context (its CA bundle, verification on), made once: loading the CA
+    bundle for every new connection would cost milliseconds each."""
+    return httpx.create_ssl_context()
 
 
 def _format(target: NodeTarget, term: int | None, method: str, path: str,
