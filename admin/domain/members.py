@@ -76,15 +76,22 @@ class MemberView:
             return "up"
         return "drain" if all(f in DRAINING for f in self.held_by) else "down"
 
+    def own_values(self) -> tuple[bool, bool, bool]:
+        """The operators' three flags (ops, pull, server), their defaults where none is set."""
+        ops, pull, server = self.own
+        return (ops.value if ops else True, pull.value if pull else not self.waits,
+                server.value if server else True)
+
     @property
     def flags(self) -> dict[str, dict[str, Any]]:
         ops, pull, server = self.own
+        ops_up, pulled_in, server_up = self.own_values()
         source = self.source or Discovered(self.address, self.weight)
         return {
-            "ops": ops.to_json() if ops else _default(True),
+            "ops": ops.to_json() if ops else _default(ops_up),
             "pull": pull.to_json() if pull else _default(
-                not self.waits, "new members wait to be pulled in" if self.waits else ""),
-            "server": server.to_json() if server else _default(True),
+                pulled_in, "new members wait to be pulled in" if self.waits else ""),
+            "server": server.to_json() if server else _default(server_up),
             "health": {"value": self.healthy, "status": source.health, "who": source.source,
                        "at": self.health_at, "why": source.health_detail},
             "maintenance": {"value": source.maintenance, "who": source.source, "at": None,
@@ -115,8 +122,7 @@ def effective_members(group: dict[str, Any], discovered: list[Discovered],
         server = server_flags.get(member_ip(member.address))
         view = MemberView(member.address, member.weight, [], (ops, pull, server), member,
                           member.health in healthy, waits)
-        allowed = (ops.value if ops else True, pull.value if pull else not waits,
-                   server.value if server else True, view.healthy, not member.maintenance)
+        allowed = (*view.own_values(), view.healthy, not member.maintenance)
         view.held_by += [name for name, ok in zip(FLAG_ORDER, allowed, strict=True) if not ok]
         if member.weight == 0 and not view.held_by:
             view.held_by.append("weight")  # Consul Weights 0: drain
