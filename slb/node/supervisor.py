@@ -206,29 +206,16 @@ class ProcessPlane:
                     into.setdefault(address, {"active": 0})["active"] += figures["active"]
         return total, active
 
-    async def stats(self) -> Stats:
+    async def scrape(self) -> tuple[Stats, dict[str, dict[str, dict[str, Any]]]]:
+        """The workers' counters and members' status, merged, from one message each."""
+        replies = await self._gather()
         total = Stats()
-        for reply in await self._gather():
+        for reply in replies:
             total.merge(reply["stats"])
-        return total
+        return total, _merged_members(replies)
 
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]:
-        merged: dict[str, dict[str, dict[str, Any]]] = {}
-        for reply in await self._gather():
-            for group, members in reply["members"].items():
-                into = merged.setdefault(group, {})
-                for address, figures in members.items():
-                    if address not in into:
-                        into[address] = dict(figures)
-                        continue
-                    total = into[address]
-                    for key in ("active", "requests", "failures", "ejections",
-                                "idle_connections"):
-                        total[key] += figures[key]
-                    total["ejected"] = total["ejected"] or figures["ejected"]
-                    total["checked_down"] = total["checked_down"] or figures["checked_down"]
-                    total["ejected_for"] = max(total["ejected_for"], figures["ejected_for"])
-        return merged
+        return _merged_members(await self._gather())
 
     def applied_versions(self) -> dict[str, int]:
         return {w.name: w.version for w in self.workers}
@@ -263,3 +250,23 @@ class ProcessPlane:
                     worker.process.kill()
                 await worker.process.wait()
             await worker.close_channel()
+
+
+def _merged_members(replies: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The workers' member status as one: counts added up, a member ejected or checked down
+    in any worker shown so, the longest ejection."""
+    merged: dict[str, dict[str, dict[str, Any]]] = {}
+    for reply in replies:
+        for group, members in reply["members"].items():
+            into = merged.setdefault(group, {})
+            for address, figures in members.items():
+                if address not in into:
+                    into[address] = dict(figures)
+                    continue
+                total = into[address]
+                for key in ("active", "requests", "failures", "ejections", "idle_connections"):
+                    total[key] += figures[key]
+                total["ejected"] = total["ejected"] or figures["ejected"]
+                total["checked_down"] = total["checked_down"] or figures["checked_down"]
+                total["ejected_for"] = max(total["ejected_for"], figures["ejected_for"])
+    return merged

@@ -36,8 +36,8 @@ class FakePlane:
         self.applied.append(config.version)
         self.deltas.append([g.name for g in groups])
 
-    async def stats(self) -> Stats:
-        return Stats()
+    async def scrape(self) -> tuple[Stats, dict[str, dict[str, dict[str, Any]]]]:
+        return Stats(), {}
 
     async def member_status(self) -> dict[str, dict[str, dict[str, Any]]]:
         return {}
