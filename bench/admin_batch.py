@@ -12,7 +12,8 @@ Each round runs in the event loop as in the admin and times the ``AdminService.b
 (validation, the store's transaction(s)), the publish it schedules alone
 (``Publisher.publish_now``: members read, snapshot built, handed to the pusher), and the whole
 from the call until that publish is done (including the ``COALESCE`` wait of 20 ms). The
-figures (p50, p99, max in ms) are printed and written to ``bench/out/admin-batch-<time>.json``.
+figures (n, p50, p99 from 100 samples on, max in ms) are printed and written to
+``bench/out/admin-batch-<time>.json``.
 
 The same script measures older code: put an older ``admin/`` tree first on ``PYTHONPATH``
 (``git archive <commit> admin | tar -x -C DIR``; ``PYTHONPATH=DIR``); it uses only the
@@ -25,7 +26,6 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +35,8 @@ from typing import Any
 import admin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, run from anywhere
+from harness import P99_NOTE, quantiles  # bench/harness.py (this folder is on sys.path)
+
 from admin.domain.service import AdminService
 from admin.domain.store import Store
 from tests.support.pushers import RecordingPusher
@@ -61,11 +63,9 @@ def address(group: int, member: int) -> str:
     return f"10.{group // 256 % 256}.{group % 256}.{member + 1}:80"
 
 
-def quantiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"p50": round(statistics.median(ordered) * 1000, 1),
-            "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
-            "max": round(ordered[-1] * 1000, 1)}
+def ms(values: list[float]) -> dict[str, Any]:
+    """n, p50, p99 (null below 100 samples), max of ``values`` (seconds) in ms."""
+    return quantiles(values, 1e3, ndigits=1)
 
 
 async def measure(service: AdminService, groups: int, operations: int, rounds: int
@@ -99,8 +99,8 @@ async def measure(service: AdminService, groups: int, operations: int, rounds: i
         await asyncio.wait_for(published.wait(), 600)
         totals.append(time.perf_counter() - started)
         out ^= set(chosen)
-    return {"batch_ms": quantiles(batches), "publish_ms": quantiles(publishes),
-            "batch_until_published_ms": quantiles(totals)}
+    return {"batch_ms": ms(batches), "publish_ms": ms(publishes),
+            "batch_until_published_ms": ms(totals), "p99_note": P99_NOTE}
 
 
 async def run(service: AdminService, args: argparse.Namespace) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import asyncio
 import ctypes
 import gc
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -36,19 +35,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the admin, run from anywhere
-from ha_figures import seed  # the big scenario's seed (bench/ is on sys.path: this folder)
+from ha_figures import rss_mb, seed  # the big scenario's (bench/ is on sys.path: this folder)
+from harness import P99_MIN_SAMPLES, P99_NOTE, quantiles
 
 from admin.main import Admin
 from admin.settings import AdminConfig
 
 CLOSED = "http://127.0.0.1:9"  # the discard port: refused at once on a machine without it
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def malloc_trim() -> bool:
@@ -123,19 +116,16 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             phases["trimmed"] = rss_mb()
         figures["activation_ms"] = _ms(activations)
         figures["group_read_ms"] = _ms(reads)
+        figures["p99_note"] = P99_NOTE
     finally:
         await admin.close()
     figures["rss_mb"] = {k: round(v, 1) for k, v in phases.items()}
     return figures
 
 
-def _ms(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return {"p50": round(statistics.median(ordered) * 1000, 1),
-            "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
-            "max": round(ordered[-1] * 1000, 1)}
+def _ms(values: list[float]) -> dict[str, Any] | None:
+    """n, p50, p99 (null below 100 samples), max of ``values`` (seconds) in ms; None if none."""
+    return quantiles(values, 1e3, ndigits=1) if values else None
 
 
 def show(figures: dict[str, Any]) -> None:
@@ -143,7 +133,10 @@ def show(figures: dict[str, Any]) -> None:
     print(f"admin start (seed, activation, first publish): {figures['start_s']} s")
     for key in ("activation_ms", "group_read_ms"):
         if figures.get(key):
-            print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in figures[key].items()))
+            note = (f" (p99 needs >= {P99_MIN_SAMPLES} samples)"
+                    if figures[key]["p99"] is None else "")
+            print(f"{key}: " + ", ".join(f"{k} {'-' if v is None else v}"
+                                         for k, v in figures[key].items()) + note)
     if "holders" in figures:
         print(f"traced at the end: {figures['traced_mb']} MB; the largest holders:")
         for holder in figures["holders"]:

@@ -47,6 +47,7 @@ from harness import (
     median,
     num,
     pct,
+    ratio,
     run_reported,
     save_result,
     say,
@@ -165,18 +166,6 @@ def two_workers(bench: Bench, targets: Targets) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ figures
-
-def ratio(runs: list[dict[str, Any]], num_target: str, den_target: str, key: str,
-          case: str | None = None) -> float | None:
-    """Median over rounds of num/den, each from the same round (and case)."""
-    by = {(r["round"], r["target"]): r for r in runs if case is None or r.get("case") == case}
-    vals: list[float | None] = []
-    for rnd in sorted({r["round"] for r in runs}):
-        n, d = by.get((rnd, num_target)), by.get((rnd, den_target))
-        if n and d and n[key] and d[key]:
-            vals.append(n[key] / d[key])
-    return median(vals)
-
 
 def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     per: dict[str, Any] = {}

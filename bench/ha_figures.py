@@ -50,7 +50,18 @@ from typing import Any
 
 import httpx
 import yaml
-from harness import OUT_DIR, ROOT, free_ports, say
+from harness import (
+    OUT_DIR,
+    P99_MIN_SAMPLES,
+    P99_NOTE,
+    ROOT,
+    TICKS,
+    cpu_ticks,
+    free_ports,
+    num,
+    quantiles,
+    say,
+)
 
 NODE_TOKEN = "ha-figures-node-token"
 ADMIN_TOKEN = "ha-figures-admin-token-0123"
@@ -219,18 +230,16 @@ async def node_view(http: httpx.AsyncClient, node: dict[str, Any]) -> tuple[str,
     return node["name"], float(reply.json()["applied_at"])
 
 
-def quantiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-    return {"n": len(ordered), "p50_ms": at(0.5) * 1e3, "p99_ms": at(0.99) * 1e3,
-            "max_ms": ordered[-1] * 1e3}
+def ms(values: list[float]) -> dict[str, Any]:
+    """n, p50_ms, p99_ms (None below 100 samples), max_ms of ``values`` in seconds."""
+    return quantiles(values, 1e3, "_ms")
 
 
-def show(name: str, figures: dict[str, float]) -> None:
-    say(f"  {name:<44} n={figures['n']:<5} p50 {figures['p50_ms']:8.1f} ms   "
-        f"p99 {figures['p99_ms']:8.1f} ms   max {figures['max_ms']:8.1f} ms")
+def show(name: str, figures: dict[str, Any]) -> None:
+    note = f"   (p99 needs >= {P99_MIN_SAMPLES} samples)" if figures["p99_ms"] is None else ""
+    say(f"  {name:<44} n={figures['n']:<5} p50 {num(figures['p50_ms'], '.1f'):>8} ms   "
+        f"p99 {num(figures['p99_ms'], '.1f'):>8} ms   max {num(figures['max_ms'], '.1f'):>8} ms"
+        + note)
 
 
 async def activate(http: httpx.AsyncClient, admin: str, group: str, weight: int) -> None:
@@ -256,8 +265,8 @@ async def flip(http: httpx.AsyncClient, admin: str, groups: int, count: int, out
 
 def apply_durations(directory: Path, names: list[str]) -> list[float]:
     """Seconds each node took to apply each delta batch, from its log (``slb.node`` logs
-    "applied N groups: version a -> b in X ms")."""
-    found = re.compile(r'applied \d+ groups?[^"]* in ([0-9.]+) ms')
+    "applied N groups: version a -> b in X ms", or "applied group NAME: ..." for one)."""
+    found = re.compile(r'applied (?:\d+ groups|group \S+)[^"]* in ([0-9.]+) ms')
     durations = []
     for name in names:
         path = directory / f"{name}.log"
@@ -266,16 +275,13 @@ def apply_durations(directory: Path, names: list[str]) -> list[float]:
     return durations
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(*pids: int) -> float:
+    """CPU of processes ``pids`` so far (harness.cpu_ticks: a process gone counts 0)."""
+    return cpu_ticks(list(pids)) / TICKS
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int | str = "self") -> float:
+    """VmRSS of process ``pid`` (this one by default), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -310,7 +316,7 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         # view showing every node (what the figures counted before they were read off nodes)
         stages: dict[str, list[float]] = {"answered": [], "first": [], "last": [], "seen": []}
         # CPU the admin and the nodes spent per change: what the box's load cannot blur
-        cpu_before = cpu_seconds(pid), sum(cpu_seconds(n["pid"]) for n in nodes)
+        cpu_before = cpu_seconds(pid), cpu_seconds(*(n["pid"] for n in nodes))
         for i in range(count):
             answered: list[float] = []
             reached = await timed_change(http, admin, lambda i=i: change(i), args.poll,
@@ -322,11 +328,11 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
             stages["answered"] += answered
             stages["first"].append(min(reached.values()))
             stages["last"].append(max(reached.values()))
-        out[key] = quantiles(values)
-        out[key + "_after_answer"] = quantiles(pushed)
-        out[key + "_stages"] = {name: quantiles(v) for name, v in stages.items()}
+        out[key] = ms(values)
+        out[key + "_after_answer"] = ms(pushed)
+        out[key + "_stages"] = {name: ms(v) for name, v in stages.items()}
         admin_cpu = (cpu_seconds(pid) - cpu_before[0]) / count
-        nodes_cpu = (sum(cpu_seconds(n["pid"]) for n in nodes) - cpu_before[1]) / count
+        nodes_cpu = (cpu_seconds(*(n["pid"] for n in nodes)) - cpu_before[1]) / count
         out[key + "_cpu_ms"] = {"admin": admin_cpu * 1e3, "nodes": nodes_cpu * 1e3}
         show(label, out[key])  # at once: a long run shows its figures as it goes
         show("  counted from the admin's answer", out[key + "_after_answer"])
@@ -359,7 +365,7 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
     figures: dict[str, Any] = out
     applies = apply_durations(run.directory, [n["name"] for n in nodes])
     if applies:
-        figures["node_delta_apply"] = quantiles(applies)
+        figures["node_delta_apply"] = ms(applies)
         show("a node applying one delta batch", figures["node_delta_apply"])
     figures["admin_rss_mb"] = rss_mb(pid)
     figures["load_average"] = os.getloadavg()
@@ -399,8 +405,8 @@ async def big(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         (await http.get(f"{node['control_url']}/v1/config?summary=1",
                         headers={"Authorization": f"Bearer {NODE_TOKEN}"})).raise_for_status()
         summaries.append(time.monotonic() - t)
-    figures = {"seed_and_first_push_s": seeded, "activation_all": quantiles(times),
-               "group_read": quantiles(reads), "node_summary": quantiles(summaries),
+    figures = {"seed_and_first_push_s": seeded, "activation_all": ms(times),
+               "group_read": ms(reads), "node_summary": ms(summaries),
                "admin_rss_after_seed_mb": rss_seeded, "admin_rss_mb": rss_mb(pid),
                "load_average": os.getloadavg()}
     say(f"  seed + first push to 3 nodes: {seeded:.1f} s")
@@ -443,7 +449,7 @@ async def failover(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         say(f"  kill {kill + 1}: {other} leads after {times[-1]:.2f} s")
         # the killed admin comes back (a new process, its own log) and follows
         admins[leader] = await start_admin(run, http, f"{leader}-{kill}", store, data)
-    figures = {"takeover": quantiles(times)}
+    figures = {"takeover": ms(times)}
     show("kill -9 of the leader until another leads", figures["takeover"])
     return figures
 
@@ -468,7 +474,7 @@ async def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    results: dict[str, Any] = {"args": vars(args)}
+    results: dict[str, Any] = {"args": vars(args), "p99_note": P99_NOTE}
     scenarios = ["fanout", "big", "failover"] if args.scenario == "all" else [args.scenario]
     async with httpx.AsyncClient(timeout=60) as http:
         for scenario in scenarios:

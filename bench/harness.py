@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -433,6 +433,42 @@ def check_target(name: str, port: int, expect_spread: bool, requests: int = 8,
 def median(values: list[float | None]) -> float | None:
     xs = [v for v in values if v is not None]
     return statistics.median(xs) if xs else None
+
+
+# The 99th percentile of fewer samples is their maximum (or next to it): not a figure of its own.
+P99_MIN_SAMPLES = 100
+P99_NOTE = (f"p99 is null (printed -) below {P99_MIN_SAMPLES} samples: the 99th percentile of "
+            "fewer is their maximum")
+
+
+def quantiles(values: Iterable[float], scale: float = 1.0, suffix: str = "",
+              ndigits: int | None = None) -> dict[str, Any]:
+    """``n``, ``p50`` (statistics.median), ``p99`` (nearest rank; None below P99_MIN_SAMPLES
+    samples) and ``max`` of ``values``, each times ``scale`` (1e3: seconds to ms), rounded to
+    ``ndigits`` if given; the keys but ``n`` end in ``suffix`` (``"_ms"``: ``p50_ms``)."""
+    xs = sorted(values)
+    n = len(xs)
+
+    def fig(x: float | None) -> float | None:
+        if x is None:
+            return None
+        return x * scale if ndigits is None else round(x * scale, ndigits)
+    p99 = xs[(99 * n + 99) // 100 - 1] if n >= P99_MIN_SAMPLES else None
+    return {"n": n, f"p50{suffix}": fig(statistics.median(xs) if xs else None),
+            f"p99{suffix}": fig(p99), f"max{suffix}": fig(xs[-1] if xs else None)}
+
+
+def ratio(runs: list[dict[str, Any]], num_target: str, den_target: str, key: str,
+          case: str | None = None) -> float | None:
+    """Median over rounds of num/den, each from the same round (and case); a round whose
+    figure is missing (None) or whose denominator is 0 is left out, not counted as 0."""
+    by = {(r["round"], r["target"]): r for r in runs if case is None or r.get("case") == case}
+    vals: list[float | None] = []
+    for rnd in sorted({r["round"] for r in runs}):
+        n, d = by.get((rnd, num_target)), by.get((rnd, den_target))
+        if n and d and n.get(key) is not None and d.get(key):
+            vals.append(n[key] / d[key])
+    return median(vals)
 
 
 def environment() -> dict[str, Any]:

@@ -66,6 +66,7 @@ from harness import (
     check_target,
     free_ports,
     interrupt_on_signals,
+    ratio,
     run_reported,
     save_result,
     say,
@@ -132,6 +133,7 @@ def measure(bench: Bench, name: str, svc: Service, port: int, path: str) -> dict
     n = res["requests"]
     if not n:
         raise BenchError(f"{name}: wrk got no answer")
+    errors = wrk_errors(bench, name, path, res)
     us = 1e6 / TICKS / n
     cpu_s = (p1["utime"] + p1["stime"] - p0["utime"] - p0["stime"]) / TICKS
     # (SLB with --workers >= 1 is a supervisor and workers: is the supervisor woken at all?)
@@ -140,7 +142,7 @@ def measure(bench: Bench, name: str, svc: Service, port: int, path: str) -> dict
          - c["utime"] - c["stime"]) / TICKS, 2) for pid, c in per_pid0.items()}
     return {
         "target": name, "requests": n, "rps": n / (res["duration_us"] / 1e6),
-        "errors": sum(res[k] for k in ("connect", "read", "write", "timeout", "status")),
+        "errors": errors,
         "user_us": (p1["utime"] - p0["utime"]) * us,
         "sys_us": (p1["stime"] - p0["stime"]) * us,
         "req_per_cpu_s": n / cpu_s if cpu_s else None,
@@ -154,6 +156,17 @@ def measure(bench: Bench, name: str, svc: Service, port: int, path: str) -> dict
         "backend_sleeps": (b1["vcs"] - b0["vcs"]) / n,
         "cpu_s_by_pid": processes,
     }
+
+
+def wrk_errors(bench: Bench, name: str, path: str, res: dict[str, Any]) -> int:
+    """0, or a BenchError: a target that answered errors is not measured, it is broken."""
+    errors = {k: res[k] for k in ("connect", "read", "write", "timeout", "status") if res[k]}
+    if errors:
+        raise BenchError(f"{name}: errors from wrk on {path}: "
+                         + ", ".join(f"{k} {v}" for k, v in errors.items())
+                         + f" (status: non-2xx answers); see {bench.work / 'wrk.txt'} and "
+                         f"{bench.work / (name + '.log')}")
+    return 0
 
 
 def syscall_counts(bench: Bench, name: str, svc: Service, port: int, path: str
@@ -181,14 +194,11 @@ def syscall_counts(bench: Bench, name: str, svc: Service, port: int, path: str
         cols = line.split(",")
         if len(cols) > 2 and cols[2].startswith("syscalls:sys_enter_") and cols[0].isdigit():
             counts[cols[2].removeprefix("syscalls:sys_enter_")] = int(cols[0])
+    wrk_errors(bench, name, path, res)
     n = res["requests"] or 1
     per_request = {call: count / n for call, count in counts.items() if count}
     per_request["total"] = sum(per_request.values())
     return per_request
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -207,32 +217,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             if mine:
                 per[name] = {k: statistics.median(r[k] for r in mine) for k in keys
                              if all(r[k] is not None for r in mine)}
-        rounds = sorted({r["round"] for r in here})
-        ratios: dict[str, float] = {}
-        for k in keys:
-            values = []
-            for rnd in rounds:
-                pair = {r["target"]: r[k] for r in here if r["round"] == rnd}
-                value = ratio(pair.get("slb"), pair.get("ref"))
-                if value is not None:
-                    values.append(value)
-            if values:
-                ratios[k] = statistics.median(values)
-        per["slb/ref"] = ratios
-        if "slb-before" in per:
-            per["slb/before"] = {k: statistics.median(
-                ratio(a["slb"][k], a["slb-before"][k]) or 0 for a in by_round(here))
-                for k in keys}
+        for label, den in (("slb/ref", "ref"), ("slb/before", "slb-before")):
+            if den in per:  # (rounds without a figure or with a 0 denominator left out)
+                ratios = {k: ratio(here, "slb", den, k, case) for k in keys}
+                per[label] = {k: v for k, v in ratios.items() if v is not None}
         out[case] = per
     return out
-
-
-def by_round(runs: list[dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
-    """{target: run} of each round."""
-    rounds: dict[int, dict[str, dict[str, Any]]] = {}
-    for r in runs:
-        rounds.setdefault(r["round"], {})[r["target"]] = r
-    return [rounds[k] for k in sorted(rounds)]
 
 
 def show(label: Any, case: str, r: dict[str, Any], ratios: bool = False) -> None:
