@@ -41,7 +41,7 @@ from admin.domain.members import (
 )
 from admin.domain.operations import MemberOperations, bounded_list
 from admin.domain.publisher import Publisher
-from admin.domain.snapshots import Content, content_hash, diff, validate_content
+from admin.domain.snapshots import Content, content_hash, diff, stored_form, validate_content
 from admin.domain.store import Row, Store
 from admin.domain.urls import RouteAnswer, resolve_everywhere
 from admin.push.drain import wait_drained
@@ -214,8 +214,8 @@ class AdminService(MemberOperations):
             self.store.record(who, "activate", "version/new", reason, result="invalid: "
                               + "; ".join(errors)[:2000])
             raise Invalid("the configuration cannot be activated", errors)
-        digest = content_hash(content)
-        version = self.store.add_version(content, digest, who, reason)
+        text, digest = stored_form(content)
+        version = self.store.add_version(content, digest, who, reason, text=text)
         self._group_index = None  # it holds the old version's groups: let them go now
         log.info("version %d activated by %s: %s", version, who, reason)
         self.publisher.publish_now(None)
@@ -238,15 +238,16 @@ class AdminService(MemberOperations):
         restored = {**old, "cluster": clusters}
         # Certificate material is not versioned either: every version may still need its own.
         keys = self.store.draft().get(certificates.MATERIAL_KIND, [])
+        digest = content_hash(old)
         version = self.store.rollback(old, {**restored, "node": nodes,
                                             certificates.MATERIAL_KIND: keys},
-                                      content_hash(old), number, who, reason)
+                                      digest, number, who, reason)
         self._group_index = None
         log.info("version %d re-activates version %d (%s)", version, number, who)
         self.publisher.sync_nodes()
         self.publisher.publish_now(None)
         self.on_content_change()
-        return {"version": version, "hash": content_hash(old), "source_version": number}
+        return {"version": version, "hash": digest, "source_version": number}
 
     def versions(self) -> dict[str, Any]:
         return {"active": self.store.active_version(), "versions": self.store.versions()}

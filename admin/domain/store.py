@@ -343,17 +343,18 @@ class Store(SessionStore, AuditLog, DraftReader):
     # -- versions ----------------------------------------------------------------------------
 
     def add_version(self, content: dict[str, Any], content_hash: str, who: str, reason: str,
-                    source_version: int | None = None) -> int:
+                    source_version: int | None = None, text: str | None = None) -> int:
         """Store ``content`` as the next version, now active. ``content`` is kept as that
         version's parsed content (it is the one every publish reads next): the caller hands
-        it over and never changes it."""
+        it over and never changes it. ``text``: ``dumps(content)``, if the caller made it."""
         with self._transaction() as conn:
             record = self._add_version(conn, content, content_hash, who, reason,
-                                       source_version)
+                                       source_version, text)
         return self._versions.put(record)
 
     def _add_version(self, conn: Connection, content: dict[str, Any], content_hash: str,
-                     who: str, reason: str, source_version: int | None) -> dict[str, Any]:
+                     who: str, reason: str, source_version: int | None,
+                     text: str | None = None) -> dict[str, Any]:
         now = time.time()
         self._meta_for_update(conn, "active_version")  # two activations number one by one
         last = conn.execute(select(func.max(t.versions.c.version))).scalar() or 0
@@ -361,7 +362,8 @@ class Store(SessionStore, AuditLog, DraftReader):
         # the values as parameters, not in the statement: SQLAlchemy's statement cache keeps
         # the first statement of each shape, and with it a content of megabytes for good
         conn.execute(insert(t.versions), {
-            "version": version, "content": dumps(content), "hash": content_hash,
+            "version": version, "content": dumps(content) if text is None else text,
+            "hash": content_hash,
             "created_at": now, "who": who, "reason": reason, "source_version": source_version})
         self._set_meta(conn, "active_version", str(version))
         action = "rollback" if source_version is not None else "activate"
