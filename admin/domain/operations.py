@@ -67,23 +67,29 @@ class MemberOperations:
 
     def server_op(self, ip: str, up: bool, who: str, reason: str, force: bool = False
                   ) -> dict[str, Any]:
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            raise Invalid(f"{ip!r} is not an IP address", ["ip: expected an IPv4 or IPv6 "
-                                                            "address"]) from None
+        members = self._server_members(ip)
         reason = require_reason(reason)
-        members = self.members_with_ip(ip)
         touched = set(members)
-        if not touched and ip not in self.store.server_flags():
-            # a typo must not answer "done"; an IP with a flag may still be set back up
-            raise NotFound(f"no group has a member with IP {ip}")
         if not up:
             self.refuse_emptying({g: {a: {"server": False} for a in members[g]}
                                   for g in touched}, force)
         self.store.set_server_flag(ip, up, who, reason)
         self.publisher.schedule(touched)
         return {"ip": ip, "up": up, "groups": sorted(touched)}
+
+    def _server_members(self, ip: str) -> dict[str, set[str]]:
+        """``members_with_ip`` of a server operation's ``ip``; Invalid if it is no IP address,
+        NotFound if no group has a member on it and it has no flag (a typo must not answer
+        "done"; an IP with a flag may still be set back up)."""
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise Invalid(f"{ip!r} is not an IP address", ["ip: expected an IPv4 or IPv6 "
+                                                            "address"]) from None
+        members = self.members_with_ip(ip)
+        if not members and ip not in self.store.server_flags():
+            raise NotFound(f"no group has a member with IP {ip}")
+        return members
 
     def members_with_ip(self, ip: str) -> dict[str, set[str]]:
         """Group -> its members on ``ip`` (groups with none left out)."""
@@ -204,12 +210,9 @@ class MemberOperations:
                        ) -> list[str]:
         """What is wrong with a batch's server operation on ``ip`` (its groups kept in
         ``on_ip``): the checks ``server_op`` makes, as the batch's errors."""
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            return [f"operations[{i}].server: {ip!r} is not an IP address"]
         if ip not in on_ip:
-            on_ip[ip] = self.members_with_ip(ip)
-        if not on_ip[ip] and ip not in self.store.server_flags():
-            return [f"operations[{i}].server: no group has a member with IP {ip}"]
+            try:
+                on_ip[ip] = self._server_members(ip)
+            except (Invalid, NotFound) as exc:
+                return [f"operations[{i}].server: {exc}"]
         return []
