@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the admin, run from anywhere
-from ha_figures import rss_mb, seed  # the big scenario's (bench/ is on sys.path: this folder)
+from ha_cluster import rss_mb, seed  # the big scenario's (bench/ is on sys.path: this folder)
 from harness import P99_MIN_SAMPLES, P99_NOTE, quantiles
 
 from admin.main import Admin
