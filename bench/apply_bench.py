@@ -162,10 +162,10 @@ class Control:
         self.port = port
         self.conn: http.client.HTTPConnection | None = None
 
-    def call(self, method: str, path: str, body: bytes | None = None
-             ) -> tuple[int, bytes, float]:
+    def call(self, method: str, path: str, body: bytes | None = None,
+             extra: dict[str, str] | None = None) -> tuple[int, bytes, float]:
         """(status, body, seconds of the round trip: request sent to response read)."""
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        headers = {"Authorization": f"Bearer {TOKEN}", **(extra or {})}
         if body is not None:
             headers["Content-Type"] = "application/json"
         for attempt in (1, 2):
