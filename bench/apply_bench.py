@@ -234,7 +234,15 @@ class ApplyBench(Bench):
         argv = [str(SLB_BIN), "proxy", "-c", str(path), "--workers", str(workers),
                 "--log-level", "warning"]
         svc = self.launch(f"slb-w{workers}", argv, cpu, control_port)
-        return svc, Control(control_port), proxy_port
+        control = Control(control_port)
+        deadline = time.monotonic() + 60
+        # the control port opens before the workers are up: /healthz says 503 until they are
+        while control.call("GET", "/healthz")[0] != 200:
+            if time.monotonic() > deadline:
+                raise BenchError(f"slb-w{workers} not up after 60 s")
+            svc.check_alive()
+            time.sleep(0.05)
+        return svc, control, proxy_port
 
     def verify(self, control: Control, snap: Snapshot, workers: int,
                touched: set[str]) -> float:
