@@ -76,7 +76,8 @@ def test_a_copy_has_the_originals_fields_but_the_updated_ones() -> None:
     assert [m.address for m in copied.members] == ["10.0.0.0:80"]
     assert [m.address for m in group.members] == ["10.0.0.0:80", "10.0.0.1:80"]
     assert copied.model_fields_set == group.model_fields_set | {"members"}
-    assert copied.model_dump() == {**group.model_dump(), "members": [group.members[0].model_dump()]}
+    whole = group.model_dump()
+    assert copied.model_dump() == {**whole, "members": whole["members"][:1]}
     assert copied.model_copy(update={"members": group.members}) == group
 
 
