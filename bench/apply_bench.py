@@ -37,6 +37,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -188,6 +189,16 @@ class Control:
             return resp.status, data, elapsed
         raise AssertionError("unreachable")
 
+    def wait_up(self, check_alive: Callable[[], Any], timeout: float = 60.0) -> None:
+        """Until ``/healthz`` says 200: the control port opens before the data plane (and
+        its workers) is up, and a loaded box takes seconds to start them."""
+        deadline = time.monotonic() + timeout
+        while self.call("GET", "/healthz")[0] != 200:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the node on port {self.port} is not up after {timeout} s")
+            check_alive()
+            time.sleep(0.05)
+
     def change(self, method: str, path: str, doc: dict[str, Any]) -> float:
         status, data, elapsed = self.call(method, path, json.dumps(doc).encode())
         if status != 200:
@@ -235,13 +246,7 @@ class ApplyBench(Bench):
                 "--log-level", "warning"]
         svc = self.launch(f"slb-w{workers}", argv, cpu, control_port)
         control = Control(control_port)
-        deadline = time.monotonic() + 60
-        # the control port opens before the workers are up: /healthz says 503 until they are
-        while control.call("GET", "/healthz")[0] != 200:
-            if time.monotonic() > deadline:
-                raise BenchError(f"slb-w{workers} not up after 60 s")
-            svc.check_alive()
-            time.sleep(0.05)
+        control.wait_up(svc.check_alive)
         return svc, control, proxy_port
 
     def verify(self, control: Control, snap: Snapshot, workers: int,

@@ -68,7 +68,13 @@ def start_node(work: Path, workers: int) -> tuple[subprocess.Popen[bytes], Contr
         if proc.poll() is not None or time.monotonic() > deadline:
             raise BenchError(f"the node did not open its control port: see {work}/node.log")
         time.sleep(0.05)
-    return proc, Control(control_port)
+    control = Control(control_port)
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise BenchError(f"the node exited: see {work}/node.log")
+    control.wait_up(alive)
+    return proc, control
 
 
 def flip_body(snap: Snapshot, rng: random.Random, count: int, out: list[int]) -> bytes:
