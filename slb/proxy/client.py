@@ -130,7 +130,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ctx = self.ctx
         ctx.connections.add(self)
         ctx.stats.client_connections += 1
-        self.deadline = self.loop.time() + ctx.runtime.settings.header_timeout
+        self.deadline = self.loop.time() + ctx.runtime.limits.header_timeout
         self.deadline_kind = IDLE
 
     def data_received(self, data: bytes) -> None:
@@ -192,7 +192,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
                     if not ex.response_started:
                         ex.status = 499  # nginx: the client closed the request
                     ex.flag = "DC"
-                    self._account(ex)
+                    self._account(ex, self.loop.time())
         except Exception as error:
             self.internal_error(error)
 
@@ -211,7 +211,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         exchanges = self.exchanges
         exchanges.append(ex)
         if len(exchanges) == 1:
-            self.deadline = ex.start + rt.settings.header_timeout
+            self.deadline = ex.start + rt.limits.header_timeout
             self.deadline_kind = HEADER
         elif len(exchanges) > PIPELINE_LIMIT:
             self._pause_reading(PAUSE_PIPELINE)
@@ -220,7 +220,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ex = self.parsing
         assert ex is not None
         ex.url += url
-        if len(ex.url) > self.rt.settings.max_uri_bytes:
+        if len(ex.url) > self.rt.limits.max_uri_bytes:
             raise UriTooLong("request target too long")  # RFC 9112 §3, 414
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -228,8 +228,8 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         assert ex is not None
         ex.header_count += 1
         ex.header_bytes += len(name) + len(value) + 4
-        settings = self.rt.settings
-        if ex.header_count > settings.max_headers or ex.header_bytes > settings.max_header_bytes:
+        limits = self.rt.limits
+        if ex.header_count > limits.max_headers or ex.header_bytes > limits.max_header_bytes:
             raise HeadersTooLarge("request header fields too large")  # RFC 6585 §5, 431
         kind = ex.fields.get(name)  # (as sent; then lowercased, once per spelling)
         if kind is None:
@@ -275,7 +275,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ex.keep_alive = parser.should_keep_alive()
         # (no Upgrade field, no upgrade: CONNECT, llhttp's other case, is refused by the rules)
         ex.upgrade = ex.upgrade_value is not None and parser.should_upgrade()
-        rules.check_head(ex, version, rt.settings.max_body_bytes)
+        rules.check_head(ex, version, rt.limits.max_body_bytes)
         ex.has_body = ex.chunked or ex.content_length > 0
         head.prepare_request_head(ex, self.peer, rt.listen_hosts[self.listen_key],
                                   rt.request_id_field, self.ctx.new_request_id, self.proto_field)
@@ -287,7 +287,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ex = self.parsing
         assert ex is not None
         ex.body_received += len(body)
-        rules.reject_large_body(ex.body_received, self.rt.settings.max_body_bytes)
+        rules.reject_large_body(ex.body_received, self.rt.limits.max_body_bytes)
         if ex.discard:
             return
         if ex.chunked:
@@ -307,7 +307,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self._stop()  # the client said this is its last request (RFC 9112 §9.6)
         if ex.discard:
             if ex.response_done:
-                self._next_exchange()
+                self._next_exchange(self.loop.time())
             return
         if ex.chunked:
             self._body_piece(ex, fields.CHUNK_END)
@@ -364,11 +364,11 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             ex.keep_alive = False
         self.transport.write(head.canned(ex, error.status, close, error.fields))
         ex.response_started = True
-        self._response_finished(ex)
+        self._response_finished(ex, self.loop.time())
 
-    def _response_finished(self, ex: Exchange) -> None:
+    def _response_finished(self, ex: Exchange, now: float) -> None:
         ex.response_done = True
-        self._account(ex)
+        self._account(ex, now)
         if not ex.keep_alive:
             self.exchanges.clear()
             if self.stopped:
@@ -377,11 +377,13 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
                 self.transport.close()
             return
         if ex.request_done:
-            self._next_exchange()
+            self._next_exchange(now)
         else:
             ex.discard = True  # on_message_complete moves on once the body is read
 
-    def _next_exchange(self) -> None:
+    def _next_exchange(self, now: float) -> None:
+        # (``now`` from the caller, which has just read the clock: one loop.time() a request
+        # instead of three, ~0.07 us each)
         exchanges = self.exchanges
         if exchanges and exchanges[0].response_done:
             exchanges.popleft()
@@ -393,7 +395,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             elif nxt.head_done:
                 self._dispatch(nxt)
             else:
-                self.deadline = nxt.start + self.rt.settings.header_timeout
+                self.deadline = nxt.start + self.rt.limits.header_timeout
                 self.deadline_kind = HEADER
             return
         if self.stopped:
@@ -402,13 +404,12 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         if self.ctx.draining:
             self.transport.close()
             return
-        self.deadline = self.loop.time() + self.rt.settings.keepalive_timeout
+        self.deadline = now + self.rt.limits.keepalive_timeout
         self.deadline_kind = IDLE
 
-    def _account(self, ex: Exchange) -> None:
+    def _account(self, ex: Exchange, now: float) -> None:
         ctx = self.ctx
         target = ex.target
-        now = self.loop.time()
         if target is not None:
             target.latency.observe(now - ex.start)
             ctx.stats.count_request(ex.vhost_name, target.pool.name, ex.member_address,
@@ -459,7 +460,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ex.generation += 1  # a connect still in flight is abandoned
         self._detach_upstream(ex)
         if ex.head_done:
-            self._account(ex)
+            self._account(ex, self.loop.time())
         self.exchanges.clear()
         self.transport.write(head.canned(ex, error.status, True))
         self._linger()
@@ -492,7 +493,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self._detach_upstream(ex)
             self.exchanges.clear()
             if ex.head_done:
-                self._account(ex)
+                self._account(ex, self.loop.time())
             self.transport.write(head.canned(ex, 500, True))
             self._linger()
         except Exception:  # the state is not to be trusted: no second attempt

@@ -104,7 +104,7 @@ class ResponseRelay:
     def _keep_alive_after(self, ex: Exchange) -> bool:
         """Whether the client connection stays open once ``ex`` is answered."""
         return (ex.keep_alive and not self.ctx.draining
-                and self.requests < self.rt.settings.keepalive_requests
+                and self.requests < self.rt.limits.keepalive_requests
                 and (ex.request_done or not ex.has_body))
 
     def _interim_head(self, ex: Exchange, conn: UpstreamConnection, status: int) -> None:
@@ -130,7 +130,7 @@ class ResponseRelay:
             self.transport.write(data)
             return
         ex = self.exchanges[0]
-        self.deadline = self.loop.time() + ex.target.read_timeout
+        # (the read timeout restarts once per read, in upstream_read_end, not per piece)
         ex.bytes_sent += len(data)
         out = self.out
         if out is None:
@@ -139,6 +139,17 @@ class ResponseRelay:
             out += (b"%x\r\n" % len(data), data, CRLF)
         else:
             out.append(data)
+
+    def upstream_read_end(self) -> None:
+        """A read from the member ended mid-response: the read timeout starts again, and what
+        the read produced is written."""
+        # (here, not per body piece: a response read at once reads the clock once, ~0.07 us)
+        exchanges = self.exchanges
+        if exchanges:
+            target = exchanges[0].target
+            if target is not None:
+                self.deadline = self.loop.time() + target.read_timeout
+        self.upstream_flush()
 
     def upstream_flush(self) -> None:
         """The end of one read from the member: write what it produced, at once."""
@@ -163,14 +174,15 @@ class ResponseRelay:
             conn.transport.resume_reading()
         # Reused only after a whole exchange with known framing and no Upgrade asked (RFC 9112
         # §9.3); the connection has dropped itself (keep_alive off) if surplus bytes came.
+        now = self.loop.time()  # (the one clock read of the response's end: ~0.07 us each)
         if conn.keep_alive and ex.request_done and not ex.upgrade and member is not None:
-            pool.put_idle(member, conn, self.loop.time())
+            pool.put_idle(member, conn, now)
         else:
             conn.close()
         if member is not None:
             member.record_success()
         self._release_member(ex)
-        self._response_finished(ex)
+        self._response_finished(ex, now)
 
     def upstream_tunnel(self, conn: UpstreamConnection, data: bytes) -> None:
         """The member said 101: from now on bytes are copied both ways, unparsed."""
@@ -180,7 +192,7 @@ class ResponseRelay:
         self.tunnel = conn
         self._release_member(ex)
         ex.response_done = True
-        self._account(ex)
+        self._account(ex, self.loop.time())
         if data:
             self.transport.write(data)
         buffer = ex.buffer
@@ -201,5 +213,5 @@ class ResponseRelay:
         self.upstream_flush()
         ex.flag = flag
         ex.response_done = True
-        self._account(ex)
+        self._account(ex, self.loop.time())
         self.transport.close()
