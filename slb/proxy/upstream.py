@@ -168,7 +168,9 @@ class UpstreamConnection(asyncio.Protocol):
                 self._carry = data[-3:]
             if self.complete:
                 self.complete = False
-                self.upstream_done()
+                owner = self.owner  # (upstream_done inline: a call less a response, ~0.05 us)
+                if owner is not None:
+                    owner.upstream_complete(self)
             elif self.owner is not None:
                 owner.upstream_read_end()
         except Exception as exc:  # a bug: the owner's edge handles it (slb.proxy.client)
