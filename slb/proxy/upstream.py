@@ -18,7 +18,9 @@ may send its next pipelined request on this connection at once, never does so wh
 this read are still unparsed; and a read that holds bytes beyond the response's framing (a
 second response, a body after 204 or after a HEAD response) marks the connection as not
 reusable: those bytes are dropped with it and never reach a client. A response head is limited
-(``head_limit``): a member sending more is answered 502 and the connection closed.
+(``head_limit``): a member sending more is answered 502 and the connection closed. The fields
+are counted one by one only once the reads since the request (``head_bytes``) pass the limit:
+below it the head, which they hold, cannot be over it. Trailer fields are dropped unread.
 """
 
 from __future__ import annotations
@@ -75,11 +77,11 @@ FRAMING_NONE = 3
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "_carry", "_field_bytes", "_head_seen", "_heads_in_read", "bytes_received", "closed",
-        "codings", "complete", "connection_options", "content_length", "framing", "head_bytes",
-        "head_limit",
-        "head_only", "headers", "idle_since", "keep_alive", "member", "owner", "parser", "pool",
-        "reason", "requests", "stats", "transfer_encoding", "transport", "tunnel", "upgrade",
+        "_carry", "_counting", "_field_bytes", "_head_seen", "_heads_in_read", "bytes_received",
+        "closed", "codings", "complete", "connection_options", "content_length", "framing",
+        "head_bytes", "head_limit", "head_only", "headers", "idle_since", "keep_alive", "member",
+        "owner", "parser", "pool", "reason", "requests", "stats", "transfer_encoding",
+        "transport", "tunnel", "upgrade",
     )
 
     def __init__(self, pool: Pool, member: MemberState) -> None:
@@ -96,7 +98,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = False  # the request was HEAD
         self.bytes_received = 0  # of the current response
         self.head_bytes = 0  # bytes read before the final response head was complete
-        self._field_bytes = 0  # header field bytes of the responses to this request
+        self._field_bytes = 0  # head bytes of the responses to this request, once _counting
+        self._counting = False  # the reads since the request have passed head_limit
         self.head_limit = 65536
         self.complete = False  # the response ended in the read being parsed
         self._heads_in_read = 0  # response heads completed in the read being parsed
@@ -137,10 +140,15 @@ class UpstreamConnection(asyncio.Protocol):
                 owner.upstream_body(data)
                 return
             if not self._head_seen:
-                if self.head_bytes > self.head_limit:
+                head_bytes = self.head_bytes
+                if head_bytes > self.head_limit:
                     self._fail(owner, "response head too large")
                     return
-                self.head_bytes += len(data)
+                self.head_bytes = head_bytes + len(data)
+                if self.head_bytes > self.head_limit and not self._counting:
+                    # From here on_header counts: the earlier reads were all head.
+                    self._counting = True
+                    self._field_bytes = head_bytes
             self._heads_in_read = 0
             try:
                 self.parser.feed_data(data)
@@ -250,9 +258,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._field_bytes += len(name) + len(value) + 4
-        if self._field_bytes > self.head_limit:
-            raise _HeadTooLarge
+        if self._head_seen:
+            return  # a trailer field: the body is re-framed, trailers are not forwarded
+        if self._counting:  # (only past the limit: ~0.1 us a field, nine from nginx)
+            self._field_bytes += len(name) + len(value) + 4
+            if self._field_bytes > self.head_limit:
+                raise _HeadTooLarge
         kind = RESPONSE_SPELLINGS.get(name)  # (as sent; then lowercased, once per spelling)
         if kind is None:
             kind = fields.learn(RESPONSE_SPELLINGS, name)
@@ -315,6 +326,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.head_limit = head_limit
         self.head_bytes = self._field_bytes = 0
+        self._counting = False
         self._carry = b""
         self.bytes_received = 0
         self.requests += 1
