@@ -319,8 +319,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self.requests += 1
         table = self.rt.tables.get(self.listen_key)
         # (the host is always set by now, and virtual_host falls back to the default)
-        vhost = table.virtual_host(ex.host.decode("latin-1")) if table is not None and ex.host \
-            else None
+        vhost = table.lookup(ex.host) if table is not None and ex.host else None
         if vhost is not None:
             ex.vhost_name = vhost.name
             served = self.tls_served
