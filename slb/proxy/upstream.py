@@ -3,9 +3,10 @@
 An ``UpstreamConnection`` carries one request at a time for its ``owner`` (the client connection
 whose request it serves) and parses the response with httptools, handing each piece to the owner:
 ``upstream_head``, ``upstream_body``, ``upstream_read_end`` at the end of a read that did not
-complete the response, ``upstream_complete``, and ``upstream_lost`` if the connection dies. Between requests it sits in its member's idle list with no owner; bytes or EOF
-arriving then close it and take it off the list, so a connection the member closed is never used
-to fail a request.
+complete the response, ``upstream_complete``, and ``upstream_lost`` if the connection dies.
+Between requests it sits in its member's idle list with no owner; bytes or EOF arriving then
+close it and take it off the list, so a connection the member closed is never used to fail a
+request.
 
 Framing quirks llhttp cannot know on its own: a response to HEAD has no body whatever its
 Content-Length says (RFC 9112 §6.3 (1)); the parse is stopped at the end of the head and a fresh
