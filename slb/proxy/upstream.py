@@ -326,6 +326,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_limit = head_limit
         self.head_bytes = self._field_bytes = 0
         self._counting = False
+        self._head_seen = False  # (so the first read of the answer counts against head_limit)
         self._carry = b""
         self.bytes_received = 0
         self.requests += 1

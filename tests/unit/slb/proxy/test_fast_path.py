@@ -139,3 +139,17 @@ def test_hosts_and_long_paths_route_as_without_the_memos() -> None:
             assert [group_of(client, r) for r, _ in requests] == [g for _, g in requests]
     finally:
         client.close()
+
+
+def test_a_head_over_the_limit_on_a_reused_connection_is_502() -> None:
+    client = FakeClient(one_group_config(max_response_header_bytes=2048))
+    try:
+        client.send(GET_A + GET_A)
+        member = client.connect()
+        member.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        assert client.statuses() == [200]
+        member.respond(b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 3000
+                       + b"\r\nContent-Length: 2\r\n\r\nok")  # one read, the first
+        assert client.statuses() == [200, 502]
+    finally:
+        client.close()
