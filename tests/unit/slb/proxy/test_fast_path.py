@@ -153,3 +153,17 @@ def test_a_head_over_the_limit_on_a_reused_connection_is_502() -> None:
         assert client.statuses() == [200, 502]
     finally:
         client.close()
+
+
+def test_an_http10_request_kept_alive_by_proxy_connection_is_still_http10() -> None:
+    client = FakeClient()
+    try:
+        client.send(b"GET /a HTTP/1.0\r\nHost: example.com\r\nProxy-Connection: keep-alive\r\n\r\n")
+        client.connect().respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"2\r\nok\r\n0\r\n\r\n")
+        assert client.statuses() == [200]
+        assert b"chunked" not in client.written  # an HTTP/1.0 client: the body ends at close
+        assert client.written.endswith(b"\r\n\r\nok")
+        assert client.transport.closed
+    finally:
+        client.close()
