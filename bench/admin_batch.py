@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import random
 import sys
@@ -105,9 +106,15 @@ async def measure(service: AdminService, groups: int, operations: int, rounds: i
 
 async def run(service: AdminService, args: argparse.Namespace) -> dict[str, Any]:
     await service.start()  # it leads
+    profiler = cProfile.Profile() if args.profile else None
     try:
+        if profiler is not None:
+            profiler.enable()  # the rounds alone: not the seed, not the first publish
         return await measure(service, args.groups, args.operations, args.rounds)
     finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
         await service.close()
 
 
@@ -118,6 +125,8 @@ def main() -> int:
     parser.add_argument("--operations", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--store", help="a database URL (default: an SQLite file)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="write a cProfile of the rounds to FILE (python -m pstats FILE)")
     args = parser.parse_args()
     if not 0 < args.operations <= args.groups:
         parser.error("--operations: between 1 and --groups")
