@@ -66,6 +66,8 @@ class Publisher:
         # cluster -> its last build: the next build (or activation's validation) reuses the
         # groups and the rest it made unchanged (``GroupReuse``)
         self.builds: dict[str, GroupReuse] = {}
+        # (the content it was worked out from, cluster -> its groups' names): _served_groups
+        self._served: tuple[Content, dict[str, set[str]]] | None = None
 
     async def start(self, term: int | None = None) -> None:
         self._running, self.term = True, term
@@ -79,6 +81,7 @@ class Publisher:
         self._running = False
         self._built.clear()  # while another leads, anything may change: start builds anew
         self.builds.clear()
+        self._served = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -138,10 +141,10 @@ class Publisher:
                                              if g["name"] in groups]
         some = None if groups is None else self._members_for({"group": touched})
         everyone: dict[str, list[MemberView]] | None = None
+        served = self._served_groups(content)
         for cluster in content.get("cluster", []):
             name = cluster["name"]
-            _, _, cluster_groups = cluster_content(content, name)
-            names = {g["name"] for g in cluster_groups}
+            names = served[name]
             changed = None if groups is None else groups & names
             if changed is not None and not changed:
                 continue
@@ -193,9 +196,18 @@ class Publisher:
         content = self._active_content()
         if content is None:
             return set()
-        return {c["name"] for c in content.get("cluster", [])
-                if groups is None
-                or groups & {g["name"] for g in cluster_content(content, c["name"])[2]}}
+        return {cluster for cluster, names in self._served_groups(content).items()
+                if groups is None or groups & names}
+
+    def _served_groups(self, content: Content) -> dict[str, set[str]]:
+        """Cluster -> the names of the groups its routes use in ``content``, worked out once
+        per content (a version's content never changes): a walk of every route and group
+        (1.4 ms at 1,000 routes) per publish and again per confirmed change."""
+        if self._served is None or self._served[0] is not content:
+            self._served = (content, {
+                c["name"]: {g["name"] for g in cluster_content(content, c["name"])[2]}
+                for c in content.get("cluster", [])})
+        return self._served[1]
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node's push status, with its cluster."""
