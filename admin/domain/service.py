@@ -67,8 +67,7 @@ def shown(row: Row) -> dict[str, Any]:
 class AdminService(MemberOperations):
     def __init__(self, store: Store, pusher_factory: Callable[[], Pusher] | None = None) -> None:
         self.store = store
-        self.publisher = Publisher(store, self.active_content, self.members_for,
-                                   pusher_factory or Pusher)
+        self.publisher = Publisher(store, self.members_for, pusher_factory or Pusher)
         # health learned at run time: group -> address -> Discovered (the admin's checks)
         self.checked: dict[str, dict[str, Discovered]] = {}
         self.discovered: dict[str, list[Discovered]] = {  # Consul's member sets
