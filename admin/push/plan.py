@@ -54,7 +54,7 @@ class Batch:
     def body(self) -> dict[str, Any]:
         return {"base_version": self.base_version, "version": self.version,
                 "groups": [{"name": e.group,
-                            "upsert": [m.model_dump(mode="json") for m in e.upsert],
+                            "upsert": [m.to_json() for m in e.upsert],
                             "remove": e.remove} for e in self.edits]}
 
 

@@ -62,7 +62,8 @@ def pydantic_problems(exc: ValidationError) -> list[Problem]:
 
 def _pydantic_message(error: Any) -> str:
     kind = error["type"]
-    if kind == "extra_forbidden":
+    # a model says extra_forbidden, a pydantic dataclass (``Member``) the other
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         return "unknown field"
     if kind == "missing":
         return "required field is missing"

@@ -92,6 +92,22 @@ def test_unknown_field_is_an_error_not_ignored(place: str, location: str) -> Non
     assert f"{location}: unknown field" in errors_of(document)
 
 
+def test_members_come_out_as_they_went_in_and_compare_by_value() -> None:
+    document = valid_document()
+    document["groups"][0]["members"].append(
+        {"address": "127.0.0.1:9002", "weight": 0, "state": "drain"})
+    config = parse_config(document)
+    api = config.to_json()["groups"][0]["members"]
+    assert api == [{"address": "127.0.0.1:9001", "weight": 5, "state": "up"},
+                   {"address": "127.0.0.1:9002", "weight": 0, "state": "drain"}]
+    assert [m.to_json() for m in config.groups[0].members] == api
+    again = parse_config(copy.deepcopy(document))
+    assert again.groups[0].members == config.groups[0].members
+    assert len({*config.groups[0].members, *again.groups[0].members}) == 2
+    # issue 15: 100,000 members are held by the admin; no per-member dict
+    assert not hasattr(config.groups[0].members[0], "__dict__")
+
+
 def test_route_to_unknown_group_is_reported() -> None:
     document = valid_document()
     document["virtual_servers"][0]["routes"][1]["group"] = "static"
