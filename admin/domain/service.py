@@ -67,8 +67,7 @@ def shown(row: Row) -> dict[str, Any]:
 class AdminService(MemberOperations):
     def __init__(self, store: Store, pusher_factory: Callable[[], Pusher] | None = None) -> None:
         self.store = store
-        self.publisher = Publisher(store, self.active_content, self.members_for,
-                                   pusher_factory or Pusher)
+        self.publisher = Publisher(store, self.members_for, pusher_factory or Pusher)
         # health learned at run time: group -> address -> Discovered (the admin's checks)
         self.checked: dict[str, dict[str, Discovered]] = {}
         self.discovered: dict[str, list[Discovered]] = {  # Consul's member sets
@@ -86,7 +85,7 @@ class AdminService(MemberOperations):
             "leader": store.leader(), "leading": True, "this_admin": None,
             "election": "none"}
         self.canary: Any = None  # the canary activation in progress or last (domain.canary)
-        # (active version, group name -> its group): ``_active_group``
+        # (active version, group name -> its group): ``_active_groups``
         self._group_index: tuple[int, dict[str, dict[str, Any]]] | None = None
 
     async def start(self, term: int | None = None) -> None:
@@ -324,8 +323,11 @@ class AdminService(MemberOperations):
         """Members of each named group (active, else draft), their flags read in one query;
         NotFound names the first unknown group."""
         groups = []
+        # the active version is read once for all the names: a read per name was 100 store
+        # queries per 100-group batch (16.6 of the 58 ms CPU per flip in admin_batch.py)
+        active = self._active_groups()
         for name in dict.fromkeys(names):
-            group = self._active_group(name)
+            group = active.get(name)
             if group is None:
                 row = self.store.find("group", name)
                 if row is None:
@@ -334,16 +336,17 @@ class AdminService(MemberOperations):
             groups.append(group)
         return self.members_for({"group": groups}) if groups else {}
 
-    def _active_group(self, name: str) -> dict[str, Any] | None:
-        """Group ``name`` in the active version, through a name index built once per active
-        version (a scan of 10,000 groups per group read was most of its cost)."""
+    def _active_groups(self) -> dict[str, dict[str, Any]]:
+        """The active version's groups by name (empty when nothing is active): an index built
+        once per active version (a scan of 10,000 groups per group read was most of its
+        cost)."""
         version = self.store.active_version()
         if version is None:
-            return None
+            return {}
         if self._group_index is None or self._group_index[0] != version:
             content = self.store.version(version)["content"]
             self._group_index = (version, {g["name"]: g for g in content.get("group", [])})
-        return self._group_index[1].get(name)
+        return self._group_index[1]
 
     def group_view(self, name: str) -> dict[str, Any]:
         row = self.store.get("group", name)

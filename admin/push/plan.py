@@ -83,14 +83,20 @@ def plan(known: Config, applied_version: int, desired: Config, changed: frozense
 
 def member_delta(before: Group, after: Group) -> tuple[list[Member], list[str]] | None:
     """(upsert, remove) turning ``before`` into ``after``, or None if a delta cannot do it."""
-    if any(getattr(before, f) != getattr(after, f) for f in _GROUP_SETTINGS):
+    # (``is`` first: a rebuilt group shares its unchanged settings and members with the one
+    # before, and a model's ``!=`` compares field by field: 43 -> 15 us per group, 100 a flip)
+    if any(_differ(getattr(before, f), getattr(after, f)) for f in _GROUP_SETTINGS):
         return None  # a group setting changed: only members travel in a delta
     old = {m.address: m for m in before.members}
     new = {m.address: m for m in after.members}
     remove = [address for address in old if address not in new]
-    upsert = [m for m in after.members if old.get(m.address) != m]
+    upsert = [m for m in after.members if _differ(old.get(m.address), m)]
     # the node keeps the surviving members in their order and appends new ones
     order = [a for a in old if a in new] + [m.address for m in upsert if m.address not in old]
     if order != [m.address for m in after.members]:
         return None
     return upsert, remove
+
+
+def _differ(a: object, b: object) -> bool:
+    return a is not b and a != b

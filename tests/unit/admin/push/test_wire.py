@@ -156,6 +156,33 @@ async def test_a_node_that_never_answers_times_out_and_its_state_is_unknown(serv
     assert "timed out" in str(failed.value) and failed.value.recheck
 
 
+async def test_a_kept_connection_whose_node_stops_answering_times_out_and_is_dropped(
+        serve) -> None:
+    answered = 0
+
+    async def answers_once(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        answered += 1
+        if answered == 2:
+            await asyncio.Event().wait()  # the second request, on the kept connection
+        writer.write(answer(200, b"{}"))
+
+    server = await serve(answers_once)
+    client = NodeClient(timeout=0.2)
+    target = NodeTarget("n1", server.url)
+    try:
+        assert (await client.request(target, None, "GET", "/v1/config")).status_code == 200
+        with pytest.raises(Failed) as failed:
+            async with asyncio.timeout(5):  # (a client that never times out fails here)
+                await client.request(target, None, "PATCH", "/v1/groups", b"{}")
+        assert "timed out" in str(failed.value) and failed.value.recheck
+        # the late answer's connection is gone: the next request goes on a new one
+        assert (await client.request(target, None, "GET", "/v1/config")).status_code == 200
+    finally:
+        await client.aclose()
+    assert (server.connections, answered) == (2, 3)
+
+
 @pytest.mark.parametrize(("method", "recheck"), [("GET", False), ("PUT", True)])
 async def test_a_refused_connection_is_a_connect_error(method: str, recheck: bool) -> None:
     client = NodeClient(timeout=5)
