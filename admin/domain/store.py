@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from admin.domain import tables as t
 from admin.domain.errors import Conflict, NotFound, StoreUnavailable
-from admin.domain.migrate import migrate, open_engine
+from admin.domain.migrate import ensure_current, open_engine
 from admin.domain.rows import Flag as Flag
 from admin.domain.rows import Row, audit_row, dumps, replaced
 from admin.domain.store_audit import AuditLog
@@ -75,7 +75,7 @@ class Store(SessionStore, AuditLog, DraftReader):
         self._versions = VersionCache()  # parsed versions, bounded
         try:
             with self._errors():
-                migrate(self.engine)
+                ensure_current(self.engine)  # (Alembic only if it must migrate)
             self.identity = self._identity()
         except BaseException:
             self.engine.dispose()  # a refused store leaves no connection behind
