@@ -37,6 +37,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -162,10 +163,10 @@ class Control:
         self.port = port
         self.conn: http.client.HTTPConnection | None = None
 
-    def call(self, method: str, path: str, body: bytes | None = None
-             ) -> tuple[int, bytes, float]:
+    def call(self, method: str, path: str, body: bytes | None = None,
+             extra: dict[str, str] | None = None) -> tuple[int, bytes, float]:
         """(status, body, seconds of the round trip: request sent to response read)."""
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        headers = {"Authorization": f"Bearer {TOKEN}", **(extra or {})}
         if body is not None:
             headers["Content-Type"] = "application/json"
         for attempt in (1, 2):
@@ -187,6 +188,16 @@ class Control:
                 self.close()
             return resp.status, data, elapsed
         raise AssertionError("unreachable")
+
+    def wait_up(self, check_alive: Callable[[], Any], timeout: float = 60.0) -> None:
+        """Until ``/healthz`` says 200: the control port opens before the data plane (and
+        its workers) is up, and a loaded box takes seconds to start them."""
+        deadline = time.monotonic() + timeout
+        while self.call("GET", "/healthz")[0] != 200:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the node on port {self.port} is not up after {timeout} s")
+            check_alive()
+            time.sleep(0.05)
 
     def change(self, method: str, path: str, doc: dict[str, Any]) -> float:
         status, data, elapsed = self.call(method, path, json.dumps(doc).encode())
@@ -234,7 +245,9 @@ class ApplyBench(Bench):
         argv = [str(SLB_BIN), "proxy", "-c", str(path), "--workers", str(workers),
                 "--log-level", "warning"]
         svc = self.launch(f"slb-w{workers}", argv, cpu, control_port)
-        return svc, Control(control_port), proxy_port
+        control = Control(control_port)
+        control.wait_up(svc.check_alive)
+        return svc, control, proxy_port
 
     def verify(self, control: Control, snap: Snapshot, workers: int,
                touched: set[str]) -> float:

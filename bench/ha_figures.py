@@ -5,9 +5,10 @@ figures at scale (issue 15), with every part a real process on 127.0.0.1.
   (1,000) groups x ``--members`` (10) synthetic members (``10.x.y.z:80``: nothing is sent to
   them), one virtual server routing ``/gNNNNN/`` to each group. Figures: an activation (a
   weight edit + ``POST /api/v1/activate``, a full snapshot to every node) until each node
-  applied it; a health flip (one ``POST /api/v1/batch`` pulling one member out, or back in, in
-  each of ``--flip-groups`` (100) groups: pool deltas) until each node applied it; the same
-  flips with one node stopped by SIGSTOP, measured on the other nodes.
+  applied it; a health flip (one ``POST /api/v1/batch`` pulling one member out of each of
+  ``--flip-groups`` (100) random groups, the next one pulling them back in: every flip
+  changes 100 groups, pool deltas) until each node applied it; the same flips with one node
+  stopped by SIGSTOP, measured on the other nodes.
 - **big**: ``--big-groups`` (10,000) groups x 10 members on 3 nodes: the activation time, the
   admin's RSS after the seed and at the end, and the latency of ``GET /api/v1/groups/{name}``
   (random groups). ``bench/admin_memory.py`` shows where that memory goes (tracemalloc).
@@ -140,9 +141,17 @@ async def activate(http: httpx.AsyncClient, admin: str, group: str, weight: int)
                      json={"reason": "bench"})).raise_for_status()
 
 
-async def flip(http: httpx.AsyncClient, admin: str, groups: int, count: int, out: bool
-               ) -> None:
-    picked = random.sample(range(groups), count)
+async def flip(http: httpx.AsyncClient, admin: str, groups: int, count: int,
+               pulled: list[int]) -> None:
+    """Pull one member out of ``count`` random groups, or (when ``pulled`` holds the groups
+    the flip before pulled out) back in: every flip changes ``count`` groups. (A pull-in of
+    random groups changed only the ~half of them that were out.)"""
+    out = not pulled
+    if out:
+        pulled += random.sample(range(groups), count)
+    picked = list(pulled)
+    if not out:
+        pulled.clear()
     operations = [{"group": f"g{g:05d}", "address": f"10.{g // 256 % 256}.{g % 256}.1:80",
                    "op": "pull-out" if out else "pull-in"} for g in picked]
     (await http.post(f"{admin}/api/v1/batch", headers=AUTH, params={"wait": 0},
@@ -217,8 +226,10 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
     await phase("activation_all", f"activation reaches all {args.nodes}",
                 lambda i: activate(http, admin, "g00000", 2 + i % 2), args.rounds, set(), True)
 
+    pulled: list[int] = []  # the groups the last flip pulled a member out of
+
     def flipper(i: int) -> Any:
-        return flip(http, admin, args.groups, args.flip_groups, i % 2 == 0)
+        return flip(http, admin, args.groups, args.flip_groups, pulled)
     await phase("flip", f"{flip_label} reaches a node", flipper, args.flips, set(), False)
     await phase("flip_all", f"{flip_label} reaches all {args.nodes}", flipper, args.flips,
                 set(), True)

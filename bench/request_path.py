@@ -7,7 +7,12 @@ request path (parsing callbacks, rules, routing, balancing, framing, accounting)
 system calls and the event loop, so two trees can be compared on a busy machine: CPU time
 (``time.process_time``) is what is measured, the minimum and median of ``--repeat`` runs.
 
-    .venv/bin/python bench/request_path.py [--requests 200000] [--repeat 5]
+    .venv/bin/python bench/request_path.py [--requests 200000] [--repeat 5] [--traffic bench]
+
+``--traffic bench`` feeds what the comparison (bench.py) carries instead: wrk's request (Host
+only) and the nginx backends' answer to a static file (nine fields, ``Connection: keep-alive``).
+Run from another tree's root (``cd OTHER && python /this/tree/bench/request_path.py``), it
+measures that tree's request path: a before/after in one session.
 
 It also runs on the tree before the layout change (``slb.protocol`` instead of
 ``slb.proxy.client``), run from that tree's root: the issue-9 before/after figures came from it.
@@ -44,6 +49,13 @@ REQUEST = (b"GET /api/items?id=7 HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agen
            b"Accept: */*\r\nAccept-Encoding: gzip\r\nCookie: a=b\r\n\r\n")
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
             b"Content-Length: 100\r\nX-Backend: a\r\n\r\n" + b"x" * 100)
+# --traffic bench: wrk's request and nginx's static-file answer, as in bench.py's small case
+BENCH_REQUEST = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:18080\r\n\r\n"
+BENCH_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Tue, 01 Dec 2026 09:00:00 GMT\r\n"
+                  b"Content-Type: application/octet-stream\r\nContent-Length: 100\r\n"
+                  b"Last-Modified: Tue, 01 Dec 2026 08:00:00 GMT\r\nConnection: keep-alive\r\n"
+                  b"ETag: \"692d5a80-64\"\r\nX-Backend: b1\r\nAccept-Ranges: bytes\r\n\r\n"
+                  + b"x" * 100)
 
 
 class Loop:
@@ -88,7 +100,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--traffic", choices=("shop", "bench"), default="shop",
+                        help="shop: a browser-like request to config/slb.yaml's shop (default); "
+                             "bench: what bench.py's small case carries")
     args = parser.parse_args()
+    request, response = ((BENCH_REQUEST, BENCH_RESPONSE) if args.traffic == "bench"
+                         else (REQUEST, RESPONSE))
 
     document = yaml.safe_load((ROOT / "config" / "slb.yaml").read_text())
     loop = Loop()
@@ -109,8 +126,8 @@ def main() -> None:
 
     def run(count: int) -> None:
         for _ in range(count):
-            client.data_received(REQUEST)
-            member_connection().data_received(RESPONSE)
+            client.data_received(request)
+            member_connection().data_received(response)
 
     run(2000)
     gc.collect()

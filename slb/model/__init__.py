@@ -24,6 +24,7 @@ from slb.model.certs import (
 from slb.model.conditions import FactsView
 from slb.model.delta import (
     GroupDelta,
+    NotJson,
     PoolBatch,
     PoolDelta,
     SnapshotRejected,
@@ -110,6 +111,7 @@ __all__ = [
     "MatchKind",
     "Member",
     "MemberStateName",
+    "NotJson",
     "PassiveHealth",
     "PoolBatch",
     "PoolDelta",

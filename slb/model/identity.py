@@ -1,15 +1,17 @@
 """Identity of configuration objects: group digests, the content hash, and every model cache.
 
 Snapshot objects are immutable, so facts computed from them can be cached on them: a group's
-digest, a config's content hash (and the two halves it combines), a config's map from group name
-to position. Those caches are the only mutable state of the model, and they are all declared
+digest (and, when a caller asks to keep it, the JSON the digest is taken of: ``keep_json``), a
+config's content hash (and the two halves it combines), a config's map from group name to
+position. Those caches are the only mutable state of the model, and they are all declared
 here, in ``DEPENDS``, with the fields each one is computed from.
 
 Objects are changed only by copying (``model_copy``; pydantic's frozen models allow nothing
 else). ``Cached.model_copy`` gives every copy its own cache holding exactly the entries whose
-fields the copy did not touch: a pool delta on a node with 10,000 groups keeps the other groups'
-digests and the digest of the rest, and ``with_groups`` updates the groups' combination for
-the changed groups only.
+fields the copy did not touch (and does pydantic's shallow copy itself: a health flip copies
+100 groups, and pydantic's generic copy was a third of that cost): a pool delta on a node
+with 10,000 groups keeps the other groups' digests and the digest of the rest, and
+``with_groups`` updates the groups' combination for the changed groups only.
 A new cache is one more entry in ``DEPENDS``; nothing else can forget to reset it.
 
 The content hash leaves out the version and the node-local parts (``control``, ``state_dir``),
@@ -31,6 +33,7 @@ from pydantic import BaseModel, PrivateAttr
 NODE_LOCAL = frozenset({"version", "control", "state_dir"})
 
 GROUP_DIGEST = "digest"  # Group: sha256 of all its fields
+GROUP_JSON = "json"  # Group: its JSON (model_dump_json), where a caller keeps it (keep_json)
 CONTENT_HASH = "hash"  # Config: the content hash
 REST_HASH = "rest_hash"  # Config: sha256 of everything but the groups and NODE_LOCAL
 GROUPS_MIX = "groups_mix"  # Config: XOR of the group digests
@@ -53,6 +56,7 @@ class Depends:
 # Every cache of the model, and what it depends on.
 DEPENDS: dict[str, Depends] = {
     GROUP_DIGEST: Depends(all_but=frozenset()),
+    GROUP_JSON: Depends(all_but=frozenset()),
     CONTENT_HASH: Depends(all_but=NODE_LOCAL),
     REST_HASH: Depends(all_but=NODE_LOCAL | {"groups"}),
     GROUPS_MIX: Depends(on=frozenset({"groups"})),
@@ -76,14 +80,41 @@ class Cached(BaseModel):
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None,
                    deep: bool = False) -> Self:
-        copied = super().model_copy(update=update, deep=deep)
+        if deep:
+            copied = super().model_copy(update=update, deep=True)
+        else:
+            # pydantic's shallow copy (BaseModel.__copy__ and the update), without its generic
+            # copy.copy calls: the copy's fields, the fields set, extra and private attributes
+            cls = type(self)
+            copied = cls.__new__(cls)
+            fields = dict(self.__dict__)
+            fields_set = set(self.__pydantic_fields_set__)
+            if update:
+                fields.update(update)
+                fields_set.update(update)
+            extra = self.__pydantic_extra__
+            object.__setattr__(copied, "__dict__", fields)
+            object.__setattr__(copied, "__pydantic_extra__", None if extra is None
+                               else dict(extra))
+            object.__setattr__(copied, "__pydantic_fields_set__", fields_set)
+            object.__setattr__(copied, "__pydantic_private__",
+                               dict(self.__pydantic_private__ or {}))
         changed = set(update or ())
         private = copied.__pydantic_private__
         assert private is not None
-        # a new dict: pydantic's copy would share this one with the original
+        # a new dict: a plain copy would share this one with the original
         private["_cache"] = {key: value for key, value in cache_of(self).items()
                              if not DEPENDS[key].touched_by(changed)}
         return copied
+
+    def __getstate__(self) -> dict[Any, Any]:
+        # a kept JSON stays home: pickled to a worker it would only cost bytes and memory
+        state = super().__getstate__()
+        private = state.get("__pydantic_private__")
+        if private and GROUP_JSON in private.get("_cache", ()):
+            cache = {k: v for k, v in private["_cache"].items() if k != GROUP_JSON}
+            state["__pydantic_private__"] = {**private, "_cache": cache}
+        return state
 
     def __eq__(self, other: object) -> bool:
         # fields only: pydantic would also compare the caches, and an object whose hash was
@@ -98,11 +129,27 @@ class Cached(BaseModel):
 C = TypeVar("C", bound=Cached)
 
 
+def group_json(group: Cached) -> bytes:
+    """The group's JSON: the one kept by ``keep_json``, or made now (and not kept)."""
+    kept: bytes | None = cache_of(group).get(GROUP_JSON)
+    return kept if kept is not None else group.model_dump_json().encode()
+
+
+def keep_json(group: Cached) -> None:
+    """Keep the group's JSON with it: made once for its digest and the node's state file
+    (``slb.node.files.SnapshotEncoder``). Only a node keeps it (for the groups a delta
+    replaced: the state file holds every group's JSON anyway); an admin's 10,000 groups would
+    hold a second copy of their content."""
+    cache = cache_of(group)
+    if GROUP_JSON not in cache:
+        cache[GROUP_JSON] = group.model_dump_json().encode()
+
+
 def group_digest(group: Cached) -> str:
     cache = cache_of(group)
     found: str | None = cache.get(GROUP_DIGEST)
     if found is None:
-        found = cache[GROUP_DIGEST] = hashlib.sha256(group.model_dump_json().encode()).hexdigest()
+        found = cache[GROUP_DIGEST] = hashlib.sha256(group_json(group)).hexdigest()
     return found
 
 

@@ -69,6 +69,7 @@ from slb.metrics import (
 from slb.model import (
     Config,
     Group,
+    NotJson,
     PoolBatch,
     SnapshotRejected,
     apply_batch,
@@ -449,17 +450,16 @@ class Node:
         denied = self._authorize(request)
         if denied is not None:
             return denied
-        try:
-            data = json.loads(request.body or b"null")
-        except ValueError as exc:
-            return Response.error(400, f"the body is not JSON: {exc}")
         given = request.headers.get(TERM_HEADER)
         term = int(given) if given is not None and given.isdigit() else None
         if given is not None and term is None:
             return Response.error(400, f"X-SLB-Term must be a non-negative integer, not "
                                   f"{given[:40]!r}")
         try:
-            config: Config = await action(data, term)
+            # the body's bytes: a delta is validated from them in one call (slb.model.delta)
+            config: Config = await action(request.body or b"null", term)
+        except NotJson as exc:
+            return Response.error(400, f"the body is not JSON: {exc}")
         except SnapshotRejected as exc:
             return Response.json(exc.status, exc.to_json())
         except StaleTerm as exc:

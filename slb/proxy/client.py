@@ -22,10 +22,9 @@ parsed (``stopped``). Bytes after an Upgrade request are held (``held``) until t
 answers 101; they never reach a member that did not agree to switch protocols.
 
 The edge: every way in (``data_received``, ``connection_lost``, ``on_deadline``, the member
-connection's callbacks and the connect task) is guarded. An exception that is not a
-``ProxyError`` is a bug: it is logged once with its traceback, counted
-(``slb_internal_errors_total``), answered 500 if no response byte was sent, and the connection
-closed.
+connection's callbacks and the connect task) is guarded. An exception that is not a ``ProxyError``
+is a bug: logged once with its traceback, counted (``slb_internal_errors_total``), answered 500
+if no response byte was sent, and the connection closed.
 """
 
 from __future__ import annotations
@@ -84,16 +83,14 @@ class _StopParsing(Exception):
 class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
     __slots__ = (
         "ctx", "deadline", "deadline_kind", "exchanges", "head_bytes", "held", "in_head",
-        "lingering", "listen_key", "loop", "out", "parser", "parsing", "peer", "read_paused",
-        "requests", "rt", "stopped", "transport", "tunnel", "upgrade_body", "write_paused",
-        "proto_field", "tls_served", "tls_version",
+        "lingering", "listen_key", "loop", "out", "parser", "parsing", "peer", "proto_field",
+        "read_paused", "requests", "rt", "stopped", "tls_served", "tls_version", "transport",
+        "tunnel", "upgrade_body", "write_paused",
     )
 
     def __init__(self, ctx: ProxyContext, listen_key: str) -> None:
         self.ctx = ctx
-        # The runtime a request started with, bound in on_message_begin: a reload swaps
-        # ctx.runtime, and a request in flight keeps routing, limits and pools of its own.
-        self.rt = ctx.runtime
+        self.rt = ctx.runtime  # a request's own, bound in on_message_begin (a reload swaps ctx's)
         self.loop = ctx.loop
         self.listen_key = listen_key
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -130,7 +127,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ctx = self.ctx
         ctx.connections.add(self)
         ctx.stats.client_connections += 1
-        self.deadline = self.loop.time() + ctx.runtime.settings.header_timeout
+        self.deadline = self.loop.time() + ctx.runtime.limits.header_timeout
         self.deadline_kind = IDLE
 
     def data_received(self, data: bytes) -> None:
@@ -167,8 +164,8 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             except HttpParserError as exc:
                 if not self.stopped:
                     self._fail(ClientError(str(exc)))
-                # (after a request that ends the connection, what follows is never parsed:
-                # llhttp refuses it, and the answers already due are still given)
+                # (after a request that ends the connection llhttp refuses what follows; the
+                # answers already due are still given)
         except Exception as exc:  # the edge: see the module docstring
             self.internal_error(exc)
 
@@ -192,7 +189,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
                     if not ex.response_started:
                         ex.status = 499  # nginx: the client closed the request
                     ex.flag = "DC"
-                    self._account(ex)
+                    self._account(ex, self.loop.time())
         except Exception as error:
             self.internal_error(error)
 
@@ -211,7 +208,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         exchanges = self.exchanges
         exchanges.append(ex)
         if len(exchanges) == 1:
-            self.deadline = ex.start + rt.settings.header_timeout
+            self.deadline = ex.start + rt.limits.header_timeout
             self.deadline_kind = HEADER
         elif len(exchanges) > PIPELINE_LIMIT:
             self._pause_reading(PAUSE_PIPELINE)
@@ -220,7 +217,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ex = self.parsing
         assert ex is not None
         ex.url += url
-        if len(ex.url) > self.rt.settings.max_uri_bytes:
+        if len(ex.url) > self.rt.limits.max_uri_bytes:
             raise UriTooLong("request target too long")  # RFC 9112 §3, 414
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -228,8 +225,8 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         assert ex is not None
         ex.header_count += 1
         ex.header_bytes += len(name) + len(value) + 4
-        settings = self.rt.settings
-        if ex.header_count > settings.max_headers or ex.header_bytes > settings.max_header_bytes:
+        limits = self.rt.limits
+        if ex.header_count > limits.max_headers or ex.header_bytes > limits.max_header_bytes:
             raise HeadersTooLarge("request header fields too large")  # RFC 6585 §5, 431
         kind = ex.fields.get(name)  # (as sent; then lowercased, once per spelling)
         if kind is None:
@@ -260,7 +257,8 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         elif kind == fields.REQUEST_ID:
             ex.request_id = value
             ex.parts += (name, COLON, value, CRLF)
-        # HOP and X_FORWARDED_SET fields are dropped
+        elif kind == fields.HOP:
+            ex.hop = True  # dropped (X_FORWARDED_SET fields too)
 
     def on_headers_complete(self) -> None:
         ex = self.parsing
@@ -270,12 +268,14 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self.in_head = False
         self.head_bytes = 0
         ex.method = parser.get_method()
-        version = parser.get_http_version()
+        ex.keep_alive = keep_alive = parser.should_keep_alive()
+        # (llhttp keeps alive with no Connection/Proxy-Connection for 1.1 only: 0.33 us saved)
+        version = "1.1" if keep_alive and ex.connection is None and not ex.hop \
+            else parser.get_http_version()
         ex.http10 = version == "1.0"
-        ex.keep_alive = parser.should_keep_alive()
         # (no Upgrade field, no upgrade: CONNECT, llhttp's other case, is refused by the rules)
         ex.upgrade = ex.upgrade_value is not None and parser.should_upgrade()
-        rules.check_head(ex, version, rt.settings.max_body_bytes)
+        rules.check_head(ex, version, rt.limits.max_body_bytes)
         ex.has_body = ex.chunked or ex.content_length > 0
         head.prepare_request_head(ex, self.peer, rt.listen_hosts[self.listen_key],
                                   rt.request_id_field, self.ctx.new_request_id, self.proto_field)
@@ -287,7 +287,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ex = self.parsing
         assert ex is not None
         ex.body_received += len(body)
-        rules.reject_large_body(ex.body_received, self.rt.settings.max_body_bytes)
+        rules.reject_large_body(ex.body_received, self.rt.limits.max_body_bytes)
         if ex.discard:
             return
         if ex.chunked:
@@ -307,7 +307,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self._stop()  # the client said this is its last request (RFC 9112 §9.6)
         if ex.discard:
             if ex.response_done:
-                self._next_exchange()
+                self._next_exchange(self.loop.time())
             return
         if ex.chunked:
             self._body_piece(ex, fields.CHUNK_END)
@@ -319,8 +319,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         self.requests += 1
         table = self.rt.tables.get(self.listen_key)
         # (the host is always set by now, and virtual_host falls back to the default)
-        vhost = table.virtual_host(ex.host.decode("latin-1")) if table is not None and ex.host \
-            else None
+        vhost = table.lookup(ex.host) if table is not None and ex.host else None
         if vhost is not None:
             ex.vhost_name = vhost.name
             served = self.tls_served
@@ -364,11 +363,11 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             ex.keep_alive = False
         self.transport.write(head.canned(ex, error.status, close, error.fields))
         ex.response_started = True
-        self._response_finished(ex)
+        self._response_finished(ex, self.loop.time())
 
-    def _response_finished(self, ex: Exchange) -> None:
+    def _response_finished(self, ex: Exchange, now: float) -> None:
         ex.response_done = True
-        self._account(ex)
+        self._account(ex, now)
         if not ex.keep_alive:
             self.exchanges.clear()
             if self.stopped:
@@ -377,15 +376,17 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
                 self.transport.close()
             return
         if ex.request_done:
-            self._next_exchange()
+            self._next_exchange(now)
         else:
             ex.discard = True  # on_message_complete moves on once the body is read
 
-    def _next_exchange(self) -> None:
+    def _next_exchange(self, now: float) -> None:
+        # (``now``: the caller's clock read; one loop.time() here and in _account, not three)
         exchanges = self.exchanges
         if exchanges and exchanges[0].response_done:
             exchanges.popleft()
-        self._resume_reading(PAUSE_PIPELINE | PAUSE_UPSTREAM)
+        if self.read_paused:  # (tested here: no call while reading goes on, ~0.05 us)
+            self._resume_reading(PAUSE_PIPELINE | PAUSE_UPSTREAM)
         if exchanges:
             nxt = exchanges[0]
             if nxt.error is not None:
@@ -393,7 +394,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             elif nxt.head_done:
                 self._dispatch(nxt)
             else:
-                self.deadline = nxt.start + self.rt.settings.header_timeout
+                self.deadline = nxt.start + self.rt.limits.header_timeout
                 self.deadline_kind = HEADER
             return
         if self.stopped:
@@ -402,13 +403,12 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         if self.ctx.draining:
             self.transport.close()
             return
-        self.deadline = self.loop.time() + self.rt.settings.keepalive_timeout
+        self.deadline = now + self.rt.limits.keepalive_timeout
         self.deadline_kind = IDLE
 
-    def _account(self, ex: Exchange) -> None:
+    def _account(self, ex: Exchange, now: float) -> None:
         ctx = self.ctx
         target = ex.target
-        now = self.loop.time()
         if target is not None:
             target.latency.observe(now - ex.start)
             ctx.stats.count_request(ex.vhost_name, target.pool.name, ex.member_address,
@@ -459,7 +459,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         ex.generation += 1  # a connect still in flight is abandoned
         self._detach_upstream(ex)
         if ex.head_done:
-            self._account(ex)
+            self._account(ex, self.loop.time())
         self.exchanges.clear()
         self.transport.write(head.canned(ex, error.status, True))
         self._linger()
@@ -492,7 +492,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             self._detach_upstream(ex)
             self.exchanges.clear()
             if ex.head_done:
-                self._account(ex)
+                self._account(ex, self.loop.time())
             self.transport.write(head.canned(ex, 500, True))
             self._linger()
         except Exception:  # the state is not to be trusted: no second attempt

@@ -32,14 +32,13 @@ class Exchange:
 
     __slots__ = (
         "aborted", "attempts", "body_received", "buffer", "buffered", "bytes_sent", "chunked",
-        "conn", "connection", "content_length", "discard", "error", "expect_continue", "flag",
-        "generation", "has_body", "head", "head_done", "header_bytes", "header_count", "host",
-        "http10", "keep_alive", "member", "member_address", "method", "parts", "path", "replay",
-        "replay_bytes", "request_done", "request_id", "response_chunked", "response_done",
-        "response_edit",
-        "response_started", "reused", "stale_retried", "start", "status", "target", "te", "tried",
-        "upgrade", "upgrade_value", "upstream_start", "url", "vhost_name", "watched", "xff",
-        "fields",
+        "conn", "connection", "content_length", "discard", "error", "expect_continue", "fields",
+        "flag", "generation", "has_body", "head", "head_done", "header_bytes", "header_count",
+        "hop", "host", "http10", "keep_alive", "member", "member_address", "method", "parts",
+        "path", "replay", "replay_bytes", "request_done", "request_id", "response_chunked",
+        "response_done", "response_edit", "response_started", "reused", "stale_retried", "start",
+        "status", "target", "te", "tried", "upgrade", "upgrade_value", "upstream_start", "url",
+        "vhost_name", "watched", "xff",
     )
 
     def __init__(self, start: float, fields: dict[bytes, int] = REQUEST_FIELDS) -> None:
@@ -62,6 +61,7 @@ class Exchange:
         self.expect_continue = False
         self.xff: bytes | None = None
         self.request_id: bytes | None = None
+        self.hop = False  # a hop-by-hop field other than Connection (Proxy-Connection, TE, ...)
         # set once the head is complete (on_headers_complete)
         self.method = b""
         self.http10 = False

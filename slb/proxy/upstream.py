@@ -2,10 +2,11 @@
 
 An ``UpstreamConnection`` carries one request at a time for its ``owner`` (the client connection
 whose request it serves) and parses the response with httptools, handing each piece to the owner:
-``upstream_head``, ``upstream_body``, ``upstream_complete``, and ``upstream_lost`` if the
-connection dies. Between requests it sits in its member's idle list with no owner; bytes or EOF
-arriving then close it and take it off the list, so a connection the member closed is never used
-to fail a request.
+``upstream_head``, ``upstream_body``, ``upstream_read_end`` at the end of a read that did not
+complete the response, ``upstream_complete``, and ``upstream_lost`` if the connection dies.
+Between requests it sits in its member's idle list with no owner; bytes or EOF arriving then
+close it and take it off the list, so a connection the member closed is never used to fail a
+request.
 
 Framing quirks llhttp cannot know on its own: a response to HEAD has no body whatever its
 Content-Length says (RFC 9112 §6.3 (1)); the parse is stopped at the end of the head and a fresh
@@ -18,7 +19,9 @@ may send its next pipelined request on this connection at once, never does so wh
 this read are still unparsed; and a read that holds bytes beyond the response's framing (a
 second response, a body after 204 or after a HEAD response) marks the connection as not
 reusable: those bytes are dropped with it and never reach a client. A response head is limited
-(``head_limit``): a member sending more is answered 502 and the connection closed.
+(``head_limit``): a member sending more is answered 502 and the connection closed. The fields
+are counted one by one only once the reads since the request (``head_bytes``) pass the limit:
+below it the head, which they hold, cannot be over it. Trailer fields are dropped unread.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class UpstreamOwner(Protocol):
     def upstream_complete(self, conn: UpstreamConnection) -> None: ...
     def upstream_tunnel(self, conn: UpstreamConnection, data: bytes) -> None: ...
     def upstream_lost(self, conn: UpstreamConnection, error: str) -> None: ...
+    def upstream_read_end(self) -> None: ...
     def upstream_flush(self) -> None: ...
     def internal_error(self, exc: BaseException) -> None: ...
     def pause_client_reading(self) -> None: ...
@@ -74,11 +78,11 @@ FRAMING_NONE = 3
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "_carry", "_field_bytes", "_head_seen", "_heads_in_read", "bytes_received", "closed",
-        "codings", "complete", "connection_options", "content_length", "framing", "head_bytes",
-        "head_limit",
-        "head_only", "headers", "idle_since", "keep_alive", "member", "owner", "parser", "pool",
-        "reason", "requests", "stats", "transfer_encoding", "transport", "tunnel", "upgrade",
+        "_carry", "_counting", "_field_bytes", "_head_seen", "_heads_in_read", "bytes_received",
+        "closed", "codings", "complete", "connection_options", "content_length", "framing",
+        "head_bytes", "head_limit", "head_only", "headers", "idle_since", "keep_alive", "member",
+        "owner", "parser", "pool", "reason", "requests", "stats", "transfer_encoding",
+        "transport", "tunnel", "upgrade",
     )
 
     def __init__(self, pool: Pool, member: MemberState) -> None:
@@ -95,26 +99,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = False  # the request was HEAD
         self.bytes_received = 0  # of the current response
         self.head_bytes = 0  # bytes read before the final response head was complete
-        self._field_bytes = 0  # header field bytes of the responses to this request
+        self._field_bytes = 0  # head bytes of the responses to this request, once _counting
+        self._counting = False  # the reads since the request have passed head_limit
         self.head_limit = 65536
         self.complete = False  # the response ended in the read being parsed
         self._heads_in_read = 0  # response heads completed in the read being parsed
         self._carry = b""  # the end of the previous read, to find a head's end across reads
-        self._reset_response()
-
-    def _reset_response(self) -> None:
-        self._head_seen = False
-        # The forwarded fields as (name, ": ", value, CRLF) quadruples after a slot for the
-        # status line: the relay fills the slot and joins, no tuple per field.
-        self.headers: list[bytes] = [b""]
-        self.reason = b""
-        self.content_length: bytes | None = None
-        self.transfer_encoding: bytes | None = None
-        self.codings = b""  # transfer codings kept for the client (all but a final chunked)
-        self.connection_options: bytes | None = None
-        self.upgrade: bytes | None = None
-        self.framing = FRAMING_CLOSE
-        self.keep_alive = False
+        self.on_message_begin()  # (the response state, reset for each response)
 
     # -- asyncio.Protocol interface ---------------------------------------------------------
 
@@ -136,10 +127,15 @@ class UpstreamConnection(asyncio.Protocol):
                 owner.upstream_body(data)
                 return
             if not self._head_seen:
-                if self.head_bytes > self.head_limit:
+                head_bytes = self.head_bytes
+                if head_bytes > self.head_limit:
                     self._fail(owner, "response head too large")
                     return
-                self.head_bytes += len(data)
+                self.head_bytes = head_bytes + len(data)
+                if self.head_bytes > self.head_limit and not self._counting:
+                    # From here on_header counts: the earlier reads were all head.
+                    self._counting = True
+                    self._field_bytes = head_bytes
             self._heads_in_read = 0
             try:
                 self.parser.feed_data(data)
@@ -167,9 +163,11 @@ class UpstreamConnection(asyncio.Protocol):
                 self._carry = data[-3:]
             if self.complete:
                 self.complete = False
-                self.upstream_done()
+                owner = self.owner  # (upstream_done inline: a call less a response, ~0.05 us)
+                if owner is not None:
+                    owner.upstream_complete(self)
             elif self.owner is not None:
-                owner.upstream_flush()
+                owner.upstream_read_end()
         except Exception as exc:  # a bug: the owner's edge handles it (slb.proxy.client)
             self._bug(exc)
 
@@ -239,17 +237,32 @@ class UpstreamConnection(asyncio.Protocol):
     # -- parser callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        """A response starts: its state is reset (inline, a call less a response: ~0.05 us)."""
         if self.complete:
             raise _Surplus
-        self._reset_response()
+        self._head_seen = False
+        # The forwarded fields as (name, ": ", value, CRLF) quadruples after a slot for the
+        # status line: the relay fills the slot and joins, no tuple per field.
+        self.headers: list[bytes] = [b""]
+        self.reason = b""
+        self.content_length: bytes | None = None
+        self.transfer_encoding: bytes | None = None
+        self.codings = b""  # transfer codings kept for the client (all but a final chunked)
+        self.connection_options: bytes | None = None
+        self.upgrade: bytes | None = None
+        self.framing = FRAMING_CLOSE
+        self.keep_alive = False
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._field_bytes += len(name) + len(value) + 4
-        if self._field_bytes > self.head_limit:
-            raise _HeadTooLarge
+        if self._head_seen:
+            return  # a trailer field: the body is re-framed, trailers are not forwarded
+        if self._counting:  # (only past the limit: ~0.1 us a field, nine from nginx)
+            self._field_bytes += len(name) + len(value) + 4
+            if self._field_bytes > self.head_limit:
+                raise _HeadTooLarge
         kind = RESPONSE_SPELLINGS.get(name)  # (as sent; then lowercased, once per spelling)
         if kind is None:
             kind = fields.learn(RESPONSE_SPELLINGS, name)
@@ -312,6 +325,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.head_limit = head_limit
         self.head_bytes = self._field_bytes = 0
+        self._counting = False
+        self._head_seen = False  # (so the first read of the answer counts against head_limit)
         self._carry = b""
         self.bytes_received = 0
         self.requests += 1

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from slb.node.files import PERSIST_QUIET
 from tests.support.backends import Backend, ReceivedRequest, named_backends, response
 from tests.support.client import Connection, answered_by, build_request
 from tests.support.control import ControlClient
@@ -553,7 +554,7 @@ async def test_applied_changes_are_persisted_and_served_by_a_restarted_node(back
     async def delta_saved() -> bool:
         return json.loads((tmp_path / "snapshot.json").read_bytes())["version"] == 2
 
-    await wait_for(delta_saved, "the delta to be persisted")
+    await wait_for(delta_saved, "the delta to be persisted", PERSIST_QUIET + 5)
     saved = json.loads((tmp_path / "snapshot.json").read_bytes())
     assert [m["address"] for m in saved["groups"][0]["members"]] == [a.address, b.address]
     assert [p.name for p in tmp_path.iterdir()] == ["snapshot.json"]  # no temporary left

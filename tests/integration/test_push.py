@@ -50,15 +50,17 @@ def record_changes(proxy: RunningProxy) -> list[tuple[Any, ...]]:
     node = proxy.node
     put, patch = node.put_config, node.patch_groups
 
-    async def put_config(data: Any, term: int | None = None, take_over: bool = False
+    # the node hands these the body's bytes (it validates a delta straight from them)
+    async def put_config(body: bytes, term: int | None = None, take_over: bool = False
                          ) -> Config:
-        calls.append(("PUT", data.get("version")))
-        return await put(data, term, take_over)
+        calls.append(("PUT", json.loads(body).get("version")))
+        return await put(body, term, take_over)
 
-    async def patch_groups(data: Any, term: int | None = None) -> Config:
+    async def patch_groups(body: bytes, term: int | None = None) -> Config:
+        data = json.loads(body)
         calls.append(("PATCH", tuple(g["name"] for g in data["groups"]),
                       data.get("base_version"), data.get("version")))
-        return await patch(data, term)
+        return await patch(body, term)
 
     node.put_config = put_config  # type: ignore[method-assign]
     node.patch_groups = patch_groups  # type: ignore[method-assign]

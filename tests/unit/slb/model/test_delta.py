@@ -3,12 +3,14 @@ and why it refuses the others."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from slb.model import (
     Config,
+    NotJson,
     SnapshotRejected,
     apply_batch,
     apply_delta,
@@ -150,3 +152,41 @@ def test_an_old_version_of_the_same_store_is_refused_before_it_is_validated() ->
     assert (early.reason, early.to_json()["applied_version"]) == ("stale", 3)
     other = rejected(parse_snapshot, {"version": 2, "store": "s2", "groups": "checked"}, applied)
     assert other.reason == "invalid"  # another store's versions are not comparable
+
+
+def test_a_batch_is_validated_from_the_bodys_bytes_as_from_parsed_json() -> None:
+    body = batch({"name": "web", "upsert": [{"address": "10.0.0.1:80", "state": "down"}]})
+    assert parse_batch(json.dumps(body).encode()) == parse_batch(body)
+    with pytest.raises(NotJson):
+        parse_batch(b'{"base_version": 3,')
+    assert rejected(parse_batch, b"[1]").message == "a pool delta batch must be a JSON object"
+    bad = batch({"name": "web", "upsert": [{"address": "nowhere"}]}, {"upsert": []})
+    assert rejected(parse_batch, json.dumps(bad).encode()).errors == [
+        "groups[0].upsert[0].address: expected host:port",
+        "groups[1].name: required field is missing"]
+
+
+def test_an_upsert_equal_to_the_member_there_changes_nothing() -> None:
+    old = config()
+    new, groups = apply_batch(old, parse_batch(batch(
+        {"name": "web", "upsert": [{"address": "10.0.0.2:80", "weight": 1}]},  # as it is
+        {"name": "api", "upsert": [{"address": "10.0.0.9:80"}]})))
+    assert [g.name for g in groups] == ["api"] and new.version == 4
+    assert new.groups[0] is old.groups[0]  # the group, its digest and its pool are kept
+    assert new.content_hash() == parse_config(new.to_json()).content_hash()
+    again, same = apply_delta(new, "web", parse_delta(delta(
+        base_version=4, version=5, upsert=[{"address": "10.0.0.1:80"}])))
+    assert same is new.groups[0] and again.version == 5
+
+
+def test_members_keep_their_place_and_new_ones_go_last() -> None:
+    new, [web] = apply_batch(config(), parse_batch(batch({"name": "web", "upsert": [
+        {"address": "10.0.0.3:80"}, {"address": "10.0.0.1:80", "weight": 5}],
+        "remove": ["10.0.0.2:80"]})))
+    assert [(m.address, m.weight) for m in web.members] == [("10.0.0.1:80", 5),
+                                                            ("10.0.0.3:80", 1)]
+    _, [web] = apply_batch(new, parse_batch(batch(  # one upsert: found by a scan, not a map
+        {"name": "web", "upsert": [{"address": "10.0.0.3:80", "state": "down"}]},
+        base_version=4, version=5)))
+    assert [(m.address, m.state) for m in web.members] == [("10.0.0.1:80", "up"),
+                                                           ("10.0.0.3:80", "down")]

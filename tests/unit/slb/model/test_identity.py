@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from typing import Any
 
 from slb.model import Config, Control, copy_config, parse_config
-from slb.model.identity import DEPENDS, cache_of
+from slb.model.identity import DEPENDS, GROUP_JSON, cache_of, group_json, keep_json
 
 
 def document(weights: tuple[int, ...] = (1, 2), groups: int = 3) -> dict[str, Any]:
@@ -66,3 +68,26 @@ def test_every_cache_the_model_fills_is_declared() -> None:
     config.content_hash()
     config.group_position("g0")
     assert set(cache_of(config)) | set(cache_of(config.groups[0])) <= set(DEPENDS)
+
+
+def test_a_copy_has_the_originals_fields_but_the_updated_ones() -> None:
+    group = parse_config(document()).groups[0]
+    copied = group.model_copy(update={"members": group.members[:1]})
+    assert [m.address for m in copied.members] == ["10.0.0.0:80"]
+    assert [m.address for m in group.members] == ["10.0.0.0:80", "10.0.0.1:80"]
+    assert copied.model_fields_set == group.model_fields_set | {"members"}
+    whole = group.model_dump()
+    assert copied.model_dump() == {**whole, "members": whole["members"][:1]}
+    assert copied.model_copy(update={"members": group.members}) == group
+
+
+def test_a_kept_json_is_the_groups_json_and_stays_home_when_pickled() -> None:
+    group = parse_config(document()).groups[1]
+    copied = group.model_copy(update={"members": group.members[1:]})
+    keep_json(copied)
+    text = copied.model_dump_json().encode()
+    assert group_json(copied) == text
+    assert copied.digest() == hashlib.sha256(text).hexdigest()
+    shipped = pickle.loads(pickle.dumps(copied))  # as a delta goes to the workers
+    assert GROUP_JSON in cache_of(copied) and GROUP_JSON not in cache_of(shipped)
+    assert shipped == copied and shipped.digest() == copied.digest()
