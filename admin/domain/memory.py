@@ -16,12 +16,27 @@ nothing):
   system, not only at their top), after each whole publish, never per pool delta: it walks
   every heap and costs milliseconds at this size. In ``bench/admin_memory.py`` at 10,000
   groups it returned 35-47 MB that nothing used any more.
+
+The versions' content, parsed (``SharedJson``): the active version is held parsed for good,
+20,000 JSON objects at 10,000 groups, and ``json.loads`` makes every key and every value anew
+in each object it parses: the same "passive_health" key and the same four default
+timeouts in each of 10,000 groups, "site" in each of 10,000 routes. A ``SharedJson`` parses
+a batch of texts (one read of the draft, one version) and hands out one object for equal
+parts: keys are interned, equal strings are one string, and equal objects whose values are
+all numbers, booleans or null (a group's ``timeouts``, ``retry``...) are one dict. Each
+object parsed was 7.4 KB a group and its route, now 4.4 KB: 30 MB at 10,000 groups, for
+8 % more parse time. The parts are shared: the content is read-only already (the draft and
+the active version share their objects), and one change of a shared part would now change
+other objects too. Only within a batch: the memo is dropped with it, so nothing
+accumulates over the admin's life.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
+import sys
 from typing import Any
 
 M_ARENA_MAX = -8  # glibc's malloc.h
@@ -51,3 +66,40 @@ def release_freed() -> bool:
         return False
     _LIBC.malloc_trim(0)
     return True
+
+
+_FLAT = (int, float, bool, type(None))  # the values of an object that can be shared whole
+
+
+class SharedJson:
+    """``loads`` several texts; equal parts of what it returns are one object. Read only."""
+
+    def __init__(self) -> None:
+        self._strings: dict[str, str] = {}
+        # (key, type, value) of each entry -> the one dict; the type keeps 1 apart from 1.0
+        # and true, float.hex -0.0 apart from 0.0 (equal in Python, not in JSON)
+        self._objects: dict[tuple[tuple[str, type, Any], ...], dict[str, Any]] = {}
+
+    def loads(self, text: str | bytes) -> Any:
+        return self.share(json.loads(text))
+
+    def share(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self._strings.setdefault(value, value)
+        if kind is list:
+            return [self.share(item) for item in value]
+        if kind is not dict:
+            return value
+        out: dict[str, Any] = {}
+        key: list[tuple[str, type, Any]] | None = []
+        for name, item in value.items():
+            name = sys.intern(name)
+            kind = type(item)
+            if kind in _FLAT:
+                if key is not None:
+                    key.append((name, kind, item.hex() if kind is float else item))
+            else:
+                item, key = self.share(item), None
+            out[name] = item
+        return self._objects.setdefault(tuple(key), out) if key else out

@@ -17,26 +17,36 @@ admins started at once migrate one after the other (the second finds nothing to 
 whose revision this code does not know was migrated by a newer admin: it is refused with
 ``StoreTooNew``, never opened and half understood. An SQLite store from before Alembic
 (``PRAGMA user_version`` 1 or 2) is stamped at the matching revision, its tables kept.
+
+Alembic is imported only when a store needs it (issue 15: the admin's memory). Loading it
+brings Mako, and Mako's Pygments plugin: 8 MB of the admin's RSS for the rest of its life,
+at every start, to learn that the store is already at this code's revision. So an admin
+opening its store (``ensure_current``) first reads the ``alembic_version`` table itself and
+compares it with ``HEAD``; only a store that is empty, older or newer (refused) goes through
+Alembic. ``HEAD`` names the newest script in ``admin/migrations/versions``: a test checks it
+against Alembic's own head, so a migration added without it fails there.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from slb.errors import ConfigError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
 SCRIPTS = str(Path(__file__).resolve().parent.parent / "migrations")
 MIGRATION_LOCK = 0x51B_AD317  # the advisory lock id two migrating admins serialise on
 # the revision that matches each schema of the SQLite store before Alembic (user_version)
 PRE_ALEMBIC = {1: "0001", 2: "0002"}
+HEAD = "0002"  # the newest revision of admin/migrations/versions (tests check it is Alembic's)
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's write
 
 
@@ -87,10 +97,18 @@ def open_engine(target: str) -> Engine:
     return engine
 
 
-def _scripts() -> ScriptDirectory:
+def _config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", SCRIPTS)
-    return ScriptDirectory.from_config(config)
+    return config
+
+
+def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config())
 
 
 def code_revision() -> str:
@@ -102,6 +120,8 @@ def code_revision() -> str:
 
 def store_revision(conn: Connection) -> str | None:
     """The store's revision; None for an empty store."""
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(conn).get_current_revision()
 
 
@@ -114,6 +134,15 @@ def check_revision(conn: Connection) -> str | None:
             f"up to {code_revision()!r}): the store was migrated by a newer admin; run that "
             "version of the admin"])
     return revision
+
+
+def ensure_current(engine: Engine) -> None:
+    """``migrate`` unless the store is at ``HEAD`` already (read without Alembic)."""
+    with engine.connect() as conn:
+        current = (inspect(conn).has_table("alembic_version") and
+                   conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all())
+    if current != [HEAD]:
+        migrate(engine)
 
 
 def migrate(engine: Engine) -> tuple[str | None, str]:
@@ -141,7 +170,6 @@ def _pre_alembic(conn: Connection) -> int:
 def _run(conn: Connection, command_name: str, revision: str) -> None:
     from alembic import command
 
-    config = Config()
-    config.set_main_option("script_location", SCRIPTS)
+    config = _config()
     config.attributes["connection"] = conn
     getattr(command, command_name)(config, revision)

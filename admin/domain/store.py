@@ -44,7 +44,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from admin.domain import tables as t
 from admin.domain.errors import Conflict, NotFound, StoreUnavailable
-from admin.domain.migrate import migrate, open_engine
+from admin.domain.memory import SharedJson
+from admin.domain.migrate import ensure_current, open_engine
 from admin.domain.rows import Flag as Flag
 from admin.domain.rows import Row, audit_row, dumps, replaced
 from admin.domain.store_audit import AuditLog
@@ -75,7 +76,7 @@ class Store(SessionStore, AuditLog, DraftReader):
         self._versions = VersionCache()  # parsed versions, bounded
         try:
             with self._errors():
-                migrate(self.engine)
+                ensure_current(self.engine)  # (Alembic only if it must migrate)
             self.identity = self._identity()
         except BaseException:
             self.engine.dispose()  # a refused store leaves no connection behind
@@ -397,7 +398,9 @@ class Store(SessionStore, AuditLog, DraftReader):
                                   ).scalar()
         if found is None:
             raise NotFound(f"no version {number}")
-        version = {"version": number, "content": json.loads(found.content), "hash": found.hash,
+        # (its equal parts shared: admin.domain.memory)
+        version = {"version": number, "content": SharedJson().loads(found.content),
+                   "hash": found.hash,
                    "created_at": found.created_at, "who": found.who, "reason": found.reason,
                    "source_version": found.source_version}
         if active == str(number):

@@ -8,6 +8,8 @@ last activation, so the last read's bodies are kept with the row version and upd
 they were read at, and a row still at both is handed out as that same dict, unparsed: the
 draft and the active version share every object they have in common.
 
+The bodies parsed by one read share their equal parts (``admin.domain.memory.SharedJson``).
+
 The dicts are shared with every reader (the active version's content among them): read,
 never change them. A row deleted and created again restarts at row version 1 but has
 another update time, so it is parsed again.
@@ -15,7 +17,6 @@ another update time, so it is parsed again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from admin.domain import tables as t
+from admin.domain.memory import SharedJson
 
 BY_NAME = 500  # up to this many changed objects, their bodies are read by name
 
@@ -55,11 +57,12 @@ class DraftReader:
             bodies = {(r.kind, r.name): r.body for r in conn.execute(query)} if changed else {}
         now: Known = {}
         out: dict[str, list[dict[str, Any]]] = {}
+        parsed = SharedJson()
         for key, row_version, updated_at, had in rows:
             if had is None:
                 if key not in bodies:
                     continue  # deleted between the two reads
-                had = (row_version, updated_at, json.loads(bodies[key]))
+                had = (row_version, updated_at, parsed.loads(bodies[key]))
             now[key] = had
             out.setdefault(key[0], []).append(had[2])
         self._draft_bodies = now

@@ -5,6 +5,8 @@ writing at once), versions, push versions, audit filters, persistence across reo
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +16,13 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import StatementError
 
-from admin.domain.migrate import StoreTooNew, code_revision, open_engine, store_revision
+from admin.domain.migrate import (
+    HEAD,
+    StoreTooNew,
+    code_revision,
+    open_engine,
+    store_revision,
+)
 from admin.domain.store import Conflict, NotFound, Store
 
 
@@ -71,6 +79,20 @@ def test_reopening_keeps_the_data_and_the_revision(db_path: str) -> None:
     finally:
         second.close()
     assert revision(db_path) == code_revision()
+
+
+def test_head_is_the_newest_migration() -> None:
+    # a store at HEAD is opened without Alembic: HEAD must be the newest script
+    assert code_revision() == HEAD
+
+
+def test_reopening_a_current_store_does_not_load_alembic(db_path: str) -> None:
+    Store(db_path).close()
+    script = ("import sys; from admin.domain.store import Store; Store(sys.argv[1]).close(); "
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'mako'}))")
+    opened = subprocess.run([sys.executable, "-c", script, db_path], capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert opened.stdout.strip() == "[]", opened.stderr
 
 
 def test_store_migrated_by_a_newer_admin_is_refused_with_a_clear_error(db_path: str) -> None:

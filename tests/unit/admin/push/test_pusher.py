@@ -186,3 +186,20 @@ async def test_a_stopped_node_delays_no_other(
         stuck.set()
     finally:
         await pusher.close()
+
+
+async def test_the_full_snapshot_body_is_let_go_once_every_node_has_it_and_made_again(
+        nodes: Callable[[int], Awaitable[list[Recorded]]], pusher: Pusher) -> None:
+    first, second, late = await nodes(3)
+    pusher.set_nodes([target(0, first), target(1, second)])
+    config = snapshot(1)
+    pusher.publish(config)
+    assert await pusher.wait_in_sync(1, timeout=5)
+    # (issue 15: 11 MB at 10,000 groups, kept until the next activation before)
+    assert pusher._body is None
+    # a node added later gets the same snapshot, serialised again
+    pusher.set_nodes([target(0, first), target(1, second), target(2, late)])
+    assert await pusher.wait_in_sync(1, timeout=5)
+    assert late.changes == [("PUT", "/v1/config")]
+    assert late.node.config.content_hash() == config.content_hash()
+    assert pusher._body is None
