@@ -107,6 +107,8 @@ class VirtualHost:
             elif route.regex is None or route.regex(path) is None:
                 continue
             found.append(route)
+            if route.when is None:
+                break  # always taken: the routes after it are never reached
         return tuple(found)
 
 
