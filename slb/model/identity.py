@@ -135,14 +135,16 @@ def group_json(group: Cached) -> bytes:
     return kept if kept is not None else group.model_dump_json().encode()
 
 
-def keep_json(group: Cached) -> None:
-    """Keep the group's JSON with it: made once for its digest and the node's state file
-    (``slb.node.files.SnapshotEncoder``). Only a node keeps it (for the groups a delta
-    replaced: the state file holds every group's JSON anyway); an admin's 10,000 groups would
-    hold a second copy of their content."""
+def keep_json(group: Cached) -> bytes:
+    """The group's JSON, kept with it: made once for its digest and the node's state file
+    (``slb.node.files.SnapshotEncoder``). Only a node keeps it (its state file holds every
+    group's JSON anyway); an admin's 10,000 groups would hold a second copy of their
+    content."""
     cache = cache_of(group)
-    if GROUP_JSON not in cache:
-        cache[GROUP_JSON] = group.model_dump_json().encode()
+    found: bytes | None = cache.get(GROUP_JSON)
+    if found is None:
+        found = cache[GROUP_JSON] = group.model_dump_json().encode()
+    return found
 
 
 def group_digest(group: Cached) -> str:

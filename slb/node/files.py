@@ -39,14 +39,13 @@ from slb.model import (
     Config,
     ConfigErrors,
     Control,
-    Group,
     Location,
     copy_config,
     format_problem,
     parse_config,
     tls_problems,
 )
-from slb.model.identity import group_json
+from slb.model.identity import keep_json
 
 log = logging.getLogger("slb.state")
 
@@ -187,19 +186,17 @@ class SnapshotEncoder:
     with the config before (``slb.model.delta.apply_batch``); snapshot objects are immutable,
     so the JSON of an object written last time is still its JSON. Serialising is most of a
     write (1,000 groups x 10 members and a route each: 10 ms, with the GIL held even in a
-    thread, so on the loop's time); a flip of 100 groups now serialises those 100, and not even
-those: the delta's apply made their JSON for their digests and kept it with them
-(``slb.model.identity.keep_json``). Parts are
-    recognised by identity, and each entry holds its object, so an id is never reused while
-    its entry lives; each encode keeps only the current snapshot's parts. Not thread-safe:
-    one writer at a time.
+    thread, so on the loop's time). Each group's JSON is kept with the group itself
+    (``slb.model.identity.keep_json``; a delta's apply made it already for the groups it
+    replaced, for their digests): a flip of 100 groups serialises nothing here, and a group
+    gone from the snapshot takes its JSON with it. The rest of the snapshot's JSON is kept
+    while its parts are the same objects. Not thread-safe: one writer at a time.
     """
 
     # spliced in by hand: the version changes with every delta, the control is the node's
     OWN = frozenset({"groups", "version", "control"})
 
     def __init__(self) -> None:
-        self._groups: dict[int, tuple[Group, bytes]] = {}
         self._rest: tuple[list[Any], bytes] | None = None  # (the field values, their JSON)
 
     def encode(self, config: Config, term: int = 0) -> bytes:
@@ -208,14 +205,8 @@ those: the delta's apply made their JSON for their digests and kept it with them
                 or any(a is not b for a, b in zip(self._rest[0], values, strict=True)):
             self._rest = (values, config.model_dump_json(exclude=set(self.OWN)).encode())
         rest = self._rest[1]
-        known, cache, parts = self._groups, {}, []
-        for group in config.groups:
-            entry = known.get(id(group))
-            if entry is None or entry[0] is not group:
-                entry = (group, group_json(group))  # kept by a delta's apply, or made now
-            cache[id(group)] = entry
-            parts.append(entry[1])
-        self._groups = cache
+        # (made once per group object: by a delta's apply for its digest, or here)
+        parts = [keep_json(group) for group in config.groups]
         # the control settings are the node file's, never the snapshot's: the token stays off
         # disk. The term is not a Config field: a key beside them (the file loads as the
         # snapshot).
