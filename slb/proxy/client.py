@@ -147,7 +147,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
             if self.stopped:
                 return  # (read before the pause took effect) not parsed: see stopped
             if self.in_head:
-                if self.head_bytes > self.rt.head_limit:
+                if self.head_bytes > self.rt.limits.head_limit:
                     self._fail(HeadersTooLarge("request head too large"))
                     return
                 self.head_bytes += len(data)

@@ -41,19 +41,25 @@ class Limits:
     a request reads a dozen (two per header field): ~1 us a request with five fields.
     """
 
-    __slots__ = ("header_timeout", "keepalive_requests", "keepalive_timeout", "max_body_bytes",
-                 "max_header_bytes", "max_headers", "max_response_header_bytes",
-                 "max_uri_bytes")
+    SETTINGS = ("header_timeout", "keepalive_requests", "keepalive_timeout", "max_body_bytes",
+                "max_header_bytes", "max_headers", "max_response_header_bytes", "max_uri_bytes")
+    __slots__ = (*SETTINGS, "head_limit")
+
+    header_timeout: float
+    keepalive_requests: int
+    keepalive_timeout: float
+    max_body_bytes: int
+    max_header_bytes: int
+    max_headers: int
+    max_response_header_bytes: int
+    max_uri_bytes: int
+    # a request line plus its header block: what may be buffered before a 414/431
+    head_limit: int
 
     def __init__(self, http: HttpSettings) -> None:
-        self.header_timeout: float = http.header_timeout
-        self.keepalive_timeout: float = http.keepalive_timeout
-        self.keepalive_requests: int = http.keepalive_requests
-        self.max_uri_bytes: int = http.max_uri_bytes
-        self.max_header_bytes: int = http.max_header_bytes
-        self.max_headers: int = http.max_headers
-        self.max_response_header_bytes: int = http.max_response_header_bytes
-        self.max_body_bytes: int = http.max_body_bytes
+        for name in self.SETTINGS:
+            setattr(self, name, getattr(http, name))
+        self.head_limit = http.max_header_bytes + http.max_uri_bytes
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -66,8 +72,6 @@ class Runtime:
     # derived per request by the client protocol, computed here once
     request_fields: dict[bytes, int]  # lowercased header name -> what the protocol does with it
     request_id_field: bytes  # b"X-Request-Id: "
-    # a request line plus its header block: what may be buffered before a 414/431
-    head_limit: int
     listen_hosts: dict[str, bytes]  # listener -> the Host sent when a request has none
     # TLS listener -> its certificates, chosen by SNI at handshake time (slb.proxy.tls)
     certificates: dict[str, ListenerCertificates]
@@ -107,7 +111,6 @@ def build_runtime(config: Config, previous: Runtime | None, stats: Stats,
     return Runtime(config=config, settings=http, tables=tables, pools=pools,
                    request_fields=request_fields(http.request_id_header, _watched(config)),
                    request_id_field=http.request_id_header.encode() + b": ",
-                   head_limit=http.max_header_bytes + http.max_uri_bytes,
                    listen_hosts={listen: listen.encode() for listen in tables},
                    certificates={listen: ListenerCertificates(tables[listen], contexts)
                                  for listen, contexts in certificates.items()},

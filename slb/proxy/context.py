@@ -111,7 +111,7 @@ class ProxyContext:
 
     @property
     def head_limit(self) -> int:
-        return self.runtime.head_limit
+        return self.runtime.limits.head_limit
 
     @property
     def request_fields(self) -> dict[bytes, int]:
