@@ -16,13 +16,17 @@ GET_A = b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
 def test_limits_follow_the_settings_of_a_pool_delta() -> None:
     document = one_group_config(max_headers=20)
-    ctx = ProxyContext(asyncio.new_event_loop(), parse_config(document))
-    assert ctx.runtime.limits.max_headers == 20
-    document["http"] = {"max_headers": 30, "keepalive_timeout": 5}
-    new = parse_config(document)
-    ctx.apply_groups(new, list(new.groups))
-    assert ctx.runtime.limits.max_headers == 30
-    assert ctx.runtime.limits.keepalive_timeout == 5
+    loop = asyncio.new_event_loop()
+    try:
+        ctx = ProxyContext(loop, parse_config(document))
+        assert ctx.runtime.limits.max_headers == 20
+        document["http"] = {"max_headers": 30, "keepalive_timeout": 5}
+        new = parse_config(document)
+        ctx.apply_groups(new, list(new.groups))
+        assert ctx.runtime.limits.max_headers == 30
+        assert ctx.runtime.limits.keepalive_timeout == 5
+    finally:
+        loop.close()
 
 
 def test_the_read_timeout_restarts_with_each_read_from_the_member() -> None:
