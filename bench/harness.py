@@ -104,7 +104,7 @@ class BenchError(Exception):
 
 # ------------------------------------------------------------------------------ processes
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -117,7 +117,7 @@ def descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            fields = _stat_fields(int(entry))
+            fields = stat_fields(int(entry))
             if fields is not None:
                 children.setdefault(int(fields[1]), []).append(int(entry))
     found, todo = [], [root]
@@ -132,7 +132,7 @@ def cpu_ticks(pids: list[int]) -> int:
     """utime+stime+cutime+cstime summed over pids (clock ticks)."""
     total = 0
     for pid in pids:
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is not None:
             total += sum(int(x) for x in fields[11:15])
     return total

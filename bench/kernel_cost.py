@@ -62,7 +62,6 @@ from harness import (
     Bench,
     BenchError,
     Service,
-    _stat_fields,
     check_target,
     free_ports,
     interrupt_on_signals,
@@ -71,6 +70,7 @@ from harness import (
     save_result,
     say,
     slb_missing,
+    stat_fields,
 )
 from targets import REFERENCE, Targets, slb_config
 
@@ -87,7 +87,7 @@ def proc_counters(pids: list[int]) -> dict[str, int]:
     """utime, stime (ticks), minflt and context switches summed over ``pids`` (all threads)."""
     out = {"utime": 0, "stime": 0, "minflt": 0, "vcs": 0, "ivcs": 0}
     for pid in pids:
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is None:
             continue
         # fields from 3 (state) on: minflt is field 10, utime 14, stime 15 (proc(5))

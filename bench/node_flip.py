@@ -23,7 +23,6 @@ Every process started here is stopped at the end, also on errors and Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import re
@@ -36,45 +35,41 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from apply_bench import Control, Snapshot, group_name
+from apply_bench import TOKEN, Control, Snapshot, group_name
 from harness import (
     HOST,
     PY_SPY,
     SLB_BIN,
     TICKS,
     BenchError,
+    Service,
     cpu_ticks,
     descendants,
     free_ports,
-    port_accepts,
     quantiles,
     say,
+    stat_fields,
 )
+
+from slb.node.files import PERSIST_QUIET
 
 TERM = 7  # any leader term: the node persists it with the first push, then only compares
 
 
-def start_node(work: Path, workers: int) -> tuple[subprocess.Popen[bytes], Control]:
+def start_node(work: Path, workers: int) -> tuple[Service, Control]:
+    """The node, started (stop the Service when done, also when this raises)."""
     control_port, = free_ports(1)
     path = work / "node.yaml"
     path.write_text(yaml.safe_dump({
-        "control": {"listen": f"{HOST}:{control_port}", "token": "apply-bench-token"},
+        "control": {"listen": f"{HOST}:{control_port}", "token": TOKEN},
         "state_dir": str(work / "state")}))
-    log = (work / "node.log").open("wb")
-    proc = subprocess.Popen([str(SLB_BIN), "proxy", "-c", str(path), "--workers", str(workers)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while not port_accepts(control_port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise BenchError(f"the node did not open its control port: see {work}/node.log")
-        time.sleep(0.05)
+    node = Service("node", [str(SLB_BIN), "proxy", "-c", str(path), "--workers", str(workers)],
+                   work / "node.log")
+    node.start()
+    node.wait_listening(control_port, timeout=30)
     control = Control(control_port)
-
-    def alive() -> None:
-        if proc.poll() is not None:
-            raise BenchError(f"the node exited: see {work}/node.log")
-    control.wait_up(alive)
-    return proc, control
+    control.wait_up(node.check_alive)
+    return node, control
 
 
 def flip_body(snap: Snapshot, rng: random.Random, count: int, out: list[int]) -> bytes:
@@ -96,8 +91,8 @@ def user_system(pids: list[int]) -> tuple[int, int]:
     """(utime, stime) of ``pids`` in clock ticks: Python's work, and the kernel's for it."""
     user = system = 0
     for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = stat_fields(pid)
+        if fields is not None:
             user, system = user + int(fields[11]), system + int(fields[12])
     return user, system
 
@@ -117,9 +112,10 @@ def top_frames(raw: Path, limit: int) -> list[tuple[float, str]]:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    proc, control = start_node(work, args.workers)
+    node: Service | None = None
     spy: subprocess.Popen[bytes] | None = None
     try:
+        node, control = start_node(work, args.workers)
         snap = Snapshot(args.groups, args.members, f"{HOST}:{free_ports(1)[0]}", [], 0)
         doc = snap.document()
         doc["groups"] = doc["groups"][1:]  # no real group: nothing is routed here
@@ -134,17 +130,20 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         headers = {"X-SLB-Term": str(TERM)}
         for i in range(args.warmup + args.flips):
             if i == args.warmup:
-                pids = descendants(proc.pid)
+                pids = descendants(node.pid)
                 ticks, split = cpu_ticks(pids), user_system(pids)
                 started = time.monotonic()
                 walls: list[float] = []
                 if args.py_spy:
-                    spy = subprocess.Popen([str(PY_SPY), "record", "--pid", str(proc.pid),
+                    spy = subprocess.Popen([str(PY_SPY), "record", "--pid", str(node.pid),
                                             "--nonblocking", "--gil", "--format", "raw",
                                             "--rate", "1000",
                                             "--subprocesses", "-o", args.py_spy],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    time.sleep(1.0)  # py-spy attaches (no event to wait on: it prints nothing)
+                    # py-spy prints nothing once attached: give it a second, then make sure
+                    time.sleep(1.0)
+                    if spy.poll() is not None:
+                        raise BenchError("py-spy exited: is it allowed to trace (root)?")
             status, data, wall = control.call("PATCH", "/v1/groups",
                                               flip_body(snap, rng, args.flip_groups, out),
                                               headers)
@@ -154,8 +153,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if i >= args.warmup:
                 walls.append(wall)
             time.sleep(args.interval)
-        # the last flip's coalesced write fires within PERSIST_QUIET (2 s): wait, counted
-        time.sleep(3.0)
+        # the last flip's coalesced write fires within PERSIST_QUIET: wait for it, counted
+        time.sleep(PERSIST_QUIET + 1.0)
         cpu_ms = (cpu_ticks(pids) - ticks) / TICKS * 1e3 / args.flips
         user, system = (b - a for a, b in zip(split, user_system(pids), strict=True))
         elapsed = time.monotonic() - started
@@ -163,8 +162,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
-        proc.terminate()
-        proc.wait(30)
+        if node is not None:
+            node.stop()
     logged = [float(m) for m in re.findall(r"applied \d+ groups[^\n]* in ([0-9.]+) ms",
                                            (work / "node.log").read_text(errors="replace"))]
     return {"cpu_ms_per_flip": round(cpu_ms, 2),
