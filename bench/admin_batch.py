@@ -18,7 +18,9 @@ in ms) are printed and written to ``bench/out/admin-batch-<time>.json``.
 ``--nodes N`` pushes each flip for real, with the admin's own ``Pusher``, to N ``FakeNode``
 servers in this process (each answers every request at once, as a node that applied it): the
 admin's side of the fan-out (plan, body, N sends, N answers) in the round's CPU, and the time
-from the publish until every node acknowledged it. ``--profile FILE`` writes a cProfile of the
+from the publish until every node acknowledged it. The fake nodes run on the same thread, so
+their small share (a search and an answer per request: a few percent of a flip's CPU) is in
+that figure too: it is an upper bound of the admin's. ``--profile FILE`` writes a cProfile of the
 rounds (``python -m pstats FILE``): where a flip's CPU goes, stage by stage.
 
 The same script measures older code: put an older ``admin/`` tree first on ``PYTHONPATH``
