@@ -134,7 +134,7 @@ class Publisher:
         of 100 groups out of 1,000 costs 100 groups. Anything else builds it whole."""
         if not self._running:
             return  # not leading: the leader publishes what this admin stored
-        active, content = self._active()
+        active, content = self.active()
         if content is None:
             return
         touched = [] if groups is None else [g for g in content.get("group", [])
@@ -193,13 +193,13 @@ class Publisher:
 
     def clusters_serving(self, groups: set[str] | None) -> set[str]:
         """The clusters a publish of ``groups`` (None: every group) goes to."""
-        content = self._active()[1]
+        content = self.active()[1]
         if content is None:
             return set()
         return {cluster for cluster, names in self._served_groups(content).items()
                 if groups is None or groups & names}
 
-    def _active(self) -> tuple[int | None, Content | None]:
+    def active(self) -> tuple[int | None, Content | None]:
         """The active version and its content, from one read of the store's pointer (a
         publish read it twice: 0.4 ms each on SQLite, and the two could straddle an
         activation)."""

@@ -181,8 +181,7 @@ class AdminService(MemberOperations):
         return {kind: draft.get(kind, []) for kind in VERSIONED}
 
     def active_content(self) -> dict[str, list[dict[str, Any]]] | None:
-        version = self.store.active_version()
-        return None if version is None else self.store.version(version)["content"]
+        return self.publisher.active()[1]
 
     def served_content(self) -> tuple[Content, bool]:
         """The active content (what the nodes serve), or the draft if nothing is active; and
@@ -338,11 +337,10 @@ class AdminService(MemberOperations):
     def _active_groups(self) -> dict[str, dict[str, Any]]:
         """The active version's groups by name (empty when none is active), indexed once per
         active version (a scan of 10,000 groups per group read was most of its cost)."""
-        version = self.store.active_version()
-        if version is None:
+        version, content = self.publisher.active()
+        if content is None:
             return {}
         if self._group_index is None or self._group_index[0] != version:
-            content = self.store.version(version)["content"]
             self._group_index = (version, {g["name"]: g for g in content.get("group", [])})
         return self._group_index[1]
 
