@@ -398,11 +398,9 @@ class Store(SessionStore, AuditLog, DraftReader):
                                   ).scalar()
         if found is None:
             raise NotFound(f"no version {number}")
-        # (its equal parts shared: admin.domain.memory)
-        version = {"version": number, "content": SharedJson().loads(found.content),
-                   "hash": found.hash,
-                   "created_at": found.created_at, "who": found.who, "reason": found.reason,
-                   "source_version": found.source_version}
+        version = {"version": number, "content": SharedJson().loads(found.content),  # (shared)
+                   "hash": found.hash, "created_at": found.created_at, "who": found.who,
+                   "reason": found.reason, "source_version": found.source_version}
         if active == str(number):
             self._versions.put(version)
         return dict(version)

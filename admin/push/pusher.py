@@ -452,10 +452,8 @@ class Pusher:
         return self._body[1]
 
     def _drop_body(self) -> None:
-        """Let the PUT body go once no node can need it: every node has the desired version,
-        or the desired snapshot is another one. It was 11 MB at 10,000 groups, kept until the
-        next activation (issue 15); a node that needs a full snapshot later (restarted,
-        added, drifted) costs one serialisation again (~130 ms at that size)."""
+        """Drop the PUT body once no node needs it (all have the desired version, or another
+        snapshot is desired): 11 MB at 10,000 groups; a later full push serialises again."""
         desired = self._desired
         if self._body is not None and (
                 desired is None or self._body[0] is not desired.config
