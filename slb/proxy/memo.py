@@ -1,9 +1,10 @@
 """Bounded memo tables for answers keyed by what a client or a member sends.
 
-Three lookups on the request path are pure functions of a value from the network: a field
+Some lookups on the request path are pure functions of a value from the network: a field
 name's kind as it was spelled (``fields.learn``), a Host value that passed the check
-(``head.prepare_request_head``), and the virtual host a Host value routes to
-(``router.HostTable.virtual_host``). The same few values come again and again, so each answer
+(``head.prepare_request_head``), the virtual host a Host value routes to
+(``router.RouteTable.lookup``), the routes a path may take (``router.VirtualHost.match``) and
+a member's status line (``relay``). The same few values come again and again, so each answer
 is kept in a dict the hot path reads inline, and only a miss calls ``remember``.
 
 The keys are client-controlled, so every table is capped. Once full it stops growing and a new

@@ -11,9 +11,10 @@ matches but whose conditions fail is passed over for the next one. ``match`` ret
 ``target`` is then used as is.
 
 ``RouteTable.virtual_host`` takes the Host header as sent: the first lookup is on it as is
-(the common case: a client sends the name as configured), then on ``bare_host`` of it, and the
-answer is cached per Host value (bounded: the header is client-controlled). ``lookup`` does the
-same from the bytes the request carries, remembered per value, so a known Host is not decoded.
+(the common case: a client sends the name as configured), then on ``bare_host`` of it.
+``lookup`` does the same from the bytes the request carries, and remembers the answer per value
+(bounded: the header is client-controlled), so a known Host is not decoded nor looked up
+again.
 
 ``VirtualHost.match`` remembers, per path, the routes whose path test passes (in order): the
 common request reads one dict instead of testing every route before its own, and only the
@@ -115,7 +116,7 @@ class VirtualHost:
 class RouteTable:
     """The virtual servers of one listener."""
 
-    __slots__ = ("_cache", "_raw", "default", "exact", "wildcards")
+    __slots__ = ("_raw", "default", "exact", "wildcards")
 
     def __init__(self, exact: dict[str, VirtualHost],
                  wildcards: list[tuple[str, VirtualHost]], default: VirtualHost | None) -> None:
@@ -123,11 +124,11 @@ class RouteTable:
         # '*.shop.example.com' stored as '.shop.example.com', longest first
         self.wildcards = tuple(sorted(wildcards, key=lambda item: -len(item[0])))
         self.default = default
-        self._cache: dict[str, VirtualHost | None] = {}
         self._raw: dict[bytes, VirtualHost | None] = {}  # lookup's, by the Host bytes
 
     def lookup(self, host: bytes) -> VirtualHost | None:
-        """``virtual_host`` of a Host field's bytes, remembered per value."""
+        """``virtual_host`` of a Host field's bytes, remembered per value (the one memo: the
+        field is client-controlled, so it is bounded)."""
         found = self._raw.get(host, False)
         if found is False:  # (a known Host is not decoded nor looked up twice: ~0.1 us)
             found = self.virtual_host(host.decode("latin-1"))
@@ -135,23 +136,18 @@ class RouteTable:
         return found  # type: ignore[return-value]
 
     def virtual_host(self, host: str) -> VirtualHost | None:
-        """``host`` is the Host header as sent (case and port included)."""
+        """``host`` is the Host header as sent (case and port included), or a TLS server
+        name (once per handshake: not remembered)."""
         found = self.exact.get(host)
         if found is not None:
             return found
-        cached = self._cache.get(host, False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
         bare = bare_host(host)
         found = self.exact.get(bare)
         if found is None:
             for suffix, vhost in self.wildcards:
                 if bare.endswith(suffix):
-                    found = vhost
-                    break
-            else:
-                found = self.default
-        remember(self._cache, host, found)
+                    return vhost
+            return self.default
         return found
 
 
