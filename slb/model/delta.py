@@ -207,16 +207,6 @@ def parse_snapshot(data: Any, applied: Config | None, take_over: bool = False) -
     return config
 
 
-def apply_delta(config: Config, group_name: str, delta: PoolDelta) -> tuple[Config, Group]:
-    """The configuration with ``delta`` applied to one group, and that group."""
-    new, changed = apply_batch(config, PoolBatch.of(group_name, delta))
-    if changed:
-        return new, changed[0]
-    position = new.group_position(group_name)
-    assert position is not None  # (apply_batch refuses an unknown group)
-    return new, new.groups[position]  # a delta that changes nothing
-
-
 def apply_batch(config: Config, batch: PoolBatch) -> tuple[Config, list[Group]]:
     """The configuration with every entry of ``batch`` applied, and the groups that changed, in
     the batch's order; or ``SnapshotRejected`` and nothing applied.

@@ -11,9 +11,9 @@ import pytest
 from slb.model import (
     Config,
     NotJson,
+    PoolBatch,
     SnapshotRejected,
     apply_batch,
-    apply_delta,
     parse_batch,
     parse_config,
     parse_delta,
@@ -39,9 +39,9 @@ def rejected(call: Any, *args: Any) -> SnapshotRejected:
 
 def test_a_delta_changes_one_group_and_shares_the_rest() -> None:
     old = config()
-    new, group = apply_delta(old, "web", parse_delta(delta(
+    new, (group,) = apply_batch(old, PoolBatch.of("web", parse_delta(delta(
         upsert=[{"address": "10.0.0.2:80", "weight": 5}, {"address": "10.0.0.3:80"}],
-        remove=["10.0.0.1:80"])))
+        remove=["10.0.0.1:80"]))))
     assert new.version == 4
     assert [(m.address, m.weight) for m in group.members] == [("10.0.0.2:80", 5),
                                                               ("10.0.0.3:80", 1)]
@@ -57,7 +57,7 @@ def test_a_delta_changes_one_group_and_shares_the_rest() -> None:
 ])
 def test_a_delta_that_does_not_fit_is_refused(fields: dict[str, Any], group: str, reason: str,
                                                status: int) -> None:
-    error = rejected(apply_delta, config(), group, parse_delta(delta(**fields)))
+    error = rejected(apply_batch, config(), PoolBatch.of(group, parse_delta(delta(**fields))))
     assert (error.reason, error.status) == (reason, status)
 
 
@@ -174,9 +174,9 @@ def test_an_upsert_equal_to_the_member_there_changes_nothing() -> None:
     assert [g.name for g in groups] == ["api"] and new.version == 4
     assert new.groups[0] is old.groups[0]  # the group, its digest and its pool are kept
     assert new.content_hash() == parse_config(new.to_json()).content_hash()
-    again, same = apply_delta(new, "web", parse_delta(delta(
-        base_version=4, version=5, upsert=[{"address": "10.0.0.1:80"}])))
-    assert same is new.groups[0] and again.version == 5
+    again, changed = apply_batch(new, PoolBatch.of("web", parse_delta(delta(
+        base_version=4, version=5, upsert=[{"address": "10.0.0.1:80"}]))))
+    assert changed == [] and again.groups[0] is new.groups[0] and again.version == 5
 
 
 def test_members_keep_their_place_and_new_ones_go_last() -> None:
