@@ -4,8 +4,8 @@ Some lookups on the request path are pure functions of a value from the network:
 name's kind as it was spelled (``fields.learn``), a Host value that passed the check
 (``head.prepare_request_head``), the virtual host a Host value routes to
 (``router.RouteTable.lookup``), the routes a path may take (``router.VirtualHost.match``) and
-a member's status line (``relay``). The same few values come again and again, so each answer
-is kept in a dict the hot path reads inline, and only a miss calls ``remember``.
+a member's status line (``head.status_line``). The same few values come again and again, so
+each answer is kept in a dict the hot path reads inline, and only a miss calls ``remember``.
 
 The keys are client-controlled, so every table is capped. Once full it stops growing and a new
 value is worked out each time, exactly as without the table. There is no eviction: the values
