@@ -178,9 +178,8 @@ class StatsCollector:
             "slb_request_duration_seconds",
             "Time from a request's head to the end of its response",
             labels=["virtual_server", "group"])
-        bounds = [_le(bound) for bound in (*LATENCY_BUCKETS, float("inf"))]
         for (vs, group), hist in sorted(stats.latency.items()):
-            latency.add_metric([vs, group], list(zip(bounds, _cumulative(hist.counts),
+            latency.add_metric([vs, group], list(zip(LATENCY_LE, _cumulative(hist.counts),
                                                      strict=True)), hist.total)
         yield latency
 
@@ -249,7 +248,7 @@ def traffic_counters(stats: Stats, status: dict[str, dict[str, dict[str, Any]]]
                for (vs, group), hist in stats.latency.items()]
     return {
         "requests": [[*key, value] for key, value in stats.requests.items()],
-        "latency_bounds": [_le(bound) for bound in (*LATENCY_BUCKETS, float("inf"))],
+        "latency_bounds": list(LATENCY_LE),
         "latency": latency,
         "ejections": [[*key, value] for key, value in stats.ejections.items()],
         "retries": [[group, value] for group, value in stats.retries.items()],
@@ -292,3 +291,7 @@ def _by_label(name: str, documentation: str, label: str,
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
+
+
+# the buckets' bounds as the exposition's ``le`` label values (and the stats JSON's)
+LATENCY_LE = tuple(_le(bound) for bound in (*LATENCY_BUCKETS, float("inf")))
