@@ -222,16 +222,13 @@ class _NodePusher(NodeReport):
         self.checks += 1
         self._set_applied(version, digest, store if isinstance(store, str) else None)
         if desired is not None and digest == desired.config.content_hash():
-            if self.known is not desired:
-                self.known = desired
+            self.known = desired
         elif self.known is not None and digest != self.known.config.content_hash():
             self.known = None  # drift: the node has something we did not give it
         self.last_error = self._conflict_error()
 
     def _set_applied(self, version: int, digest: str | None, store: str | None) -> None:
-        self.applied_version = version
-        self.applied_hash = digest
-        self.applied_store = store
+        self.applied_version, self.applied_hash, self.applied_store = version, digest, store
 
     # -- pushing -----------------------------------------------------------------------------
 
@@ -354,6 +351,7 @@ class Pusher:
         self._started = False
         self._closing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+        self.generation = 0  # grows with every _notify
         self._body: tuple[Config, bytes] | None = None
         # batches planned for the desired state, by (known seq, applied version): nodes in
         # the same state share one plan and one serialised body
@@ -462,6 +460,7 @@ class Pusher:
 
     def _notify(self) -> None:
         self._drop_body()  # (called after every push, every publish and every change of nodes)
+        self.generation += 1  # what status() shows may have changed (Publisher.nodes_json)
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
