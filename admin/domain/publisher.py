@@ -225,7 +225,11 @@ class Publisher:
         key = tuple((cluster, id(pusher), pusher.generation)
                     for cluster, pusher in sorted(self.pushers.items()))
         if self._nodes_json is None or self._nodes_json[0] != key:
-            self._nodes_json = (key, dumps({"items": self.nodes()}))
+            # each row as its node's pusher last made it (NodeReport.status_json)
+            rows = [b'{"cluster":%s,%s' % (dumps(cluster), row[1:])
+                    for cluster, pusher in sorted(self.pushers.items())
+                    for row in pusher.status_json()]
+            self._nodes_json = (key, b'{"items":[%s]}' % b",".join(rows))
         return self._nodes_json[1]
 
     def nodes(self) -> list[dict[str, Any]]:

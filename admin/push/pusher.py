@@ -52,9 +52,9 @@ what it has (``GET``) before it sends anything else. A connect failure or a time
 retried there: the node is down or stuck, and the backoff applies. A timed-out connection is
 closed, never reused.
 
-Metrics: ``status()`` gives per node versions, lag (desired - applied version), counters and the
-last error; ``push_durations[node]`` is a ``DurationHistogram`` of successful pushes (wall time of
-the HTTP exchange(s) of one push: one PUT or one PATCH, or a refused PATCH and the PUT after it).
+Metrics: ``status()`` (``status_json()``: the same as JSON, made once per change) gives per
+node versions, lag (desired - applied version), counters and the last error;
+``push_durations[node]``: a ``DurationHistogram`` of successful pushes (wall time of one push).
 """
 
 from __future__ import annotations
@@ -255,9 +255,8 @@ class _NodePusher(NodeReport):
         else:
             await self._send_full(desired)
             self.full_pushes += 1
-        elapsed = time.monotonic() - started
+        self.last_push_seconds = elapsed = time.monotonic() - started
         self.pushes += 1
-        self.last_push_seconds = elapsed
         self.owner.push_durations[self.target.name].observe(elapsed)
         self.last_error = None
 
@@ -350,8 +349,7 @@ class Pusher:
         self._seq = 0
         self._started = False
         self._closing: set[asyncio.Task[None]] = set()
-        self._changed = asyncio.Event()
-        self.generation = 0  # grows with every _notify
+        self._changed, self.generation = asyncio.Event(), 0  # (generation: +1 per _notify)
         self._body: tuple[Config, bytes] | None = None
         # batches planned for the desired state, by (known seq, applied version): nodes in
         # the same state share one plan and one serialised body
@@ -466,6 +464,9 @@ class Pusher:
 
     def status(self) -> list[dict[str, Any]]:
         return [node.status() for node in self._nodes.values()]
+
+    def status_json(self) -> list[bytes]:
+        return [node.status_json() for node in self._nodes.values()]
 
     def take_over(self, name: str) -> dict[str, Any] | None:
         """The next full snapshot to node ``name`` replaces whatever it runs; what it ran
