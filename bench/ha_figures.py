@@ -20,12 +20,14 @@ figures at scale (issue 15), with every part a real process on 127.0.0.1.
   the session TTL alone (up to 2 x TTL + lock-delay).
 
 When a node applied a change: in **fanout**, each node's own ``applied_at`` (``GET
-/v1/config?summary=1``: wall clock, one host), read once the admin's ``GET /api/v1/nodes``
-(polled every ``--poll`` s, 50 ms) shows every node in sync; exact, whatever the poll, and the
-poll stays light on the admin it measures (a 10 ms poll of 50 rows took a good part of the
-admin's loop during the flip). ``--stages`` also shows when the admin answered, when the first
-and the last node applied, and when the admin's view showed them all; the nodes' logs give how
-long each delta batch took to apply. In **big**, the admin's view alone (up to one poll late).
+/v1/config?summary=1``: wall clock, one host), read once the admin knows every node applied
+it: by default (``--confirm wait``) the change itself asks the admin to answer then
+(``?wait=``, as a deploy tool does), so the bench sends nothing while the change travels; with
+``--confirm poll`` (and always while one node is stopped) the admin's ``GET /api/v1/nodes``
+is polled every ``--poll`` s (50 ms), which loads the admin it measures (4-6 reads of 50 rows
+per flip). ``--stages`` also shows when the admin answered, when the first and the last node
+applied, and when the admin knew of them all; the nodes' logs give how long each delta batch
+took to apply. In **big**, the admin's view alone (polled: up to one poll late).
 ``--store URL`` runs the admin on PostgreSQL
 (default: an SQLite file in the run's directory).
 
@@ -80,16 +82,21 @@ async def timed_change(http: httpx.AsyncClient, admin: str, change: Any, poll: f
                        skip: set[str] = frozenset(), timeout: float = 120,
                        answered: list[float] | None = None,
                        nodes: list[dict[str, Any]] | None = None,
-                       acknowledged: list[float] | None = None) -> dict[str, float]:
+                       acknowledged: list[float] | None = None,
+                       confirmed: bool = False) -> dict[str, float]:
     """Make ``change`` (a coroutine function); seconds until each node (but ``skip``) applied a
     version above the one it had. ``answered``, if given, gets the seconds the admin took to
     answer the change itself.
 
-    Without ``nodes``: as the admin's node view acknowledges it (polled every ``poll`` s, so
-    up to one poll late). With ``nodes``: the admin's view only says when to look; each node's
-    own ``applied_at`` (``GET /v1/config?summary=1``, wall clock, same host) gives the moment
-    it applied, exact whatever the poll (the poll then only needs to be gentle on the admin);
-    ``acknowledged``, if given, gets the seconds until the admin's view showed every node.
+    ``confirmed``: ``change`` asked the admin to answer once every node applied it (``?wait=``,
+    as a deploy tool does) and raised if one did not: nothing is polled, so the bench adds no
+    load to the admin while the change travels (a 50 ms poll of 50 rows is 4-6 requests per
+    flip). Otherwise the admin's node view is polled every ``poll`` s until it shows every
+    node (but ``skip``). Without ``nodes``: the times are when that view acknowledged each node
+    (up to one poll late). With ``nodes``: each node's own ``applied_at`` (``GET
+    /v1/config?summary=1``, wall clock, same host) gives the moment it applied, exact whatever
+    the poll; ``acknowledged``, if given, gets the seconds until the admin knew of every node
+    (its confirmed answer, or its view).
     """
     before = {r["name"]: r["applied_version"] or 0 for r in await node_rows(http, admin)}
     wall, start = time.time(), time.monotonic()
@@ -97,6 +104,8 @@ async def timed_change(http: httpx.AsyncClient, admin: str, change: Any, poll: f
     if answered is not None:
         answered.append(time.monotonic() - start)
     reached: dict[str, float] = {}
+    if confirmed:
+        reached = dict.fromkeys(before, time.monotonic() - start)
     deadline = start + timeout
     while len(reached) < len(before) - len(skip):
         for row in await node_rows(http, admin):
@@ -115,6 +124,7 @@ async def timed_change(http: httpx.AsyncClient, admin: str, change: Any, poll: f
     return {name: applied_at - wall for name, applied_at in views}
 
 
+WAIT = 60  # ?wait= of a confirmed change: seconds the admin waits for every node at most
 
 
 def ms(values: list[float]) -> dict[str, Any]:
@@ -129,20 +139,30 @@ def show(name: str, figures: dict[str, Any]) -> None:
         + note)
 
 
-async def activate(http: httpx.AsyncClient, admin: str, group: str, weight: int) -> None:
+async def delivered(reply: httpx.Response, wait: float) -> None:
+    """The change was stored, and (``wait`` > 0) every node applied it: the admin answers 200
+    once they all did, 202 when ``wait`` ran out first."""
+    reply.raise_for_status()
+    if wait > 0 and reply.status_code != 200:
+        raise SystemExit(f"{reply.request.url.path}: not every node applied the change in "
+                         f"{wait} s: {reply.text[:300]}")
+
+
+async def activate(http: httpx.AsyncClient, admin: str, group: str, weight: int,
+                   wait: float = 0) -> None:
     view = (await http.get(f"{admin}/api/v1/groups/{group}", headers=AUTH)).json()
     address = view["members"][0]["address"]
     reply = await http.post(f"{admin}/api/v1/groups/{group}/weight", headers=AUTH, json={
         "addresses": [address], "weight": weight, "row_version": view["row_version"],
         "reason": "bench"})
     reply.raise_for_status()
-    # ?wait=0: answered once stored and published, not once delivered (the figures time that)
-    (await http.post(f"{admin}/api/v1/activate", headers=AUTH, params={"wait": 0},
-                     json={"reason": "bench"})).raise_for_status()
+    # ?wait=0: answered once stored and published; ?wait=N: once delivered (timed_change)
+    await delivered(await http.post(f"{admin}/api/v1/activate", headers=AUTH,
+                                    params={"wait": wait}, json={"reason": "bench"}), wait)
 
 
 async def flip(http: httpx.AsyncClient, admin: str, groups: int, count: int,
-               pulled: list[int]) -> None:
+               pulled: list[int], wait: float = 0) -> None:
     """Pull one member out of ``count`` random groups, or (when ``pulled`` holds the groups
     the flip before pulled out) back in: every flip changes ``count`` groups. (A pull-in of
     random groups changed only the ~half of them that were out.)"""
@@ -154,8 +174,8 @@ async def flip(http: httpx.AsyncClient, admin: str, groups: int, count: int,
         pulled.clear()
     operations = [{"group": f"g{g:05d}", "address": f"10.{g // 256 % 256}.{g % 256}.1:80",
                    "op": "pull-out" if out else "pull-in"} for g in picked]
-    (await http.post(f"{admin}/api/v1/batch", headers=AUTH, params={"wait": 0},
-                     json={"operations": operations, "reason": "bench"})).raise_for_status()
+    await delivered(await http.post(f"{admin}/api/v1/batch", headers=AUTH, params={"wait": wait},
+                                    json={"operations": operations, "reason": "bench"}), wait)
 
 
 
@@ -193,11 +213,14 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         stages: dict[str, list[float]] = {"answered": [], "first": [], "last": [], "seen": []}
         # CPU the admin and the nodes spent per change: what the box's load cannot blur
         cpu_before = cpu_seconds(pid), cpu_seconds(*(n["pid"] for n in nodes))
+        # a stopped node never applies: the others are then watched through the poll
+        wait = WAIT if args.confirm == "wait" and not skip else 0
         for i in range(count):
             answered: list[float] = []
-            reached = await timed_change(http, admin, lambda i=i: change(i), args.poll,
+            reached = await timed_change(http, admin, lambda i=i: change(i, wait), args.poll,
                                          skip=skip, timeout=1200, answered=answered,
-                                         nodes=nodes, acknowledged=stages["seen"])
+                                         nodes=nodes, acknowledged=stages["seen"],
+                                         confirmed=wait > 0)
             times = [max(reached.values())] if worst else list(reached.values())
             values += times
             pushed += [max(0.0, t - answered[0]) for t in times]
@@ -211,25 +234,29 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         nodes_cpu = (cpu_seconds(*(n["pid"] for n in nodes)) - cpu_before[1]) / count
         out[key + "_cpu_ms"] = {"admin": admin_cpu * 1e3, "nodes": nodes_cpu * 1e3}
         show(label, out[key])  # at once: a long run shows its figures as it goes
-        show("  counted from the admin's answer", out[key + "_after_answer"])
+        if not wait:  # (a confirmed change is answered after the last node applied it)
+            show("  counted from the admin's answer", out[key + "_after_answer"])
         if args.stages:
-            for name, text in (("answered", "the admin answered the change"),
+            for name, text in (("answered", "the admin answered the change"
+                                if not wait else "the admin confirmed every node"),
                                ("first", "the first node applied it"),
                                ("last", "the last node applied it"),
                                ("seen", "the admin's view showed every node")):
                 show(f"    {text}", out[key + "_stages"][name])
             say(f"      CPU per change: admin {admin_cpu * 1e3:.0f} ms, the {len(nodes)} nodes "
-                f"{nodes_cpu * 1e3:.0f} ms together (bench polls included)")
+                f"{nodes_cpu * 1e3:.0f} ms together (the bench's reads included)")
 
     await phase("activation", "activation reaches a node",
-                lambda i: activate(http, admin, "g00000", 2 + i % 2), args.rounds, set(), False)
+                lambda i, wait: activate(http, admin, "g00000", 2 + i % 2, wait), args.rounds,
+                set(), False)
     await phase("activation_all", f"activation reaches all {args.nodes}",
-                lambda i: activate(http, admin, "g00000", 2 + i % 2), args.rounds, set(), True)
+                lambda i, wait: activate(http, admin, "g00000", 2 + i % 2, wait), args.rounds,
+                set(), True)
 
     pulled: list[int] = []  # the groups the last flip pulled a member out of
 
-    def flipper(i: int) -> Any:
-        return flip(http, admin, args.groups, args.flip_groups, pulled)
+    def flipper(i: int, wait: float) -> Any:
+        return flip(http, admin, args.groups, args.flip_groups, pulled, wait)
     await phase("flip", f"{flip_label} reaches a node", flipper, args.flips, set(), False)
     await phase("flip_all", f"{flip_label} reaches all {args.nodes}", flipper, args.flips,
                 set(), True)
@@ -385,6 +412,9 @@ def parse() -> argparse.Namespace:
                         help="failover: election.check_ttl (0: the session TTL alone)")
     parser.add_argument("--poll", type=float, default=0.05,
                         help="seconds between reads of the admin's node view")
+    parser.add_argument("--confirm", choices=["wait", "poll"], default="wait",
+                        help="fanout: learn that every node applied a change from the admin's "
+                        "answer (?wait=, nothing polled; default) or by polling its node view")
     parser.add_argument("--stages", action="store_true",
                         help="fanout: also show each change's stages")
     parser.add_argument("--store", help="the admin store's URL (default: an SQLite file)")

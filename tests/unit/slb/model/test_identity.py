@@ -6,8 +6,15 @@ import hashlib
 import pickle
 from typing import Any
 
-from slb.model import Config, Control, copy_config, parse_config
-from slb.model.identity import DEPENDS, GROUP_JSON, cache_of, group_json, keep_json
+from slb.model import Config, Control, Member, copy_config, parse_config
+from slb.model.identity import (
+    DEPENDS,
+    GROUP_JSON,
+    GROUP_SHELL,
+    cache_of,
+    group_json,
+    keep_json,
+)
 
 
 def document(weights: tuple[int, ...] = (1, 2), groups: int = 3) -> dict[str, Any]:
@@ -91,3 +98,35 @@ def test_a_kept_json_is_the_groups_json_and_stays_home_when_pickled() -> None:
     shipped = pickle.loads(pickle.dumps(copied))  # as a delta goes to the workers
     assert GROUP_JSON in cache_of(copied) and GROUP_JSON not in cache_of(shipped)
     assert shipped == copied and shipped.digest() == copied.digest()
+
+
+def test_a_group_edited_member_by_member_has_pydantics_json_byte_for_byte() -> None:
+    # the JSON of a group whose members were edited is spliced from its kept shell: it must be
+    # what pydantic writes for the whole group, whatever the group's other settings
+    config = parse_config({"version": 1, "groups": [
+        {"name": 'odd "members":[] name', "members": [{"address": "10.0.0.1:80"}]},
+        {"name": "hashed", "algorithm": "hash", "hash_key": "header:x-user",
+         "timeouts": {"read": 7}, "members": [{"address": "[::1]:8080", "weight": 3}]},
+        {"name": "empty", "members": []},
+    ]})
+    for group in config.groups:
+        group.digest()  # the first JSON: a whole dump, and the shell cut from it
+        assert GROUP_SHELL in cache_of(group)
+        for members in ([], [Member(address="10.9.9.9:81", weight=0, state="down")],
+                        [*group.members, Member(address="10.8.8.8:82")]):
+            edited = group.model_copy(update={"members": members})
+            assert GROUP_SHELL in cache_of(edited)  # kept: the members alone changed
+            assert group_json(edited) == edited.model_dump_json().encode()
+            assert edited.digest() == hashlib.sha256(edited.model_dump_json().encode()
+                                                     ).hexdigest()
+        renamed = group.model_copy(update={"name": "renamed"})
+        assert GROUP_SHELL not in cache_of(renamed)  # the name is in the shell: made afresh
+        assert group_json(renamed) == renamed.model_dump_json().encode()
+
+
+def test_the_shell_stays_home_when_pickled() -> None:
+    group = parse_config(document()).groups[0]
+    group.digest()
+    shipped = pickle.loads(pickle.dumps(group))
+    assert GROUP_SHELL in cache_of(group) and GROUP_SHELL not in cache_of(shipped)
+    assert shipped.digest() == group.digest()

@@ -32,3 +32,25 @@ def test_a_duration_keeps_its_bounds() -> None:
         parse_config({"http": {"header_timeout": "0ms"}})
     with pytest.raises(ConfigErrors, match="less than or equal to 86400"):
         parse_config({"groups": [{"name": "g", "timeouts": {"read": "25h"}}]})
+
+
+def test_member_addresses_are_checked_alike_the_first_time_and_after() -> None:
+    # valid addresses are remembered (a node sees the same ones in every delta); the memory
+    # must change no answer, and stays bounded however many addresses come by
+    from slb.model import schema
+
+    def verdict(address: str) -> str:
+        try:
+            return schema.Member(address=address).address
+        except ValueError as exc:
+            return f"refused: {exc.errors()[0]['msg']}"  # type: ignore[attr-defined]
+
+    for address in ("10.0.0.1:80", "[::1]:8080", "backend.local:443", "10.0.0.1:0",
+                    "10.0.0.1", "300.1.1.1:80", "[zz]:80", "10.0.0.1:65536"):
+        first = verdict(address)
+        assert verdict(address) == first
+        assert first.startswith("refused") == (address in {
+            "10.0.0.1:0", "10.0.0.1", "300.1.1.1:80", "[zz]:80", "10.0.0.1:65536"})
+    for i in range(schema._VALID_MEMBER_ADDRESSES_MAX + 10):
+        schema.Member(address=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:80")
+    assert len(schema._VALID_MEMBER_ADDRESSES) <= schema._VALID_MEMBER_ADDRESSES_MAX
