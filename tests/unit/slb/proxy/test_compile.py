@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from slb.metrics import Stats
 from slb.model import Config, parse_config
-from slb.proxy.compile import build_runtime, retire
+from slb.proxy.compile import build_runtime, carry_members, close_idle_of_leaving, retire
 from slb.proxy.exchange import Exchange
 
 
@@ -54,3 +54,41 @@ def test_members_that_leave_or_stop_taking_traffic_lose_their_idle_connections()
     assert new.pools["web"].members["10.0.0.1:80"] is old.pools["web"].members["10.0.0.1:80"]
     retire(old, new)
     assert [conns[a].closed for a in sorted(conns)] == [False, True, True]
+
+
+def test_a_group_with_the_same_addresses_in_order_keeps_its_dict_with_new_values() -> None:
+    runtime = build_runtime(config(("10.0.0.1:80", "up"), ("10.0.0.2:80", "up")), None,
+                            Stats(), set())
+    old = runtime.pools["web"].members
+    second = old["10.0.0.2:80"]
+    second.requests = 9
+    assert carry_members(config(("10.0.0.1:80", "up"), ("10.0.0.2:80", "down")).groups[0],
+                         old) is old
+    assert old["10.0.0.2:80"] is second and (second.state, second.requests) == ("down", 9)
+
+
+def test_a_changed_member_list_gets_a_new_dict_in_the_new_order() -> None:
+    runtime = build_runtime(config(("10.0.0.1:80", "up"), ("10.0.0.2:80", "up")), None,
+                            Stats(), set())
+    old = runtime.pools["web"].members
+    for members in ([("10.0.0.2:80", "drain"), ("10.0.0.1:80", "up")],  # reordered
+                    [("10.0.0.1:80", "up"), ("10.0.0.3:80", "up")]):  # one replaced
+        new = carry_members(config(*members).groups[0], old)
+        assert new is not old and list(new) == [a for a, _ in members]
+        assert all(new[a] is old[a] for a in new if a in old)
+        assert [m.state for m in new.values()] == [s for _, s in members]
+    assert new["10.0.0.3:80"].port == 80 and new["10.0.0.3:80"].host == "10.0.0.3"
+
+
+def test_only_members_with_idle_connections_that_leave_or_stop_are_closed() -> None:
+    runtime = build_runtime(config(("10.0.0.1:80", "up"), ("10.0.0.2:80", "up"),
+                                   ("10.0.0.3:80", "up")), None, Stats(), set())
+    members = runtime.pools["web"].members
+    conns = {a: Conn() for a in members}
+    for address, conn in conns.items():
+        members[address].idle.append(conn)
+    members["10.0.0.2:80"].state = "down"
+    close_idle_of_leaving(members, members)  # the same members, one of them set down
+    assert [conns[a].closed for a in sorted(conns)] == [False, True, False]
+    close_idle_of_leaving(members, {})  # all of them left
+    assert all(conn.closed for conn in conns.values())

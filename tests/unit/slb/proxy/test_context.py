@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slb.model import Config, parse_config
+from slb.balancing import hashing
+from slb.model import Config, Member, parse_config
 from slb.proxy.context import ProxyContext, Sweeper
 
 
@@ -97,3 +100,101 @@ async def test_the_sweeper_fires_due_deadlines_only() -> None:
     finally:
         sweeper.stop()
     assert due.fired_at is not None and later.fired_at is None
+
+
+# -- apply_groups: a pool delta over surviving members (a health flip, a weight change) -------
+
+def three(algorithm: str = "wrr") -> Config:
+    return parse_config({
+        "version": 1,
+        "groups": [{"name": "web", "algorithm": algorithm,
+                    **({"hash_key": "path"} if algorithm == "hash" else {}),
+                    "members": [{"address": f"10.0.0.{i}:80"} for i in (1, 2, 3)]}],
+        "virtual_servers": [{"name": "site", "listen": "127.0.0.1:8080",
+                             "routes": [{"path": "/", "group": "web"}]}]})
+
+
+def delta(ctx: ProxyContext, **changes: tuple[int, str]) -> None:
+    """One ``apply_groups`` of group ``web`` with members (by last octet) set to (weight, state)."""
+    base = ctx.runtime.config
+    group = base.groups[0]
+    members = [Member(m.address, *changes.get(f"m{m.address.split('.')[3][0]}",
+                                              (m.weight, m.state)))
+               for m in group.members]
+    changed = group.model_copy(update={"members": members})
+    ctx.apply_groups(base.with_groups({0: changed}, version=base.version + 1), [changed])
+
+
+@dataclass(eq=False)
+class Idle:
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_flipped_member_keeps_its_object_and_counters_and_leaves_the_balancer() -> None:
+    ctx = ProxyContext(asyncio.get_running_loop(), three())
+    pool = ctx.runtime.pools["web"]
+    states = dict(pool.members)
+    two = states["10.0.0.2:80"]
+    two.active, two.requests, two.failures, two.current_weight = 2, 40, 3, -1
+    delta(ctx, m2=(1, "down"))
+    assert ctx.runtime.pools["web"] is pool and pool.members == states
+    assert pool.members["10.0.0.2:80"] is two
+    assert (two.active, two.requests, two.failures, two.current_weight) == (2, 40, 3, -1)
+    assert two.state == "down"
+    assert [m.address for m in pool.balancer.members] == ["10.0.0.1:80", "10.0.0.3:80"]
+    assert {pool.pick((), 0.0) for _ in range(10)} == {states["10.0.0.1:80"],
+                                                       states["10.0.0.3:80"]}
+    delta(ctx, m2=(1, "up"))  # back, in its configured place
+    assert pool.balancer.members == tuple(states.values())
+
+
+async def test_a_drained_member_loses_its_idle_connections_only() -> None:
+    ctx = ProxyContext(asyncio.get_running_loop(), three())
+    pool = ctx.runtime.pools["web"]
+    idle = {address: Idle() for address in pool.members}
+    for address, member in pool.members.items():
+        member.idle.append(idle[address])  # type: ignore[arg-type]
+    drained = pool.members["10.0.0.2:80"]
+    drained.active = 1  # a request in flight on its own connection: finishes there
+    delta(ctx, m2=(1, "drain"))
+    assert {a: c.closed for a, c in idle.items()} == {
+        "10.0.0.1:80": False, "10.0.0.2:80": True, "10.0.0.3:80": False}
+    assert drained.idle == [] and drained.active == 1
+    assert [len(m.idle) for m in pool.members.values()] == [1, 0, 1]
+
+
+async def test_a_weight_change_reaches_the_balancer() -> None:
+    ctx = ProxyContext(asyncio.get_running_loop(), three())
+    pool = ctx.runtime.pools["web"]
+    delta(ctx, m1=(3, "up"), m3=(0, "up"))
+    picked = Counter(pool.pick((), 0.0).address for _ in range(40))  # type: ignore[union-attr]
+    assert picked == {"10.0.0.1:80": 30, "10.0.0.2:80": 10}
+    assert ctx.runtime.config.groups[0].members[0].weight == 3
+
+
+async def test_the_ejection_horizon_stands_over_a_flip_of_another_member() -> None:
+    ctx = ProxyContext(asyncio.get_running_loop(), three())
+    pool = ctx.runtime.pools["web"]
+    first = pool.members["10.0.0.1:80"]
+    for _ in range(pool.passive_health.max_fails):
+        pool.record_failure(first, now=100.0)
+    horizon = pool.ejected_horizon
+    assert horizon > 100.0
+    delta(ctx, m3=(1, "down"))
+    assert pool.ejected_horizon == horizon
+    assert pool.pick((), 100.5) is pool.members["10.0.0.2:80"]  # the ejected one skipped
+
+
+async def test_a_hash_group_keeps_its_table_over_a_state_flip(monkeypatch: Any) -> None:
+    ctx = ProxyContext(asyncio.get_running_loop(), three("hash"))
+    pool = ctx.runtime.pools["web"]
+    owner = pool.balancer.owner(b"/cart")  # type: ignore[attr-defined]
+    filled: list[int] = []
+    monkeypatch.setattr(hashing, "build_table", lambda *a: filled.append(1))
+    hashing._tables.clear()  # as when more than TABLE_CACHE hash groups flip at once
+    delta(ctx, m2=(1, "down"))
+    assert filled == []
+    assert pool.balancer.owner(b"/cart") is owner
