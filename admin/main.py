@@ -23,7 +23,7 @@ import uvicorn
 
 from admin.app import create_app
 from admin.domain.errors import Conflict, StoreUnavailable
-from admin.domain.memory import limit_arenas
+from admin.domain.memory import collect_less, limit_arenas
 from admin.domain.service import AdminService
 from admin.domain.store import Store
 from admin.ha import Election, leader_view
@@ -87,6 +87,7 @@ class Admin:
     def __init__(self, config: AdminConfig) -> None:
         self.config = config
         limit_arenas()  # process-wide, before the web server's threads allocate (its docstring)
+        collect_less()  # a flip's objects freed before a collection is due (its docstring)
         self.store = Store(config.store.url)
         self.service = AdminService(self.store, lambda: Pusher(
             timeout=config.push_timeout, reconcile_interval=config.reconcile_interval,

@@ -75,6 +75,10 @@ class HealthHistory:
         if not history:
             del self._known[group]
 
+    def knows(self, group: str) -> bool:
+        """Whether some member of ``group`` has a health history (else ``since`` is None)."""
+        return group in self._known
+
     def since(self, group: str, address: str) -> float | None:
         known = self._known.get(group, {}).get(address)
         return known[1] if known else None

@@ -36,6 +36,7 @@ from admin.domain.snapshots import (
 )
 from admin.domain.store import Store
 from admin.push.pusher import NodeTarget, Pusher
+from admin.push.wire import dumps
 from slb.gcpause import freeze
 from slb.model import Config, ConfigErrors
 
@@ -67,6 +68,7 @@ class Publisher:
         self.builds: dict[str, GroupReuse] = {}
         # (the content it was worked out from, cluster -> its groups' names): _served_groups
         self._served: tuple[Content, dict[str, set[str]]] | None = None
+        self._nodes_json: tuple[tuple[Any, ...], bytes] | None = None  # (key, nodes_json())
 
     async def start(self, term: int | None = None) -> None:
         self._running, self.term = True, term
@@ -215,6 +217,20 @@ class Publisher:
                 c["name"]: {g["name"] for g in cluster_content(content, c["name"])[2]}
                 for c in content.get("cluster", [])})
         return self._served[1]
+
+    def nodes_json(self) -> bytes:
+        """``{"items": nodes()}`` as JSON, made again only once a pusher's state changed
+        (``Pusher.generation``): a flip's view of 50 nodes is polled far more often than it
+        changes (a monitor, the fan-out bench every 50 ms: 1.6 ms of the loop per read)."""
+        key = tuple((cluster, id(pusher), pusher.generation)
+                    for cluster, pusher in sorted(self.pushers.items()))
+        if self._nodes_json is None or self._nodes_json[0] != key:
+            # each row as its node's pusher last made it (NodeReport.status_json)
+            rows = [b'{"cluster":%s,%s' % (dumps(cluster), row[1:])
+                    for cluster, pusher in sorted(self.pushers.items())
+                    for row in pusher.status_json()]
+            self._nodes_json = (key, b'{"items":[%s]}' % b",".join(rows))
+        return self._nodes_json[1]
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node's push status, with its cluster."""

@@ -43,8 +43,10 @@ def without_secrets(value: Any) -> Any:
     """``value`` with every secret field replaced by ``"(set)"``: what the audit log keeps
     (it is read by every role; a changed secret still shows as a change)."""
     if isinstance(value, dict):
+        # (a plain value kept without a call: a flag's audit row has three, 100 rows a flip)
         return {k: ("(set)" if v is not None else None) if k in SECRET_KEYS
-                else without_secrets(v) for k, v in value.items()}
+                else without_secrets(v) if isinstance(v, dict | list) else v
+                for k, v in value.items()}
     if isinstance(value, list):
         return [without_secrets(v) for v in value]
     return value

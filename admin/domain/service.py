@@ -305,8 +305,9 @@ class AdminService(MemberOperations):
                                               servers)
                  for g in groups}
         for group, members in views.items():
-            for view in members:  # the health flag's date: since its last change
-                view.health_at = self.health_history.since(group, view.address)
+            if self.health_history.knows(group):  # (a group never checked has no dates)
+                for view in members:  # the health flag's date: since its last change
+                    view.health_at = self.health_history.since(group, view.address)
         return views
 
     def sources(self, group: dict[str, Any]) -> list[Discovered]:

@@ -35,27 +35,22 @@ Reconcile: on start and every ``reconcile_interval`` (jittered) each node's ``GE
 compared with the desired version and hash; a difference (a node restarted with an older
 persisted snapshot, a change made behind the admin's back) is repaired with a full snapshot.
 
-Errors (connection refused, timeouts, HTTP errors) are recorded in ``last_error`` and retried
-forever with exponential backoff and jitter (from 0.1 s up to ``backoff_max``), always with the
-latest desired state.
+Errors (refused, timed out, HTTP errors) go to ``last_error`` and are retried forever with
+exponential backoff and jitter (0.1 s up to ``backoff_max``), with the latest desired state.
 
-Connections: each node has one keep-alive connection (``wire.NodeClient``: one connection,
-kept ``KEEPALIVE_EXPIRY`` seconds idle, requests written whole and answers parsed in C). A flip
-must reach 50 nodes within 250 ms; a new TCP connection per request (what this module did when
-a flip was 100 requests per node) cost a handshake per request and a fresh accept on a busy
-node. A pooled connection can be stale: the node restarted, or closed it, while it sat idle. The
-client drops one it saw closed before using it; one that breaks while the request goes out (closed,
-reset, or no answer at all) is retried once at once on a fresh connection, so a restarted node
-does not cost a lost push and a backoff. A retry is safe: every change names its versions, so a
-node that did apply the first attempt refuses the second (409), and the pusher then asks it
-what it has (``GET``) before it sends anything else. A connect failure or a timeout is not
-retried there: the node is down or stuck, and the backoff applies. A timed-out connection is
-closed, never reused.
+Connections: one keep-alive connection per node (``wire.NodeClient``, kept
+``KEEPALIVE_EXPIRY`` s idle): a flip must reach 50 nodes within 250 ms, and a connection per
+request cost a handshake and a fresh accept on a busy node. A pooled connection can be stale
+(the node restarted or closed it while idle): one seen closed is dropped before use; one that
+breaks while the request goes out (closed, reset, no answer) is retried once at once on a fresh
+connection, so a restarted node costs no lost push and no backoff. A retry is safe: every
+change names its versions, so a node that applied the first attempt refuses the second (409),
+and the pusher asks it what it has (``GET``) before sending anything else. A connect failure or
+a timeout is not retried there (the node is down or stuck: the backoff applies); a timed-out
+connection is closed, never reused.
 
-Metrics: ``status()`` gives per node versions, lag (desired - applied version), counters and the
-last error; ``push_durations[node]`` is a ``DurationHistogram`` of successful pushes (wall time of
-the HTTP exchange(s) of one push: one PUT or one PATCH, or a refused PATCH and the PUT after it).
-"""
+Metrics: ``status()`` (``status_json()``: as JSON, made once per change): per node versions,
+lag, counters, the last error; ``push_durations[node]``: successful pushes' times."""
 
 from __future__ import annotations
 
@@ -222,16 +217,13 @@ class _NodePusher(NodeReport):
         self.checks += 1
         self._set_applied(version, digest, store if isinstance(store, str) else None)
         if desired is not None and digest == desired.config.content_hash():
-            if self.known is not desired:
-                self.known = desired
+            self.known = desired
         elif self.known is not None and digest != self.known.config.content_hash():
             self.known = None  # drift: the node has something we did not give it
         self.last_error = self._conflict_error()
 
     def _set_applied(self, version: int, digest: str | None, store: str | None) -> None:
-        self.applied_version = version
-        self.applied_hash = digest
-        self.applied_store = store
+        self.applied_version, self.applied_hash, self.applied_store = version, digest, store
 
     # -- pushing -----------------------------------------------------------------------------
 
@@ -258,9 +250,8 @@ class _NodePusher(NodeReport):
         else:
             await self._send_full(desired)
             self.full_pushes += 1
-        elapsed = time.monotonic() - started
+        self.last_push_seconds = elapsed = time.monotonic() - started
         self.pushes += 1
-        self.last_push_seconds = elapsed
         self.owner.push_durations[self.target.name].observe(elapsed)
         self.last_error = None
 
@@ -353,7 +344,7 @@ class Pusher:
         self._seq = 0
         self._started = False
         self._closing: set[asyncio.Task[None]] = set()
-        self._changed = asyncio.Event()
+        self._changed, self.generation = asyncio.Event(), 0  # (generation: +1 per _notify)
         self._body: tuple[Config, bytes] | None = None
         # batches planned for the desired state, by (known seq, applied version): nodes in
         # the same state share one plan and one serialised body
@@ -462,11 +453,15 @@ class Pusher:
 
     def _notify(self) -> None:
         self._drop_body()  # (called after every push, every publish and every change of nodes)
+        self.generation += 1  # what status() shows may have changed (Publisher.nodes_json)
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
     def status(self) -> list[dict[str, Any]]:
         return [node.status() for node in self._nodes.values()]
+
+    def status_json(self) -> list[bytes]:
+        return [node.status_json() for node in self._nodes.values()]
 
     def take_over(self, name: str) -> dict[str, Any] | None:
         """The next full snapshot to node ``name`` replaces whatever it runs; what it ran
@@ -489,11 +484,16 @@ class Pusher:
 
     async def wait_in_sync(self, version: int, timeout: float) -> bool:
         """True once every node applied ``version`` or later; False after ``timeout``."""
+        waiting = list(self._nodes.values())
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     changed = self._changed
-                    if all(node.reached(version) for node in self._nodes.values()):
+                    # only the nodes not there yet asked again (each of a flip's 50 pushes
+                    # wakes this: 50 x 50 checks), all of them once those are (nodes added)
+                    waiting = [n for n in waiting if not n.reached(version)] or [
+                        n for n in self._nodes.values() if not n.reached(version)]
+                    if not waiting:
                         return True
                     await changed.wait()
         except TimeoutError:

@@ -315,8 +315,9 @@ async def resolve(url: str, token: ApiToken = Viewer, service: AdminService = Se
 
 
 @router.get("/nodes")
-async def nodes(token: ApiToken = Viewer, service: AdminService = Service) -> dict[str, Any]:
-    return {"items": service.nodes()}
+async def nodes(token: ApiToken = Viewer, service: AdminService = Service) -> Response:
+    # (made once per change of the nodes' state: Publisher.nodes_json)
+    return Response(service.publisher.nodes_json(), media_type="application/json")
 
 
 @router.get("/audit")

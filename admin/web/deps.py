@@ -5,6 +5,11 @@ which read it from ``request.app.state`` (set once by ``admin.app.create_app``).
 any of them with ``app.dependency_overrides[deps.get_service] = ...`` (a fake service, a fixed
 caller), so an edge is tested without a store, a token or a login.
 
+The dependencies are ``async def`` though none of them awaits: FastAPI runs a plain ``def``
+dependency in its thread pool, a hand-off to a worker thread and back per dependency (three per
+API request: the service, the token, the role). ``service_of`` is the plain function, for code
+that is no dependency.
+
 Who is calling:
 
 - the REST API: ``Authorization: Bearer <token>``; ``api_caller`` answers 401 without a valid
@@ -43,9 +48,13 @@ class LoginRequired(Exception):
     """A page asked for without a valid session: the browser goes to the login page."""
 
 
-def get_service(request: Request) -> AdminService:
+def service_of(request: Request) -> AdminService:
     service: AdminService = request.app.state.service
     return service
+
+
+async def get_service(request: Request) -> AdminService:
+    return service_of(request)
 
 
 def get_settings(request: Request) -> AdminConfig:
@@ -72,7 +81,7 @@ def authenticate(tokens: list[ApiToken], header: str) -> ApiToken | None:
     return found
 
 
-def api_caller(request: Request) -> ApiToken:
+async def api_caller(request: Request) -> ApiToken:
     token = authenticate(get_settings(request).tokens, request.headers.get("authorization", ""))
     if token is None:
         raise ApiError(401, "a valid 'Authorization: Bearer <token>' is required",
@@ -84,7 +93,7 @@ Caller = Annotated[ApiToken, Depends(api_caller)]
 
 
 def _role(needed: str) -> Any:
-    def check(token: Caller) -> ApiToken:
+    async def check(token: Caller) -> ApiToken:
         if not may(token.role, needed):
             raise ApiError(403, f"role {token.role!r} may not do this: {needed} needed")
         return token
@@ -116,14 +125,14 @@ def session_of(request: Request) -> Session | None:
     return get_sessions(request).get(request.cookies.get(COOKIE))
 
 
-def page_session(request: Request) -> Session:
+async def page_session(request: Request) -> Session:
     session = session_of(request)
     if session is None:
         raise LoginRequired()
     return session
 
 
-def json_session(request: Request) -> Session:
+async def json_session(request: Request) -> Session:
     session = session_of(request)
     if session is None:
         raise ApiError(401, "log in again")

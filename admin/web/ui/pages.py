@@ -25,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 
 from admin.domain.delivery import Delivery
 from admin.domain.errors import AdminError
-from admin.web.deps import get_service, session_of
+from admin.web.deps import service_of, session_of
 from admin.web.sessions import Session
 from admin.web.ui.text import PREFIX, fmt_ago, fmt_when, short
 
@@ -103,7 +103,7 @@ class Pages:
             "session": session, "flashes": flashes,
             "can_operate": session is not None and session.may("operator"),
             "can_admin": session is not None and session.may("admin"),
-            "draft_pending": session is not None and get_service(request).drafts_pending(),
+            "draft_pending": session is not None and service_of(request).drafts_pending(),
             "nav": context.pop("nav", ""),
             **context,
         }, status_code=status)
@@ -148,7 +148,7 @@ class Pages:
         except AdminError as exc:
             return self.refused(request, session, exc, "Cannot do that")
         post = Posted(session, form, context, str(form.get("reason") or "").strip())
-        service = get_service(request)
+        service = service_of(request)
         groups = touches(post) if touches is not None else set()
         taken = service.ticket() if groups != set() else None
         try:

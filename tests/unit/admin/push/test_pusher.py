@@ -9,11 +9,13 @@ the connections it accepted are counted by its control server.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from admin.domain.publisher import Publisher
 from admin.push.pusher import NodeTarget, Pusher
 from slb.model import Config, parse_config
 from slb.node.control import ControlProtocol, Request, Response
@@ -203,3 +205,23 @@ async def test_the_full_snapshot_body_is_let_go_once_every_node_has_it_and_made_
     assert late.changes == [("PUT", "/v1/config")]
     assert late.node.config.content_hash() == config.content_hash()
     assert pusher._body is None
+
+
+async def test_the_node_view_is_made_once_per_change_and_shows_every_change(
+        nodes: Callable[[int], Awaitable[list[Recorded]]], pusher: Pusher) -> None:
+    recorded = await nodes(2)
+    publisher = Publisher(None, lambda content: {})  # type: ignore[arg-type]  (no store read)
+    publisher.pushers["c1"] = pusher
+    pusher.set_nodes([target(i, r) for i, r in enumerate(recorded)])
+    await synced(pusher, snapshot(1))
+    seen = publisher.nodes_json()
+    assert [(n["cluster"], n["applied_version"], n["in_sync"])
+            for n in json.loads(seen)["items"]] == [("c1", 1, True)] * 2
+    assert publisher.nodes_json() is seen  # nothing changed: the same bytes, not made again
+    pusher.publish(snapshot(2, {NAMES[0]}), changed_groups={NAMES[0]})
+    # at once (no await since the publish: no node could apply it yet): both are behind
+    assert [(n["desired_version"], n["applied_version"], n["in_sync"])
+            for n in json.loads(publisher.nodes_json())["items"]] == [(2, 1, False)] * 2
+    assert await pusher.wait_in_sync(2, timeout=5)
+    assert [(n["applied_version"], n["in_sync"], n["delta_pushes"])
+            for n in json.loads(publisher.nodes_json())["items"]] == [(2, True, 1)] * 2
