@@ -213,27 +213,26 @@ def _shared_tail(tail: bytes) -> bytes:
 
 
 def group_digest(group: Cached) -> str:
-    cache = cache_of(group)
-    found: str | None = cache.get(GROUP_DIGEST)
-    if found is None:
-        found = _digest(group, cache)[0]
+    found: str = _digest(group, GROUP_DIGEST)
     return found
 
 
 def _group_mixin(group: Cached) -> int:
     """The group's digest as an int, made with the digest (no hex parse per XOR)."""
-    cache = cache_of(group)
-    found: int | None = cache.get(GROUP_MIXIN)
-    if found is None:
-        found = _digest(group, cache)[1]
+    found: int = _digest(group, GROUP_MIXIN)
     return found
 
 
-def _digest(group: Cached, cache: dict[str, Any]) -> tuple[str, int]:
-    sha = hashlib.sha256(group_json(group))
-    hexed = cache[GROUP_DIGEST] = sha.hexdigest()
-    mixin = cache[GROUP_MIXIN] = int.from_bytes(sha.digest())
-    return hexed, mixin
+def _digest(group: Cached, key: str) -> Any:
+    """The group's digest in the form ``key`` names; both forms are made and kept at once."""
+    cache = cache_of(group)
+    found = cache.get(key)
+    if found is None:
+        sha = hashlib.sha256(group_json(group))
+        cache[GROUP_DIGEST] = sha.hexdigest()
+        cache[GROUP_MIXIN] = int.from_bytes(sha.digest())
+        found = cache[key]
+    return found
 
 
 def content_hash(config: Cached) -> str:
