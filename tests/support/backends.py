@@ -9,7 +9,7 @@ malformed ones included, stream slowly, or close the connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 
 import httptools
@@ -161,13 +161,18 @@ async def start_backend(handler: Handler | None = None, name: str = "backend",
     return backend
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound, then released): connecting to it is refused."""
+def free_port(avoid: Container[int | None] = ()) -> int:
+    """A port nothing listens on (bound, then released): connecting to it is refused. Not one
+    of ``avoid``: a port picked just before was released too, and the kernel may hand it out
+    again (a node's listener and its control port, picked one after the other, collided)."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 async def named_backends(factory: Callable[..., Awaitable[Backend]], *names: str
