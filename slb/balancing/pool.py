@@ -37,7 +37,11 @@ class Pool:
     )
 
     def __init__(self, group: Group, members: dict[str, MemberState], stats: Stats,
-                 idle_pools: set[Pool]) -> None:
+                 idle_pools: set[Pool], replacing: Pool | None = None) -> None:
+        """``replacing``: the pool of the same name in the runtime this one's replaces (a full
+        apply): a hash group takes over its table when its ring is unchanged, as on a delta
+        (more than ``TABLE_CACHE`` hash groups evicted each other from the shared cache, and
+        every full apply refilled every table: 4.7 ms a group of 10)."""
         self.name = group.name
         self.algorithm = group.algorithm
         self.stats = stats
@@ -53,6 +57,8 @@ class Pool:
         self.retry_non_idempotent = group.retry.non_idempotent
         self.passive_health = group.passive_health  # read on failures only
         self.hash_key = hash_key_of(group)
+        if replacing is not None and isinstance(replacing.balancer, ConsistentHash):
+            self.balancer = replacing.balancer  # (set_members compares its ring, keeps nothing)
         self.set_members(members)
 
     def set_members(self, members: dict[str, MemberState]) -> None:

@@ -98,7 +98,7 @@ def build_runtime(config: Config, previous: Runtime | None, stats: Stats,
     for group in config.groups:
         old_pool = previous.pools.get(group.name) if previous is not None else None
         members = carry_members(group, old_pool.members if old_pool is not None else {})
-        pools[group.name] = Pool(group, members, stats, idle_pools)
+        pools[group.name] = Pool(group, members, stats, idle_pools, replacing=old_pool)
 
     by_listener: dict[str, list[VirtualServer]] = {}
     vhosts: dict[str, VirtualHost] = {}

@@ -92,3 +92,28 @@ def test_only_members_with_idle_connections_that_leave_or_stop_are_closed() -> N
     assert [conns[a].closed for a in sorted(conns)] == [False, True, False]
     close_idle_of_leaving(members, {})  # all of them left
     assert all(conn.closed for conn in conns.values())
+
+
+def test_a_full_apply_keeps_a_hash_groups_table_when_its_members_and_weights_stand() -> None:
+    # the shared table cache holds 64 tables: with more hash groups they evict each other, and
+    # a full apply must not refill every table it already has (4.7 ms a group of 10)
+    from slb.balancing import hashing
+
+    def hashed(*weights: int) -> Config:
+        return parse_config({
+            "groups": [{"name": "web", "algorithm": "hash", "hash_key": "client_ip",
+                        "members": [{"address": f"10.0.0.{i}:80", "weight": w}
+                                    for i, w in enumerate(weights, 1)]}],
+            "virtual_servers": [{"name": "site", "listen": "127.0.0.1:8080",
+                                 "routes": [{"path": "/", "group": "web"}]}]})
+
+    stats = Stats()
+    first = build_runtime(hashed(1, 1, 1), None, stats, set())
+    hashing._tables.clear()  # as if 64 other hash groups had been built since
+    again = build_runtime(hashed(1, 1, 1), first, stats, set())
+    assert again.pools["web"].balancer._table is first.pools["web"].balancer._table
+    hashing._tables.clear()
+    reweighted = build_runtime(hashed(1, 1, 2), again, stats, set())
+    assert reweighted.pools["web"].balancer._table is not again.pools["web"].balancer._table
+    assert reweighted.pools["web"].balancer._table == hashing.build_table(
+        reweighted.pools["web"].balancer._ring, reweighted.pools["web"].balancer._size)
