@@ -20,8 +20,8 @@ that is out for now (drained or set down by an operator, down by active checks, 
 passive health, or already tried by this request) keeps its slots, and its keys walk on to the
 next slots' members until it is back, then return to it; no other key moves. Only a change of
 the member set or of a weight rebuilds the table (the fill is a pure function of addresses and
-weights: a new balancer takes over its predecessor's table when they are the same, and a few
-recent tables are cached for new pools).
+weights: a new balancer takes over its predecessor's table when they are the same; the pool
+hands it over, on a delta as on a full apply).
 
 Keys are hashed with CRC-32 (C, the same in every worker process: Python's ``hash`` is salted
 per process) mixed by a multiplicative step so that similar keys spread. ``ip_hash`` hashes the
@@ -45,9 +45,6 @@ from slb.balancing.member import MemberState, taking_traffic
 # (a change of size moves every key).
 TABLE_SIZES = (16381, 65537, 262147, 1048573)
 SLOTS_PER_MEMBER = 1000
-# Tables kept by (address, weight) list: an apply that leaves a hash group's members as they
-# were reuses its table instead of filling it again (tens of milliseconds in Python).
-TABLE_CACHE = 64
 _INF = float("inf")
 
 
@@ -108,9 +105,6 @@ def build_table(members: tuple[MemberState, ...], size: int) -> list[int]:
                 return table
 
 
-_tables: dict[tuple[tuple[str, int], ...], list[int]] = {}
-
-
 class ConsistentHash:
     """Maglev table over the members that take traffic (see the module docstring)."""
 
@@ -120,27 +114,19 @@ class ConsistentHash:
                  previous: ConsistentHash | None = None) -> None:
         """``ring``: the members with a weight; ``members``: those of them taking traffic now
         (what panic mode counts). ``previous``: the pool's balancer this one replaces, whose
-        table is taken over when the ring is the same (a state change: a health flip).
-
-        Why ``previous`` besides the cache: with more than ``TABLE_CACHE`` hash groups a flip
-        of many of them cleared the cache before it could hit, and every flipped group filled
-        its table again (4.7 ms a group of 10, against 1.5 us for this comparison).
+        table is taken over when the ring is the same (a state change: a health flip, or a
+        full apply that left the group's members as they were): 1.5 us for the comparison
+        against 4.7 ms to fill the table of a group of 10. (A shared cache of recent tables
+        did this before; with more than its 64 entries of hash groups they evicted each
+        other, and a flip of 100 of them refilled every table: 1.06 s.)
         """
         self._ring = ring
         self.members = taking_traffic(ring)
         self._size = table_size(len(ring))
         key = tuple([(m.address, m.weight) for m in ring])
         self._key = key
-        if previous is not None and previous._key == key:
-            self._table = previous._table
-            return
-        table = _tables.get(key)
-        if table is None:
-            table = build_table(ring, self._size)
-            if len(_tables) >= TABLE_CACHE:
-                _tables.clear()
-            _tables[key] = table
-        self._table = table
+        self._table = previous._table if previous is not None and previous._key == key \
+            else build_table(ring, self._size)
 
     def pick(self, skip: Container[MemberState], now: float, panic: bool) -> MemberState | None:
         """Without a key (the request lacks the hashed field): the first eligible member."""
