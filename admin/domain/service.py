@@ -451,9 +451,6 @@ class AdminService(MemberOperations):
         self.publisher.publish_now(None)
         return {"cluster": cluster, "node": node, "was": was}
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return self.publisher.nodes()
-
     def resolve(self, url: str, headers: list[str] | None = None,
                 cookies: list[str] | None = None, client_ip: str = ""
                 ) -> tuple[list[RouteAnswer], list[str]]:

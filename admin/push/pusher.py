@@ -49,8 +49,7 @@ and the pusher asks it what it has (``GET``) before sending anything else. A con
 a timeout is not retried there (the node is down or stuck: the backoff applies); a timed-out
 connection is closed, never reused.
 
-Metrics: ``status()`` (``status_json()``: as JSON, made once per change): per node versions,
-lag, counters, the last error; ``push_durations[node]``: successful pushes' times."""
+Metrics: ``status()`` and ``status_json()`` per node; ``push_durations[node]``: pushes' times."""
 
 from __future__ import annotations
 
@@ -140,8 +139,9 @@ class _NodePusher(NodeReport):
                 self.check_due = True
             if not self.check_due and not self._needs_push():
                 conflict = self._conflict_error()
-                if conflict is not None:
+                if conflict is not None and conflict != self.last_error:
                     self.last_error = conflict
+                    self.owner._notify()  # (for the node view: Publisher.nodes_json)
                 try:
                     async with asyncio.timeout(max(0.0, next_check - loop.time())):
                         await self.wake.wait()
@@ -485,16 +485,16 @@ class Pusher:
     async def wait_in_sync(self, version: int, timeout: float) -> bool:
         """True once every node applied ``version`` or later; False after ``timeout``."""
         waiting = list(self._nodes.values())
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while True:
                     changed = self._changed
-                    # only the nodes not there yet asked again (each of a flip's 50 pushes
-                    # wakes this: 50 x 50 checks), all of them once those are (nodes added)
-                    waiting = [n for n in waiting if not n.reached(version)] or [
+                    # only the current nodes not there yet asked again (a flip's 50 pushes
+                    # wake this: 50 x 50 checks), all of them once those are (nodes added)
+                    waiting = [n for n in waiting if self._nodes.get(n.target.name) is n
+                               and not n.reached(version)] or [
                         n for n in self._nodes.values() if not n.reached(version)]
                     if not waiting:
                         return True
                     await changed.wait()
-        except TimeoutError:
-            return False
+        return False

@@ -45,8 +45,8 @@ class NodeReport:
         failures: int
         checks: int
 
-    # (what status_json showed last: the facts it was made from, and its JSON)
-    _shown: tuple[tuple[Any, ...], bytes] | None = None
+    # (what status_json showed last, and its JSON)
+    _shown: tuple[dict[str, Any], bytes] | None = None
 
     def desired_config(self) -> Config | None:
         desired = self.owner._desired
@@ -130,15 +130,12 @@ class NodeReport:
         }
 
     def status_json(self) -> bytes:
-        """``status()`` as JSON, made again only when a fact it shows changed: a node's row
+        """``status()`` as JSON, encoded again only when what it shows changed: a node's row
         changes once or twice per flip and is read by every poll of the node view (50 rows
         encoded per poll, 6 polls per flip in the fan-out bench)."""
-        facts = (self.owner._desired, self.known, self.target, self.applied_version,
-                 self.applied_hash, self.applied_store, self.last_contact, self.last_error,
-                 self.last_push_seconds, self.pushes, self.full_pushes, self.delta_pushes,
-                 self.failures, self.checks)
-        if self._shown is None or self._shown[0] != facts:  # (Published: by seq first)
-            self._shown = (facts, dumps(self.status()))
+        shown = self.status()
+        if self._shown is None or self._shown[0] != shown:
+            self._shown = (shown, dumps(shown))
         return self._shown[1]
 
     def delivery(self, version: int) -> dict[str, Any]:

@@ -225,3 +225,23 @@ async def test_the_node_view_is_made_once_per_change_and_shows_every_change(
     assert await pusher.wait_in_sync(2, timeout=5)
     assert [(n["applied_version"], n["in_sync"], n["delta_pushes"])
             for n in json.loads(publisher.nodes_json())["items"]] == [(2, True, 1)] * 2
+    assert json.loads(publisher.nodes_json()) == {"items": publisher.nodes()}
+
+
+async def test_waiting_for_the_nodes_stops_waiting_for_one_that_was_removed(
+        nodes: Callable[[int], Awaitable[list[Recorded]]], pusher: Pusher) -> None:
+    from tests.support.backends import free_port
+
+    recorded, = await nodes(1)
+    gone = NodeTarget("gone", f"http://127.0.0.1:{free_port()}", TOKEN)  # never answers
+    pusher.set_nodes([target(0, recorded), gone])
+    pusher.publish(snapshot(1))
+    waiting = asyncio.create_task(pusher.wait_in_sync(1, timeout=30))
+    # the live node applies it; the other never can, so the wait goes on ...
+    async with asyncio.timeout(10):
+        while pusher.applied_version("n0") != 1:
+            await pusher._changed.wait()
+    assert not waiting.done()
+    # ... until it is taken out of the cluster: every node left has the version
+    pusher.set_nodes([target(0, recorded)])
+    assert await asyncio.wait_for(waiting, 10)
