@@ -44,12 +44,10 @@ def run_slb(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[st
 def node_config(members: list[str] | list[dict[str, Any]], port: int | None = None,
                 control_port: int | None = None, **http: Any) -> dict[str, Any]:
     """A node with one virtual server routing everything to group ``g``, on free ports."""
-    control_port = control_port or free_port(avoid={port})
     return {
-        "control": {"listen": f"127.0.0.1:{control_port}"},
+        "control": {"listen": f"127.0.0.1:{control_port or free_port()}"},
         "http": http,
-        "virtual_servers": [{"name": "vs",
-                             "listen": f"127.0.0.1:{port or free_port(avoid={control_port})}",
+        "virtual_servers": [{"name": "vs", "listen": f"127.0.0.1:{port or free_port()}",
                              "routes": [{"path": "/", "group": "g"}]}],
         "groups": [{"name": "g",
                     "members": [{"address": m} if isinstance(m, str) else m for m in members]}],

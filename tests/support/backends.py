@@ -9,7 +9,7 @@ malformed ones included, stream slowly, or close the connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httptools
@@ -161,17 +161,24 @@ async def start_backend(handler: Handler | None = None, name: str = "backend",
     return backend
 
 
-def free_port(avoid: Container[int | None] = ()) -> int:
-    """A port nothing listens on (bound, then released): connecting to it is refused. Not one
-    of ``avoid``: a port picked just before was released too, and the kernel may hand it out
-    again (a node's listener and its control port, picked one after the other, collided)."""
+_HANDED_OUT: set[int] = set()  # free_port's answers so far in this process
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released): connecting to it is refused. Never
+    one handed out before in this process: a port picked just before was released too, and
+    the kernel may give it again (a node's listener and its control port, picked one after
+    the other, collided). Bounded: forgotten after 10,000, far more than a test uses."""
     import socket
 
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if port not in avoid:
+        if port not in _HANDED_OUT:
+            if len(_HANDED_OUT) >= 10_000:
+                _HANDED_OUT.clear()
+            _HANDED_OUT.add(port)
             return port
 
 

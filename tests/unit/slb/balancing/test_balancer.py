@@ -256,7 +256,11 @@ def test_random2_without_rng_draws_from_the_random_modules_generator() -> None:
     # taking it costs nothing, where a random.Random() per balancer cost 11 us a pool change
     members = pool(a=1, b=1, c=1, d=1)
     seen = []
-    for _ in range(2):
-        random.seed(7)
-        seen.append(picks(make_balancer("random2", members), 50))
+    state = random.getstate()  # (given back: later tests draw from it too)
+    try:
+        for _ in range(2):
+            random.seed(7)
+            seen.append(picks(make_balancer("random2", members), 50))
+    finally:
+        random.setstate(state)
     assert seen[0] == seen[1] and len(set(seen[0])) > 1
