@@ -1,10 +1,14 @@
 """From a change to a push: coalesce, build each cluster's snapshot, hand it to its pusher.
 
 A change names the groups it touched (a member flag, a health verdict) or ``None`` (an
-activation, a rollback, a node added: anything may have changed). Changes arriving within
-``COALESCE`` seconds go out together: a burst of health changes becomes one publish per
-cluster, and the pusher turns it into pool deltas for the groups named. Outside an event loop
-(a test, a seed) a change is published at once.
+activation, a rollback, a node added: anything may have changed). A change goes out at once
+(on the loop's next turn: changes made in the same turn go together) unless a publish went out
+less than ``COALESCE`` seconds before; then it waits for the rest of that interval and goes out
+with whatever else came meanwhile. So a burst of health changes becomes one publish per
+cluster per ``COALESCE``, which the pusher turns into pool deltas for the groups named, and an
+isolated change (an operator's pull-out before a deploy, one verdict) waits for nothing: a
+flat 20 ms wait for company was a ninth of a 100-group flip's trip to 50 nodes
+(``docs/scaling.md``). Outside an event loop (a test, a seed) a change is published at once.
 
 Each publish takes fresh snapshot versions from the store's persistent counter (as many as
 groups changed, so the pusher has a version per delta) and builds the snapshot from the active
@@ -42,7 +46,7 @@ from slb.model import Config, ConfigErrors
 
 log = logging.getLogger("admin")
 
-COALESCE = 0.02  # seconds: a burst of health changes becomes one push per group
+COALESCE = 0.02  # seconds: at most one publish per this much in a burst of changes
 
 
 class Publisher:
@@ -56,6 +60,7 @@ class Publisher:
         self._pending: set[str] | None = None
         self._pending_full = False
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushed_at = float("-inf")  # loop time of the last scheduled publish
         self._running = False
         self.term: int | None = None
         # nodes a canary activation drives itself (admin.domain.canary): no pusher for them
@@ -109,7 +114,8 @@ class Publisher:
             pusher.set_nodes(targets)
 
     def schedule(self, groups: set[str] | None) -> None:
-        """Publish soon; changes within COALESCE seconds go out together."""
+        """Publish on the loop's next turn, or ``COALESCE`` s after the last scheduled
+        publish if that is later; what comes meanwhile goes out with it."""
         if groups is None:
             self._pending_full = True
         else:
@@ -118,10 +124,14 @@ class Publisher:
             self._flush()
             return
         if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(COALESCE, self._flush)
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self._flushed_at + COALESCE - loop.time())
+            self._flush_handle = loop.call_later(delay, self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
+        if _loop_running():
+            self._flushed_at = asyncio.get_running_loop().time()
         groups = None if self._pending_full else self._pending
         self._pending, self._pending_full = None, False
         self.publish_now(groups)

@@ -1,0 +1,85 @@
+"""When a change is published (``admin.domain.publisher.Publisher.schedule``): an isolated
+change at once, a burst gathered into one publish per ``COALESCE``, never one per change."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from admin.domain import publisher as publisher_module
+from admin.domain.publisher import Publisher
+
+
+class Recorded:
+    """The publishes a ``Publisher`` made: (loop time, groups), and an event per publish."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.calls: list[tuple[float, set[str] | None]] = []
+        self.made = asyncio.Event()
+        publisher.publish_now = self.publish_now  # type: ignore[method-assign]
+
+    def publish_now(self, groups: set[str] | None) -> None:
+        self.calls.append((asyncio.get_running_loop().time(), groups))
+        self.made.set()
+
+    async def next(self, timeout: float = 10.0) -> tuple[float, set[str] | None]:
+        async with asyncio.timeout(timeout):
+            await self.made.wait()
+        self.made.clear()
+        return self.calls[-1]
+
+
+def publisher() -> Publisher:
+    # the store and the members are read by publish_now only, which is recorded instead
+    return Publisher(store=None, members_for=lambda content: {})  # type: ignore[arg-type]
+
+
+async def test_an_isolated_change_is_published_without_waiting_for_company(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # an interval far longer than the deadline: a change that waited for it would time out
+    monkeypatch.setattr(publisher_module, "COALESCE", 60.0)
+    pub = publisher()
+    published = Recorded(pub)
+    pub.schedule({"web"})
+    pub.schedule({"api"})  # the same turn of the loop: the same publish
+    _, groups = await published.next()
+    assert groups == {"web", "api"}
+    assert len(published.calls) == 1
+
+
+async def test_a_burst_goes_out_as_one_publish_per_interval(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(publisher_module, "COALESCE", 0.3)
+    pub = publisher()
+    published = Recorded(pub)
+    pub.schedule({"a"})
+    first, groups = await published.next()
+    assert groups == {"a"}
+    for name in ("b", "c", "d"):  # within the interval after the first: gathered
+        pub.schedule({name})
+        await asyncio.sleep(0)
+    second, groups = await published.next()
+    assert groups == {"b", "c", "d"}
+    assert len(published.calls) == 2
+    # not before the interval since the last publish (a timer's millisecond of rounding)
+    assert second - first >= 0.3 - 0.002
+
+
+async def test_a_change_that_names_no_groups_publishes_everything(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(publisher_module, "COALESCE", 60.0)
+    pub = publisher()
+    published = Recorded(pub)
+    pub.schedule({"a"})
+    pub.schedule(None)  # an activation, a node added: anything may have changed
+    _, groups = await published.next()
+    assert groups is None
+
+
+def test_outside_an_event_loop_a_change_is_published_at_once() -> None:
+    pub = publisher()
+    calls: list[set[str] | None] = []
+    pub.publish_now = calls.append  # type: ignore[method-assign]
+    pub.schedule({"a"})
+    assert calls == [{"a"}]
