@@ -24,7 +24,7 @@ from tests.support.admin import (
 )
 from tests.support.browser import Browser, browser
 from tests.support.browser_site import BrowserSite
-from tests.support.tls import TestPki, open_tls
+from tests.support.tls import TestPki, tls_connection
 
 # the fixtures this module uses
 __all__ = ["admin_factory", "browser", "node_factory", "site_factory"]
@@ -105,11 +105,8 @@ async def test_a_certificate_is_bound_to_a_virtual_server_in_its_form_and_served
         await browser.click("#activate")
         await browser.wait_text(".flash-ok", "is active")
 
-    conn = await open_tls(site.node.port_of(LISTEN), pki.client_context(), HOST)
-    try:
+    async with tls_connection(site.node.port_of(LISTEN), pki.client_context(), HOST) as conn:
         reply = await conn.request(host=HOST)
         assert reply.status == 200
         assert conn.writer.get_extra_info("ssl_object").getpeercert()["subjectAltName"] == \
             (("DNS", HOST),)
-    finally:
-        await conn.close()
