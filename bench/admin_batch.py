@@ -11,7 +11,8 @@ out of (or back into) a different random group, as ``POST /api/v1/batch`` does.
 Each round runs in the event loop as in the admin and times the ``AdminService.batch`` call
 (validation, the store's transaction(s)), the publish it schedules alone
 (``Publisher.publish_now``: members read, snapshot built, handed to the pusher), and the whole
-from the call until that publish is done (including the ``COALESCE`` wait of 20 ms), and the
+from the call until that publish is done (it goes out on the loop's next turn, or ``COALESCE``
+after the one before when that was less than 20 ms ago), and the
 CPU of the round (``time.process_time``). The figures (n, p50, p99 from 100 samples on, max
 in ms) are printed and written to ``bench/out/admin-batch-<time>.json``.
 
@@ -131,7 +132,7 @@ async def fake_nodes(count: int, desired: Callable[[], Config | None]
 
 async def measure(service: AdminService, groups: int, operations: int, rounds: int
                   ) -> dict[str, Any]:
-    """In the event loop, as in the admin: a batch's publish is scheduled (coalesced for
+    """In the event loop, as in the admin: a batch's publish is scheduled (at most one per
     ``publisher.COALESCE`` s), so a round ends when its publish is done, and with nodes when
     every node acknowledged it."""
     publisher = service.publisher
