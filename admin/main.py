@@ -35,6 +35,7 @@ from admin.traffic import Sampler, TrafficWindow
 from admin.web.metrics import AdminMetrics
 from slb.errors import ConfigError
 from slb.model import split_host_port
+from slb.proxy.listener import bind_socket
 
 log = logging.getLogger("admin")
 
@@ -48,18 +49,7 @@ BACKLOG = 128  # pending connections; an admin serves a few people and a few scr
 def listen_socket(address: str) -> socket.socket:
     """A listening socket on ``host:port`` (port 0: the kernel picks), bound before uvicorn
     starts so that an address in use is a clear error, not a log line of a server task."""
-    host, port = split_host_port(address)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        # a restarted admin rebinds at once, past the old connections' TIME_WAIT
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return bind_socket(address, backlog=BACKLOG)
 
 
 def seed_store(service: AdminService, seed: dict[str, list[dict[str, Any]]] | None) -> bool:

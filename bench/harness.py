@@ -65,15 +65,16 @@ done = function(summary, latency, requests)
 end
 """
 
-NGINX_COMMON = """\
-worker_processes 1;
+# The head of every nginx.conf here (backends, targets, the TLS bench): {workers} processes.
+NGINX_HEAD = """\
+worker_processes {workers};
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 16384; }}
 """
 
-NGINX_BACKEND = NGINX_COMMON + """\
+NGINX_BACKEND = NGINX_HEAD + """\
 http {{
   access_log off;
   server_tokens off;
@@ -112,6 +113,15 @@ def stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2:].split()  # fields from 3 (state) on; comm may hold spaces
 
 
+def nginx_argv(d: Path, conf: str) -> list[str]:
+    """nginx in the foreground on ``conf``, written to d/nginx.conf (``d``, its prefix, made
+    if missing: pid file and error log go there)."""
+    d.mkdir(exist_ok=True)
+    (d / "nginx.conf").write_text(conf)
+    return ["nginx", "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf"),
+            "-g", "daemon off;"]
+
+
 def descendants(root: int) -> list[int]:
     """root and every live process below it."""
     children: dict[int, list[int]] = {}
@@ -136,6 +146,16 @@ def cpu_ticks(pids: list[int]) -> int:
         if fields is not None:
             total += sum(int(x) for x in fields[11:15])
     return total
+
+
+def user_system(pids: list[int]) -> tuple[int, int]:
+    """(utime, stime) of ``pids`` in clock ticks: Python's work, and the kernel's for it."""
+    user = system = 0
+    for pid in pids:
+        fields = stat_fields(pid)
+        if fields is not None:
+            user, system = user + int(fields[11]), system + int(fields[12])
+    return user, system
 
 
 def cpu_times() -> dict[str, list[int]]:
@@ -308,11 +328,7 @@ class Bench:
                 "environment": environment(), "pinning": pinning}
 
     def nginx_argv(self, name: str, conf: str) -> list[str]:
-        d = self.work / name
-        d.mkdir(exist_ok=True)
-        (d / "nginx.conf").write_text(conf)
-        return ["nginx", "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf"),
-                "-g", "daemon off;"]
+        return nginx_argv(self.work / name, conf)
 
     def start_backends(self) -> list[Service]:
         www = self.work / "www"
@@ -321,8 +337,8 @@ class Bench:
             (www / path.lstrip("/")).write_bytes(body)
         started = []
         for name, port in zip(BACKEND_NAMES, self.ports.backends, strict=True):
-            conf = NGINX_BACKEND.format(d=self.work / name, host=HOST, port=port, www=www,
-                                        name=name)
+            conf = NGINX_BACKEND.format(d=self.work / name, workers=1, host=HOST, port=port,
+                                        www=www, name=name)
             started.append(self.launch(name, self.nginx_argv(name, conf), self.load_cpu, port))
         return started
 

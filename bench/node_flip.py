@@ -48,7 +48,7 @@ from harness import (
     free_ports,
     quantiles,
     say,
-    stat_fields,
+    user_system,
 )
 
 from slb.node.files import PERSIST_QUIET
@@ -72,6 +72,19 @@ def start_node(work: Path, workers: int) -> tuple[Service, Control]:
     return node, control
 
 
+def topology(snap: Snapshot) -> dict[str, Any]:
+    """``snap`` as version 1 of this bench's snapshot: only its synthetic groups (no real
+    group: nothing is routed here), a route per group on one virtual server."""
+    doc = snap.document()
+    doc["groups"] = doc["groups"][1:]
+    doc["virtual_servers"] = [{"name": "site", "listen": snap.listen, "default": True,
+                               "domains": ["site.test"],
+                               "routes": [{"path": f"/{name}/", "group": name}
+                                          for name in snap.groups]}]
+    snap.version = doc["version"] = 1
+    return doc
+
+
 def flip_body(snap: Snapshot, rng: random.Random, count: int, out: list[int]) -> bytes:
     """One flip changing ``count`` groups: the first member of each of ``count`` random groups
     turns down, or (when ``out`` holds the groups the flip before took down) back up."""
@@ -85,16 +98,6 @@ def flip_body(snap: Snapshot, rng: random.Random, count: int, out: list[int]) ->
         out.clear()
     body = {"base_version": snap.version, "version": snap.version + 1, "groups": groups}
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def user_system(pids: list[int]) -> tuple[int, int]:
-    """(utime, stime) of ``pids`` in clock ticks: Python's work, and the kernel's for it."""
-    user = system = 0
-    for pid in pids:
-        fields = stat_fields(pid)
-        if fields is not None:
-            user, system = user + int(fields[11]), system + int(fields[12])
-    return user, system
 
 
 def top_frames(raw: Path, limit: int) -> list[tuple[float, str]]:
@@ -117,14 +120,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         node, control = start_node(work, args.workers)
         snap = Snapshot(args.groups, args.members, f"{HOST}:{free_ports(1)[0]}", [], 0)
-        doc = snap.document()
-        doc["groups"] = doc["groups"][1:]  # no real group: nothing is routed here
-        doc["virtual_servers"] = [{"name": "site", "listen": snap.listen, "default": True,
-                                   "domains": ["site.test"],
-                                   "routes": [{"path": f"/{name}/", "group": name}
-                                              for name in snap.groups]}]
-        snap.version = doc["version"] = 1
-        control.change("PUT", "/v1/config", doc)
+        control.change("PUT", "/v1/config", topology(snap))
         rng = random.Random(args.seed)
         out: list[int] = []  # the groups the last flip took down
         headers = {"X-SLB-Term": str(TERM)}

@@ -36,7 +36,7 @@ ROOT = Path.cwd()
 sys.path.insert(0, str(ROOT))
 
 from apply_bench import Snapshot  # noqa: E402
-from node_flip import flip_body  # noqa: E402
+from node_flip import flip_body, topology  # noqa: E402
 
 from slb.balancing.balancer import make_balancer  # noqa: E402
 from slb.balancing.outlier import ejection_horizon  # noqa: E402
@@ -56,17 +56,11 @@ STAGES = (("context.py", "apply_groups"), ("compile.py", "carry_members"),
 def flips(args: argparse.Namespace) -> tuple[ProxyContext, list[tuple[Config, list[Group]]]]:
     """The context holding the snapshot, and each flip as (new config, changed groups)."""
     snap = Snapshot(args.groups, args.members, "127.0.0.1:18080", [], 0)
-    doc = snap.document()
-    doc["groups"] = doc["groups"][1:]  # only the synthetic groups, as node_flip.py sends
+    doc = topology(snap)
     for group in doc["groups"]:
         group["algorithm"] = args.algorithm
         if args.algorithm == "hash":
             group["hash_key"] = "path"
-    doc["virtual_servers"] = [{"name": "site", "listen": snap.listen, "default": True,
-                               "domains": ["site.test"],
-                               "routes": [{"path": f"/{name}/", "group": name}
-                                          for name in snap.groups]}]
-    snap.version = doc["version"] = 1
     config = parse_config(doc)
     ctx = ProxyContext(asyncio.new_event_loop(), config)
     rng = random.Random(args.seed)

@@ -17,18 +17,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-missing=()
-for tool in wrk nginx strace gcc; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-  echo "bench: installing ${missing[*]} (apt-get)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-if [[ ! -x .venv/bin/python || ! -x .venv/bin/slb ]]; then
-  echo "bench: .venv is missing; run 'make bench' (it creates the venv first)" >&2
-  exit 2
-fi
+source bench/setup.sh
+need_tools wrk nginx strace gcc
+need_venv
 if [[ ! -x .venv/bin/py-spy ]]; then
   echo "bench: installing py-spy into .venv" >&2
   .venv/bin/pip install -q py-spy

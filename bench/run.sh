@@ -16,20 +16,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-missing=()
-for tool in wrk nginx gcc; do  # gcc builds bench/openloop.c, the open-loop generator
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-  echo "bench: installing ${missing[*]} (apt-get)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-# nginx from the package may have started a system instance on :80; ours use their own ports.
-
-if [[ ! -x .venv/bin/python || ! -x .venv/bin/slb ]]; then
-  echo "bench: .venv is missing; run 'make bench' (it creates the venv first)" >&2
-  exit 2
-fi
+source bench/setup.sh
+need_tools wrk nginx gcc  # gcc builds bench/openloop.c, the open-loop generator
+need_venv
 
 if [[ "${1:-}" == "--apply-only" ]]; then
   shift

@@ -24,19 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from harness import HOST, ROOT, SLB_BIN, Bench, Service, free_ports, slb_has_workers_option
+from harness import (
+    HOST,
+    NGINX_HEAD,
+    ROOT,
+    SLB_BIN,
+    Bench,
+    Service,
+    free_ports,
+    slb_has_workers_option,
+)
 
 SLB_CONFIG = ROOT / "config" / "slb.yaml"
 REFERENCE = Path(__file__).resolve().parent / "reference_proxy.py"
 SLB_TARGETS = ("slb", "slb-log")
-
-NGINX_HEAD = """\
-worker_processes {workers};
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-worker_rlimit_nofile 20000;
-events {{ worker_connections 16384; }}
-"""
 
 # nginx doing SLB's work: client keep-alive limit, requests per upstream connection, the same
 # forwarded headers and a request id. nginx's `keepalive` is one idle cache per worker for all

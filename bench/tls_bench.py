@@ -39,7 +39,7 @@ from harness import (  # (bench/harness.py: the shared process helpers)
     BODY,
     HOST,
     NGINX_BACKEND,
-    NGINX_COMMON,
+    NGINX_HEAD,
     SLB_BIN,
     TICKS,
     WRK_SCRIPT,
@@ -47,9 +47,10 @@ from harness import (  # (bench/harness.py: the shared process helpers)
     Service,
     cpu_ticks,
     free_ports,
+    nginx_argv,
 )
 
-NGINX_TLS_PROXY = NGINX_COMMON + """\
+NGINX_TLS_PROXY = NGINX_HEAD + """\
 http {{
   access_log off;
   server_tokens off;
@@ -111,10 +112,7 @@ class TlsBench:
 
     def nginx(self, name: str, conf: str, port: int) -> Service:
         d = self.work / name
-        d.mkdir(exist_ok=True)
-        (d / "nginx.conf").write_text(conf.replace("{d}", str(d)))
-        return self.launch(name, ["nginx", "-p", str(d), "-e", str(d / "error.log"), "-c",
-                                  str(d / "nginx.conf"), "-g", "daemon off;"], port)
+        return self.launch(name, nginx_argv(d, conf.replace("{d}", str(d))), port)
 
     def stop(self, service: Service) -> None:
         service.stop()
@@ -130,7 +128,7 @@ class TlsBench:
         www.mkdir(exist_ok=True)
         (www / "small").write_bytes(BODY)
         self.nginx("backend", NGINX_BACKEND.format(
-            d="{d}", host=HOST, port=self.ports["backend"], www=www, name="b1"),
+            d="{d}", workers=1, host=HOST, port=self.ports["backend"], www=www, name="b1"),
             self.ports["backend"])
 
     def start_proxies(self, cert: str, key: str) -> tuple[Service, Service]:
@@ -148,7 +146,8 @@ class TlsBench:
         slb = self.launch("slb", [str(SLB_BIN), "proxy", "-c", str(path), "--workers", "0",
                                   "--log-level", "warning"], self.ports["slb"])
         nginx = self.nginx("nginx", NGINX_TLS_PROXY.format(
-            d="{d}", host=HOST, port=self.ports["nginx"], backend=self.ports["backend"],
+            d="{d}", workers=1, host=HOST, port=self.ports["nginx"],
+            backend=self.ports["backend"],
             cert=cert, key=key), self.ports["nginx"])
         return slb, nginx
 

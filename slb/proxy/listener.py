@@ -17,17 +17,21 @@ from slb.model import split_host_port
 BACKLOG = 4096
 
 
-def bind_socket(address: str, reuse_port: bool = False) -> socket.socket:
+def bind_socket(address: str, reuse_port: bool = False, backlog: int = BACKLOG
+                ) -> socket.socket:
+    """A listening, non-blocking socket on ``host:port`` (port 0: the kernel picks); an
+    address in use or not local raises ``OSError`` here, before anything serves."""
     host, port = split_host_port(address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        # a restarted process rebinds at once, past the old connections' TIME_WAIT
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
-        sock.listen(BACKLOG)
+        sock.listen(backlog)
         sock.setblocking(False)
     except OSError:
         sock.close()

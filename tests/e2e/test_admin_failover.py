@@ -27,18 +27,14 @@ from tests.consul_double import DoubleProcess, start_process
 from tests.e2e.conftest import admin_command, write_config
 from tests.e2e.test_admin_system import (
     ADMIN_TOKEN,
-    HOST,
-    NODE_TOKEN,
-    NodeProcess,
     Process,
     System,
     answers,
-    node_process,
-    start_node,
+    process_seed,
+    start_nodes,
     wait_for,
 )
 from tests.support.backends import Backend, free_port
-from tests.support.control import ControlClient
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 FAILOVER_LIMIT = 15.0  # the bound on a follower leading after a kill -9
@@ -77,25 +73,10 @@ async def admins(tmp_path: Path, store_target: str, backend_factory: BackendFact
         try:
             backends = {name: await backend_factory(name=name) for name in ("a", "b")}
             double = await start_process()
-            nodes = []
-            for name in ("n1", "n2"):
-                process, control_port = node_process(name, tmp_path)
-                processes.append(process)
-                await start_node(process, control_port, http)
-                nodes.append(NodeProcess(name, process, ControlClient(control_port, NODE_TOKEN)))
+            nodes = await start_nodes(tmp_path, http, processes, "n1", "n2")
             port = free_port()
-            seed = {
-                "clusters": [{"name": "c1"}],
-                "nodes": [{"name": n.name, "cluster": "c1", "token": NODE_TOKEN,
-                           "control_url": f"http://127.0.0.1:{n.control.port}"} for n in nodes],
-                "groups": [{"name": "web", "members": [
-                    {"address": b.address} for b in backends.values()]}],
-                "virtual_servers": [{"name": "site", "cluster": "c1",
-                                     "listen": f"127.0.0.1:{port}", "domains": [HOST],
-                                     "default": True}],
-                "routes": [{"name": "root", "virtual_server": "site", "path": "/",
-                            "group": "web"}],
-            }
+            seed = process_seed(nodes, port, {"members": [
+                {"address": b.address} for b in backends.values()]})
             urls, by_name = {}, {}
             for name in ("admin-1", "admin-2"):
                 admin_port = free_port()

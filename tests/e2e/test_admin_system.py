@@ -198,6 +198,33 @@ async def start_node(process: Process, port: int, client: httpx.AsyncClient) -> 
     await answers(f"http://127.0.0.1:{port}/healthz", client, process)
 
 
+async def start_nodes(tmp_path: Path, client: httpx.AsyncClient, processes: list[Process],
+                      *names: str) -> list[NodeProcess]:
+    """Nodes ``names``, each started and answering its control API; every process is put in
+    ``processes`` as it is made, so the fixture stops it even when a later one fails."""
+    nodes = []
+    for name in names:
+        process, control_port = node_process(name, tmp_path)
+        processes.append(process)
+        await start_node(process, control_port, client)
+        nodes.append(NodeProcess(name, process, ControlClient(control_port, NODE_TOKEN)))
+    return nodes
+
+
+def process_seed(nodes: list[NodeProcess], port: int, web: dict[str, Any]) -> dict[str, Any]:
+    """The admin's seed: cluster ``c1`` with ``nodes``, group ``web`` (``web``: its members or
+    its Consul service) serving ``/`` of virtual server ``site`` on ``port``, host ``HOST``."""
+    return {
+        "clusters": [{"name": "c1"}],
+        "nodes": [{"name": n.name, "cluster": "c1", "token": NODE_TOKEN,
+                   "control_url": f"http://127.0.0.1:{n.control.port}"} for n in nodes],
+        "groups": [{"name": "web", **web}],
+        "virtual_servers": [{"name": "site", "cluster": "c1", "listen": f"127.0.0.1:{port}",
+                             "domains": [HOST], "default": True}],
+        "routes": [{"name": "root", "virtual_server": "site", "path": "/", "group": "web"}],
+    }
+
+
 @pytest.fixture
 async def system(tmp_path: Path, store_target: str, backend_factory: BackendFactory
                  ) -> AsyncIterator[System]:
@@ -212,12 +239,7 @@ async def system(tmp_path: Path, store_target: str, backend_factory: BackendFact
                     "service": "web", "id": f"web-{name}", "address": "127.0.0.1",
                     "port": backends[name].port})
                 assert reply.status_code == 200, reply.text
-            nodes = []
-            for name in ("n1", "n2"):
-                process, control_port = node_process(name, tmp_path)
-                processes.append(process)
-                await start_node(process, control_port, http)
-                nodes.append(NodeProcess(name, process, ControlClient(control_port, NODE_TOKEN)))
+            nodes = await start_nodes(tmp_path, http, processes, "n1", "n2")
             port, admin_port = free_port(), free_port()
             config = write_config(tmp_path / "admin.yaml", {
                 "listen": f"127.0.0.1:{admin_port}",
@@ -225,18 +247,7 @@ async def system(tmp_path: Path, store_target: str, backend_factory: BackendFact
                 "consul": {"address": double.address, "wait": 2},
                 "reconcile_interval": 1.0,
                 "tokens": [{"name": "ada", "token": ADMIN_TOKEN, "role": "admin"}],
-                "seed": {
-                    "clusters": [{"name": "c1"}],
-                    "nodes": [{"name": n.name, "cluster": "c1", "token": NODE_TOKEN,
-                               "control_url": f"http://127.0.0.1:{n.control.port}"}
-                              for n in nodes],
-                    "groups": [{"name": "web", "consul": {"service": "web"}}],
-                    "virtual_servers": [{"name": "site", "cluster": "c1",
-                                         "listen": f"127.0.0.1:{port}", "domains": [HOST],
-                                         "default": True}],
-                    "routes": [{"name": "root", "virtual_server": "site", "path": "/",
-                                "group": "web"}],
-                },
+                "seed": process_seed(nodes, port, {"consul": {"service": "web"}}),
             })
             admin = Process("admin", admin_command("-c", str(config)),
                             tmp_path / "admin.log")

@@ -7,43 +7,34 @@ each member as its own line, and grow as the sampler adds points, without a relo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.support.admin import (
-    AdminFactory,
-    NodeFactory,
+    SiteFactory,
     admin_factory,
-    converge,
     node_factory,
     served_by,
-    site_seed,
+    site_factory,
 )
-from tests.support.backends import Backend
 from tests.support.browser import Browser, browser
 from tests.support.browser_site import BrowserSite
 
-__all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-
+# the fixtures this module uses
+__all__ = ["admin_factory", "browser", "node_factory", "site_factory"]
 
 Site = BrowserSite
 
 
 @pytest.fixture
-async def site(backend_factory: BackendFactory, node_factory: NodeFactory,
-               admin_factory: AdminFactory, browser: Browser) -> Site:
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    node = await node_factory("n1")
-    admin = await admin_factory(seed=site_seed({"n1": node}, {"web": [a.address, b.address]}),
-                                stats={"interval": 1, "window": 120})
-    await converge(admin, node, after=0)
-    return Site(admin, node, a, b, browser)
+async def site(site_factory: SiteFactory, browser: Browser) -> Site:
+    site: Site = await site_factory({"web": ["a", "b"]}, make=partial(Site, browser=browser),
+                                    stats={"interval": 1, "window": 120})
+    return site
 
 
 def points(chart: str) -> Callable[[WebDriver], int]:

@@ -11,8 +11,9 @@ Screenshots of the overview and of a group page are saved to ``artifacts/``.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,24 +24,19 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.support.admin import (
     TOKENS,
-    AdminFactory,
-    NodeFactory,
+    SiteFactory,
     admin_factory,
     applied_version,
-    converge,
     node_factory,
     served_by,
-    site_seed,
+    site_factory,
     wait_until,
 )
-from tests.support.backends import Backend
 from tests.support.browser import Browser, browser
 from tests.support.browser_site import BrowserSite
 
-__all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-
+# the fixtures this module uses
+__all__ = ["admin_factory", "browser", "node_factory", "site_factory"]
 
 @dataclass
 class Site(BrowserSite):
@@ -61,16 +57,11 @@ class Site(BrowserSite):
 
 
 @pytest.fixture
-async def site(backend_factory: BackendFactory, node_factory: NodeFactory,
-               admin_factory: AdminFactory, browser: Browser) -> Site:
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    node = await node_factory("n1")
-    seed = site_seed({"n1": node}, {"web": [a.address, b.address], "api": [b.address]},
-                     {"/": "web", "/api/": "api"})
-    admin = await admin_factory(seed=seed)
-    await converge(admin, node, after=0)
-    return Site(admin, node, a, b, browser)
+async def site(site_factory: SiteFactory, browser: Browser) -> Site:
+    site: Site = await site_factory({"web": ["a", "b"], "api": ["b"]},
+                                    {"/": "web", "/api/": "api"},
+                                    make=partial(Site, browser=browser))
+    return site
 
 
 def row(address: str) -> str:

@@ -7,7 +7,7 @@ does is checked on the traffic the node forwards.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,37 +16,27 @@ from selenium.webdriver.common.by import By
 from tests.support.admin import (
     HOST,
     LISTEN,
-    AdminFactory,
-    NodeFactory,
+    SiteFactory,
     admin_factory,
-    converge,
     node_factory,
     served_by,
-    site_seed,
+    site_factory,
 )
-from tests.support.backends import Backend
 from tests.support.browser import Browser, browser
 from tests.support.browser_site import BrowserSite
-from tests.support.tls import TestPki, open_tls
+from tests.support.tls import TestPki, tls_connection
 
-__all__ = ["admin_factory", "browser", "node_factory"]  # the fixtures this module uses
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-
+# the fixtures this module uses
+__all__ = ["admin_factory", "browser", "node_factory", "site_factory"]
 
 Site = BrowserSite
 
 
 @pytest.fixture
-async def site(backend_factory: BackendFactory, node_factory: NodeFactory,
-               admin_factory: AdminFactory, browser: Browser) -> Site:
-    a = await backend_factory(name="a")
-    b = await backend_factory(name="b")
-    node = await node_factory("n1")
-    seed = site_seed({"n1": node}, {"web": [a.address], "api": [b.address]}, {"/": "web"})
-    admin = await admin_factory(seed=seed)
-    await converge(admin, node, after=0)
-    return Site(admin, node, a, b, browser)
+async def site(site_factory: SiteFactory, browser: Browser) -> Site:
+    site: Site = await site_factory({"web": ["a"], "api": ["b"]}, {"/": "web"},
+                                    make=partial(Site, browser=browser))
+    return site
 
 
 async def test_a_route_is_created_with_inline_validation_and_activated(site: Site) -> None:
@@ -115,11 +105,8 @@ async def test_a_certificate_is_bound_to_a_virtual_server_in_its_form_and_served
         await browser.click("#activate")
         await browser.wait_text(".flash-ok", "is active")
 
-    conn = await open_tls(site.node.port_of(LISTEN), pki.client_context(), HOST)
-    try:
+    async with tls_connection(site.node.port_of(LISTEN), pki.client_context(), HOST) as conn:
         reply = await conn.request(host=HOST)
         assert reply.status == 200
         assert conn.writer.get_extra_info("ssl_object").getpeercert()["subjectAltName"] == \
             (("DNS", HOST),)
-    finally:
-        await conn.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -21,6 +20,7 @@ from tests.support.admin import (
     AdminFactory,
     NodeFactory,
     NodeSite,
+    SiteFactory,
     admin_factory,
     applied_version,
     converge,
@@ -28,15 +28,13 @@ from tests.support.admin import (
     node_factory,
     nodes_in_sync,
     served_by,
+    site_factory,
     site_seed,
     wait_until,
 )
 from tests.support.backends import Backend, ReceivedRequest, default_handler, response
 
-__all__ = ["admin_factory", "node_factory"]  # the fixtures this module uses
-
-BackendFactory = Callable[..., Awaitable[Backend]]
-
+__all__ = ["admin_factory", "node_factory", "site_factory"]  # the fixtures this module uses
 
 class Site(NodeSite):
     """Backends ``a`` and ``b`` in group ``web`` behind node ``n1``, activated from the seed."""
@@ -50,27 +48,17 @@ class Site(NodeSite):
         return reply
 
 
-async def start_site(backend_factory: BackendFactory, node_factory: NodeFactory,
-                     admin_factory: AdminFactory, groups: dict[str, list[str]] | None = None,
-                     routes: dict[str, str] | None = None,
-                     a_handler: Any = None, **group_settings: Any) -> Site:
-    a = await backend_factory(name="a", handler=a_handler)
-    b = await backend_factory(name="b")
-    node = await node_factory("n1")
-    named = {"a": a.address, "b": b.address}
-    members = {g: [named[m] for m in ms] for g, ms in (groups or {"web": ["a", "b"]}).items()}
-    seed = site_seed({"n1": node}, members, routes)
-    for group in seed["groups"]:
-        group.update(group_settings)
-    admin = await admin_factory(seed=seed)
-    await converge(admin, node, after=0)
-    return Site(admin, node, a, b)
+async def start_site(site_factory: SiteFactory, groups: dict[str, list[str]] | None = None,
+                     routes: dict[str, str] | None = None, a_handler: Any = None,
+                     **group_settings: Any) -> Site:
+    site: Site = await site_factory(groups or {"web": ["a", "b"]}, routes, make=Site,
+                                    a_handler=a_handler, group_settings=group_settings)
+    return site
 
 
 @pytest.fixture
-async def site(backend_factory: BackendFactory, node_factory: NodeFactory,
-               admin_factory: AdminFactory) -> Site:
-    return await start_site(backend_factory, node_factory, admin_factory)
+async def site(site_factory: SiteFactory) -> Site:
+    return await start_site(site_factory)
 
 
 def errors_of(reply: httpx.Response) -> list[str]:
@@ -386,11 +374,8 @@ async def test_member_operations_need_a_reason(site: Site) -> None:
     assert await audit(site.viewer, target="member/") == []
 
 
-async def test_server_down_holds_the_ip_in_every_group(
-        backend_factory: BackendFactory, node_factory: NodeFactory,
-        admin_factory: AdminFactory) -> None:
-    site = await start_site(backend_factory, node_factory, admin_factory,
-                            groups={"web": ["a"], "api": ["b"]},
+async def test_server_down_holds_the_ip_in_every_group(site_factory: SiteFactory) -> None:
+    site = await start_site(site_factory, groups={"web": ["a"], "api": ["b"]},
                             routes={"/": "web", "/api/": "api"})
     assert await served_by(site.node, 2) == ["a", "a"]
     assert await served_by(site.node, 2, path="/api/x") == ["b", "b"]
@@ -443,8 +428,7 @@ async def test_batch_is_validated_whole_before_anything_applies(site: Site) -> N
 
 
 async def test_pull_in_never_sends_traffic_to_a_member_failing_its_check(
-        backend_factory: BackendFactory, node_factory: NodeFactory,
-        admin_factory: AdminFactory) -> None:
+        site_factory: SiteFactory) -> None:
     async def sick(request: ReceivedRequest, writer: asyncio.StreamWriter,
                    backend: Backend) -> None:
         if request.path == "/health":
@@ -452,7 +436,7 @@ async def test_pull_in_never_sends_traffic_to_a_member_failing_its_check(
         else:
             await default_handler(request, writer, backend)
 
-    site = await start_site(backend_factory, node_factory, admin_factory, a_handler=sick,
+    site = await start_site(site_factory, a_handler=sick,
                             health_check={"path": "/health", "interval": 0.05, "fails": 1})
 
     async def a_is_down() -> bool:
@@ -653,9 +637,8 @@ async def test_metrics_have_push_durations_and_node_lag(site: Site) -> None:
 
 
 async def test_empty_store_is_seeded_and_activated_but_never_reseeded(
-        backend_factory: BackendFactory, node_factory: NodeFactory,
-        admin_factory: AdminFactory) -> None:
-    site = await start_site(backend_factory, node_factory, admin_factory)
+        site_factory: SiteFactory, admin_factory: AdminFactory) -> None:
+    site = await start_site(site_factory)
     listed = (await site.viewer.get("/api/v1/versions")).json()
     assert [(v["version"], v["who"]) for v in listed["versions"]] == [(1, "seed")]
     assert sorted(set(await served_by(site.node))) == ["a", "b"]

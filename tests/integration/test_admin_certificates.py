@@ -35,7 +35,7 @@ from tests.support.admin import (
     site_seed,
 )
 from tests.support.backends import Backend
-from tests.support.tls import Pair, TestPki, open_tls
+from tests.support.tls import Pair, TestPki, tls_connection
 
 __all__ = ["admin_factory", "node_factory"]  # the fixtures this module uses
 
@@ -61,13 +61,10 @@ def never_shows(text: str, pair: Pair) -> None:
 async def presented(port: int, pki: TestPki) -> tuple[str, int]:
     """The sha256 fingerprint of the certificate the node presents for HOST, and the status
     of a request over that connection."""
-    conn = await open_tls(port, pki.client_context(), HOST)
-    try:
+    async with tls_connection(port, pki.client_context(), HOST) as conn:
         der = conn.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         reply = await conn.request(host=HOST)
         return hashlib.sha256(der).hexdigest(), reply.status
-    finally:
-        await conn.close()
 
 
 async def curl_result(port: int, pki: TestPki) -> str:

@@ -20,7 +20,7 @@ from slb.model.schema import KEY_WITHHELD
 from tests.support.backends import Backend
 from tests.support.client import Connection, request
 from tests.support.proxy import RunningProxy
-from tests.support.tls import Pair, TestPki, open_tls, peer_names
+from tests.support.tls import Pair, TestPki, open_tls, peer_names, tls_connection
 
 LISTEN = "127.0.0.1:0"
 
@@ -73,25 +73,19 @@ async def test_the_certificate_is_chosen_by_sni(sites: Any, pki: TestPki, server
     context = pki.client_context()
     if server_name == "unknown.test":
         context.check_hostname = False  # (the client knowingly accepts the default's)
-    conn = await open_tls(proxy.port, context, server_name)
-    try:
+    async with tls_connection(proxy.port, context, server_name) as conn:
         assert peer_names(conn) == names
         assert conn.writer.get_extra_info("ssl_object").selected_alpn_protocol() == "http/1.1"
-    finally:
-        await conn.close()
 
 
 async def test_host_routes_after_the_handshake_and_the_member_learns_https(
         sites: Any, pki: TestPki) -> None:
     proxy, backend, _ = sites
-    conn = await open_tls(proxy.port, pki.client_context(), "shop.example.com")
-    try:
+    async with tls_connection(proxy.port, pki.client_context(), "shop.example.com") as conn:
         reply = await conn.request(host="shop.example.com")
         assert reply.status == 200
         # a second request on the same connection, another name of the same certificate
         assert (await conn.request(host="x.shop.example.com")).status == 200
-    finally:
-        await conn.close()
     assert backend.requests[-1].header("x-forwarded-proto") == "https"
     plain_proto = [r.header("x-forwarded-proto") for r in backend.requests]
     assert plain_proto == ["https", "https"]
@@ -99,15 +93,12 @@ async def test_host_routes_after_the_handshake_and_the_member_learns_https(
 
 async def test_a_host_of_another_certificate_is_misdirected(sites: Any, pki: TestPki) -> None:
     proxy, backend, _ = sites
-    conn = await open_tls(proxy.port, pki.client_context(), "shop.example.com")
-    try:
+    async with tls_connection(proxy.port, pki.client_context(), "shop.example.com") as conn:
         reply = await conn.request(host="blog.example.com")
         assert reply.status == 421  # RFC 9110 §15.5.20: retry on a connection for that name
         assert backend.requests == []
         # the connection stays usable for its own names
         assert (await conn.request(host="shop.example.com")).status == 200
-    finally:
-        await conn.close()
 
 
 async def test_reload_swaps_certificates_and_keeps_open_connections(
@@ -167,11 +158,8 @@ async def test_access_log_and_metrics_carry_the_tls_version(
         "virtual_servers": [{"name": "shop", "listen": LISTEN, "domains": ["shop.example.com"],
                              "tls": pair.tls(), "routes": [{"path": "/", "group": "g"}]}],
         "groups": [{"name": "g", "members": [{"address": backend.address}]}]})
-    conn = await open_tls(proxy.port, pki.client_context(), "shop.example.com")
-    try:
+    async with tls_connection(proxy.port, pki.client_context(), "shop.example.com") as conn:
         assert (await conn.request(host="shop.example.com")).status == 200
-    finally:
-        await conn.close()
     proxy.server.ctx.access_log.flush()
     assert log.read_text().rstrip().endswith("tls=TLSv1.3")
     assert proxy.stats.tls_handshakes == {"TLSv1.3": 1}
@@ -203,8 +191,5 @@ async def test_metrics_show_expiry_and_handshakes_and_the_control_api_hides_keys
 
 
 async def served_once(proxy: RunningProxy, pki: TestPki) -> int:
-    conn = await open_tls(proxy.port, pki.client_context(), "shop.example.com")
-    try:
+    async with tls_connection(proxy.port, pki.client_context(), "shop.example.com") as conn:
         return (await conn.request(host="shop.example.com")).status
-    finally:
-        await conn.close()

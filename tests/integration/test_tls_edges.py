@@ -15,7 +15,7 @@ import pytest
 from tests.support.backends import Backend, default_handler
 from tests.support.client import Connection, request
 from tests.support.proxy import RunningProxy
-from tests.support.tls import TestPki, open_tls
+from tests.support.tls import TestPki, open_tls, tls_connection
 
 LISTEN = "127.0.0.1:0"
 
@@ -60,11 +60,8 @@ async def closed_after(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 
 async def served(proxy: RunningProxy, pki: TestPki) -> int:
-    conn = await open_tls(proxy.port, pki.client_context(), "shop.example.com")
-    try:
+    async with tls_connection(proxy.port, pki.client_context(), "shop.example.com") as conn:
         return (await conn.request(host="shop.example.com")).status
-    finally:
-        await conn.close()
 
 
 async def test_plain_http_to_a_tls_port_is_closed_and_counted(shop: RunningProxy,

@@ -14,29 +14,28 @@ from typing import Any
 from tests.support.admin import (
     AdminFactory,
     NodeFactory,
+    NodeSite,
+    SiteFactory,
     admin_factory,
     converge,
     node_factory,
     served_by,
+    site_factory,
     site_seed,
     wait_until,
 )
 from tests.support.backends import Backend
 
-__all__ = ["admin_factory", "node_factory"]  # the fixtures this module uses
+__all__ = ["admin_factory", "node_factory", "site_factory"]  # the fixtures this module uses
 
 BackendFactory = Callable[..., Awaitable[Backend]]
 FAST = {"stats": {"interval": 1, "window": 60}}
 
 
 async def test_requests_through_a_node_become_rates_per_site_group_and_member(
-        backend_factory: BackendFactory, node_factory: NodeFactory,
-        admin_factory: AdminFactory) -> None:
-    a, b = await backend_factory(name="a"), await backend_factory(name="b")
-    node = await node_factory("n1")
-    admin = await admin_factory(site_seed({"n1": node}, {"web": [a.address, b.address]}),
-                                **FAST)
-    await converge(admin, node, after=0)
+        site_factory: SiteFactory) -> None:
+    site: NodeSite = await site_factory({"web": ["a", "b"]}, **FAST)
+    admin, node, a, b = site.admin, site.node, site.a, site.b
     viewer = admin.client("viewer")
 
     async def group_has_traffic() -> dict[str, Any] | None:

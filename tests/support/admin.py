@@ -4,6 +4,8 @@
 one token per role (``vera`` viewer, ``otto`` operator, ``ada`` admin) and gives an
 ``httpx.AsyncClient`` per role. ``node_factory(name)`` runs an admin-managed proxy node (control
 API with ``NODE_TOKEN``, its own ``state_dir``) that serves nothing until the admin pushes.
+``site_factory(groups, routes)`` puts both together as most admin tests start: backends ``a``
+and ``b``, node ``n1``, an admin seeded with them, the node converged.
 Admins close before nodes (the admin fixture depends on the node fixture), so no pusher is left
 talking to a closed node.
 
@@ -246,3 +248,35 @@ async def admin_factory(store_target: str, node_factory: NodeFactory
     yield make
     for running in reversed(started):
         await running.close()
+
+
+SiteFactory = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+def site_factory(backend_factory: Callable[..., Awaitable[Backend]], node_factory: NodeFactory,
+                 admin_factory: AdminFactory) -> SiteFactory:
+    """``await site_factory(groups, routes=None, make=NodeSite, a_handler=None,
+    group_settings=None, **admin_settings)``: backends ``a`` (answering with ``a_handler``)
+    and ``b``, node ``n1``, and an admin seeded by ``site_seed`` with ``groups`` (members named
+    by backend: ``{"web": ["a", "b"]}``, each group given ``group_settings``) and ``routes``,
+    once the node applied the seed; ``make(admin, node, a, b)`` is the site returned."""
+
+    async def make_site(groups: dict[str, list[str]], routes: dict[str, str] | None = None,
+                        make: Callable[[RunningAdmin, RunningProxy, Backend, Backend], Any]
+                        = NodeSite, a_handler: Any = None,
+                        group_settings: dict[str, Any] | None = None,
+                        **admin_settings: Any) -> Any:
+        a = await backend_factory(name="a", handler=a_handler)
+        b = await backend_factory(name="b")
+        node = await node_factory("n1")
+        named = {"a": a.address, "b": b.address}
+        seed = site_seed({"n1": node}, {group: [named[m] for m in members]
+                                        for group, members in groups.items()}, routes)
+        for group in seed["groups"]:
+            group.update(group_settings or {})
+        admin = await admin_factory(seed=seed, **admin_settings)
+        await converge(admin, node, after=0)
+        return make(admin, node, a, b)
+
+    return make_site

@@ -132,12 +132,7 @@ class Backend:
             writer.close()
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for writer in list(self.writers):
-            writer.close()
-        if self.server is not None:
-            await self.server.wait_closed()
+        await close_server(self.server, self.writers)
 
     async def request_arrived(self, timeout: float = 5.0) -> None:
         """Wait until at least one request has reached this backend; fail after timeout."""
@@ -151,6 +146,18 @@ class Backend:
         """Close every open connection, as a backend with a short keep-alive timeout would."""
         for writer in list(self.writers):
             writer.close()
+
+
+async def close_server(server: asyncio.Server | None, writers: set[asyncio.StreamWriter]
+                       ) -> None:
+    """Stop a test server: no new connections, and its open ones closed too (``Server.close``
+    leaves accepted connections open)."""
+    if server is not None:
+        server.close()
+    for writer in list(writers):
+        writer.close()
+    if server is not None:
+        await server.wait_closed()
 
 
 async def start_backend(handler: Handler | None = None, name: str = "backend",

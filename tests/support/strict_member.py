@@ -28,13 +28,12 @@ request when it answered (``early``): a proxy must send nothing more before it s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import h11
 
-from tests.support.backends import ReceivedRequest, response
+from tests.support.backends import ReceivedRequest, close_server, response
 
 # Larger than any head the proxy may forward (its own request limits are 60 KiB of fields plus
 # 8 KiB of target): the member must not be the one that rejects a long but valid head.
@@ -221,13 +220,7 @@ class StrictMember:
                 return
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for writer in list(self.writers):
-            writer.close()
-        if self.server is not None:
-            with contextlib.suppress(Exception):
-                await self.server.wait_closed()
+        await close_server(self.server, self.writers)
 
 
 def _received(head: h11.Request, body: list[bytes], cid: int) -> ReceivedRequest:

@@ -8,8 +8,10 @@ temporary directory and returns their paths, as an operator's ``tls.certificate`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +81,17 @@ async def open_tls(port: int, context: ssl.SSLContext, server_name: str | None,
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=context, server_hostname=server_name or "")
     return Connection(reader, writer)
+
+
+@contextlib.asynccontextmanager
+async def tls_connection(port: int, context: ssl.SSLContext, server_name: str | None
+                         ) -> AsyncIterator[Connection]:
+    """``open_tls``'s connection, closed on leaving the block (also when a check fails)."""
+    conn = await open_tls(port, context, server_name)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def peer_names(conn: Connection) -> list[str]:

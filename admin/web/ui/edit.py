@@ -17,6 +17,7 @@ form's fields are laid over the stored body.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -167,6 +168,15 @@ def _refused(request: Request, pages: Any, service: AdminService, kind: str,
     return _render(request, pages, post.session, context, exc.status, post.reason)
 
 
+async def _to_draft(request: Request, pages: Any, service: AdminService, kind: str,
+                    name: str | None, act: Callable[[Posted], str]) -> Response:
+    """A form's change of the draft (``act``); refused, the same form again with the errors by
+    their field; done, the versions page, where the draft is activated."""
+    return await pages.change(request, "admin", f"{PREFIX}/versions", act,
+                              lambda post, exc: _refused(request, pages, service, kind, name,
+                                                         post, exc))
+
+
 @router.post("/edit/{kind}/new")
 async def create(request: Request, kind: str, service: ServiceDep,
                  pages: PagesDep) -> Response:
@@ -178,9 +188,7 @@ async def create(request: Request, kind: str, service: ServiceDep,
         return (f"The {KINDS[kind]} {body['name']} is in the draft: activate a version to "
                 "serve it (Versions).")
 
-    return await pages.change(request, "admin", f"{PREFIX}/versions", act,
-                              lambda post, exc: _refused(request, pages, service, kind, None,
-                                                         post, exc))
+    return await _to_draft(request, pages, service, kind, None, act)
 
 
 @router.post("/edit/{kind}/{name}")
@@ -195,9 +203,7 @@ async def save(request: Request, kind: str, name: str, service: ServiceDep,
                        require_reason(post.reason))
         return f"The {KINDS[kind]} {name} is changed in the draft: activate to serve it."
 
-    return await pages.change(request, "admin", f"{PREFIX}/versions", act,
-                              lambda post, exc: _refused(request, pages, service, kind, name,
-                                                         post, exc))
+    return await _to_draft(request, pages, service, kind, name, act)
 
 
 @router.post("/edit/{kind}/{name}/delete")

@@ -161,6 +161,17 @@ class Pages:
                 await service.confirm(taken, groups, UI_WAIT)))
         return redirect(done_url)
 
+    def admin_form(self, request: Request, session: Session, template: str, nav: str,
+                   doing: str, context: Callable[[], dict[str, Any]]) -> Response:
+        """The page of a form only an admin may send; any other role gets a 403 page saying
+        that it may not be ``doing`` (the POST checks again: ``change``)."""
+        if not session.may("admin"):
+            return self.error_page(request, session, 403, "Not allowed",
+                                   f"Your role ({session.role}) may not {doing}: admin is "
+                                   "needed.")
+        return self.render(request, template, session, nav=nav, error=None, errors=[],
+                           reason="", **context())
+
     def form_again(self, request: Request, template: str, nav: str, post: Posted,
                    exc: AdminError, context: dict[str, Any]) -> Response:
         """The form's page again, the refusal of the service above it, the reason kept."""

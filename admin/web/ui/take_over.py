@@ -30,12 +30,8 @@ def node_context(service: AdminService, cluster: str, node: str) -> dict[str, An
 @router.get("/nodes/{cluster}/{node}/take-over")
 async def take_over_form(request: Request, cluster: str, node: str, session: PageSession,
                          service: ServiceDep, pages: PagesDep) -> Response:
-    if not session.may("admin"):
-        return pages.error_page(request, session, 403, "Not allowed",
-                                f"Your role ({session.role}) may not take a node over: admin "
-                                "is needed.")
-    return pages.render(request, "take_over.html", session, nav="overview", error=None,
-                        errors=[], reason="", **node_context(service, cluster, node))
+    return pages.admin_form(request, session, "take_over.html", "overview",
+                            "take a node over", lambda: node_context(service, cluster, node))
 
 
 @router.post("/nodes/{cluster}/{node}/take-over")

@@ -76,12 +76,8 @@ def rollback_context(service: AdminService, number: int) -> dict[str, Any]:
 @router.get("/versions/{number}/rollback")
 async def rollback_form(request: Request, number: int, session: PageSession,
                         service: ServiceDep, pages: PagesDep) -> Response:
-    if not session.may("admin"):
-        return pages.error_page(request, session, 403, "Not allowed",
-                                f"Your role ({session.role}) may not roll back: admin is "
-                                "needed.")
-    return pages.render(request, "rollback.html", session, nav="versions", error=None,
-                        errors=[], reason="", **rollback_context(service, number))
+    return pages.admin_form(request, session, "rollback.html", "versions", "roll back",
+                            lambda: rollback_context(service, number))
 
 
 @router.post("/versions/{number}/rollback")

@@ -3,6 +3,7 @@ routers are module-level, so ``app.dependency_overrides`` swaps the service and 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -86,18 +87,29 @@ async def test_without_an_override_a_token_is_required() -> None:
 # -- the endpoints of what only the UI had, on a real service --------------------------------
 
 
+@contextlib.asynccontextmanager
+async def seeded_api(target: str, seed: dict[str, list[dict[str, Any]]]
+                     ) -> AsyncIterator[tuple[httpx.AsyncClient, AdminService]]:
+    """A real service on the store ``target``, ``seed`` activated as its first version, and a
+    client of its API calling as ADMIN."""
+    store = Store(target)
+    try:
+        service = AdminService(store)
+        for kind in ("cluster", "group", "virtual_server", "route"):
+            for body in seed[kind]:
+                service.create(kind, body, "seed", "seed")
+        service.activate("seed", "first")
+        async with app_with(service, caller=ADMIN) as client:
+            yield client, service
+    finally:
+        store.close()
+
+
 @pytest.fixture
 async def admin_client(store_target: str
                        ) -> AsyncIterator[tuple[httpx.AsyncClient, AdminService]]:
-    store = Store(store_target)
-    service = AdminService(store)
-    for kind in ("cluster", "group", "virtual_server", "route"):
-        for body in SEED[kind]:
-            service.create(kind, body, "seed", "seed")
-    service.activate("seed", "first")
-    async with app_with(service, caller=ADMIN) as client:
-        yield client, service
-    store.close()
+    async with seeded_api(store_target, SEED) as seeded:
+        yield seeded
 
 
 async def test_weight_edit_changes_the_draft_and_drafts_are_then_pending(

@@ -13,8 +13,7 @@ import pytest
 
 from admin.domain.service import AdminService
 from admin.domain.snapshots import build_snapshot
-from admin.domain.store import Store
-from tests.unit.admin.web.test_api import ADMIN, app_with
+from tests.unit.admin.web.test_api import seeded_api
 
 SEED: dict[str, list[dict[str, Any]]] = {
     "cluster": [{"name": "c1"}],
@@ -36,15 +35,8 @@ SEED: dict[str, list[dict[str, Any]]] = {
 
 @pytest.fixture
 async def traffic(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AdminService]]:
-    store = Store(str(tmp_path / "admin.db"))
-    service = AdminService(store)
-    for kind in ("cluster", "group", "virtual_server", "route"):
-        for body in SEED[kind]:
-            service.create(kind, body, "seed", "seed")
-    service.activate("seed", "first")
-    async with app_with(service, caller=ADMIN) as client:
-        yield client, service
-    store.close()
+    async with seeded_api(str(tmp_path / "admin.db"), SEED) as seeded:
+        yield seeded
 
 
 async def test_routes_with_traffic_rules_reach_the_snapshot(
