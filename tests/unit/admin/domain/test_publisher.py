@@ -35,12 +35,17 @@ def publisher() -> Publisher:
     return Publisher(store=None, members_for=lambda content: {})  # type: ignore[arg-type]
 
 
+def recorded(monkeypatch: pytest.MonkeyPatch, coalesce: float) -> tuple[Publisher, Recorded]:
+    """A publisher whose publishes are recorded, coalescing for ``coalesce`` seconds."""
+    monkeypatch.setattr(publisher_module, "COALESCE", coalesce)
+    pub = publisher()
+    return pub, Recorded(pub)
+
+
 async def test_an_isolated_change_is_published_without_waiting_for_company(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # an interval far longer than the deadline: a change that waited for it would time out
-    monkeypatch.setattr(publisher_module, "COALESCE", 60.0)
-    pub = publisher()
-    published = Recorded(pub)
+    pub, published = recorded(monkeypatch, 60.0)
     pub.schedule({"web"})
     pub.schedule({"api"})  # the same turn of the loop: the same publish
     _, groups = await published.next()
@@ -50,9 +55,7 @@ async def test_an_isolated_change_is_published_without_waiting_for_company(
 
 async def test_a_burst_goes_out_as_one_publish_per_interval(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(publisher_module, "COALESCE", 0.3)
-    pub = publisher()
-    published = Recorded(pub)
+    pub, published = recorded(monkeypatch, 0.3)
     pub.schedule({"a"})
     first, groups = await published.next()
     assert groups == {"a"}
@@ -68,9 +71,7 @@ async def test_a_burst_goes_out_as_one_publish_per_interval(
 
 async def test_a_change_that_names_no_groups_publishes_everything(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(publisher_module, "COALESCE", 60.0)
-    pub = publisher()
-    published = Recorded(pub)
+    pub, published = recorded(monkeypatch, 60.0)
     pub.schedule({"a"})
     pub.schedule(None)  # an activation, a node added: anything may have changed
     _, groups = await published.next()
