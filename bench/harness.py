@@ -327,9 +327,6 @@ class Bench:
         return {"started": self.stamp, "options": vars(self.args),
                 "environment": environment(), "pinning": pinning}
 
-    def nginx_argv(self, name: str, conf: str) -> list[str]:
-        return nginx_argv(self.work / name, conf)
-
     def start_backends(self) -> list[Service]:
         www = self.work / "www"
         www.mkdir(exist_ok=True)
@@ -339,7 +336,8 @@ class Bench:
         for name, port in zip(BACKEND_NAMES, self.ports.backends, strict=True):
             conf = NGINX_BACKEND.format(d=self.work / name, workers=1, host=HOST, port=port,
                                         www=www, name=name)
-            started.append(self.launch(name, self.nginx_argv(name, conf), self.load_cpu, port))
+            started.append(self.launch(name, nginx_argv(self.work / name, conf), self.load_cpu,
+                                       port))
         return started
 
     # -- load

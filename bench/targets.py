@@ -32,6 +32,7 @@ from harness import (
     Bench,
     Service,
     free_ports,
+    nginx_argv,
     slb_has_workers_option,
 )
 
@@ -189,4 +190,4 @@ class Targets:
                                servers=servers, keepalive=a.nginx_keepalive,
                                upstream_requests=a.upstream_requests,
                                client_requests=a.keepalive_requests)
-        return b.launch(label, b.nginx_argv(label, conf), cpu, port), port
+        return b.launch(label, nginx_argv(b.work / label, conf), cpu, port), port

@@ -88,9 +88,7 @@ class Publisher:
         self._built.clear()  # while another leads, anything may change: start builds anew
         self.builds.clear()
         self._served = None
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self._drop_pending()  # start() publishes everything: nothing waiting is owed
         pushers, self.pushers = self.pushers, {}
         for pusher in pushers.values():
             await pusher.close()
@@ -136,6 +134,13 @@ class Publisher:
         self._pending, self._pending_full = None, False
         self.publish_now(groups)
 
+    def _drop_pending(self) -> None:
+        """Forget the changes waiting for their publish (one of everything covers them)."""
+        self._pending, self._pending_full = None, False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
     def publish_now(self, groups: set[str] | None) -> None:
         """Build and hand over the snapshot of every cluster serving one of ``groups``
         (every cluster when None).
@@ -144,6 +149,10 @@ class Publisher:
         built from; a publish of some groups under the same active version rebuilds only
         those groups' pools in it and reads only their members (``rebuild_groups``): a flip
         of 100 groups out of 1,000 costs 100 groups. Anything else builds it whole."""
+        if groups is None:
+            # everything stored so far goes out now: a change waiting would only rebuild
+            # its groups again (and one waiting for everything, all of them)
+            self._drop_pending()
         if not self._running:
             return  # not leading: the leader publishes what this admin stored
         active, content = self.active()
