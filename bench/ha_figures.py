@@ -26,8 +26,11 @@ it: by default (``--confirm wait``) the change itself asks the admin to answer t
 ``--confirm poll`` (and always while one node is stopped) the admin's ``GET /api/v1/nodes``
 is polled every ``--poll`` s (50 ms), which loads the admin it measures (4-6 reads of 50 rows
 per flip). ``--stages`` also shows when the admin answered, when the first and the last node
-applied, and when the admin knew of them all; the nodes' logs give how long each delta batch
-took to apply. In **big**, the admin's view alone (polled: up to one poll late).
+applied, and when the admin knew of them all, and the box's CPU while a confirmed change
+travelled (``/proc/stat``, all cores, from the request to the admin's answer: a slow change is
+slow because the box did more then, or because it sat idle); the nodes' logs give how long
+each delta batch took to apply. In **big**, the admin's view alone (polled: up to one poll
+late).
 ``--store URL`` runs the admin on PostgreSQL
 (default: an SQLite file in the run's directory).
 
@@ -71,6 +74,8 @@ from harness import (
     OUT_DIR,
     P99_MIN_SAMPLES,
     P99_NOTE,
+    TICKS,
+    cpu_times,
     free_ports,
     num,
     quantiles,
@@ -125,6 +130,12 @@ async def timed_change(http: httpx.AsyncClient, admin: str, change: Any, poll: f
 
 
 WAIT = 60  # ?wait= of a confirmed change: seconds the admin waits for every node at most
+
+
+def box_cpu() -> float:
+    """Seconds of CPU the whole box has done so far: every core's user, nice, system, irq and
+    softirq time (not idle, iowait, or what the hypervisor stole)."""
+    return sum(f[0] + f[1] + f[2] + f[5] + f[6] for f in cpu_times().values()) / TICKS
 
 
 def ms(values: list[float]) -> dict[str, Any]:
@@ -215,9 +226,18 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         cpu_before = cpu_seconds(pid), cpu_seconds(*(n["pid"] for n in nodes))
         # a stopped node never applies: the others are then watched through the poll
         wait = WAIT if args.confirm == "wait" and not skip else 0
+        # the box's CPU while each change travelled (from the request until the admin
+        # confirmed every node, so only when confirmed): what makes a slow one slow
+        travel: list[tuple[float, float]] = []
+
+        async def measured(i: int) -> None:
+            cpu, started = box_cpu(), time.monotonic()
+            await change(i, wait)
+            travel.append((box_cpu() - cpu, time.monotonic() - started))
+
         for i in range(count):
             answered: list[float] = []
-            reached = await timed_change(http, admin, lambda i=i: change(i, wait), args.poll,
+            reached = await timed_change(http, admin, lambda i=i: measured(i), args.poll,
                                          skip=skip, timeout=1200, answered=answered,
                                          nodes=nodes, acknowledged=stages["seen"],
                                          confirmed=wait > 0)
@@ -245,6 +265,16 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                 show(f"    {text}", out[key + "_stages"][name])
             say(f"      CPU per change: admin {admin_cpu * 1e3:.0f} ms, the {len(nodes)} nodes "
                 f"{nodes_cpu * 1e3:.0f} ms together (the bench's reads included)")
+        if wait:
+            cores = os.cpu_count() or 1
+            out[key + "_box"] = {"cpu": ms([c for c, _ in travel]),
+                                 "busy": quantiles([c / w / cores for c, w in travel if w > 0])}
+            if args.stages:
+                box = out[key + "_box"]
+                say(f"      the box's CPU while a change travelled: p50 "
+                    f"{num(box['cpu']['p50_ms'], '.0f')} ms, max "
+                    f"{num(box['cpu']['max_ms'], '.0f')} ms; its {cores} cores "
+                    f"{num(box['busy']['p50'], '.0%')} busy (p50)")
 
     await phase("activation", "activation reaches a node",
                 lambda i, wait: activate(http, admin, "g00000", 2 + i % 2, wait), args.rounds,
