@@ -56,9 +56,8 @@ class Pool:
         self.retry_non_idempotent = group.retry.non_idempotent
         self.passive_health = group.passive_health  # read on failures only
         self.hash_key = hash_key_of(group)
-        if replacing is not None and isinstance(replacing.balancer, ConsistentHash):
-            self.balancer = replacing.balancer  # (set_members compares its ring, keeps nothing)
-        self.set_members(members)
+        self.members: dict[str, MemberState] = {}  # (``_install`` puts ``members``)
+        self._install(members, replacing.balancer if replacing is not None else None)
 
     def set_members(self, members: dict[str, MemberState]) -> None:
         """New members and balancer in one step (a pool delta), settings unchanged.
@@ -67,13 +66,17 @@ class Pool:
         place (``carry_members`` on a health flip, an active health result): then only the
         balancer is rebuilt. The ejection horizon stands, as the members are the same ones.
         """
-        if members is not getattr(self, "members", None):  # (unset until __init__ calls)
+        self._install(members, self.balancer)
+
+    def _install(self, members: dict[str, MemberState], previous: Balancer | None) -> None:
+        """``members`` and a balancer over them; ``previous``: the balancer replaced (a hash
+        group's takes over its table when the ring is the same)."""
+        if members is not self.members:
             self.members = members
             self.ejected_horizon = ejection_horizon(members.values())
         self.balancer: Balancer
         if self.hash_key is not None:
             # the ring: every member with a weight, whatever its state (slb.balancing.hashing)
-            previous = getattr(self, "balancer", None)
             self.balancer = ConsistentHash(tuple([m for m in members.values() if m.weight > 0]),
                                            previous if isinstance(previous, ConsistentHash)
                                            else None)
