@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from slb.balancing import hashing
 from slb.model import Config, Member, parse_config
 from slb.proxy.context import ProxyContext, Sweeper
+from tests.unit.slb.proxy.test_compile import Conn  # an idle connection's stand-in
 
 
 def config(version: int = 1, weight: int = 1, **http: Any) -> Config:
@@ -125,14 +125,6 @@ def delta(ctx: ProxyContext, **changes: tuple[int, str]) -> None:
     ctx.apply_groups(base.with_groups({0: changed}, version=base.version + 1), [changed])
 
 
-@dataclass(eq=False)
-class Idle:
-    closed: bool = False
-
-    def close(self) -> None:
-        self.closed = True
-
-
 async def test_a_flipped_member_keeps_its_object_and_counters_and_leaves_the_balancer() -> None:
     ctx = ProxyContext(asyncio.get_running_loop(), three())
     pool = ctx.runtime.pools["web"]
@@ -154,7 +146,7 @@ async def test_a_flipped_member_keeps_its_object_and_counters_and_leaves_the_bal
 async def test_a_drained_member_loses_its_idle_connections_only() -> None:
     ctx = ProxyContext(asyncio.get_running_loop(), three())
     pool = ctx.runtime.pools["web"]
-    idle = {address: Idle() for address in pool.members}
+    idle = {address: Conn() for address in pool.members}
     for address, member in pool.members.items():
         member.idle.append(idle[address])  # type: ignore[arg-type]
     drained = pool.members["10.0.0.2:80"]
