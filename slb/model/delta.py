@@ -21,8 +21,9 @@ Two shapes of pool delta, one rule set and one code path (``apply_batch``):
 ``apply_batch`` returns a new ``Config`` sharing every unchanged part with the old one: a delta
 on a node with 10,000 groups touches only its groups, and of those only the ones it changes
 (an upsert equal to the member there, the usual case when an admin resends, changes nothing;
-a group left as it was keeps its object and its pool). A changed group's JSON is made once,
-for its digest and the node's state file (``identity.keep_json``).
+a group left as it was keeps its object and its pool). It digests nothing: the changed
+groups' digests wait for the first ``content_hash`` (``identity.with_groups``), so a node
+puts a delta in front of its traffic first (``slb.node.node``).
 
 A node validates a batch straight from the request's bytes (``parse_batch(body)``): one call
 into pydantic-core parses and validates, without the dicts and lists of ``json.loads`` in
@@ -40,7 +41,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slb.errors import error_body
 from slb.gcpause import gc_paused
-from slb.model.identity import keep_json
 from slb.model.parse import ConfigErrors, format_problem, parse_config, pydantic_problems
 from slb.model.schema import Address, Config, Group, Member
 
@@ -239,9 +239,7 @@ def apply_batch(config: Config, batch: PoolBatch) -> tuple[Config, list[Group]]:
             invalid += [f"{where}: remove: {a} is not a member" for a in edited]
         elif edited is not None:
             # (the copy's digest is reset by the copy itself: slb.model.identity)
-            changed = group.model_copy(update={"members": edited})
-            keep_json(changed)  # made once: for the digest now, the state file later
-            built.append((index, changed))
+            built.append((index, group.model_copy(update={"members": edited})))
     if unknown:
         raise SnapshotRejected("not_found", f"{len(unknown)} group(s) not found; nothing "
                                "was applied", unknown + invalid)

@@ -28,7 +28,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from slb.model import (
     Config,
     ConfigErrors,
     Control,
+    Group,
     Location,
     copy_config,
     format_problem,
@@ -187,7 +188,7 @@ class SnapshotEncoder:
     so the JSON of an object written last time is still its JSON. Serialising is most of a
     write (1,000 groups x 10 members and a route each: 10 ms, with the GIL held even in a
     thread, so on the loop's time). Each group's JSON is kept with the group itself
-    (``slb.model.identity.keep_json``; a delta's apply made it already for the groups it
+    (``slb.model.identity.keep_json``; the node made it already for the groups a delta
     replaced, for their digests): a flip of 100 groups serialises nothing here, and a group
     gone from the snapshot takes its JSON with it. The rest of the snapshot's JSON is kept
     while its parts are the same objects. Not thread-safe: one writer at a time.
@@ -312,7 +313,12 @@ class StateWriter:
         self._unsaved = None  # superseded
         self._write(config, self._next())
 
-    def soon(self, config: Config) -> None:
+    def soon(self, config: Config, changed: Iterable[Group] = ()) -> None:
+        """Write ``config`` within ``PERSIST_QUIET``; ``changed``: the groups a delta
+        replaced, whose JSON is made now, once, for the write and for the digest the node's
+        answer needs (after the delta reached the traffic: ``slb.model.identity``)."""
+        for group in changed:
+            keep_json(group)
         loop = asyncio.get_running_loop()
         if self._unsaved is None:
             self._first_unsaved = loop.time()

@@ -276,7 +276,7 @@ class Node:
         if groups is None:
             self.state.now(config)  # a full snapshot is on disk before the push is answered
         else:
-            self.state.soon(config)
+            self.state.soon(config, groups)
 
     def _refuse_if_file_managed(self) -> None:
         if self.file_managed:

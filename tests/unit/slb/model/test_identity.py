@@ -9,8 +9,10 @@ from typing import Any
 from slb.model import Config, Control, Member, copy_config, parse_config
 from slb.model.identity import (
     DEPENDS,
+    GROUP_DIGEST,
     GROUP_JSON,
     GROUP_SHELL,
+    MIX_PARTIAL,
     cache_of,
     group_json,
     keep_json,
@@ -53,6 +55,49 @@ def test_with_group_updates_the_hash_as_a_full_recompute_would() -> None:
     assert changed.content_hash() == fresh_hash(changed) != config.content_hash()
     assert changed.groups[1].digest() != config.groups[1].digest()
     assert changed.group_position("g2") == 2
+
+
+def fewer(config: Config, name: str, version: int) -> Config:
+    """``config`` with group ``name`` one member shorter, as a pool delta makes it."""
+    position = config.group_position(name)
+    assert position is not None
+    group = config.groups[position]
+    return config.with_groups({position: group.model_copy(
+        update={"members": group.members[:-1]})}, version)
+
+
+def test_deltas_chained_before_any_hash_hash_as_a_full_recompute_would() -> None:
+    config = parse_config(document(weights=(1, 2, 3)))
+    config.content_hash()
+    # g1 replaced twice and g2 once before anyone asks; then g0 after the hash was asked
+    chained = fewer(fewer(fewer(config, "g1", 2), "g2", 3), "g1", 4)
+    assert chained.content_hash() == fresh_hash(chained)
+    assert fewer(chained, "g0", 5).content_hash() == fresh_hash(fewer(chained, "g0", 5))
+    # a config never hashed before its delta is hashed whole, rightly
+    unhashed = parse_config(document(weights=(1, 2, 3)))
+    assert fewer(unhashed, "g1", 2).content_hash() == fresh_hash(fewer(unhashed, "g1", 2))
+
+
+def test_a_delta_digests_its_new_groups_only_when_the_hash_is_asked() -> None:
+    config = parse_config(document(weights=(1, 2, 3)))
+    config.content_hash()
+    once = fewer(config, "g1", 2)
+    twice = fewer(once, "g1", 3)
+    assert GROUP_DIGEST not in cache_of(once.groups[1])
+    twice.content_hash()
+    assert GROUP_DIGEST in cache_of(twice.groups[1])
+    # the group replaced before the hash was asked was never digested
+    assert GROUP_DIGEST not in cache_of(once.groups[1])
+    assert MIX_PARTIAL not in cache_of(twice)
+
+
+def test_a_config_awaiting_its_digests_ships_without_them() -> None:
+    config = parse_config(document())
+    config.content_hash()
+    changed = fewer(config, "g2", 2)
+    shipped = pickle.loads(pickle.dumps(changed))  # as a worker gets a snapshot
+    assert MIX_PARTIAL in cache_of(changed) and MIX_PARTIAL not in cache_of(shipped)
+    assert shipped.content_hash() == changed.content_hash() == fresh_hash(changed)
 
 
 def test_a_copy_never_shares_its_cache_with_the_original() -> None:
