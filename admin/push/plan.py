@@ -7,9 +7,11 @@ full snapshot must go instead. The caller (``pusher``) passes the snapshot the n
 have applied, the version the node reported, and the groups the publishes since then said they
 changed.
 
-The hint is not trusted blindly. Groups are compared by digest (``slb.model.Group.digest``,
-cached on each immutable group, so an unchanged group of 10,000 costs a string compare, not a
-deep compare): a group outside the hint that differs means a full snapshot. Everything outside
+The hint is not trusted blindly. A group outside the hint that is not the same object is
+compared by digest (``slb.model.Group.digest``, cached on each immutable group, so an unchanged
+group of 10,000 costs a string compare, not a deep compare): if it differs, a full snapshot.
+A hinted group is compared field by field (``member_delta``), which digests nothing: the new
+groups' digests are made when the nodes' answers are checked, after the pushes. Everything outside
 the groups must be equal, every group setting of a changed group must be equal, and the member
 order the node will end with (surviving members in their old order, new members appended) must
 be the desired order. Any doubt: None, a full snapshot.
@@ -70,14 +72,20 @@ def plan(known: Config, applied_version: int, desired: Config, changed: frozense
         return None
     edits: list[Edit] = []
     for before, after in zip(known.groups, desired.groups, strict=True):
-        if before is after or before.digest() == after.digest():
+        if before is after:
             continue
         if before.name != after.name or after.name not in changed:
+            if before.digest() == after.digest():
+                continue
             return None  # a rename, or the hint left out a change: any doubt means a full PUT
+        # a hinted group is compared field by field, not by digest: its new digest is made
+        # after the pushes went out, for the nodes' answers (a 100-group flip: 1-2 ms less
+        # between the change and the first push)
         edit = member_delta(before, after)
         if edit is None:
             return None
-        edits.append(Edit(after.name, *edit))
+        if edit[0] or edit[1]:
+            edits.append(Edit(after.name, *edit))
     return Batch(applied_version, desired.version, edits)
 
 
