@@ -76,8 +76,10 @@ DEPENDS: dict[str, Depends] = {
 }
 
 
-# caches never pickled: a kept JSON; the groups a partial XOR lacks (a worker never needs them)
-_STAYS_HOME = frozenset({GROUP_JSON, GROUP_SHELL, MIX_PARTIAL})
+# caches never pickled (a pickle goes to a worker, which never asks for the hash): a kept
+# JSON; the groups' XOR, whole or partial (with it a worker's every pool delta would carry a
+# partial XOR, its dict of undigested groups growing towards every group, never read)
+_STAYS_HOME = frozenset({GROUP_JSON, GROUP_SHELL, GROUPS_MIX, MIX_PARTIAL})
 
 
 def cache_of(model: BaseModel) -> dict[str, Any]:

@@ -206,7 +206,7 @@ class SnapshotEncoder:
                 or any(a is not b for a, b in zip(self._rest[0], values, strict=True)):
             self._rest = (values, config.model_dump_json(exclude=set(self.OWN)).encode())
         rest = self._rest[1]
-        # (made once per group object: by a delta's apply for its digest, or here)
+        # (made once per group object: by ``StateWriter.soon`` for a delta's groups, or here)
         parts = [keep_json(group) for group in config.groups]
         # the control settings are the node file's, never the snapshot's: the token stays off
         # disk. The term is not a Config field: a key beside them (the file loads as the

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from slb.metrics import Stats
-from slb.model import Config, Group, parse_config
+from slb.model import Config, Group, identity, parse_config
 from slb.node.control import Request
 from slb.node.files import load_state
 from slb.node.node import Node
@@ -196,6 +198,38 @@ async def test_a_batch_is_fenced_like_every_push() -> None:
     refused = await node.handle(old)
     assert (refused.status, json.loads(refused.body)["error"]) == (409, "stale_term")
     assert node.config.version == 2
+
+
+async def test_a_delta_reaches_the_plane_before_its_groups_json_which_is_made_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The changed groups' JSON (for the answer's hash and the state file) is made after the
+    plane has the delta, and once: the answer and the write share it."""
+    made: list[str] = []  # the groups whose JSON was made, in order
+    make = identity._made_json
+
+    def counting(group: Any) -> bytes:
+        made.append(group.name)
+        return make(group)
+    monkeypatch.setattr(identity, "_made_json", counting)
+
+    class Plane(FakePlane):
+        async def apply_groups(self, config: Config, groups: list[Group]) -> None:
+            self.made_before = list(made)
+            await super().apply_groups(config, groups)
+
+    plane = Plane()
+    node = await started(parse_config({**LOCAL.to_json(), "state_dir": str(tmp_path)}), plane)
+    assert (await node.handle(request("PUT", "/v1/config", two_groups(2)))).status == 200
+    made.clear()
+    answer = await node.handle(request("PATCH", "/v1/groups", {
+        "base_version": 2, "version": 3, "groups": [
+            {"name": "api", "upsert": [{"address": "10.0.0.2:80", "state": "down"}]}]}))
+    assert plane.made_before == []
+    await node.close()  # writes the delta
+    assert made == ["api"]
+    assert json.loads(answer.body)["hash"] == parse_config(node.config.to_json()).content_hash()
+    saved = load_state(tmp_path)[0]
+    assert saved is not None and (saved.version, saved.groups) == (3, node.config.groups)
 
 
 async def test_a_restarted_node_still_refuses_a_deposed_leader(tmp_path: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 from slb.model import parse_config
+from slb.model.identity import GROUP_DIGEST, MIX_PARTIAL, cache_of
 from slb.node.worker import Worker
 
 
@@ -43,3 +45,23 @@ async def test_a_listener_that_will_not_bind_leaves_no_server() -> None:
     assert worker.server is None
     assert await worker.handle({"op": "nope"}) == {"ok": False,
                                                    "errors": ["unknown operation 'nope'"]}
+
+
+async def test_a_worker_never_digests_the_groups_of_a_delta() -> None:
+    """The hash is the node's business: a worker shipped a hashed config applies deltas
+    without digesting their groups or keeping a XOR it would never read."""
+    worker = Worker()
+    try:
+        config = parse_config(snapshot(1))
+        config.content_hash()
+        shipped = pickle.loads(pickle.dumps(config))  # as the supervisor sends it
+        assert (await worker.handle({"op": "apply", "config": shipped}))["ok"]
+        for version, members in ((2, []), (3, config.groups[0].members)):
+            group = config.groups[0].model_copy(update={"members": members})
+            assert (await worker.handle({"op": "groups", "groups": [group],
+                                         "version": version}))["ok"]
+            assert GROUP_DIGEST not in cache_of(group)
+        assert worker.server is not None
+        assert MIX_PARTIAL not in cache_of(worker.server.config)
+    finally:
+        await worker.drain()
