@@ -13,6 +13,10 @@ microseconds (``time.process_time``):
 - **after**: what the node's answer and state file need then: each changed group's JSON
   (``keep_json``, as ``StateWriter.soon`` makes it) and the content hash.
 
+Then the state file is written ``--repeat`` times (``save_snapshot`` into a temporary
+directory, with the node's reused encoder): a node writes it at most every few seconds while
+deltas keep coming (``slb.node.files.StateWriter``), not per flip, so it is printed apart.
+
 ``--pause`` (0.1 s) sleeps between flips, so each starts with the caches as cold as on a box
 of 50 nodes taking turns; ``--pause 0`` gives the warm figures. The series is run
 ``--repeat`` (3) times; the minimum and the median of each stage are printed. Run from
@@ -31,6 +35,7 @@ import gc
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +48,7 @@ from node_flip import flip_body, topology  # noqa: E402
 from slb.model import parse_config  # noqa: E402
 from slb.model.delta import apply_batch, parse_batch  # noqa: E402
 from slb.model.identity import keep_json  # noqa: E402
+from slb.node.files import SnapshotEncoder, save_snapshot  # noqa: E402
 from slb.proxy.context import ProxyContext  # noqa: E402
 
 STAGES = ("validation", "model", "swap", "after")
@@ -102,6 +108,16 @@ def main() -> None:
     print(f"  {'before the traffic has it':<27} {min(before):7.0f} / "
           f"{statistics.median(before):7.0f}")
     print(f"  {'the whole flip':<27} {min(whole):7.0f} / {statistics.median(whole):7.0f}")
+    encoder = SnapshotEncoder()
+    writes = []
+    with tempfile.TemporaryDirectory() as state_dir:
+        save_snapshot(state_dir, config, 1, encoder)  # (what every later write reuses)
+        for _ in range(args.repeat):
+            time.sleep(args.pause)
+            t0 = clock()
+            save_snapshot(state_dir, config, 1, encoder)
+            writes.append((clock() - t0) * 1e6)
+    print(f"  {'a state file write':<27} {min(writes):7.0f} / {statistics.median(writes):7.0f}")
 
 
 if __name__ == "__main__":
