@@ -291,24 +291,21 @@ def with_groups(config: C, replaced: Mapping[int, Cached], version: int) -> C:
     """
     groups = list(_groups(config))
     mine = cache_of(config)
-    partial: tuple[int, dict[int, Any]] | None = None
+    mix, lacking = 0, None  # (no XOR known: content_hash makes it whole)
     if GROUPS_MIX in mine:
-        partial = (mine[GROUPS_MIX], {})
+        mix, lacking = mine[GROUPS_MIX], {}
     elif MIX_PARTIAL in mine:
-        partial = (mine[MIX_PARTIAL][0], dict(mine[MIX_PARTIAL][1]))
-    if partial is not None:
-        mix, lacking = partial
-        for position in replaced:
+        mix, lacking = mine[MIX_PARTIAL][0], dict(mine[MIX_PARTIAL][1])
+    for position, group in replaced.items():
+        if lacking is not None:
             if position not in lacking:  # (a lacking one was never in the XOR)
                 mix ^= _group_mixin(groups[position])
-        lacking.update(replaced)
-        partial = (mix, lacking)
-    for position, group in replaced.items():
+            lacking[position] = group
         groups[position] = group
     copied = config.model_copy(update={"groups": groups, "version": version})
     cache = cache_of(copied)
-    if partial is not None:
-        cache[MIX_PARTIAL] = partial
+    if lacking is not None:
+        cache[MIX_PARTIAL] = (mix, lacking)
     if POSITIONS in mine:
         cache[POSITIONS] = mine[POSITIONS]
     return copied

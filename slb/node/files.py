@@ -320,7 +320,7 @@ class StateWriter:
         self._write(config, self._next())
 
     def soon(self, config: Config, changed: Iterable[Group] = ()) -> None:
-        """Write ``config`` within ``PERSIST_QUIET``; ``changed``: the groups a delta
+        """Write ``config`` soon (coalesced: see the class); ``changed``: the groups a delta
         replaced, whose JSON is made now, once, for the write and for the digest the node's
         answer needs (after the delta reached the traffic: ``slb.model.identity``)."""
         for group in changed:

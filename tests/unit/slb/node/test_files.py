@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from slb.errors import ConfigError
-from slb.model import Config, Control, apply_batch, copy_config, parse_batch, parse_config
+from slb.model import Config, Control, apply_batch, copy_config, identity, parse_batch, parse_config
 from slb.model.identity import GROUP_JSON, cache_of
 from slb.node import files
 from slb.node.files import (
@@ -167,22 +167,31 @@ def test_one_encoder_writes_each_state_whole_through_deltas_and_new_snapshots(
 
 
 async def test_a_deltas_groups_get_their_json_once_for_the_write_and_the_hash(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A delta's apply makes no JSON (the traffic gets the change first); handing it to the
     writer makes each changed group's JSON, which the hash and the file then share."""
     first = parse_config({"version": 1, "groups": [
         {"name": f"g{i}", "members": [{"address": f"10.0.0.{i}:80"}]} for i in range(3)]})
     first.content_hash()
+    writer = StateWriter(str(tmp_path), lambda: 0)
+    writer.now(first)  # every group's JSON made and kept, as after a full snapshot
+    made: list[str] = []  # the groups whose JSON was made from here on
+    make = identity._made_json
+
+    def counting(group: Any) -> bytes:
+        made.append(group.name)
+        return make(group)
+    monkeypatch.setattr(identity, "_made_json", counting)
     second, changed = apply_batch(first, parse_batch({"base_version": 1, "version": 2, "groups": [
         {"name": "g1", "upsert": [{"address": "10.0.0.1:80", "state": "down"}]}]}))
     assert [GROUP_JSON in cache_of(group) for group in changed] == [False]
-    writer = StateWriter(str(tmp_path), lambda: 0)
     writer.soon(second, changed)
     kept = cache_of(changed[0])[GROUP_JSON]
     assert kept == changed[0].model_dump_json().encode()
-    assert second.content_hash() == parse_config(second.to_json()).content_hash()
+    digest = second.content_hash()
     writer.close()  # writes what waits
-    assert cache_of(changed[0])[GROUP_JSON] is kept  # the write made it no second time
+    assert made == ["g1"]  # once: neither the hash nor the write made it a second time
+    assert digest == parse_config(second.to_json()).content_hash()
     assert load_state(tmp_path)[0] == copy_config(second, control=Control())
 
 
