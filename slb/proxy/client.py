@@ -125,8 +125,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
         if tls is not None:  # (the transport has done the handshake: slb.proxy.tls)
             self.proto_field, self.tls_version, self.tls_served = established(tls)
         ctx = self.ctx
-        ctx.connections.add(self)
-        ctx.stats.client_connections += 1
+        ctx.opened(self)
         self.deadline = self.loop.time() + ctx.runtime.limits.header_timeout
         self.deadline_kind = IDLE
 
@@ -171,8 +170,7 @@ class ClientProtocol(FlowControl, Forwarding, ResponseRelay, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         ctx = self.ctx
-        ctx.connections.discard(self)
-        ctx.stats.client_connections -= 1
+        ctx.closed(self)
         self.deadline = INFINITY
         try:
             tunnel = self.tunnel

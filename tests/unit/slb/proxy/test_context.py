@@ -9,7 +9,9 @@ from typing import Any
 
 from slb.balancing import hashing
 from slb.model import Config, Member, parse_config
+from slb.proxy import context
 from slb.proxy.context import ProxyContext, Sweeper
+from tests.support.timing import wait_until
 from tests.unit.slb.proxy.test_compile import Conn  # an idle connection's stand-in
 
 
@@ -100,6 +102,83 @@ async def test_the_sweeper_fires_due_deadlines_only() -> None:
     finally:
         sweeper.stop()
     assert due.fired_at is not None and later.fired_at is None
+
+
+class ClientStandIn:
+    """A client connection as the sweeper sees it: a deadline, fired once due."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.transport: Any = None
+        self.fired = asyncio.Event()
+
+    def on_deadline(self, now: float) -> None:
+        self.deadline = float("inf")
+        self.fired.set()
+
+    def close_if_idle(self) -> None:
+        pass
+
+
+class IdlePoolStandIn:
+    """A pool holding idle upstream connections that never expire."""
+
+    def expire_idle(self, now: float) -> bool:
+        return True
+
+
+async def test_the_sweeper_rests_without_connections_and_a_new_one_wakes_it(
+        monkeypatch: Any) -> None:
+    # a rest as long as the test: only the wake can fire the new connection's deadline
+    monkeypatch.setattr(context, "REST_INTERVAL", 3600.0)
+    loop = asyncio.get_running_loop()
+    ctx = ProxyContext(loop, config())
+    sweeper = Sweeper(ctx)
+    sweeper.start()
+    try:
+        assert await wait_until(lambda: sweeper.resting, timeout=30)
+        client = ClientStandIn(loop.time())  # due at once: a header timeout run out
+        ctx.opened(client)
+        assert not sweeper.resting and ctx.stats.client_connections == 1
+        async with asyncio.timeout(30):
+            await client.fired.wait()
+        ctx.closed(client)
+        assert ctx.stats.client_connections == 0
+        assert await wait_until(lambda: sweeper.resting, timeout=30)  # rests again
+    finally:
+        sweeper.stop()
+
+
+async def test_the_sweeper_goes_on_while_idle_upstream_connections_remain() -> None:
+    ctx = ProxyContext(asyncio.get_running_loop(), config())
+    ctx.idle_pools.add(IdlePoolStandIn())  # type: ignore[arg-type]
+    sweeper = Sweeper(ctx)
+    sweeper.start()
+    try:
+        ticked = sweeper._ticks
+        assert await wait_until(lambda: sweeper._ticks >= ticked + 3, timeout=30)
+        assert not sweeper.resting  # their idle timeout needs the sweeper's pace
+        ctx.idle_pools.clear()
+        assert await wait_until(lambda: sweeper.resting, timeout=30)
+    finally:
+        sweeper.stop()
+
+
+async def test_a_resting_sweeper_has_flushed_the_access_log(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    ctx = ProxyContext(asyncio.get_running_loop(), parse_config(
+        {**config().to_json(), "access_log": {"enabled": True, "path": str(path)}}))
+    log = ctx.access_log
+    assert log is not None
+    log.lines.append("the last request's line\n")  # as a request that just ended leaves it
+    sweeper = Sweeper(ctx)
+    sweeper.start()
+    try:
+        assert await wait_until(lambda: sweeper.resting, timeout=30)
+        assert path.read_text() == "the last request's line\n"
+    finally:
+        sweeper.stop()
+        log.close()
 
 
 # -- apply_groups: a pool delta over surviving members (a health flip, a weight change) -------
