@@ -13,7 +13,9 @@ between flips as they do there, and are counted.
 Figures: the node's CPU per flip (its processes' utime + stime from /proc over the whole
 series, idle timers and state writes included: the figure the box's load cannot blur; user
 and system apart), the
-PATCH round trip p50/p99/max, and the apply time the node logs. ``--py-spy FILE`` records
+PATCH round trip p50/p99/max, and the apply time the node logs. ``--idle SECONDS`` first
+measures the node's CPU while it has nothing to do (after the snapshot, before the flips), in
+ms per second: what its timers cost. ``--py-spy FILE`` records
 the node during the series (``py-spy record --nonblocking --gil --format raw``: collapsed
 stacks, in FILE) for a per-stage breakdown; ``--top`` prints the heaviest frames of it.
 
@@ -114,6 +116,15 @@ def top_frames(raw: Path, limit: int) -> list[tuple[float, str]]:
     return [(100 * n / max(total, 1), frame) for frame, n in inclusive.most_common(limit)]
 
 
+def idle_cpu(node: Service, seconds: float) -> float:
+    """The node's CPU in ms per second over ``seconds`` with nothing to do: its timers'."""
+    time.sleep(1.0)  # the snapshot's answer came after its state write: nothing is pending
+    pids = descendants(node.pid)
+    ticks, started = cpu_ticks(pids), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_ticks(pids) - ticks) / TICKS * 1e3 / (time.monotonic() - started)
+
+
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     node: Service | None = None
     spy: subprocess.Popen[bytes] | None = None
@@ -121,6 +132,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         node, control = start_node(work, args.workers)
         snap = Snapshot(args.groups, args.members, f"{HOST}:{free_ports(1)[0]}", [], 0)
         control.change("PUT", "/v1/config", topology(snap))
+        idle = idle_cpu(node, args.idle) if args.idle > 0 else None
         rng = random.Random(args.seed)
         out: list[int] = []  # the groups the last flip took down
         headers = {"X-SLB-Term": str(TERM)}
@@ -162,7 +174,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             node.stop()
     logged = [float(m) for m in re.findall(r"applied \d+ groups[^\n]* in ([0-9.]+) ms",
                                            (work / "node.log").read_text(errors="replace"))]
-    return {"cpu_ms_per_flip": round(cpu_ms, 2),
+    return {**({"idle_cpu_ms_per_s": round(idle, 2)} if idle is not None else {}),
+            "cpu_ms_per_flip": round(cpu_ms, 2),
             "user_ms_per_flip": round(user / TICKS * 1e3 / args.flips, 2),
             "system_ms_per_flip": round(system / TICKS * 1e3 / args.flips, 2),
             "seconds": round(elapsed, 1),
@@ -180,6 +193,8 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.6)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
+                        help="first measure the node's CPU this long with nothing to do")
     parser.add_argument("--py-spy", metavar="FILE", help="record the node (collapsed stacks)")
     parser.add_argument("--top", type=int, default=0, help="with --py-spy: the heaviest frames")
     args = parser.parse_args()
