@@ -174,7 +174,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             node.stop()
     logged = [float(m) for m in re.findall(r"applied \d+ groups[^\n]* in ([0-9.]+) ms",
                                            (work / "node.log").read_text(errors="replace"))]
-    return {**({"idle_cpu_ms_per_s": round(idle, 2)} if idle is not None else {}),
+    # (the idle figure's resolution: one clock tick over the --idle seconds)
+    return {**({"idle_cpu_ms_per_s": round(idle, 2),
+                "idle_resolution_ms_per_s": round(1e3 / TICKS / args.idle, 2)}
+               if idle is not None else {}),
             "cpu_ms_per_flip": round(cpu_ms, 2),
             "user_ms_per_flip": round(user / TICKS * 1e3 / args.flips, 2),
             "system_ms_per_flip": round(system / TICKS * 1e3 / args.flips, 2),

@@ -12,9 +12,10 @@ properties of the runtime.
 connections past their idle timeout, flushes the access log and closes the answer log's
 rate-limit windows (``slb.proxy.answers``). It ticks every ``SWEEP_INTERVAL`` while there is
 a client connection or an idle upstream one, and rests (a tick every ``REST_INTERVAL``) while
-there is neither: a new client connection wakes it (``ProxyContext.wake_sweeper``). A node
-without traffic then costs no CPU between changes (10 ticks a second cost an idle node ~2 ms
-of CPU a second: 50 nodes sharing a box spent ~100 ms a second on them).
+there is neither: a client connection's arrival, or an upstream connection parked when its
+client had gone, wakes it (``ProxyContext.needs_sweeping``). A node without traffic then
+spends next to no CPU between changes (10 ticks a second cost an idle node 1.3-2 ms of CPU a
+second: 50 nodes sharing a box spent up to 100 ms a second on them).
 """
 
 from __future__ import annotations
@@ -39,9 +40,8 @@ if TYPE_CHECKING:
     from slb.balancing.pool import Pool
 
 SWEEP_INTERVAL = 0.1  # seconds: the resolution of every client-side timeout
-# seconds between ticks with no client connection and no idle upstream one: what such a tick
-# can still find (an upstream connection parked after its client left, a rate-limit window,
-# an access log line) waits this long at most
+# seconds between ticks with no client connection and no idle upstream one: what only such a
+# tick finds (a rate-limit window closing) waits this long at most
 REST_INTERVAL = 5.0
 
 
@@ -63,7 +63,7 @@ class ProxyContext:
         self.stats = stats or Stats()
         self.connections: set[Connection] = set()
         self.idle_pools: set[Pool] = set()
-        # set while the sweeper rests: a new client connection calls it (slb.proxy.client)
+        # set while the sweeper rests: ``needs_sweeping`` calls it
         self.wake_sweeper: Callable[[], None] | None = None
         self.draining = False
         self.answers = AnswerLog(loop.time)  # the error log of the proxy's own answers
@@ -144,13 +144,18 @@ class ProxyContext:
         """A client connection is open: counted, and swept from now on."""
         self.connections.add(conn)
         self.stats.client_connections += 1
-        wake = self.wake_sweeper
-        if wake is not None:  # the sweeper rests while there is no connection: it has one now
-            wake()
+        self.needs_sweeping()
 
     def closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.stats.client_connections -= 1
+
+    def needs_sweeping(self) -> None:
+        """Something the sweeper keeps its pace for has come (a client connection, an idle
+        upstream one): a resting sweeper wakes."""
+        wake = self.wake_sweeper
+        if wake is not None:
+            wake()
 
     def next_request_id(self) -> bytes:
         self._request_counter += 1
@@ -188,6 +193,7 @@ class Sweeper:
         return self.ctx.wake_sweeper is not None
 
     def start(self) -> None:
+        self.stop()  # (one chain of ticks, however often it is started)
         self._arm(SWEEP_INTERVAL)
 
     def stop(self) -> None:
@@ -198,10 +204,6 @@ class Sweeper:
 
     def _arm(self, delay: float) -> None:
         self._handle = self.ctx.loop.call_later(delay, self._tick)
-
-    def _wake(self) -> None:
-        self.stop()
-        self._arm(SWEEP_INTERVAL)
 
     def _tick(self) -> None:
         ctx = self.ctx
@@ -220,7 +222,7 @@ class Sweeper:
             ctx.wake_sweeper = None
             self._arm(SWEEP_INTERVAL)
         else:
-            ctx.wake_sweeper = self._wake
+            ctx.wake_sweeper = self.start
             self._arm(REST_INTERVAL)
 
     def _expire_idle(self, now: float) -> None:

@@ -108,6 +108,7 @@ class Forwarding:
             return
         if ex.aborted or ex.generation != generation or ex.response_done:
             pool.put_idle(member, conn, loop.time())
+            self.ctx.needs_sweeping()  # (its client may have gone, and the sweeper with it)
             return
         self._guarded(self._send, ex, conn, False)
 

@@ -10,7 +10,9 @@ from typing import Any
 from slb.balancing import hashing
 from slb.model import Config, Member, parse_config
 from slb.proxy import context
+from slb.proxy.client import ClientProtocol
 from slb.proxy.context import ProxyContext, Sweeper
+from tests.support.fake_proxy import FakeTransport, one_group_config
 from tests.support.timing import wait_until
 from tests.unit.slb.proxy.test_compile import Conn  # an idle connection's stand-in
 
@@ -162,6 +164,66 @@ async def test_the_sweeper_goes_on_while_idle_upstream_connections_remain() -> N
         assert await wait_until(lambda: sweeper.resting, timeout=30)
     finally:
         sweeper.stop()
+
+
+async def test_a_stopped_sweeper_stays_stopped_when_a_connection_comes() -> None:
+    ctx = ProxyContext(asyncio.get_running_loop(), config())
+    sweeper = Sweeper(ctx)
+    sweeper.start()
+    assert await wait_until(lambda: sweeper.resting, timeout=30)
+    sweeper.stop()  # as a node that closes its listeners
+    ctx.opened(ClientStandIn(float("inf")))  # a handshake that ends after the close
+    assert not sweeper.resting and sweeper._handle is None
+
+
+async def test_an_upstream_connection_parked_after_its_client_left_is_still_expired(
+        monkeypatch: Any) -> None:
+    # a rest as long as the test: only a wake can expire the parked connection
+    monkeypatch.setattr(context, "REST_INTERVAL", 3600.0)
+    loop = asyncio.get_running_loop()
+    member_saw_close = asyncio.Event()
+
+    async def member(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the proxy closes its connection
+        member_saw_close.set()
+        writer.close()
+
+    server = await asyncio.start_server(member, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    document = one_group_config()
+    document["groups"] = [{"name": "g", "members": [{"address": f"127.0.0.1:{port}"}],
+                           "timeouts": {"idle": 0.2}}]
+    ctx = ProxyContext(loop, parse_config(document))
+    connect_may_finish = asyncio.Event()
+
+    class HeldConnects:
+        """The loop, with member connects held until the test lets them finish."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(loop, name)
+
+        async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+            await connect_may_finish.wait()
+            return await loop.create_connection(*args, **kwargs)
+
+    sweeper = Sweeper(ctx)
+    sweeper.start()
+    client = ClientProtocol(ctx, "127.0.0.1:8080")
+    client.loop = HeldConnects()  # type: ignore[assignment]
+    client.connection_made(FakeTransport())
+    try:
+        client.data_received(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        client.connection_lost(None)  # the client leaves while its member connect is under way
+        assert await wait_until(lambda: sweeper.resting, timeout=30)
+        connect_may_finish.set()  # the connect ends: the connection is parked idle
+        async with asyncio.timeout(30):
+            await member_saw_close.wait()  # closed after its 0.2 s idle timeout
+        assert not ctx.idle_pools
+    finally:
+        sweeper.stop()
+        for _, state in ctx.members():
+            state.close_idle()
+        server.close()
 
 
 async def test_a_resting_sweeper_has_flushed_the_access_log(tmp_path: Path) -> None:
