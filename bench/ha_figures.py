@@ -29,8 +29,10 @@ per flip). ``--stages`` also shows when the admin answered, when the first and t
 applied, and when the admin knew of them all (polled changes only: a confirmed change's
 answer is that moment), and the box's CPU while a confirmed change
 travelled (``/proc/stat``, all cores, from the request to the admin's answer: a slow change is
-slow because the box did more then, or because it sat idle); the nodes' logs give how long
-each delta batch took to apply. In **big**, the admin's view alone (polled: up to one poll
+slow because the box did more then, or because it sat idle), with the time the hypervisor
+stole from the box's cores meanwhile and the five slowest changes (each change is in the
+JSON's ``<phase>_series``: ms to the last node, the box's CPU, stolen); the nodes' logs give
+how long each delta batch took to apply. In **big**, the admin's view alone (polled: up to one poll
 late).
 ``--store URL`` runs the admin on PostgreSQL
 (default: an SQLite file in the run's directory).
@@ -133,10 +135,12 @@ async def timed_change(http: httpx.AsyncClient, admin: str, change: Any, poll: f
 WAIT = 60  # ?wait= of a confirmed change: seconds the admin waits for every node at most
 
 
-def box_cpu() -> float:
-    """Seconds of CPU the whole box has done so far: every core's user, nice, system, irq and
-    softirq time (not idle, iowait, or what the hypervisor stole)."""
-    return sum(f[0] + f[1] + f[2] + f[5] + f[6] for f in cpu_times().values()) / TICKS
+def box_cpu() -> tuple[float, float]:
+    """Seconds of CPU the whole box has done so far (every core's user, nice, system, irq and
+    softirq time), and the seconds the hypervisor stole from its cores."""
+    times = cpu_times().values()
+    return (sum(f[0] + f[1] + f[2] + f[5] + f[6] for f in times) / TICKS,
+            sum(f[7] for f in times) / TICKS)
 
 
 def ms(values: list[float]) -> dict[str, Any]:
@@ -221,14 +225,16 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         cpu_before = cpu_seconds(pid), cpu_seconds(*(n["pid"] for n in nodes))
         # a stopped node never applies: the others are then watched through the poll
         wait = WAIT if args.confirm == "wait" and not skip else 0
-        # the box's CPU while each change travelled (from the request until the admin
-        # confirmed every node, so only when confirmed): what makes a slow one slow
-        travel: list[tuple[float, float]] = []
+        # the box's CPU, and what the hypervisor stole, while each change travelled (from
+        # the request until the admin confirmed every node, so only when confirmed): what
+        # makes a slow one slow
+        travel: list[tuple[float, float, float]] = []
 
         async def measured(i: int) -> None:
-            cpu, started = box_cpu(), time.monotonic()
+            (cpu, stolen), started = box_cpu(), time.monotonic()
             await change(i, wait)
-            travel.append((box_cpu() - cpu, time.monotonic() - started))
+            after = box_cpu()
+            travel.append((after[0] - cpu, time.monotonic() - started, after[1] - stolen))
 
         for i in range(count):
             answered: list[float] = []
@@ -264,14 +270,24 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                 f"{nodes_cpu * 1e3:.0f} ms together (the bench's reads included)")
         if wait:
             cores = os.cpu_count() or 1
-            out[key + "_box"] = {"cpu": ms([c for c, _ in travel]),
-                                 "busy": quantiles([c / w / cores for c, w in travel if w > 0])}
+            out[key + "_box"] = {"cpu": ms([c for c, _, _ in travel]),
+                                 "busy": quantiles([c / w / cores for c, w, _ in travel
+                                                    if w > 0]),
+                                 "stolen": ms([s for _, _, s in travel])}
+            # each change in order: its time to the last node, the box's CPU and the stolen
+            # time meanwhile (ms), to tell a slow change made of work from one made of waiting
+            out[key + "_series"] = [[round(v * 1e3, 1) for v in (last, c, s)] for last, (c, _, s)
+                                    in zip(stages["last"], travel, strict=True)]
             if args.stages:
                 box = out[key + "_box"]
                 say(f"      the box's CPU while a change travelled: p50 "
                     f"{num(box['cpu']['p50_ms'], '.0f')} ms, max "
                     f"{num(box['cpu']['max_ms'], '.0f')} ms; its {cores} cores "
-                    f"{num(box['busy']['p50'], '.0%')} busy (p50)")
+                    f"{num(box['busy']['p50'], '.0%')} busy (p50), stolen by the "
+                    f"hypervisor: max {num(box['stolen']['max_ms'], '.0f')} ms")
+                slowest = sorted(out[key + "_series"], reverse=True)[:5]
+                say("      the slowest changes (ms to the last node / the box's CPU / stolen): "
+                    + ", ".join(f"{a:.0f}/{b:.0f}/{c:.0f}" for a, b, c in slowest))
 
     await phase("activation", "activation reaches a node",
                 lambda i, wait: activate(http, admin, "g00000", 2 + i % 2, wait), args.rounds,
