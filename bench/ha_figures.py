@@ -31,9 +31,9 @@ answer is that moment), and the box's CPU while a confirmed change
 travelled (``/proc/stat``, all cores, from the request to the admin's answer: a slow change is
 slow because the box did more then, or because it sat idle), with the time the hypervisor
 stole from the box's cores meanwhile and the five slowest changes (each change is in the
-JSON's ``<phase>_series``: ms to the last node, the box's CPU, stolen); the nodes' logs give
-how long each delta batch took to apply. In **big**, the admin's view alone (polled: up to one poll
-late).
+JSON's ``<phase>_series``: ms to the last node, the box's CPU, stolen, the wall clock it was
+sent at); the nodes' logs give how long each delta batch took to apply. In **big**, the
+admin's view alone (polled: up to one poll late).
 ``--store URL`` runs the admin on PostgreSQL
 (default: an SQLite file in the run's directory).
 
@@ -229,9 +229,11 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         # the request until the admin confirmed every node, so only when confirmed): what
         # makes a slow one slow
         travel: list[tuple[float, float, float]] = []
+        sent: list[float] = []  # the wall clock of each change's request (to read logs by)
 
         async def measured(i: int) -> None:
             (cpu, stolen), started = box_cpu(), time.monotonic()
+            sent.append(time.time())
             await change(i, wait)
             after = box_cpu()
             travel.append((after[0] - cpu, time.monotonic() - started, after[1] - stolen))
@@ -275,9 +277,11 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                                                     if w > 0]),
                                  "stolen": ms([s for _, _, s in travel])}
             # each change in order: its time to the last node, the box's CPU and the stolen
-            # time meanwhile (ms), to tell a slow change made of work from one made of waiting
-            out[key + "_series"] = [[round(v * 1e3, 1) for v in (last, c, s)] for last, (c, _, s)
-                                    in zip(stages["last"], travel, strict=True)]
+            # time meanwhile (ms), to tell a slow change made of work from one made of waiting;
+            # and the wall clock it was sent at, to find what else the logs show then
+            out[key + "_series"] = [[*(round(v * 1e3, 1) for v in (last, c, s)), round(at, 3)]
+                                    for last, (c, _, s), at
+                                    in zip(stages["last"], travel, sent, strict=True)]
             if args.stages:
                 box = out[key + "_box"]
                 say(f"      the box's CPU while a change travelled: p50 "
@@ -287,7 +291,7 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                     f"hypervisor: max {num(box['stolen']['max_ms'], '.0f')} ms")
                 slowest = sorted(out[key + "_series"], reverse=True)[:5]
                 say("      the slowest changes (ms to the last node / the box's CPU / stolen): "
-                    + ", ".join(f"{a:.0f}/{b:.0f}/{c:.0f}" for a, b, c in slowest))
+                    + ", ".join(f"{a:.0f}/{b:.0f}/{c:.0f}" for a, b, c, _ in slowest))
 
     await phase("activation", "activation reaches a node",
                 lambda i, wait: activate(http, admin, "g00000", 2 + i % 2, wait), args.rounds,
