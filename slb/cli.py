@@ -63,11 +63,13 @@ def check(path: str) -> int:
 def proxy(path: str, workers: int, log_level: str | None = None) -> int:
     import uvloop
 
+    from slb.gcpause import desynchronise
     from slb.node.node import run_node
 
     try:
         local = load_config_file(path)  # fail before anything starts
         setup_logging(local.log.format, log_level or local.log.level)
+        desynchronise()  # not in step with the other nodes' collections (slb.gcpause)
         uvloop.run(run_node(path, workers))
     except ConfigError as exc:
         for line in exc.lines:

@@ -18,6 +18,7 @@ from typing import Any
 import uvloop
 
 from slb.errors import ConfigError
+from slb.gcpause import desynchronise
 from slb.logs import setup_from_environment
 from slb.model import Config, Group
 from slb.node.ipc import encode, read_message, send_message
@@ -127,6 +128,7 @@ async def serve(fd: int) -> None:
 
 def main() -> None:
     setup_from_environment()  # the supervisor's format and level
+    desynchronise()  # not in step with its siblings' collections (slb.gcpause)
     uvloop.run(serve(int(sys.argv[1])))
 
 

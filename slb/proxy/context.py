@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from slb.balancing.member import MemberState
-from slb.gcpause import collect_young_soon, freeze, gc_paused
+from slb.gcpause import freeze, gc_paused
 from slb.metrics import Stats
 from slb.model import AccessLog as AccessLogSettings
 from slb.model import Config, Group, HttpSettings
@@ -99,7 +99,6 @@ class ProxyContext:
                                applied_at=time.time())
         for old, pool in leaving:
             close_idle_of_leaving(old, pool.members)
-        collect_young_soon(self.loop)  # the delta's survivors, now, not during a later push
 
     def set_health(self, changes: dict[tuple[str, str], bool]) -> None:
         """Active health results, ``(group, address) -> down``: a member taken out or brought
