@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -45,6 +46,7 @@ class Run:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.elsewhere: list[Path] = []  # directories outside ``directory``: removed by close
         directory.mkdir(parents=True, exist_ok=True)
 
     async def spawn(self, name: str, *argv: str) -> asyncio.subprocess.Process:
@@ -75,6 +77,8 @@ class Run:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
+        for path in self.elsewhere:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 async def until(what: str, check: Any, timeout: float, poll: float = 0.05) -> Any:
@@ -89,13 +93,16 @@ async def until(what: str, check: Any, timeout: float, poll: float = 0.05) -> An
         await asyncio.sleep(poll)
 
 
-async def start_nodes(run: Run, http: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
+async def start_nodes(run: Run, http: httpx.AsyncClient, count: int,
+                      state_root: Path | None = None) -> list[dict[str, Any]]:
+    """``count`` admin-managed nodes; their state files under ``state_root`` (default: the
+    run's directory)."""
     nodes = []
     for i, port in enumerate(free_ports(count)):
         name = f"n{i:03d}"
         path = run.write(f"{name}.yaml", {
             "control": {"listen": f"127.0.0.1:{port}", "token": NODE_TOKEN},
-            "state_dir": str(run.directory / f"state-{name}")})
+            "state_dir": str((state_root or run.directory) / f"state-{name}")})
         proc = await run.spawn(name, PY, "-m", "slb", "proxy", "-c", str(path),
                                "--workers", "0")
         nodes.append({"name": name, "cluster": "c1", "token": NODE_TOKEN, "pid": proc.pid,
@@ -176,6 +183,29 @@ def apply_durations(directory: Path, names: list[str]) -> list[float]:
 def cpu_seconds(*pids: int) -> float:
     """CPU of processes ``pids`` so far (harness.cpu_ticks: a process gone counts 0)."""
     return cpu_ticks(list(pids)) / TICKS
+
+
+def run_queue_seconds(pid: int) -> float:
+    """Seconds the main thread of process ``pid`` has waited, runnable, for a core so far
+    (``/proc/PID/schedstat``'s second field; 0 if the kernel keeps no such count)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def set_cpu_priority(pid: int, nice: int) -> None:
+    """Give process ``pid`` the CPU priority ``nice`` against the others of the box.
+
+    Linux schedules each session as one group (autogroup, on by default), and a process's
+    own nice value only weighs within its group: the bench's processes each have a session
+    of their own, so the group's nice (``/proc/PID/autogroup``) is the one that counts. The
+    process's own is set when the kernel has no autogroups. A negative value needs root.
+    """
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except FileNotFoundError:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
 def rss_mb(pid: int | str = "self") -> float:

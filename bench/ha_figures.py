@@ -32,10 +32,15 @@ travelled (``/proc/stat``, all cores, from the request to the admin's answer: a 
 slow because the box did more then, or because it sat idle), with the time the hypervisor
 stole from the box's cores meanwhile and the five slowest changes (each change is in the
 JSON's ``<phase>_series``: ms to the last node, the box's CPU, stolen, the wall clock it was
-sent at); the nodes' logs give how long each delta batch took to apply. In **big**, the
-admin's view alone (polled: up to one poll late).
+sent at, and how long the admin's event loop waited for a core meanwhile, from
+``/proc/PID/schedstat``); the nodes' logs give how long each delta batch took to apply. In
+**big**, the admin's view alone (polled: up to one poll late).
 ``--store URL`` runs the admin on PostgreSQL
-(default: an SQLite file in the run's directory).
+(default: an SQLite file in the run's directory). ``--node-state DIR`` puts the nodes' state
+files under DIR (``/dev/shm``: off the disk of the admin's store, as on machines of their own;
+removed at the end), to tell the disk they share from the cores they share.
+``--admin-nice N`` gives the admin the CPU priority N against the nodes (``-10``: the nodes
+it wakes no longer hold it off the cores while it is still sending them the change).
 
 Output: the figures on stdout and ``bench/out/ha-<time>.json``; configs and logs in
 ``bench/out/ha-<time>/``. Every process started is stopped at the end, also on errors.
@@ -68,7 +73,9 @@ from ha_cluster import (
     node_rows,
     node_view,
     rss_mb,
+    run_queue_seconds,
     seed,
+    set_cpu_priority,
     start_admin,
     start_nodes,
     until,
@@ -198,7 +205,11 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                  store: str) -> dict[str, Any]:
     say(f"fanout: {args.nodes} nodes, {args.groups} groups x {args.members} members, load "
         "average " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
-    nodes = await start_nodes(run, http, args.nodes)
+    # (--node-state: the nodes' state files on another file system than the admin's store)
+    state_root = Path(args.node_state) / f"slb-ha-{os.getpid()}" if args.node_state else None
+    if state_root is not None:
+        run.elsewhere.append(state_root)
+    nodes = await start_nodes(run, http, args.nodes, state_root)
     listen = "127.0.0.1:0"  # each node's kernel picks its own port: nodes share the host
     # the traffic sampler scrapes every node's /metrics (10,000 member series each here) every
     # 5 s by default: on a shared 2-core box 50 nodes then spend their CPU on /metrics and a
@@ -206,6 +217,8 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
     admin, pid = await start_admin(run, http, "admin", store,
                                    {"seed": seed(nodes, args.groups, args.members, listen),
                                     "stats": {"interval": 60}})
+    if args.admin_nice is not None:
+        set_cpu_priority(pid, args.admin_nice)
     await until("every node in sync after the seed", lambda: in_sync(http, admin), 600, 0.5)
     # the bench's own heap (the seed, the clients) out of its collector's sight: a full
     # collection of it took up to 170 ms, between a change and the clock reading after it
@@ -230,13 +243,18 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         # makes a slow one slow
         travel: list[tuple[float, float, float]] = []
         sent: list[float] = []  # the wall clock of each change's request (to read logs by)
+        # how long the admin's event loop waited for a core meanwhile: a slow change with
+        # little CPU is either that (50 processes on the box's cores) or a sleep (I/O, a lock)
+        queued: list[float] = []
 
         async def measured(i: int) -> None:
             (cpu, stolen), started = box_cpu(), time.monotonic()
+            queue = run_queue_seconds(pid)
             sent.append(time.time())
             await change(i, wait)
             after = box_cpu()
             travel.append((after[0] - cpu, time.monotonic() - started, after[1] - stolen))
+            queued.append(run_queue_seconds(pid) - queue)
 
         for i in range(count):
             answered: list[float] = []
@@ -278,10 +296,12 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                                  "stolen": ms([s for _, _, s in travel])}
             # each change in order: its time to the last node, the box's CPU and the stolen
             # time meanwhile (ms), to tell a slow change made of work from one made of waiting;
-            # and the wall clock it was sent at, to find what else the logs show then
-            out[key + "_series"] = [[*(round(v * 1e3, 1) for v in (last, c, s)), round(at, 3)]
-                                    for last, (c, _, s), at
-                                    in zip(stages["last"], travel, sent, strict=True)]
+            # the wall clock it was sent at, to find what else the logs show then; and the
+            # admin's loop's wait for a core (ms)
+            out[key + "_series"] = [[*(round(v * 1e3, 1) for v in (last, c, s)), round(at, 3),
+                                     round(q * 1e3, 1)]
+                                    for last, (c, _, s), at, q
+                                    in zip(stages["last"], travel, sent, queued, strict=True)]
             if args.stages:
                 box = out[key + "_box"]
                 say(f"      the box's CPU while a change travelled: p50 "
@@ -290,8 +310,9 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                     f"{num(box['busy']['p50'], '.0%')} busy (p50), stolen by the "
                     f"hypervisor: max {num(box['stolen']['max_ms'], '.0f')} ms")
                 slowest = sorted(out[key + "_series"], reverse=True)[:5]
-                say("      the slowest changes (ms to the last node / the box's CPU / stolen): "
-                    + ", ".join(f"{a:.0f}/{b:.0f}/{c:.0f}" for a, b, c, _ in slowest))
+                say("      the slowest changes (ms to the last node / the box's CPU / stolen / "
+                    "the admin's loop waiting for a core): "
+                    + ", ".join(f"{a:.0f}/{b:.0f}/{c:.0f}/{q:.0f}" for a, b, c, _, q in slowest))
 
     await phase("activation", "activation reaches a node",
                 lambda i, wait: activate(http, admin, "g00000", 2 + i % 2, wait), args.rounds,
@@ -465,7 +486,16 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--stages", action="store_true",
                         help="fanout: also show each change's stages")
     parser.add_argument("--store", help="the admin store's URL (default: an SQLite file)")
+    parser.add_argument("--admin-nice", type=int, metavar="N",
+                        help="fanout: the admin's CPU priority against the nodes (-10: ahead "
+                        "of them, as on a machine of its own; negative values need root)")
+    parser.add_argument("--node-state", metavar="DIR",
+                        help="fanout: the nodes' state files under DIR (/dev/shm: off the "
+                        "admin store's disk, as on machines of their own; default: beside "
+                        "the admin's store, in the run's directory)")
     args = parser.parse_args()
+    if args.admin_nice is not None and not -20 <= args.admin_nice <= 19:
+        parser.error("--admin-nice must be between -20 and 19")
     if min(args.nodes, args.groups, args.members, args.kills) < 1 \
             or args.flip_groups > args.groups:
         parser.error("counts must be positive and --flip-groups at most --groups")
