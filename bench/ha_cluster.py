@@ -70,15 +70,17 @@ class Run:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGCONT)
                     os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        for path in self.elsewhere:
-            shutil.rmtree(path, ignore_errors=True)
+        try:
+            for proc in self.procs.values():
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    await proc.wait()
+        finally:
+            for path in self.elsewhere:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 async def until(what: str, check: Any, timeout: float, poll: float = 0.05) -> Any:
@@ -197,15 +199,16 @@ def run_queue_seconds(pid: int) -> float:
 def set_cpu_priority(pid: int, nice: int) -> None:
     """Give process ``pid`` the CPU priority ``nice`` against the others of the box.
 
-    Linux schedules each session as one group (autogroup, on by default), and a process's
-    own nice value only weighs within its group: the bench's processes each have a session
-    of their own, so the group's nice (``/proc/PID/autogroup``) is the one that counts. The
-    process's own is set when the kernel has no autogroups. A negative value needs root.
+    Linux schedules each session as one group (autogroup, when enabled and the processes sit
+    in the root cpu cgroup), and a process's own nice value only weighs within its group: the
+    bench's processes each have a session of their own, so the group's nice
+    (``/proc/PID/autogroup``) is the one that counts there. The process's own is set too: it
+    is the one that counts without autogroups, and the process is alone in its session. A
+    negative value needs CAP_SYS_NICE (root).
     """
-    try:
+    with contextlib.suppress(FileNotFoundError):  # (a kernel without autogroups)
         Path(f"/proc/{pid}/autogroup").write_text(str(nice))
-    except FileNotFoundError:
-        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
 def rss_mb(pid: int | str = "self") -> float:

@@ -40,7 +40,8 @@ sent at, and how long the admin's event loop waited for a core meanwhile, from
 files under DIR (``/dev/shm``: off the disk of the admin's store, as on machines of their own;
 removed at the end), to tell the disk they share from the cores they share.
 ``--admin-nice N`` gives the admin the CPU priority N against the nodes (``-10``: the nodes
-it wakes no longer hold it off the cores while it is still sending them the change).
+it wakes hold it off the cores less while it is still sending them the change). Both apply
+to **fanout** only.
 
 Output: the figures on stdout and ``bench/out/ha-<time>.json``; configs and logs in
 ``bench/out/ha-<time>/``. Every process started is stopped at the end, also on errors.
@@ -496,6 +497,12 @@ def parse() -> argparse.Namespace:
     args = parser.parse_args()
     if args.admin_nice is not None and not -20 <= args.admin_nice <= 19:
         parser.error("--admin-nice must be between -20 and 19")
+    if args.admin_nice is not None and args.admin_nice < 0 and os.geteuid() != 0:
+        parser.error("--admin-nice below 0 needs root (CAP_SYS_NICE)")
+    if args.node_state:  # (resolved: the nodes run from the project's root, not from here)
+        args.node_state = str(Path(args.node_state).resolve())
+        if not os.path.isdir(args.node_state) or not os.access(args.node_state, os.W_OK):
+            parser.error(f"--node-state: {args.node_state} is not a writable directory")
     if min(args.nodes, args.groups, args.members, args.kills) < 1 \
             or args.flip_groups > args.groups:
         parser.error("counts must be positive and --flip-groups at most --groups")
