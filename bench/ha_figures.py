@@ -60,7 +60,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from ha_cluster import (
@@ -141,6 +141,19 @@ async def timed_change(http: httpx.AsyncClient, admin: str, change: Any, poll: f
 
 
 WAIT = 60  # ?wait= of a confirmed change: seconds the admin waits for every node at most
+
+
+class Travel(NamedTuple):
+    """What happened while one confirmed change travelled (from the request until the admin
+    confirmed every node), in seconds: what makes a slow one slow."""
+
+    cpu: float  # the whole box's CPU
+    wall: float
+    stolen: float  # by the hypervisor, from the box's cores
+    sent_at: float  # the wall clock of the request (to read the logs by)
+    # the admin's event loop waiting for a core: a slow change with little CPU is either
+    # that (50 processes on the box's cores) or a sleep (I/O, a lock)
+    queued: float
 
 
 def box_cpu() -> tuple[float, float]:
@@ -239,23 +252,15 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
         cpu_before = cpu_seconds(pid), cpu_seconds(*(n["pid"] for n in nodes))
         # a stopped node never applies: the others are then watched through the poll
         wait = WAIT if args.confirm == "wait" and not skip else 0
-        # the box's CPU, and what the hypervisor stole, while each change travelled (from
-        # the request until the admin confirmed every node, so only when confirmed): what
-        # makes a slow one slow
-        travel: list[tuple[float, float, float]] = []
-        sent: list[float] = []  # the wall clock of each change's request (to read logs by)
-        # how long the admin's event loop waited for a core meanwhile: a slow change with
-        # little CPU is either that (50 processes on the box's cores) or a sleep (I/O, a lock)
-        queued: list[float] = []
+        travel: list[Travel] = []  # each confirmed change's (only when confirmed)
 
         async def measured(i: int) -> None:
             (cpu, stolen), started = box_cpu(), time.monotonic()
-            queue = run_queue_seconds(pid)
-            sent.append(time.time())
+            queue, sent_at = run_queue_seconds(pid), time.time()
             await change(i, wait)
             after = box_cpu()
-            travel.append((after[0] - cpu, time.monotonic() - started, after[1] - stolen))
-            queued.append(run_queue_seconds(pid) - queue)
+            travel.append(Travel(after[0] - cpu, time.monotonic() - started,
+                                 after[1] - stolen, sent_at, run_queue_seconds(pid) - queue))
 
         for i in range(count):
             answered: list[float] = []
@@ -291,18 +296,17 @@ async def fanout(args: argparse.Namespace, run: Run, http: httpx.AsyncClient,
                 f"{nodes_cpu * 1e3:.0f} ms together (the bench's reads included)")
         if wait:
             cores = os.cpu_count() or 1
-            out[key + "_box"] = {"cpu": ms([c for c, _, _ in travel]),
-                                 "busy": quantiles([c / w / cores for c, w, _ in travel
-                                                    if w > 0]),
-                                 "stolen": ms([s for _, _, s in travel])}
+            out[key + "_box"] = {"cpu": ms([t.cpu for t in travel]),
+                                 "busy": quantiles([t.cpu / t.wall / cores for t in travel
+                                                    if t.wall > 0]),
+                                 "stolen": ms([t.stolen for t in travel])}
             # each change in order: its time to the last node, the box's CPU and the stolen
             # time meanwhile (ms), to tell a slow change made of work from one made of waiting;
             # the wall clock it was sent at, to find what else the logs show then; and the
             # admin's loop's wait for a core (ms)
-            out[key + "_series"] = [[*(round(v * 1e3, 1) for v in (last, c, s)), round(at, 3),
-                                     round(q * 1e3, 1)]
-                                    for last, (c, _, s), at, q
-                                    in zip(stages["last"], travel, sent, queued, strict=True)]
+            out[key + "_series"] = [[*(round(v * 1e3, 1) for v in (last, t.cpu, t.stolen)),
+                                     round(t.sent_at, 3), round(t.queued * 1e3, 1)]
+                                    for last, t in zip(stages["last"], travel, strict=True)]
             if args.stages:
                 box = out[key + "_box"]
                 say(f"      the box's CPU while a change travelled: p50 "
